@@ -1,0 +1,319 @@
+"""The scenario: a typed, validated description of one simulation run.
+
+Scenarios are TOML files loaded into :class:`Scenario`.  Validation happens here, at the
+boundary; the rest of the package trusts the objects it gets.  Every field carries a
+description; ``sovsim schema`` prints them as a reference table.
+
+A bad field raises :class:`ScenarioError` whose message is one line naming the field and
+what is allowed.
+"""
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim import distributions as dist
+
+
+class ScenarioError(ValueError):
+    """A scenario (file or field) is invalid. ``str(err)`` is one line for the user."""
+
+
+class Spec(BaseModel):
+    """Base of every schema block: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------ distributions
+class ConstantLength(Spec):
+    dist: Literal["constant"] = Field(description="Every request has the same length.")
+    value: int = Field(ge=1, description="Tokens.")
+
+    def build(self) -> dist.Distribution:
+        return dist.Constant(self.value)
+
+
+class GeometricLength(Spec):
+    dist: Literal["geometric"] = Field(description="Geometric on {1, 2, ...} (memoryless: one stop chance per token).")
+    mean: float = Field(ge=1.0, description="Mean tokens (= 1/p).")
+
+    def build(self) -> dist.Distribution:
+        return dist.Geometric(self.mean)
+
+
+class UniformLength(Spec):
+    dist: Literal["uniform"] = Field(description="Uniform integers in [low, high].")
+    low: int = Field(ge=1, description="Smallest length, tokens.")
+    high: int = Field(ge=1, description="Largest length, tokens (inclusive).")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+    def build(self) -> dist.Distribution:
+        return dist.UniformInt(self.low, self.high)
+
+
+class LogNormalLength(Spec):
+    dist: Literal["lognormal"] = Field(description="ceil(lognormal(mu, sigma)), clipped to [1, max].")
+    mu: float = Field(description="Mean of log(tokens).")
+    sigma: float = Field(gt=0.0, description="Standard deviation of log(tokens).")
+    max: int = Field(default=1 << 20, ge=1, description="Upper clip, tokens.")
+
+    def build(self) -> dist.Distribution:
+        return dist.LogNormalInt(self.mu, self.sigma, self.max)
+
+
+class EmpiricalLength(Spec):
+    dist: Literal["empirical"] = Field(description="Resample the listed values with replacement.")
+    values: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="Observed token counts.")
+
+    def build(self) -> dist.Distribution:
+        return dist.Empirical(tuple(self.values))
+
+
+LengthSpec = Annotated[
+    Union[ConstantLength, GeometricLength, UniformLength, LogNormalLength, EmpiricalLength],
+    Field(discriminator="dist"),
+]
+
+
+# ------------------------------------------------------------------ blocks
+class SimulationSpec(Spec):
+    horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds.")
+    warmup_s: float = Field(default=0.0, ge=0.0, description="Requests arriving before this time are served but left out of latency statistics.")
+    seed: int = Field(default=1, ge=0, description="Root seed of the run's SeedSequence (overridden by --seed).")
+    engine_mode: Literal["event_skipping", "per_iteration"] = Field(
+        default="event_skipping",
+        description="event_skipping: one event per batch-composition change (fast); per_iteration: one event per iteration (reference).")
+    request_sample_size: int = Field(default=20000, ge=0, description="Per-request records kept (uniform reservoir sample over the run).")
+    timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds.")
+
+
+class BatchingSpec(Spec):
+    max_num_seqs: int = Field(default=256, ge=1, description="Cap on running sequences per replica (vLLM max_num_seqs). Source: vLLM default 256.")
+    max_batched_tokens: int = Field(default=8192, ge=1, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
+    block_size_tokens: int = Field(default=16, ge=1, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0, description="Share of GPU memory the engine may use (weights + KV). Source: vLLM default 0.9.")
+    chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone).")
+
+
+class StepTimeSpec(Spec):
+    kind: Literal["calibrated", "roofline", "constant"] = Field(
+        default="calibrated",
+        description="calibrated: roofline with efficiencies fitted to GPU measurements (sim.perf); roofline: datasheet ceilings only; constant: fixed iteration time (queueing validation).")
+    decode_step_s: float | None = Field(default=None, gt=0.0, description="constant only: time of an iteration that carries decodes, seconds.")
+    prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds.")
+    per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds.")
+    kv_cache_tokens: int | None = Field(default=None, ge=1, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
+
+    @model_validator(mode="after")
+    def _constant_needs_step(self):
+        if self.kind == "constant" and self.decode_step_s is None:
+            raise ValueError("kind = 'constant' needs decode_step_s (seconds, > 0)")
+        return self
+
+
+class DeploymentSpec(Spec):
+    name: str = Field(min_length=1, description="Label of this pool of identical replicas.")
+    model: str = Field(description="LLM catalog id (see `sovsim catalog`), e.g. mixtral-8x7b.")
+    gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm.")
+    precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision.")
+    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica.")
+    replicas: int = Field(default=1, ge=0, description="Number of replicas (GPUs used = replicas x tp).")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Continuous-batching settings.")
+    step_time: StepTimeSpec = Field(default_factory=StepTimeSpec, description="Which iteration-time model to use.")
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.tp
+
+
+class RouterSpec(Spec):
+    policy: Literal["least_outstanding", "power_of_two", "round_robin"] = Field(
+        default="least_outstanding",
+        description="least_outstanding: fewest outstanding tokens (prompt+output left); power_of_two: the better of two random replicas; round_robin.")
+
+
+class SLASpec(Spec):
+    ttft_s: float = Field(default=2.0, gt=0.0, description="Time-to-first-token target, seconds. Source: MLPerf Inference Server constraint for Llama-2-70B (2 s).")
+    tpot_s: float = Field(default=0.2, gt=0.0, description="Time-per-output-token target, seconds. Source: MLPerf Inference Server constraint for Llama-2-70B (200 ms).")
+    attainment_target: float = Field(default=0.99, gt=0.0, le=1.0, description="Share of requests that must meet both targets. Source: MLPerf Server uses the 99th percentile.")
+
+
+class PoissonArrivals(Spec):
+    kind: Literal["poisson"] = Field(description="Homogeneous Poisson arrivals.")
+    rate_per_s: float = Field(gt=0.0, description="Mean requests per second.")
+
+
+ArrivalSpec = Annotated[Union[PoissonArrivals], Field(discriminator="kind")]
+
+
+class WorkloadSpec(Spec):
+    name: str = Field(min_length=1, description="Label of this request stream (a tenant).")
+    model: str = Field(description="LLM catalog id the requests ask for; routed only to deployments serving it.")
+    arrivals: ArrivalSpec = Field(description="Arrival process.")
+    prompt_tokens: LengthSpec = Field(description="Prompt length distribution.")
+    output_tokens: LengthSpec = Field(description="Output length distribution (tokens generated, >= 1).")
+    sla: SLASpec = Field(default_factory=SLASpec, description="Latency targets of this stream.")
+
+
+class Scenario(Spec):
+    name: str = Field(default="scenario", description="Scenario label.")
+    description: str = Field(default="", description="Free text.")
+    simulation: SimulationSpec = Field(default_factory=SimulationSpec, description="Horizon, seed and engine mode.")
+    router: RouterSpec = Field(default_factory=RouterSpec, description="Routing across replicas.")
+    deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
+    workloads: list[WorkloadSpec] = Field(min_length=1, description="Request streams.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"deployment names must be unique, got {names}")
+        wnames = [w.name for w in self.workloads]
+        if len(set(wnames)) != len(wnames):
+            raise ValueError(f"workload names must be unique, got {wnames}")
+        served = {d.model for d in self.deployments}
+        for i, w in enumerate(self.workloads):
+            if w.model not in served:
+                raise ValueError(f"workloads[{i}].model: {w.model!r} is served by no deployment (served: {sorted(served)})")
+        return self
+
+
+# ------------------------------------------------------------------ loading
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    loc = ""
+    for part in e["loc"]:
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        else:
+            # discriminated unions insert the tag into the location; keep real field names
+            loc += ("." if loc else "") + str(part)
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+        parent = _parent_model(Scenario, [p for p in e["loc"][:-1]])
+        if parent is not None:
+            msg += f"; allowed: {', '.join(sorted(parent.model_fields))}"
+    elif "input" in e and e["type"] not in ("missing",):
+        inp = e["input"]
+        if not isinstance(inp, (dict, list)):
+            msg += f" (got {inp!r})"
+    more = len(err.errors()) - 1
+    tail = f" (+{more} more error{'s' if more > 1 else ''})" if more else ""
+    where = f"{source}: " if source else ""
+    return f"{where}{loc or 'scenario'}: {msg}{tail}"
+
+
+def _parent_model(model, path):
+    """Walk the schema along a validation location to the model holding the last field."""
+    import typing
+    cur = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if cur is None or not hasattr(cur, "model_fields"):
+            return None
+        if part in cur.model_fields:
+            ann = cur.model_fields[part].annotation
+            cur = _unwrap(ann)
+        else:
+            # discriminator tag of a union: pick the member with that literal
+            cur = _union_member(cur, part) if cur is not None else None
+    return cur
+
+
+def _unwrap(ann):
+    import typing
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(ann)[0])
+    if origin in (list, tuple):
+        return _unwrap(typing.get_args(ann)[0])
+    if origin is Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+        return tuple(_unwrap(a) for a in args)
+    return ann
+
+
+def _union_member(members, tag):
+    if not isinstance(members, tuple):
+        return None
+    for m in members:
+        for f in m.model_fields.values():
+            if typing_literal_has(f.annotation, tag):
+                return m
+    return None
+
+
+def typing_literal_has(ann, value) -> bool:
+    import typing
+    return typing.get_origin(ann) is Literal and value in typing.get_args(ann)
+
+
+def scenario_from_dict(data: dict[str, Any], source: str = "") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(_format_validation_error(err, source)) from None
+
+
+def load_scenario(path: str | Path | None = None) -> Scenario:
+    """Load a TOML scenario; ``None`` loads the default scenario shipped in the package."""
+    if path is None:
+        text = resources.files("sim.scenarios").joinpath("default.toml").read_text()
+        source = "default.toml"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ScenarioError(f"{p}: no such scenario file")
+        text = p.read_text()
+        source = str(p)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(f"{source}: not valid TOML: {err}") from None
+    return scenario_from_dict(data, source)
+
+
+def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
+    """A copy of ``scenario`` with dotted-path fields replaced, re-validated.
+
+    ``{"deployments.0.replicas": 8, "simulation.seed": 3}``."""
+    data = scenario.model_dump(mode="python")
+    for dotted, value in overrides.items():
+        cur: Any = data
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(cur, list):
+                try:
+                    idx = int(part)
+                    cur[idx]
+                except (ValueError, IndexError):
+                    raise ScenarioError(f"{dotted}: {part!r} is not an index of a list of {len(cur)}") from None
+                if last:
+                    cur[idx] = value
+                else:
+                    cur = cur[idx]
+            elif isinstance(cur, dict):
+                if part not in cur:
+                    raise ScenarioError(f"{dotted}: unknown field {part!r}; allowed: {', '.join(sorted(cur))}")
+                if last:
+                    cur[part] = value
+                else:
+                    cur = cur[part]
+            else:
+                raise ScenarioError(f"{dotted}: {'.'.join(parts[:i])} is not a table")
+    return scenario_from_dict(data, "override")

@@ -1,0 +1,1 @@
+"""Scenarios shipped inside the package (TOML). ``default.toml`` is what ``sovsim run`` runs."""
