@@ -17,9 +17,10 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim import distributions as dist
+from sim.errors import UserError
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError):
     """A scenario (file or field) is invalid. ``str(err)`` is one line for the user."""
 
 
@@ -152,8 +153,21 @@ class PoissonArrivals(Spec):
     kind: Literal["poisson"] = Field(description="Homogeneous Poisson arrivals.")
     rate_per_s: float = Field(gt=0.0, description="Mean requests per second.")
 
+    def build(self):
+        from sim.arrivals import PoissonProcess
+        return PoissonProcess(self.rate_per_s)
 
-ArrivalSpec = Annotated[Union[PoissonArrivals], Field(discriminator="kind")]
+
+class OfflineArrivals(Spec):
+    kind: Literal["offline"] = Field(description="All requests arrive at t = 0 (trtllm-bench / MLPerf Offline style).")
+    count: int = Field(ge=1, description="Number of requests.")
+
+    def build(self):
+        from sim.arrivals import OfflineProcess
+        return OfflineProcess(self.count)
+
+
+ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals], Field(discriminator="kind")]
 
 
 class WorkloadSpec(Spec):
