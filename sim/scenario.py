@@ -122,8 +122,23 @@ class StepTimeSpec(Spec):
         return self
 
 
+class SiteSpec(Spec):
+    name: str = Field(min_length=1, description="Site label, e.g. par-1.")
+    jurisdiction: str = Field(min_length=2, max_length=2, description="ISO 3166 country code of the site (FR, DE, NL, IT, ...).")
+    certifications: list[str] = Field(default_factory=list, description="Certifications the site holds (SecNumCloud, BSI-C5, HDS, ISO27001, ...).")
+    network_latency_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="One-way network latency from each buyer region (key) to this site, seconds; added to TTFT. Missing region: 0.")
+
+
+class ResidencySpec(Spec):
+    allowed_jurisdictions: list[str] | None = Field(default=None, description="Country codes where this stream's data may be processed; None = anywhere.")
+    required_certifications: list[str] = Field(default_factory=list, description="Certifications a site must hold to serve this stream.")
+
+
 class DeploymentSpec(Spec):
     name: str = Field(min_length=1, description="Label of this pool of identical replicas.")
+    site: str | None = Field(default=None, description="Name of the site (see [[sites]]) hosting these replicas; None = an unnamed site with no jurisdiction.")
     model: str = Field(description="LLM catalog id (see `sovsim catalog`), e.g. mixtral-8x7b.")
     gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm.")
     precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision.")
@@ -177,6 +192,9 @@ class WorkloadSpec(Spec):
     prompt_tokens: LengthSpec = Field(description="Prompt length distribution.")
     output_tokens: LengthSpec = Field(description="Output length distribution (tokens generated, >= 1).")
     sla: SLASpec = Field(default_factory=SLASpec, description="Latency targets of this stream.")
+    vertical: str = Field(default="general", description="Buyer vertical (finance, healthcare, public_sector, general).")
+    region: str = Field(default="eu", description="Buyer region; keys the sites' network_latency_s.")
+    residency: ResidencySpec = Field(default_factory=ResidencySpec, description="Where this stream may be served; a request is never served elsewhere.")
 
 
 class Scenario(Spec):
@@ -184,6 +202,7 @@ class Scenario(Spec):
     description: str = Field(default="", description="Free text.")
     simulation: SimulationSpec = Field(default_factory=SimulationSpec, description="Horizon, seed and engine mode.")
     router: RouterSpec = Field(default_factory=RouterSpec, description="Routing across replicas.")
+    sites: list[SiteSpec] = Field(default_factory=list, description="EU co-location sites.")
     deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
     workloads: list[WorkloadSpec] = Field(min_length=1, description="Request streams.")
 
@@ -195,6 +214,12 @@ class Scenario(Spec):
         wnames = [w.name for w in self.workloads]
         if len(set(wnames)) != len(wnames):
             raise ValueError(f"workload names must be unique, got {wnames}")
+        snames = [s.name for s in self.sites]
+        if len(set(snames)) != len(snames):
+            raise ValueError(f"site names must be unique, got {snames}")
+        for i, d in enumerate(self.deployments):
+            if d.site is not None and d.site not in snames:
+                raise ValueError(f"deployments[{i}].site: {d.site!r} is not a site; sites: {snames}")
         served = {d.model for d in self.deployments}
         for i, w in enumerate(self.workloads):
             if w.model not in served:
