@@ -122,6 +122,83 @@ class StepTimeSpec(Spec):
         return self
 
 
+# ------------------------------------------------------------------ economics (issue 5)
+# Defaults live in sim.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
+# None here takes that default. models/economics/README.md is the readable table.
+class _ContractTerms(Spec):
+    name: str = Field(min_length=1, description="Label of this contract (unique within the site).")
+    gpus: int = Field(ge=0, description="GPUs under this contract at the start of the run.")
+    lead_time_s: float | None = Field(default=None, ge=0.0, description="Time from ordering more GPUs on these terms to their arrival, seconds (None: default per kind, see models/economics/README.md).")
+    min_term_s: float | None = Field(default=None, ge=0.0, description="Minimum time a tranche is billed once it starts, seconds (None: default per kind).")
+    notice_s: float | None = Field(default=None, ge=0.0, description="Notice between asking to release a tranche and the end of billing, seconds (None: default per kind).")
+
+
+class RentalContractSpec(_ContractTerms):
+    kind: Literal["rental"] = Field(description="GPU rental by the GPU-hour from a cloud provider.")
+    term: Literal["on_demand", "committed"] = Field(default="on_demand", description="on_demand: billed per second used; committed: a term at a discount.")
+    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, description="On-demand list price, EUR per GPU-hour (None: Scaleway H100-SXM-8-80G EUR 25.3308/h / 8, models/economics/gpu_prices.csv).")
+    committed_discount: float | None = Field(default=None, ge=0.0, lt=1.0, description="committed only: discount on the list price (None: 0.26, DigitalOcean 12-month reserve, gpu_prices.csv).")
+
+
+class OwnedColoContractSpec(_ContractTerms):
+    kind: Literal["owned_colo"] = Field(description="Own servers in leased co-location: depreciation + colocation + metered power.")
+    capex_eur_per_gpu: float | None = Field(default=None, gt=0.0, description="Purchase price per GPU incl. its host share, EUR (None: H100 card EUR 33,395 x 1.4; card from gpu_prices.csv, host share an assumption).")
+    life_years: float | None = Field(default=None, gt=0.0, description="Straight-line depreciation life, years (None: 4, assumption).")
+    colo_eur_per_kw_month: float | None = Field(default=None, ge=0.0, description="Colocation rent per contracted kW per month, EUR (None: 155, midpoint of Frankfurt 130-180, colocation.csv, tertiary).")
+    colo_kw_per_gpu: float | None = Field(default=None, gt=0.0, description="Contracted power per GPU, kW (None: DGX H100 max 10.2 kW / 8, power.csv).")
+    power_eur_per_kwh: float | None = Field(default=None, ge=0.0, description="Electricity price, EUR/kWh (None: by the site's jurisdiction, FR 0.1534 / DE 0.178 / else EU-27 0.2179, electricity.csv).")
+    pue: float | None = Field(default=None, ge=1.0, description="Power usage effectiveness of the colo (None: 1.58, power.csv colocation range 1.58-1.80).")
+    busy_w_per_gpu: float | None = Field(default=None, ge=0.0, description="Draw of a GPU with its host share while its replica has a non-empty batch, W (None: DGX H100 typical 7.5 kW / 8, power.csv).")
+    idle_w_per_gpu: float | None = Field(default=None, ge=0.0, description="Draw of an idle GPU with its host share, W (None: 60, measured 2x H100 NVL server idle 120 W / 2, power.csv).")
+
+
+class PartnerReservedContractSpec(_ContractTerms):
+    kind: Literal["partner_reserved"] = Field(description="Reserved capacity on a partner cloud, billed monthly.")
+    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, description="EUR per GPU-hour (None: OVHcloud h100-380 monthly billing EUR 1,940 / 730 h, gpu_prices.csv).")
+
+
+ContractSpec = Annotated[Union[RentalContractSpec, OwnedColoContractSpec, PartnerReservedContractSpec],
+                         Field(discriminator="kind")]
+
+
+class SLACreditTier(Spec):
+    below_attainment: float = Field(gt=0.0, le=1.0, description="The tier applies when the month's SLA attainment of a workload is under this share.")
+    credit_share: float = Field(ge=0.0, le=1.0, description="Share of that workload's month revenue credited back.")
+
+
+class PricingSpec(Spec):
+    vertical: str = Field(default="*", description="Buyer vertical this price applies to ('*' = any).")
+    model: str = Field(default="*", description="LLM catalog id this price applies to ('*' = any).")
+    workload: str | None = Field(default=None, description="Workload name (overrides vertical/model matching).")
+    input_eur_per_mtok: float = Field(ge=0.0, description="Price of one million prompt tokens, EUR.")
+    output_eur_per_mtok: float = Field(ge=0.0, description="Price of one million output tokens, EUR.")
+    sla_credits: list[SLACreditTier] | None = Field(default=None, description="Credit tiers; the deepest tier that applies is paid (None: 10% under the workload's attainment target, 25% under 0.95; assumption).")
+
+
+class FaultsSpec(Spec):
+    enabled: bool = Field(default=False, description="Inject GPU, node and site failures.")
+    gpu_failures_per_gpu_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one GPU (fails its replica), per day (None: GPU-attributed rows of the Llama 3 interruption table, 268 / (16,384 x 54) = 3.03e-4; see docs/economics.md).")
+    node_failures_per_node_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one node (fails all its replicas), per day (None: host + network + unplanned-maintenance rows of the Llama 3 table, 88 / (2,048 x 54) = 7.96e-4).")
+    gpus_per_node: int = Field(default=8, ge=1, description="GPUs per node; replicas are packed onto nodes in order. Source: DGX/HGX H100 has 8.")
+    repair_median_s: float = Field(default=4 * 3600.0, gt=0.0, description="Median repair time, seconds (lognormal). assumption: 4 h (swap or reboot; no MTTR recorded in models/economics).")
+    repair_sigma: float = Field(default=1.0, gt=0.0, description="Lognormal sigma of repair times. assumption.")
+    site_outages_per_year: float = Field(default=0.5, ge=0.0, description="Whole-site outage rate per site, per year. assumption (no figure recorded).")
+    site_outage_median_s: float = Field(default=4 * 3600.0, gt=0.0, description="Median whole-site outage, seconds (lognormal, sigma 1). assumption.")
+    requeue: Literal["preserve", "recompute"] = Field(default="preserve", description="Requests on a failed replica are requeued keeping their emitted tokens (preserve) or restarting generation (recompute).")
+
+
+class CapacityPolicySpec(Spec):
+    kind: Literal["fixed", "threshold", "forecast"] = Field(default="fixed", description="fixed: the contracts' GPUs only; threshold: order/release on utilisation; forecast: order lead-time ahead of a demand forecast.")
+    contract: str | None = Field(default=None, description="Name of the contract whose terms new orders use (None: the first contract of the site).")
+    check_interval_s: float = Field(default=3600.0, gt=0.0, description="How often the policy looks, seconds. assumption.")
+    high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when busy share is above this. assumption.")
+    low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release when busy share is below this. assumption.")
+    step_gpus: int = Field(default=8, ge=1, description="GPUs per order or release (one node). assumption.")
+    min_gpus: int = Field(default=0, ge=0, description="Never release below this many GPUs at a site.")
+    max_gpus: int = Field(default=1 << 20, ge=1, description="Never order above this many GPUs at a site.")
+    headroom: float = Field(default=0.2, ge=0.0, description="forecast: capacity kept above forecast demand (share). assumption.")
+
+
 class SiteSpec(Spec):
     name: str = Field(min_length=1, description="Site label, e.g. par-1.")
     jurisdiction: str = Field(min_length=2, max_length=2, description="ISO 3166 country code of the site (FR, DE, NL, IT, ...).")
@@ -129,6 +206,7 @@ class SiteSpec(Spec):
     network_latency_s: dict[str, float] = Field(
         default_factory=dict,
         description="One-way network latency from each buyer region (key) to this site, seconds; added to TTFT. Missing region: 0.")
+    contracts: list[ContractSpec] = Field(default_factory=list, description="Capacity contracts at this site (rental, owned_colo, partner_reserved). Empty: deployments here are costed as on-demand rental.")
 
 
 class ResidencySpec(Spec):
@@ -205,6 +283,9 @@ class Scenario(Spec):
     sites: list[SiteSpec] = Field(default_factory=list, description="EU co-location sites.")
     deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
     workloads: list[WorkloadSpec] = Field(min_length=1, description="Request streams.")
+    pricing: list[PricingSpec] = Field(default_factory=list, description="Tenant prices; the first matching entry (workload, then vertical+model, then wildcards) applies. None matching: Mixtral on OVHcloud AI Endpoints, EUR 0.70 / 0.70 per 1M tokens (api_prices.csv).")
+    faults: FaultsSpec = Field(default_factory=FaultsSpec, description="GPU, node and site failures.")
+    capacity_policy: CapacityPolicySpec = Field(default_factory=CapacityPolicySpec, description="How capacity is ordered and released over the run.")
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -220,6 +301,12 @@ class Scenario(Spec):
         for i, d in enumerate(self.deployments):
             if d.site is not None and d.site not in snames:
                 raise ValueError(f"deployments[{i}].site: {d.site!r} is not a site; sites: {snames}")
+        for i, s in enumerate(self.sites):
+            cn = [c.name for c in s.contracts]
+            if len(set(cn)) != len(cn):
+                raise ValueError(f"sites[{i}].contracts: names must be unique within a site, got {cn}")
+        if self.capacity_policy.low_utilisation >= self.capacity_policy.high_utilisation:
+            raise ValueError("capacity_policy.low_utilisation must be < high_utilisation")
         served = {d.model for d in self.deployments}
         for i, w in enumerate(self.workloads):
             if w.model not in served:
