@@ -196,7 +196,7 @@ class Ledger:
         if self.fleet is None:
             return out
         for r in self.fleet():
-            k = id(r)
+            k = getattr(r, "key", None) or id(r)
             prev = self._busy_seen.get(k, 0.0)
             cur = float(r.busy_s)
             self._busy_seen[k] = cur
@@ -229,8 +229,10 @@ class Ledger:
         self.prices[workload] = price
 
     def record_request(self, now: float, workload: str, vertical: str, site: str | None,
-                       prompt_tokens: int, output_tokens: int, sla_met: bool) -> None:
-        """A completed request: bill its tokens at ``workload``'s price, count it for the SLA."""
+                       prompt_tokens: int, output_tokens: int, sla_met: bool,
+                       measured: bool = True) -> None:
+        """A completed request: bill its tokens at ``workload``'s price; if ``measured``
+        (after warm-up) count it for the SLA."""
         price = self.prices[workload]
         m = self.month_of(now)
         site = site or "-"
@@ -241,10 +243,15 @@ class Ledger:
         tk = self.tokens[(m, site, vertical)]
         tk[0] += prompt_tokens
         tk[1] += output_tokens
-        c = self.sla_counts[(m, workload)]
-        c[0] += 1
-        c[1] += 1 if sla_met else 0
+        if measured:
+            c = self.sla_counts[(m, workload)]
+            c[0] += 1
+            c[1] += 1 if sla_met else 0
         self.workload_rev[(m, workload)][(site, vertical)] += rin + rout
+
+    def record_miss(self, now: float, workload: str) -> None:
+        """A rejected request: no revenue, an SLA miss."""
+        self.sla_counts[(self.month_of(now), workload)][0] += 1
 
     def _credit_month(self, m: int) -> None:
         if m in self._credited_months:
@@ -352,3 +359,136 @@ def price_for(pricing: list, workload) -> Price:
     if chosen is None:
         return Price.from_eur_per_mtok(d("price_input_eur_per_mtok"), d("price_output_eur_per_mtok"), tiers(None))
     return Price.from_eur_per_mtok(chosen.input_eur_per_mtok, chosen.output_eur_per_mtok, tiers(chosen))
+
+
+# ====================================================================== engine hook
+class WorldEconomics:
+    """Attach a ledger (and, if ``scenario.faults.enabled``, a fault injector) to a
+    :class:`sim.runner.World` before it runs; :meth:`finish` after it ran.
+
+    Needs from the engine only what it already has: each replica's ``on_complete`` callback
+    (wrapped here), ``busy_s`` + ``partial_run(now)``, ``fail(now, keep_generated)`` and
+    ``repair(now)``; the router's ``submit`` and ``replica_state_changed``; the metrics'
+    ``on_reject`` (wrapped, so a rejected request counts as an SLA miss, as in
+    :mod:`sim.metrics`)."""
+
+    def __init__(self, world, tick_s: float = HOUR_S):
+        from sim.contracts import rental_terms, terms_from_spec
+
+        self.world = world
+        sc = world.scenario
+        env = world.env
+        self.ledger = Ledger(fleet=self._fleet, start_s=env.now)
+        sites = {s.name: s for s in sc.sites}
+        need: dict[str, int] = defaultdict(int)
+        for dep in sc.deployments:
+            need[dep.site or "-"] += dep.gpus
+        self.implicit_contracts = not any(s.contracts for s in sc.sites)
+        for site_name, gpus in need.items():
+            site = sites.get(site_name)
+            contracts = site.contracts if site is not None else []
+            if not contracts:
+                if not self.implicit_contracts and gpus:
+                    from sim.errors import UserError
+                    raise UserError(f"sites: deployments at {site_name!r} use {gpus} GPUs but the site has "
+                                    f"no contracts (add [[sites.contracts]] for it)")
+                self.ledger.add_tranche(Tranche(site_name, rental_terms("on_demand"), gpus, env.now))
+                continue
+        for site in sc.sites:
+            have = 0
+            for c in site.contracts:
+                self.ledger.add_tranche(Tranche(site.name, terms_from_spec(c, site.jurisdiction), c.gpus, env.now))
+                have += c.gpus
+            if site.contracts and need.get(site.name, 0) > have:
+                from sim.errors import UserError
+                raise UserError(f"sites[{site.name}].contracts: deployments there use {need[site.name]} GPUs "
+                                f"but contracts provide {have}")
+        for w in sc.workloads:
+            self.ledger.set_price(w.name, price_for(sc.pricing, w))
+        for rep in world.replicas:
+            rep.on_complete = self._wrap_complete(rep.on_complete)
+        orig_reject = world.metrics.on_reject
+
+        def on_reject(r, reason, now):
+            orig_reject(r, reason, now)
+            self._reject(r, now)
+        world.metrics.on_reject = on_reject
+        self.faults = None
+        if sc.faults.enabled:
+            from sim.faults import FaultInjector, config_from_spec
+            self.fault_cfg = config_from_spec(sc.faults)
+            self.faults = FaultInjector(env, world.replicas, self.fault_cfg, world.streams.generator,
+                                        self._down, self._up)
+        self.requeued = 0
+        self.tick_s = tick_s
+        env.process(self._ticker())
+
+    def _fleet(self):
+        now = self.world.env.now
+        return [_BusyView(r.index + 1, r.site, r.gpus, r.busy_s + r.partial_run(now)[0])
+                for r in self.world.replicas]
+
+    def _ticker(self):
+        env = self.world.env
+        while True:
+            nxt = (math.floor(env.now / self.tick_s) + 1) * self.tick_s
+            yield env.timeout(nxt - env.now)
+            self.ledger.advance(env.now)
+
+    def _sla_met(self, r) -> bool:
+        w = self.world.scenario.workloads[r.workload]
+        ttft = r.first_token_s - r.arrival_s + r.latency_s
+        if ttft > w.sla.ttft_s:
+            return False
+        if r.output_tokens > 1:
+            return (r.completion_s - r.first_token_s) / (r.output_tokens - 1) <= w.sla.tpot_s
+        return True
+
+    def _wrap_complete(self, orig):
+        def on_complete(r, now):
+            orig(r, now)
+            w = self.world.scenario.workloads[r.workload]
+            rep = self.world.replicas[r.replica] if r.replica >= 0 else None
+            self.ledger.record_request(now, w.name, w.vertical, rep.site if rep is not None else None,
+                                       r.prompt_tokens, r.output_tokens,
+                                       self._sla_met(r) if r.arrival_s >= self.world.scenario.simulation.warmup_s else True,
+                                       measured=r.arrival_s >= self.world.scenario.simulation.warmup_s)
+        return on_complete
+
+    def _reject(self, r, now):
+        if r.arrival_s >= self.world.scenario.simulation.warmup_s:
+            self.ledger.record_miss(now, self.world.scenario.workloads[r.workload].name)
+
+    def _down(self, rep, now):
+        reqs = rep.fail(now, keep_generated=self.fault_cfg.keep_generated)
+        router = self.world.router
+        router.replica_state_changed()
+        for r in reqs:
+            router.submit(r)
+            if r.replica >= 0:
+                r.latency_s = self.world.rtt_s[r.workload][r.replica]
+        self.requeued += len(reqs)
+        self.faults.log.requeued += len(reqs)
+
+    def _up(self, rep, now):
+        rep.repair(now)
+        self.world.router.replica_state_changed()
+
+    def finish(self) -> dict[str, Any]:
+        now = self.world.env.now
+        self.ledger.close(now)
+        out = self.ledger.report()
+        out["contracts_implicit"] = self.implicit_contracts
+        if self.faults is not None:
+            out["availability"] = self.faults.availability(now)
+        else:
+            out["availability"] = {"replica_availability": 1.0, "failures": {"gpu": 0, "node": 0, "site": 0}}
+        return out
+
+
+@dataclass(frozen=True)
+class _BusyView:
+    key: int
+    site: str | None
+    gpus: int
+    busy_s: float
