@@ -264,6 +264,9 @@ def pack_nodes(replicas: list[Any], gpus_per_node: int) -> list[tuple[list[Any],
     for r in replicas:
         g = r.gpus
         if g > gpus_per_node:
+            if cur:
+                nodes.append((cur, gpus_per_node))
+                cur, free = [], 0
             n = math.ceil(g / gpus_per_node)
             for _ in range(n):
                 nodes.append(([r], gpus_per_node))
