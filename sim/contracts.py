@@ -100,11 +100,13 @@ DEFAULTS: dict[str, Default] = {
         "midpoint 7.5 kW / 8 GPUs, host included"),
     "idle_w_per_gpu": Default(
         60.0, "W/GPU",
-        "power.csv 'Measured whole-server draw, 2x H100 NVL ...' note: idle ~120 W (GPUs+CPUs) "
+        "power.csv 'Measured whole-server draw, 2x H100 NVL + 2x Xeon Gold 6426Y, vLLM Llama-8B batch 256' "
+        "note: idle ~120 W (GPUs+CPUs) "
         "for 2 GPUs (HotCarbon 2025); an H100 SXM node likely idles higher: low estimate"),
     "pue": Default(
         1.58, "ratio",
-        "power.csv 'Data-centre PUE, global average' note: colocation/enterprise 1.58-1.80 "
+        "power.csv 'Data-centre PUE, global average (Uptime Institute survey 2025)' note: "
+        "colocation/enterprise 1.58-1.80 "
         "(Uptime 2025 via secondary); lower end"),
     "power_eur_per_kwh_FR": Default(
         0.1534, "EUR/kWh",

@@ -86,6 +86,7 @@ class Ledger:
         self.fleet = fleet
         self.now_s = float(start_s)
         self.tranches: list[Tranche] = []
+        self._open: list[Tranche] = []        # not yet accrued to their end
         self._accrued_to: dict[int, float] = {}
         self.cells: dict[tuple[int, str, str, str], int] = defaultdict(int)   # cents
         self._resid: dict[tuple, int] = defaultdict(int)                      # pEUR < 1 cent
@@ -126,6 +127,7 @@ class Ledger:
     # ------------------------------------------------------------------ capacity
     def add_tranche(self, tranche: Tranche) -> None:
         self.tranches.append(tranche)
+        self._open.append(tranche)
         self._accrued_to[tranche.id] = tranche.start_s
 
     def end_tranche(self, tranche: Tranche, end_s: float) -> None:
@@ -177,7 +179,7 @@ class Ledger:
         busy_by_site = self._poll_busy(now - t0)
         for m, a, b in self._month_pieces(t0, now):
             frac = (b - a) / (now - t0)
-            for tr in self.tranches:
+            for tr in self._open:
                 lo = max(a, tr.start_s, self._accrued_to[tr.id])
                 hi = b if tr.end_s is None else min(b, tr.end_s)
                 if hi > lo:
@@ -186,6 +188,8 @@ class Ledger:
                     if tr.end_s is not None and hi >= tr.end_s:
                         self._write_off(tr)
             self._power(a, b, {s: v * frac for s, v in busy_by_site.items()})
+            self._open = [tr for tr in self._open
+                          if tr.end_s is None or self._accrued_to[tr.id] < tr.end_s]
             if b >= (m + 1) * self.month_s - 1e-9:
                 self._credit_month(m)
         self.now_s = now
@@ -205,7 +209,7 @@ class Ledger:
 
     def _power(self, a: float, b: float, busy_gpu_s_by_site: dict[str, float]) -> None:
         by_site: dict[str, list[Tranche]] = defaultdict(list)
-        for tr in self.tranches:
+        for tr in self._open:
             if tr.terms.metered_power:
                 by_site[tr.site].append(tr)
         for site, trs in by_site.items():
