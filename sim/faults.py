@@ -215,6 +215,18 @@ class FaultInjector:
                 self._up_since[k] = now
                 self.on_up(r, now)
 
+    def force_failure(self, kind: str, name: str, duration_s: float) -> bool:
+        """Fail unit ``kind``/``name`` now (what-if and tests) and repair it after
+        ``duration_s``; False if it is already down."""
+        u = next((u for u in self.units if u.kind == kind and u.name == name), None)
+        if u is None:
+            raise KeyError(f"no {kind} unit named {name!r}")
+        if u.down:
+            return False
+        self._fail(u)
+        self.env.process(self._repair_after(u, duration_s))
+        return True
+
     # ------------------------------------------------------------------ reporting
     def replica_up_s(self, r, now: float) -> float:
         k = id(r)
