@@ -141,3 +141,15 @@ def test_forecast_policy_has_capacity_when_demand_arrives():
     env.run(until=30 * 24 * HOUR_S + 1)
     assert mgr.gpus_in_force() == 48                               # ceil(40 x 1.1 / 8) x 8
     assert all(tr.ordered_s <= 20 * 24 * HOUR_S for tr in mgr.tranches)
+
+
+def test_econ_run_cli_reports_margin_and_bad_input_is_one_line(capsys):
+    from sim.cli import main
+    from pathlib import Path
+    sc = str(Path(__file__).resolve().parent.parent / "experiments" / "scenarios" / "contracts_faults.toml")
+    assert main(["econ", "run", sc, "--set", "simulation.horizon_s=120"]) == 0
+    out = capsys.readouterr().out
+    assert "margin   EUR" in out and "cost per million tokens" in out and "availability" in out
+    assert main(["econ", "run", sc, "--set", "sites.0.contracts.0.gpus=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "contracts provide 2" in err
