@@ -114,6 +114,7 @@ class StepTimeSpec(Spec):
     prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds.")
     per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds.")
     kv_cache_tokens: int | None = Field(default=None, ge=1, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
+    window_tokens: int | None = Field(default=None, ge=1, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
 
     @model_validator(mode="after")
     def _constant_needs_step(self):
@@ -230,7 +231,10 @@ class Scenario(Spec):
 
 # ------------------------------------------------------------------ loading
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    e = err.errors()[0]
+    errors = err.errors()
+    # an unknown field explains the rest (a typo'd name is also "missing"): report it first
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    e = errors[0]
     loc = ""
     for part in e["loc"]:
         if isinstance(part, int):
