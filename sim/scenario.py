@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sim import distributions as dist
 from sim.errors import UserError
+from sim.market_spec import MarketSpec
 
 
 class ScenarioError(UserError):
@@ -207,6 +208,10 @@ class Scenario(Spec):
     sites: list[SiteSpec] = Field(default_factory=list, description="EU co-location sites.")
     deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
     workloads: list[WorkloadSpec] = Field(min_length=1, description="Request streams.")
+    market: Union[MarketSpec, None] = Field(  # typing.Union: _unwrap walks it for error messages
+        default=None,
+        description="Optional customer market (RFPs, competitor offers, contracts; sim.market). Absent: no market layer. "
+                    "An empty [market] table takes every default from models/market/parameters.csv (each row gives its source or 'assumption').")
 
     @model_validator(mode="after")
     def _cross_checks(self):
