@@ -229,3 +229,17 @@ def set_parameter(spec: MarketSpec, block: str, name: str, key: str, value: Any)
         raise KeyError(f"{block}.{name}.{key}")
     target[parts[-1]] = value
     return MarketSpec.model_validate(data)
+
+
+def table_markdown() -> str:
+    """The parameter table as Markdown (models/market/README.md embeds it)."""
+    rows = read_table()
+    cols = ["block", "name", "key", "value", "low", "high", "unit", "source"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":   # python -m sim.market_spec > table.md
+    print(table_markdown(), end="")
