@@ -409,14 +409,23 @@ class Market:
             return
 
     # competitor moves
+    def _hyperscaler_price_index(self) -> float | None:
+        hs = [c for c, spec in self.competitors.items() if spec.kind == "hyperscaler"]
+        return min(self.price_in[c] + self.price_out[c] for c in hs) if hs else None
+
     def _cut_price(self, provider: str, factor: float, cause: str):
+        before = self._hyperscaler_price_index()
         self.price_in[provider] *= factor
         self.price_out[provider] *= factor
         self.events_log.append({"t_s": self.env.now, "month": self.month_of(self.env.now), "kind": "price_cut",
                                 "provider": provider, "factor": factor, "cause": cause})
         r = self.spec.sovereign.price_response
         if (provider != SOVEREIGN and r > 0 and self.competitors[provider].kind == "hyperscaler"):
-            f = factor ** r
+            # follow the cheapest hyperscaler (in+out list price), not every cut: when a
+            # second hyperscaler only matches the first one's cut, the sovereign does not move
+            f = (self._hyperscaler_price_index() / before) ** r
+            if f >= 1.0:
+                return
             self.price_in[SOVEREIGN] *= f
             self.price_out[SOVEREIGN] *= f
             self.events_log.append({"t_s": self.env.now, "month": self.month_of(self.env.now), "kind": "price_cut",

@@ -81,7 +81,7 @@ class SovereignOfferSpec(_Spec):
     price_eur_per_mtok_out: float = Field(gt=0.0, description=f"Sovereign list price, EUR per 1M output tokens. {_TABLE_NOTE}")
     asc: float = Field(description=f"Alternative-specific constant of the sovereign offer (0: the reference). {_TABLE_NOTE}")
     sla_attainment_prior: float = Field(ge=0.0, le=1.0, description=f"Delivered attainment buyers assume until the simulation has measured one. {_TABLE_NOTE} (assumption)")
-    price_response: float = Field(ge=0.0, le=1.0, description=f"When a competitor cuts its price by factor f, the sovereign price is multiplied by f**price_response (0 = hold, 1 = match). {_TABLE_NOTE} (assumption)")
+    price_response: float = Field(ge=0.0, le=1.0, description=f"When a hyperscaler cut lowers the cheapest hyperscaler list price (input + output) by factor f, the sovereign prices are multiplied by f**price_response (0 = hold, 1 = follow). {_TABLE_NOTE} (assumption)")
     sovereignty: dict[str, float] = Field(description=f"Sovereignty fit per vertical (1 by normalisation). {_TABLE_NOTE}")
 
 

@@ -137,6 +137,16 @@ def test_price_response_follows_hyperscaler_cut():
     p0 = d["sovereign"]["price_eur_per_mtok_in"]
     assert m.price_in[SOVEREIGN] == pytest.approx(p0 * 0.8)
     assert m.price_in["c1"] == pytest.approx(p0 * 0.64)
+    # a second hyperscaler matching the first one's cut leaves the cheapest price unchanged
+    d["events"].append({"month": 0.7, "kind": "price_cut", "provider": "c0", "factor": 0.64})
+    m = run_market(MarketSpec.model_validate(d), 1, 1)
+    assert m.price_in[SOVEREIGN] == pytest.approx(p0 * 0.8)
+
+
+def test_readme_table_is_current():
+    from sim.market_spec import table_markdown
+    from sim.resources import model_file
+    assert table_markdown() in model_file("market", "README.md").read_text()
 
 
 def test_shortage_removes_competitor_from_choice():
