@@ -139,7 +139,7 @@ class Market:
         self._rows: list[dict] = []
         self._month_acc = self._new_acc()
         self._next_id = 0
-        st = rng_streams
+        self.streams = st = rng_streams
         self._rng = {v: {what: st.generator(f"market/{what}/{v}")
                          for what in ("rfp", "size", "procurement", "choice", "renewal", "initial")}
                      for v in self.verticals}
@@ -297,7 +297,7 @@ class Market:
         names, p = list(probs), np.fromiter(probs.values(), float)
         cum = np.cumsum(p)
         for _ in range(v.initial_contracts):
-            size = self._draw_size(v)
+            size = float(v.rate_per_s_median * math.exp(v.rate_per_s_sigma * rng.standard_normal()))
             u = rng.random()
             remaining = rng.random() * term_s
             provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
@@ -305,11 +305,25 @@ class Market:
                            initial=True)
             c.end_s = self.t0_s + remaining
 
+    def _pipeline(self, v: VerticalMarketSpec):
+        """RFPs issued before t = 0 whose award falls after it (own stream: the length of
+        this history depends on procurement_months_max, and must not shift later draws)."""
+        rng = self.streams.generator(f"market/pipeline/{v.name}")
+        first = -int(math.ceil(v.procurement_months_max))
+        for k in range(first, 0):
+            n = int(rng.poisson(self._rfp_rate(v, k + 0.5)))
+            for off in np.sort(rng.random(n)).tolist():
+                t = self.t0_s + (k + off) * MONTH_S
+                size = float(v.rate_per_s_median * math.exp(v.rate_per_s_sigma * rng.standard_normal()))
+                delay = float(rng.uniform(v.procurement_months_min, v.procurement_months_max)) * MONTH_S
+                if t + delay >= self.t0_s:   # earlier awards are represented by the initial book
+                    self.env.process(self._procure(v, size, rfp_s=t, award_s=t + delay, exclude=None))
+
     def _rfp_process(self, v: VerticalMarketSpec):
         env = self.env
         rng = self._rng[v.name]["rfp"]
-        # the pipeline: RFPs issued before t = 0 whose award falls after it
-        k = -int(math.ceil(v.procurement_months_max)) if v.procurement_months_max > 0 else 0
+        self._pipeline(v)
+        k = 0
         while True:
             lam = self._rfp_rate(v, k + 0.5)
             n = int(rng.poisson(lam))
@@ -318,12 +332,9 @@ class Market:
                 t = self.t0_s + (k + off) * MONTH_S
                 size = self._draw_size(v)
                 delay = self._draw_procurement_s(v)
-                if t + delay < self.t0_s:
-                    continue            # awarded before t = 0: represented by the initial book
-                if t >= self.t0_s:
-                    if t > env.now:
-                        yield env.timeout(t - env.now)
-                    self._bump(v.name, "rfps")
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                self._bump(v.name, "rfps")
                 env.process(self._procure(v, size, rfp_s=t, award_s=t + delay, exclude=None))
             k += 1
             t_next = self.t0_s + k * MONTH_S
