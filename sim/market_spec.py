@@ -112,8 +112,8 @@ class MarketEventSpec(_Spec):
     month: float = Field(ge=0.0, description="When the event happens, months from t = 0.")
     kind: Literal["price_cut", "shortage"] = Field(description="price_cut: the provider's list price is multiplied by factor; shortage: the competitor does not bid for duration_months.")
     provider: str = Field(min_length=1, description="'sovereign' (price_cut only) or a competitor name.")
-    factor: float = Field(default=1.0, gt=0.0, description="price_cut: multiplier of both list prices (0.8 = a 20% cut).")
-    duration_months: float = Field(default=0.0, ge=0.0, description="shortage: months without bids.")
+    factor: float = Field(default=1.0, gt=0.0, description="Run setting (the event's input): price_cut multiplier of both list prices (0.8 = a 20% cut); default 1 = no change.")
+    duration_months: float = Field(default=0.0, ge=0.0, description="Run setting (the event's input): shortage length, months without bids; default 0 = none.")
 
 
 def _default(section: str):
