@@ -7,7 +7,8 @@ sovereign provider matching every cut}; ``--reps`` replications each (seeds 1..r
 random numbers across the grid). Output in ``--out`` (default results/market/):
 ``sovereignty_gap.png`` (share, utilisation and monthly gross margin, mean and 95% band),
 ``sovereignty_gap_summary.csv`` (per cell: cumulative margin, final share, mean utilisation
-with 95% CI half-widths) and ``sovereignty_gap_monthly.csv``.
+with 95% CI half-widths, and the change of cumulative margin against the base-gap/no-war
+cell paired by seed) and ``sovereignty_gap_monthly.csv``.
 
 Two modes:
 
@@ -95,8 +96,13 @@ def main() -> int:
     mode = "market-only (constant SLA %.3f, fluid fleet)" % args.sla if args.market_only else "full forecast"
     cols = ["month", "gap", "price", "seed", "share", "gpu_utilisation", "gross_margin_eur", "revenue_eur",
             "cost_eur", "contracts_active", "contracts_won", "contracts_lost", "sla_attainment"]
-    monthly[cols].to_csv(out / "sovereignty_gap_monthly.csv", index=False)
+    monthly[cols].to_csv(out / "sovereignty_gap_monthly.csv", index=False, float_format="%.6g")
 
+    def cum_margin(g, pr):
+        sub = monthly[(monthly.gap == g) & (monthly.price == pr)]
+        return sub.groupby("seed").gross_margin_eur.sum().sort_index().to_numpy()
+
+    ref = cum_margin("base", "no_war")
     rows = []
     for g, pr in cells:
         sub = monthly[(monthly.gap == g) & (monthly.price == pr)]
@@ -111,6 +117,10 @@ def main() -> int:
             m, h = mean_ci(x)
             row[name] = float(m)
             row[name + "_ci95"] = float(h)
+        # paired by seed (common random numbers): the change against (base gap, no war)
+        m, h = mean_ci(cum - ref)
+        row["d_cum_margin_vs_base_eur"] = float(m)
+        row["d_cum_margin_vs_base_eur_ci95"] = float(h)
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "sovereignty_gap_summary.csv", index=False)
@@ -121,11 +131,11 @@ def main() -> int:
     pd.set_option("display.width", 200)
     print(f"{mode}: {len(tasks)} runs in {wall:.1f} s")
     fmt = summary.copy()
-    for c in ("cum_margin_eur", "cum_revenue_eur"):
+    for c in ("cum_margin_eur", "cum_revenue_eur", "d_cum_margin_vs_base_eur"):
         fmt[c] = [f"{m/1e6:.2f} ± {h/1e6:.2f} M" for m, h in zip(summary[c], summary[c + '_ci95'])]
     for c in ("final_share", "mean_utilisation"):
         fmt[c] = [f"{m:.3f} ± {h:.3f}" for m, h in zip(summary[c], summary[c + '_ci95'])]
-    print(fmt[["gap", "price", "reps", "cum_margin_eur", "cum_revenue_eur", "final_share", "mean_utilisation"]].to_string(index=False))
+    print(fmt[["gap", "price", "reps", "cum_margin_eur", "d_cum_margin_vs_base_eur", "final_share", "mean_utilisation"]].to_string(index=False))
     print(f"wrote {out}/sovereignty_gap.png, sovereignty_gap_summary.csv, sovereignty_gap_monthly.csv")
     return 0
 

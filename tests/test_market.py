@@ -349,3 +349,19 @@ def test_market_only_forecast_columns():
     assert np.allclose(df.gross_margin_eur, df.revenue_eur - df.cost_eur)
     assert ((df.gpu_utilisation >= 0) & (df.gpu_utilisation <= 1)).all()
     assert (df.contracts_active.to_numpy() == [r["active"] for r in m.monthly_log[:6]]).all()
+
+
+@pytest.mark.parametrize("script", ["sovereignty_gap.py", "sensitivity.py"])
+def test_experiment_scripts_run_market_only(tmp_path, script):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "experiments" / script), "--market-only", "--reps", "2",
+                        "--months", "3", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert any(p.suffix == ".png" for p in tmp_path.iterdir())
+    bad = subprocess.run([sys.executable, str(root / "experiments" / script), "--market-only", "--reps", "0"],
+                         capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--reps" in bad.stderr
