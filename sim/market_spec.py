@@ -127,6 +127,34 @@ class MarketSpec(_Spec):
     events: list[MarketEventSpec] = Field(default_factory=list, description="Scheduled moves (price cuts, capacity shortages) on top of the stochastic ones.")
     retender_on_churn: bool = Field(validate_default=True, default_factory=_default("retender_on_churn"), description="A churned tenant issues a new RFP (with procurement delay) that excludes the provider it left. Default: models/market/parameters.csv (assumption).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_onto_table(cls, data: Any) -> Any:
+        """Partial blocks complete from the table: ``sovereign`` and each vertical or
+        competitor *named like a default one* are deep-merged onto the defaults; a list that
+        is given lists exactly the verticals/competitors to use (omit one to drop it); an
+        item with a new name must be complete."""
+        if not isinstance(data, dict):
+            return data
+        base = default_market_dict()
+        out = dict(data)
+        if isinstance(data.get("sovereign"), dict):
+            out["sovereign"] = _deep_merge(base["sovereign"], data["sovereign"])
+        for key in ("verticals", "competitors"):
+            items = data.get(key)
+            if isinstance(items, list):
+                defaults = {d["name"]: d for d in base[key]}
+                out[key] = [_deep_merge(defaults[i["name"]], i)
+                            if isinstance(i, dict) and i.get("name") in defaults else i
+                            for i in items]
+        if isinstance(out.get("verticals"), list) and "sovereign" not in data:
+            # a new vertical needs a sovereign fit: 1 by normalisation
+            names = [v.get("name") for v in out["verticals"] if isinstance(v, dict)]
+            sov = base["sovereign"]
+            sov["sovereignty"] = {n: sov["sovereignty"].get(n, 1.0) for n in names}
+            out["sovereign"] = sov
+        return out
+
     @model_validator(mode="after")
     def _check(self):
         vnames = [v.name for v in self.verticals]
@@ -147,7 +175,19 @@ class MarketSpec(_Spec):
                 raise ValueError(f"market.events[{i}].provider: {e.provider!r} is not 'sovereign' or a competitor {cnames}")
             if e.kind == "shortage" and e.provider == "sovereign":
                 raise ValueError(f"market.events[{i}]: a shortage applies to competitors only (the sovereign fleet is simulated)")
+            if e.kind == "shortage" and e.duration_months <= 0:
+                raise ValueError(f"market.events[{i}].duration_months: a shortage needs duration_months > 0")
         return self
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 # ------------------------------------------------------------------ the table

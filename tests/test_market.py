@@ -329,10 +329,15 @@ def test_scenario_market_block_is_optional():
     data["market"] = {"events": [{"month": 1, "kind": "shortage", "provider": "sovereign", "duration_months": 2}]}
     with pytest.raises(ScenarioError, match="market"):
         scenario_from_dict(data, "x.toml")
-    data["market"] = {"sovereign": {"price_eur_per_mtok_in": 1}}
+    data["market"] = {"sovereign": {"price_eur_per_mtok_in": 1.2}}        # partial: the rest from the table
+    assert scenario_from_dict(data).market.sovereign.price_eur_per_mtok_in == 1.2
+    data["market"] = {"sovereign": {"price_eur_per_mtok_in": -1}}
     with pytest.raises(ScenarioError) as e:
         scenario_from_dict(data, "x.toml")
-    assert "\n" not in str(e.value) and "market.sovereign" in str(e.value)
+    assert "\n" not in str(e.value) and "market.sovereign.price_eur_per_mtok_in" in str(e.value)
+    data["market"] = {"sovereign": {"price_eur": 1}}
+    with pytest.raises(ScenarioError, match="unknown field; allowed: asc"):
+        scenario_from_dict(data, "x.toml")
 
 
 def _default_toml():
@@ -365,3 +370,36 @@ def test_experiment_scripts_run_market_only(tmp_path, script):
     bad = subprocess.run([sys.executable, str(root / "experiments" / script), "--market-only", "--reps", "0"],
                          capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--reps" in bad.stderr
+
+
+def test_partial_market_blocks_complete_from_the_table():
+    m = MarketSpec.model_validate({
+        "sovereign": {"price_response": 1.0},
+        "competitors": [{"name": "aws", "asc": 1.0, "sovereignty": {"finance": {"fit_end": 0.95}}}],
+        "verticals": [{"name": "public_sector", "term_months": 48}],
+    })
+    d = default_market_spec()
+    assert [c.name for c in m.competitors] == ["aws"]                       # the list given is the list used
+    aws = m.competitors[0]
+    assert aws.asc == 1.0 and aws.price_eur_per_mtok_in == d.competitors[0].price_eur_per_mtok_in
+    assert aws.sovereignty["finance"].fit_end == 0.95
+    assert aws.sovereignty["finance"].fit_start == d.competitors[0].sovereignty["finance"].fit_start
+    assert m.sovereign.price_response == 1.0 and m.sovereign.price_eur_per_mtok_in == d.sovereign.price_eur_per_mtok_in
+    assert [v.name for v in m.verticals] == ["public_sector"] and m.verticals[0].term_months == 48
+    assert MarketSpec.model_validate(m.model_dump()) == m                   # full dicts round-trip
+    env = simpy.Environment()
+    Market(env, m, RandomStreams(1), None)
+    env.run(until=3 * MONTH_S)
+    with pytest.raises(ValueError, match="duration_months"):
+        MarketSpec.model_validate({"events": [{"month": 1, "kind": "shortage", "provider": "aws"}]})
+
+
+def test_market_clock_starts_at_construction():
+    env = simpy.Environment()
+    env.run(until=1000.0)
+    m = Market(env, None, RandomStreams(1), None)
+    env.run(until=1000.0 + 2 * MONTH_S + 1)
+    log = m.monthly_log
+    assert [r["t_start_s"] for r in log[:2]] == [1000.0, 1000.0 + MONTH_S]
+    assert all(c.start_s >= 1000.0 for c in m.contracts if not c.initial)
+    m.check_conservation()
