@@ -403,3 +403,18 @@ def test_market_clock_starts_at_construction():
     assert [r["t_start_s"] for r in log[:2]] == [1000.0, 1000.0 + MONTH_S]
     assert all(c.start_s >= 1000.0 for c in m.contracts if not c.initial)
     m.check_conservation()
+
+
+def test_delivered_sla_feeds_back_into_awards():
+    """The sovereign offer carries the attainment its tenants experienced (refreshed monthly):
+    a fleet that delivers 90% instead of 100% wins clearly fewer RFPs afterwards."""
+    spec = symmetric_spec(rfp_rate=100.0)
+    good = run_market(spec, 8, 3, attainment=1.0)
+    bad = run_market(spec, 8, 3, attainment=0.90)
+    assert good.sovereign_delivered_sla == 1.0 and bad.sovereign_delivered_sla == pytest.approx(0.90)
+
+    def late_share(m):
+        late = [c for c in m.contracts if not c.initial and c.start_s >= MONTH_S]
+        return sum(c.provider == SOVEREIGN for c in late) / len(late)
+    # 10 pp x beta_sla 0.3 = 3 utility units below the others: share ~ e^-3 / (e^-3 + 3) ~ 0.016
+    assert late_share(bad) < 0.05 < 0.2 < late_share(good)
