@@ -356,19 +356,25 @@ def test_market_only_forecast_columns():
     assert (df.contracts_active.to_numpy() == [r["active"] for r in m.monthly_log[:6]]).all()
 
 
-@pytest.mark.parametrize("script", ["sovereignty_gap.py", "sensitivity.py"])
-def test_experiment_scripts_run_market_only(tmp_path, script):
+def _script(name, *args):
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, str(root / "experiments" / script), "--market-only", "--reps", "2",
-                        "--months", "3", "--out", str(tmp_path)],
-                       capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    return subprocess.run([sys.executable, str(root / "experiments" / name), *args], capture_output=True,
+                          text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"})
+
+
+@pytest.mark.slow      # ~6 s each: a subprocess, 24-146 short market runs and a figure
+@pytest.mark.parametrize("script", ["sovereignty_gap.py", "sensitivity.py"])
+def test_experiment_scripts_run_market_only(tmp_path, script):
+    r = _script(script, "--market-only", "--reps", "2", "--months", "2", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert any(p.suffix == ".png" for p in tmp_path.iterdir())
-    bad = subprocess.run([sys.executable, str(root / "experiments" / script), "--market-only", "--reps", "0"],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_experiment_bad_argument_is_one_line():
+    bad = _script("sovereignty_gap.py", "--market-only", "--reps", "0")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--reps" in bad.stderr
 
 
