@@ -85,6 +85,11 @@ class CustomerContract:
         return self.start_s <= t_s < self.end_s
 
     @property
+    def tokens_per_month(self) -> float:
+        """Prompt + output tokens per month at the steady-state rate."""
+        return self.rate_per_s * MONTH_S * (self.prompt_tokens_mean + self.output_tokens_mean)
+
+    @property
     def revenue_eur_per_s(self) -> float:
         """Revenue rate at the contract's steady-state rate and current term price."""
         return self.rate_per_s * (self.prompt_tokens_mean * self.price_eur_per_mtok_in

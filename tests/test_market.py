@@ -424,3 +424,30 @@ def test_delivered_sla_feeds_back_into_awards():
         return sum(c.provider == SOVEREIGN for c in late) / len(late)
     # 10 pp x beta_sla 0.3 = 3 utility units below the others: share ~ e^-3 / (e^-3 + 3) ~ 0.016
     assert late_share(bad) < 0.05 < 0.2 < late_share(good)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(term=st.floats(0.5, 6.0), base=st.floats(0.0, 0.6), need_end=st.floats(0.0, 0.4),
+       proc_max=st.floats(0.0, 4.0), retender=st.booleans(), seed=st.integers(0, 10_000),
+       att_lo=st.floats(0.5, 1.0))
+def test_conservation_property(term, base, need_end, proc_max, retender, seed, att_lo):
+    d = default_market_dict()
+    for v in d["verticals"]:
+        v.update(term_months=term, churn_base_prob=base, need_end_prob=need_end, procurement_months_min=0.0,
+                 procurement_months_max=proc_max, rfp_rate_per_month=8.0, rfp_growth_per_year=1.0)
+    d["retender_on_churn"] = retender
+    rng = np.random.default_rng(seed)
+    env = simpy.Environment()
+    m = Market(env, MarketSpec.model_validate(d), RandomStreams(seed),
+               lambda c: None if rng.random() < 0.1 else float(rng.uniform(att_lo, 1.0)))
+    for k in range(1, 9):
+        env.run(until=k * MONTH_S)
+        m.check_conservation()
+    sov = [c for c in m.contracts if c.provider == SOVEREIGN]
+    assert len(sov) == m.won and sum(c.status == "active" for c in sov) == m.active
+    assert sum(c.status == "churned" for c in sov) == m.churned
+    assert sum(c.status == "expired" for c in sov) == m.expired
+    assert all(c.tokens_per_month > 0 for c in sov)
