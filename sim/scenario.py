@@ -10,6 +10,7 @@ what is allowed.
 from __future__ import annotations
 
 import tomllib
+import types
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -288,7 +289,7 @@ def _unwrap(ann):
         return _unwrap(typing.get_args(ann)[0])
     if origin in (list, tuple):
         return _unwrap(typing.get_args(ann)[0])
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) == 1:
             return _unwrap(args[0])
