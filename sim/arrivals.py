@@ -194,10 +194,12 @@ class NHPPProcess(ArrivalProcess):
 
     def expected_count(self, t0_s: float, t1_s: float) -> float:
         """Integral of the (burst-free) rate over [t0, t1): expected arrivals."""
-        edges = np.arange(math.floor(t0_s / 3600.0), math.ceil(t1_s / 3600.0) + 1) * 3600.0
+        off = self.start_hour_of_week * 3600.0  # hour boundaries, in simulation time, are k*3600 - off
+        k = np.arange(math.floor((t0_s + off) / 3600.0), math.ceil((t1_s + off) / 3600.0) + 1)
+        edges = k * 3600.0 - off
         lo = np.clip(edges[:-1], t0_s, t1_s)
         hi = np.clip(edges[1:], t0_s, t1_s)
-        h = self.hour_of_week(edges[:-1] + 1.0)
+        h = k[:-1] % HOURS_PER_WEEK
         return float(np.sum((hi - lo) * self.rate_per_s * self._m[h]))
 
     def chunks(self, rng, horizon_s):
