@@ -113,3 +113,17 @@ def test_mmpp_dispersion_matches_theory():
 def test_poisson_unchanged():
     t = _all(PoissonProcess(2.0), 1, 10_000.0)
     assert abs(len(t) - 20_000) < 4 * math.sqrt(20_000)
+
+
+def test_vertical_workloads_validate_and_build():
+    from sim.demand import VERTICALS, vertical_workload
+    from sim.scenario import scenario_from_dict
+    ws = [vertical_workload(v, f"{v}-t", 2.0) for v in VERTICALS]
+    sc = scenario_from_dict({"deployments": [{"name": "d", "model": "mixtral-8x7b"}], "workloads": ws})
+    for w in sc.workloads:
+        proc = w.arrivals.build()
+        assert isinstance(proc, NHPPProcess) and proc.mean_rate_per_s() == 2.0 and proc.burst is not None
+        assert w.prompt_tokens.build().mean > 1 and w.output_tokens.build().mean > 1
+    hc = next(w for w in sc.workloads if w.vertical == "healthcare")
+    assert hc.prompt_tokens.build().max_tokens == 30720
+    assert hc.residency.required_certifications == ["HDS"]

@@ -119,3 +119,23 @@ def test_committed_fits_load_for_every_source_and_vertical():
         office[d * 24 + 7: d * 24 + 17] = True
     # office-hours share rises from the base profile to the public-sector transformation
     assert pub[office].sum() / pub.sum() > gen[office].sum() / gen.sum() + 0.2
+
+
+def test_weekly_profile_fit_matches_published_checks():
+    """The hour-of-week fit reproduces the independent statistics quoted in
+    models/traces/azure_llm_2024/PROVENANCE.md (weekday/weekend hourly means, peak/mean,
+    peak/trough of the hourly totals)."""
+    from sim.demand_cli import fit_profiles
+    from sim.resources import models_dir
+    prof, info, minutes = fit_profiles(models_dir() / "traces")
+    assert info["azure-code"]["weekend_weekday_ratio"] == pytest.approx(39572 / 124202, rel=1e-4)
+    assert info["azure-conv"]["weekend_weekday_ratio"] == pytest.approx(105255 / 185431, rel=1e-4)
+    assert prof["azure-code"].max() == pytest.approx(3.01, abs=0.005)
+    assert prof["azure-conv"].max() == pytest.approx(1.66, abs=0.005)
+    assert info["azure-code"]["peak_trough_ratio"] == pytest.approx(33.1, abs=0.05)
+    assert info["azure-conv"]["peak_trough_ratio"] == pytest.approx(3.6, abs=0.05)
+    assert info["azure-code"]["first_hour_of_week"] == 96 and info["azure-conv"]["first_hour_of_week"] == 144
+    assert minutes["azure-code"].sum() == 16_803_695 and minutes["azure-conv"].sum() == 27_303_999
+    # the committed table is what the fit gives
+    committed = np.array([profile("azure-code"), profile("azure-conv")])
+    assert np.allclose(committed, [prof["azure-code"], prof["azure-conv"]], rtol=1e-5)
