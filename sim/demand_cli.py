@@ -300,12 +300,12 @@ def _figures(res, fits, data, profiles, vert, bursts, minutes) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for k, b in bursts.items():
+    for i, (k, b) in enumerate(bursts.items()):
         ws = np.array(DISPERSION_WINDOWS_MIN)
-        ax.plot(ws, [b["index_of_dispersion"][f"{w}min"] for w in ws], "o", label=f"{k} measured")
+        ax.plot(ws, [b["index_of_dispersion"][f"{w}min"] for w in ws], "o", color=f"C{i}", label=f"{k} measured")
         tt = np.linspace(0.5, ws.max(), 100)
         ax.plot(tt, mmpp_index(tt * 60.0, b["mean_rate_per_s"], b["relative_rate_variance"], b["switching_rate_per_s"]),
-                "-", label=f"{k} MMPP fit")
+                "-", color=f"C{i}", label=f"{k} MMPP fit")
     ax.axhline(1.0, color="k", ls=":", label="Poisson")
     ax.set_yscale("log")
     ax.set_xlabel("window (minutes)")
