@@ -278,7 +278,7 @@ def main(argv=None) -> int:
         "breakeven_utilisation_simulated": be_sim, "breakeven_utilisation_formula": be_formula,
         "eur_per_gpu_h": {"rent_on_demand": od.cost_eur_per_gpu_h(1.0),
                           "rent_committed": cm.cost_eur_per_gpu_h(1.0),
-                          "own_fixed_part": own.fixed_eur_per_gpu_h(),
+                          "own_fixed_part": own.fixed_eur_per_gpu_h,
                           "own_at_full_busy": own.cost_eur_per_gpu_h(1.0),
                           "own_at_half_busy": own.cost_eur_per_gpu_h(0.5)},
         "rent_over_own_ratio_full_busy": ratio_full, "rent_over_own_ratio_half_busy": ratio_half,

@@ -16,6 +16,7 @@ from sim.errors import UserError
 # modules contributing subcommands, in help order
 COMMAND_MODULES = [
     "sim.run_cli",
+    "sim.demand_cli",
     "sim.economics_cli",
 ]
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"sovsim: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
     except KeyboardInterrupt:
         print("sovsim: interrupted", file=sys.stderr)
         return 130

@@ -176,6 +176,7 @@ class Terms:
     capex_eur_per_gpu: float = 0.0  # owned: written off at release (book value left)
     life_s: float = math.inf
 
+    @property
     def fixed_eur_per_gpu_h(self) -> float:
         return sum(self.fixed_eur_per_gpu_s.values()) * HOUR_S
 
@@ -187,7 +188,7 @@ class Terms:
 
     def cost_eur_per_gpu_h(self, busy_share: float) -> float:
         """All-in cost of one GPU-hour at a given busy share (fixed + power)."""
-        return self.fixed_eur_per_gpu_h() + self.power_eur_per_gpu_s(busy_share) * HOUR_S
+        return self.fixed_eur_per_gpu_h + self.power_eur_per_gpu_s(busy_share) * HOUR_S
 
 
 def rental_terms(name: str = "rental", term: str = "on_demand", price_eur_per_gpu_h: float | None = None,
@@ -260,6 +261,50 @@ def terms_from_spec(spec, jurisdiction: str | None = None) -> Terms:
     raise ValueError(f"unknown contract kind {spec.kind!r}")
 
 
+@dataclass(frozen=True)
+class BlendedTerms:
+    """The GPU-weighted average cost of several contracts at one site (same interface as
+    :class:`Terms` for cost arithmetic: ``fixed_eur_per_gpu_s``, ``fixed_eur_per_gpu_h``,
+    ``power_eur_per_gpu_s``, ``cost_eur_per_gpu_h``)."""
+
+    parts: tuple[tuple[Terms, float], ...]   # (terms, share of the site's GPUs)
+
+    @property
+    def fixed_eur_per_gpu_s(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for t, w in self.parts:
+            for line, rate in t.fixed_eur_per_gpu_s.items():
+                out[line] = out.get(line, 0.0) + w * rate
+        return out
+
+    @property
+    def fixed_eur_per_gpu_h(self) -> float:
+        return sum(w * t.fixed_eur_per_gpu_h for t, w in self.parts)
+
+    def power_eur_per_gpu_s(self, busy_share: float) -> float:
+        return sum(w * t.power_eur_per_gpu_s(busy_share) for t, w in self.parts)
+
+    def cost_eur_per_gpu_h(self, busy_share: float) -> float:
+        return self.fixed_eur_per_gpu_h + self.power_eur_per_gpu_s(busy_share) * HOUR_S
+
+
+def default_terms_for(scenario, site) -> Terms | BlendedTerms:
+    """Cost terms of a GPU at ``site`` (a ``SiteSpec`` or None): on-demand rental when the
+    site has no contracts, the contract's terms when it has one, else the GPU-weighted blend
+    of its contracts.  Used by the monthly forecast (``sim.forecast``)."""
+    contracts = list(site.contracts) if site is not None else []
+    jur = site.jurisdiction if site is not None else None
+    if not contracts:
+        return rental_terms("on_demand", "on_demand")
+    terms = [(terms_from_spec(c, jur), c.gpus) for c in contracts]
+    if len(terms) == 1:
+        return terms[0][0]
+    total = sum(g for _, g in terms)
+    if total == 0:
+        return BlendedTerms(tuple((t, 1.0 / len(terms)) for t, _ in terms))
+    return BlendedTerms(tuple((t, g / total) for t, g in terms))
+
+
 # ====================================================================== tranches
 _next_id = [0]
 
@@ -309,7 +354,7 @@ def break_even_utilisation(rent: Terms, own: Terms) -> float:
     ``P(u) = u*Pb + (1-u)*Pi`` the power.  Per useful GPU-hour: ``(F + P(u))/u``.
     Elastic rental per useful GPU-hour: ``R``.  Equal when ``F + Pi + u(Pb - Pi) = u R``:
     ``u* = (F + Pi) / (R - Pb + Pi)``; ``inf`` if renting never loses."""
-    f = own.fixed_eur_per_gpu_h()
+    f = own.fixed_eur_per_gpu_h
     pb = own.power_eur_per_gpu_s(1.0) * HOUR_S
     pi = own.power_eur_per_gpu_s(0.0) * HOUR_S
     r = rent.cost_eur_per_gpu_h(1.0)

@@ -87,6 +87,7 @@ class Ledger:
         self.now_s = float(start_s)
         self.tranches: list[Tranche] = []
         self._open: list[Tranche] = []        # not yet accrued to their end
+        self._written_off: set[int] = set()   # tranches whose end has been booked
         self._accrued_to: dict[int, float] = {}
         self.cells: dict[tuple[int, str, str, str], int] = defaultdict(int)   # cents
         self._resid: dict[tuple, int] = defaultdict(int)                      # pEUR < 1 cent
@@ -138,6 +139,7 @@ class Ledger:
             raise ValueError(f"tranche {tranche.key}: end {end_s} is before already-accrued time")
         tranche.end_s = end_s
         if end_s <= self._accrued_to.get(tranche.id, tranche.start_s):
+            self._accrued_to[tranche.id] = end_s
             self._write_off(tranche)  # advance() will not reach it again
 
     def _fixed(self, tr: Tranche, a: float, b: float) -> None:
@@ -150,6 +152,9 @@ class Ledger:
         self.gpu_s_by_kind[tr.terms.kind] += tr.gpus * (b - a)
 
     def _write_off(self, tr: Tranche) -> None:
+        if tr.id in self._written_off:
+            return
+        self._written_off.add(tr.id)
         t = tr.terms
         if t.capex_eur_per_gpu <= 0 or tr.end_s is None:
             return
@@ -185,8 +190,9 @@ class Ledger:
                 if hi > lo:
                     self._fixed(tr, lo, hi)
                     self._accrued_to[tr.id] = hi
-                    if tr.end_s is not None and hi >= tr.end_s:
-                        self._write_off(tr)
+                if tr.end_s is not None and tr.end_s <= b and tr.id not in self._written_off:
+                    self._accrued_to[tr.id] = max(self._accrued_to[tr.id], tr.end_s)
+                    self._write_off(tr)
             self._power(a, b, {s: v * frac for s, v in busy_by_site.items()})
             self._open = [tr for tr in self._open
                           if tr.end_s is None or self._accrued_to[tr.id] < tr.end_s]
@@ -464,19 +470,13 @@ class WorldEconomics:
             self.ledger.record_miss(now, self.world.scenario.workloads[r.workload].name)
 
     def _down(self, rep, now):
-        reqs = rep.fail(now, keep_generated=self.fault_cfg.keep_generated)
-        router = self.world.router
-        router.replica_state_changed()
-        for r in reqs:
-            router.submit(r)
-            if r.replica >= 0:
-                r.latency_s = self.world.rtt_s[r.workload][r.replica]
-        self.requeued += len(reqs)
-        self.faults.log.requeued += len(reqs)
+        # the engine's World.fail_replica: replica.fail + requeue through the router
+        n = self.world.fail_replica(rep.index, keep_generated=self.fault_cfg.keep_generated)
+        self.requeued += n
+        self.faults.log.requeued += n
 
     def _up(self, rep, now):
-        rep.repair(now)
-        self.world.router.replica_state_changed()
+        self.world.repair_replica(rep.index)
 
     def finish(self) -> dict[str, Any]:
         now = self.world.env.now

@@ -41,16 +41,16 @@ def test_readme_lists_every_default():
 
 def test_terms_arithmetic_from_published_prices():
     od = rental_terms()
-    assert od.fixed_eur_per_gpu_h() == pytest.approx(25.3308 / 8)
+    assert od.fixed_eur_per_gpu_h == pytest.approx(25.3308 / 8)
     cm = rental_terms(term="committed")
-    assert cm.fixed_eur_per_gpu_h() == pytest.approx(25.3308 / 8 * 0.74)
+    assert cm.fixed_eur_per_gpu_h == pytest.approx(25.3308 / 8 * 0.74)
     assert cm.min_term_s == YEAR_S
     pt = partner_terms()
-    assert pt.fixed_eur_per_gpu_h() * 730 == pytest.approx(1940.0)
+    assert pt.fixed_eur_per_gpu_h * 730 == pytest.approx(1940.0)
     own = owned_terms(jurisdiction="FR")
     dep_h = 33395.29 * 1.4 / (4 * 8760)
     colo_h = 155.0 * 10.2 / 8 / 730
-    assert own.fixed_eur_per_gpu_h() == pytest.approx(dep_h + colo_h)
+    assert own.fixed_eur_per_gpu_h == pytest.approx(dep_h + colo_h)
     assert own.power_eur_per_gpu_s(1.0) * HOUR_S == pytest.approx(0.9375 * 1.58 * 0.1534)
     assert owned_terms(jurisdiction="DE").power_eur_per_kwh == 0.178
     assert owned_terms(jurisdiction="IT").power_eur_per_kwh == 0.2179
@@ -126,7 +126,7 @@ def test_threshold_policy_orders_after_lead_time_and_releases_after_notice():
     led.close(200 * HOUR_S)
     # billed GPU-hours = what the tranches were in force
     billed = sum(tr.gpus * (min(tr.end_s or 200 * HOUR_S, 200 * HOUR_S) - tr.start_s) for tr in led.tranches)
-    assert led.report()["rental_cents"] == pytest.approx(billed / HOUR_S * terms.fixed_eur_per_gpu_h() * 100, abs=len(led.tranches))
+    assert led.report()["rental_cents"] == pytest.approx(billed / HOUR_S * terms.fixed_eur_per_gpu_h * 100, abs=len(led.tranches))
     for tr in led.tranches:
         if tr.end_s is not None:
             assert tr.end_s - tr.start_s >= 48 * HOUR_S         # minimum term
@@ -153,3 +153,15 @@ def test_econ_run_cli_reports_margin_and_bad_input_is_one_line(capsys):
     assert main(["econ", "run", sc, "--set", "sites.0.contracts.0.gpus=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "contracts provide 2" in err
+
+
+def test_default_terms_for_sites_as_the_forecast_uses_them():
+    from sim.contracts import default_terms_for
+    from sim.scenario import SiteSpec
+    assert default_terms_for(None, None).fixed_eur_per_gpu_h == pytest.approx(25.3308 / 8)
+    site = SiteSpec.model_validate({"name": "par", "jurisdiction": "FR", "contracts": [
+        {"kind": "owned_colo", "name": "own", "gpus": 24}, {"kind": "rental", "name": "od", "gpus": 8}]})
+    t = default_terms_for(None, site)
+    own, od = owned_terms(jurisdiction="FR"), rental_terms()
+    assert t.fixed_eur_per_gpu_h == pytest.approx(0.75 * own.fixed_eur_per_gpu_h + 0.25 * od.fixed_eur_per_gpu_h)
+    assert t.power_eur_per_gpu_s(0.5) == pytest.approx(0.75 * own.power_eur_per_gpu_s(0.5))
