@@ -197,7 +197,7 @@ class PricingSpec(Spec):
 
 
 class FaultsSpec(Spec):
-    enabled: bool = Field(default=False, description="Inject GPU, node and site failures.")
+    enabled: bool = Field(default=False, description="Run setting: inject GPU, node and site failures (off by default so runs without a [faults] block are unchanged).")
     gpu_failures_per_gpu_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one GPU (fails its replica), per day (None: GPU-attributed rows of the Llama 3 interruption table, 268 / (16,384 x 54) = 3.03e-4; see docs/economics.md).")
     node_failures_per_node_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one node (fails all its replicas), per day (None: host + network + unplanned-maintenance rows of the Llama 3 table, 88 / (2,048 x 54) = 7.96e-4).")
     gpus_per_node: int = Field(default=8, ge=1, description="GPUs per node; replicas are packed onto nodes in order. Source: DGX/HGX H100 has 8.")
@@ -215,8 +215,8 @@ class CapacityPolicySpec(Spec):
     high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when busy share is above this. assumption.")
     low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release when busy share is below this. assumption.")
     step_gpus: int = Field(default=8, ge=1, description="GPUs per order or release (one node). assumption.")
-    min_gpus: int = Field(default=0, ge=0, description="Never release below this many GPUs at a site.")
-    max_gpus: int = Field(default=1 << 20, ge=1, description="Never order above this many GPUs at a site.")
+    min_gpus: int = Field(default=0, ge=0, description="Run setting: never release below this many GPUs at a site.")
+    max_gpus: int = Field(default=1 << 20, ge=1, description="Run setting: never order above this many GPUs at a site (default: no cap).")
     headroom: float = Field(default=0.2, ge=0.0, description="forecast: capacity kept above forecast demand (share). assumption.")
 
 
