@@ -114,6 +114,7 @@ class StepTimeSpec(Spec):
     prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds.")
     per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds.")
     kv_cache_tokens: int | None = Field(default=None, ge=1, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
+    window_tokens: int | None = Field(default=None, ge=1, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
 
     @model_validator(mode="after")
     def _constant_needs_step(self):
@@ -153,9 +154,10 @@ class DeploymentSpec(Spec):
 
 
 class RouterSpec(Spec):
-    policy: Literal["least_outstanding", "power_of_two", "round_robin"] = Field(
+    policy: Literal["least_outstanding", "power_of_two", "round_robin", "central_queue"] = Field(
         default="least_outstanding",
-        description="least_outstanding: fewest outstanding tokens (prompt+output left); power_of_two: the better of two random replicas; round_robin.")
+        description="least_outstanding: fewest outstanding tokens (prompt + output of assigned, unfinished requests); power_of_two: the less loaded of two random eligible replicas; round_robin; central_queue: requests wait at the router (FCFS) until an eligible replica has a free sequence slot, then go to the least loaded such replica (with max_num_seqs = 1 this is exactly M/M/c).")
+    max_wait_s: float = Field(default=60.0, ge=0.0, description="How long a request waits when no eligible replica is up before it is rejected with reason no_eligible_capacity. assumption.")
 
 
 class SLASpec(Spec):
@@ -229,7 +231,10 @@ class Scenario(Spec):
 
 # ------------------------------------------------------------------ loading
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    e = err.errors()[0]
+    errors = err.errors()
+    # an unknown field explains the rest (a typo'd name is also "missing"): report it first
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    e = errors[0]
     loc = ""
     for part in e["loc"]:
         if isinstance(part, int):
