@@ -19,6 +19,7 @@ overheads).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class Params:
     attn_decode_per_seq_s: float = 0.0
     attn_prefill_eta_flops: float = 1.0
     attn_prefill_overhead_s: float = 0.0
-    attn_prefill_per_token_s: float = 0.0
+    attn_prefill_extra_keys: float = 0.0
     moe_eta_bw: float = 1.0
     moe_eta_flops: float = 1.0
     moe_overhead_s: float = 0.0
@@ -65,6 +66,7 @@ class Params:
     allreduce: dict = field(default_factory=dict)  # {"2": {"latency_s":..., "bw_gb_s":...}}
     iteration_overhead_s: float = 0.0
     per_seq_overhead_s: float = 0.0
+    framework_profiles: dict = field(default_factory=dict)  # {"vllm": {...}, "trtllm": {...}}
     meta: dict = field(default_factory=dict)
 
     @classmethod
@@ -142,8 +144,15 @@ class PerfModel(StepTimeModel):
     def __init__(self, llm: LLM, gpu: GPU, tp: int, precision: str, params: Params,
                  max_num_seqs: int = 256, max_batched_tokens: int = 8192,
                  gpu_memory_utilization: float = 0.9, kv_cache_tokens: int | None = None,
-                 name: str = "deployment"):
+                 name: str = "deployment", framework: str | None = None):
         catalog.check_precision(precision)
+        if framework is not None:  # serving-software profile: its fitted CPU overheads
+            prof = params.framework_profiles.get(framework)
+            if prof is None:
+                raise UserError(f"framework: {framework!r} has no fitted profile; allowed: "
+                                f"{', '.join(params.framework_profiles) or 'none (datasheet roofline)'}")
+            params = dataclasses.replace(params, iteration_overhead_s=prof["iteration_overhead_s"],
+                                         per_seq_overhead_s=prof["per_seq_overhead_s"])
         if tp < 1:
             raise UserError(f"{name}: tp must be >= 1 (got {tp})")
         self.llm, self.gpu, self.tp, self.precision, self.p = llm, gpu, tp, precision, params
@@ -309,8 +318,8 @@ class PerfModel(StepTimeModel):
 
     def _prefill_attn_s(self, tokens: int, pairs: float) -> float:
         P = self.p
-        return self._L * (P.attn_prefill_overhead_s + P.attn_prefill_per_token_s * tokens
-                          + pairs * self._attn_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
+        return self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens)
+                          * self._attn_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
 
     # -------------------------------------------------------------- interface
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
@@ -375,7 +384,7 @@ def build_step_model(dep) -> PerfModel:
     catalog.llm(dep.model, field=f"deployments[{dep.name}].model")
     catalog.gpu(dep.gpu, field=f"deployments[{dep.name}].gpu")
     b = dep.batching
-    return build_model(dep.model, dep.gpu, dep.tp, dep.precision, dep.step_time.kind,
+    return build_model(  # framework overheads: the calibration's default profile (docs/perf.md)dep.model, dep.gpu, dep.tp, dep.precision, dep.step_time.kind,
                        max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
                        gpu_memory_utilization=b.gpu_memory_utilization,
                        kv_cache_tokens=dep.step_time.kv_cache_tokens, name=f"deployment {dep.name!r}")

@@ -138,6 +138,10 @@ def compare(params_by_gpu: dict | None = None) -> pd.DataFrame:
     for c in _cases():
         cal = catalog.gpu(c["gpu"]).calibration_from
         p = params_by_gpu[cal] if params_by_gpu else load_params(c["gpu"])
+        prof = p.framework_profiles.get("trtllm" if c["dataset"].startswith("trtllm") else "vllm")
+        if prof:
+            p = dataclasses.replace(p, iteration_overhead_s=prof["iteration_overhead_s"],
+                                    per_seq_overhead_s=prof["per_seq_overhead_s"])
         p0 = dataclasses.replace(p, iteration_overhead_s=0.0, per_seq_overhead_s=0.0)
         n_it, n_seq = static_batch_counts(c["batch"], c["input"], c["output"])
         try:
