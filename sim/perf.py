@@ -120,7 +120,11 @@ def _measured_shape_range() -> tuple[int, int, int, int]:
 
 def extrapolation_reasons(gpu_id: str, model_id: str) -> list[str]:
     """Why a prediction for (gpu, model) lies outside the measured set (empty = inside)."""
-    g, m = catalog.gpu(gpu_id), catalog.llm(model_id)
+    return _reasons(catalog.gpu(gpu_id), catalog.llm(model_id))
+
+
+def _reasons(g: GPU, m: LLM) -> list[str]:
+    gpu_id, model_id = g.id, m.id
     out = []
     if not g.measured:
         out.append(f"GPU {gpu_id} has no measurements: {g.calibration_from} efficiencies on its datasheet ceilings")
@@ -158,7 +162,7 @@ class PerfModel(StepTimeModel):
         self.llm, self.gpu, self.tp, self.precision, self.p = llm, gpu, tp, precision, params
         self.name = name
         self.window_tokens = llm.sliding_window
-        self.extrapolation = extrapolation_reasons(gpu.id, llm.id)
+        self.extrapolation = _reasons(gpu, llm)
         if tp > 8:
             self.extrapolation.append(f"tp {tp} > 8: all-reduce beyond one 8-GPU node extrapolated")
         self._decode_cache: dict[int, tuple[float, float]] = {}
@@ -384,7 +388,8 @@ def build_step_model(dep) -> PerfModel:
     catalog.llm(dep.model, field=f"deployments[{dep.name}].model")
     catalog.gpu(dep.gpu, field=f"deployments[{dep.name}].gpu")
     b = dep.batching
-    return build_model(  # framework overheads: the calibration's default profile (docs/perf.md)dep.model, dep.gpu, dep.tp, dep.precision, dep.step_time.kind,
+    # framework overheads: the calibration's default profile (docs/perf.md)
+    return build_model(dep.model, dep.gpu, dep.tp, dep.precision, dep.step_time.kind,
                        max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
                        gpu_memory_utilization=b.gpu_memory_utilization,
                        kv_cache_tokens=dep.step_time.kv_cache_tokens, name=f"deployment {dep.name!r}")
