@@ -155,3 +155,28 @@ def test_engine_runs_on_calibrated_model():
     assert s["completed"] > 50
     # TPOT of a lightly loaded Mixtral replica: a decode step of a small batch (~8-20 ms)
     assert 0.005 < s["tpot_s"]["p50"] < 0.03
+
+
+def test_throughput_through_the_engine():
+    pytest.importorskip("sim.runner")
+    from sim.perf_cli import throughput
+    r = throughput("llama-3-8b", "h100-sxm", 2, 1, 128, 32, "fp8", requests=96, max_num_seqs=32)
+    assert r["completed"] == 96 and r["replicas"] == 2
+    assert r["output_tokens_total"] == 96 * 32
+    assert r["output_tokens_per_s"] == pytest.approx(r["output_tokens_total"] / r["last_completion_s"])
+    assert r["output_tokens_per_s_per_gpu"] == pytest.approx(r["output_tokens_per_s"] / 2)
+    # 2 replicas x 32 sequences, ~10 ms decode steps: thousands of tokens/s, not millions
+    assert 1000 < r["output_tokens_per_s"] < 20000
+    with pytest.raises(UserError, match="multiple of --tp"):
+        throughput("llama-3-8b", "h100-sxm", 3, 2, 128, 32)
+
+
+def test_cli_step_json(capsys):
+    import json
+    from sim.cli import main
+    assert main(["step", "--model", "mixtral-8x7b", "--gpu", "h200", "--tp", "2", "--batch", "16",
+                 "--context", "2000", "--precision", "fp8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["step_time_s"] == pytest.approx(sum(out["breakdown_s"].values()), rel=1e-9)
+    assert out["extrapolated"] is True
+    assert main(["step", "--model", "nope", "--gpu", "h200"]) == 2
