@@ -10,14 +10,16 @@ what is allowed.
 from __future__ import annotations
 
 import tomllib
+import types
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim import distributions as dist
 from sim.errors import UserError
+from sim.market_spec import MarketSpec
 
 
 class ScenarioError(UserError):
@@ -66,7 +68,7 @@ class LogNormalLength(Spec):
     dist: Literal["lognormal"] = Field(description="ceil(lognormal(mu, sigma)), clipped to [1, max].")
     mu: float = Field(description="Mean of log(tokens).")
     sigma: float = Field(gt=0.0, description="Standard deviation of log(tokens).")
-    max: int = Field(default=1 << 20, ge=1, description="Upper clip, tokens.")
+    max: int = Field(default=1 << 20, ge=1, description="Upper clip, tokens. Run setting (default: effectively no clip).")
 
     def build(self) -> dist.Distribution:
         return dist.LogNormalInt(self.mu, self.sigma, self.max)
@@ -80,22 +82,40 @@ class EmpiricalLength(Spec):
         return dist.Empirical(tuple(self.values))
 
 
+class FittedLength(Spec):
+    dist: Literal["fitted"] = Field(
+        description="A length law fitted on a production trace by `sovsim fit-demand` (models/demand/length_fits.json; "
+                    "GOF table in models/demand/length_gof.csv).")
+    source: Literal["azure-code-prompt", "azure-code-output", "azure-conv-prompt", "azure-conv-output",
+                    "mooncake-conv-prompt", "mooncake-conv-output"] = Field(
+        description="Trace and column: Azure LLM inference 2023 code/conv services (CC-BY 4.0) or Mooncake conversation "
+                    "trace (Apache-2.0), prompt or output tokens; see models/traces/*/PROVENANCE.md.")
+    family: Literal["best", "lognormal", "gamma", "weibull", "negbinom", "empirical"] = Field(
+        default="best",
+        description="best: the family with the lowest AIC in the fit; a named family; or empirical (resample the trace's values).")
+    max: int | None = Field(default=None, ge=1, description="Re-clip to this many tokens (e.g. a model's context window); default: the trace's maximum.")
+
+    def build(self) -> dist.Distribution:
+        from sim.demand import length_distribution
+        return length_distribution(self.source, self.family, self.max)
+
+
 LengthSpec = Annotated[
-    Union[ConstantLength, GeometricLength, UniformLength, LogNormalLength, EmpiricalLength],
+    Union[ConstantLength, GeometricLength, UniformLength, LogNormalLength, EmpiricalLength, FittedLength],
     Field(discriminator="dist"),
 ]
 
 
 # ------------------------------------------------------------------ blocks
 class SimulationSpec(Spec):
-    horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds.")
-    warmup_s: float = Field(default=0.0, ge=0.0, description="Requests arriving before this time are served but left out of latency statistics.")
-    seed: int = Field(default=1, ge=0, description="Root seed of the run's SeedSequence (overridden by --seed).")
+    horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds. Run setting.")
+    warmup_s: float = Field(default=0.0, ge=0.0, description="Requests arriving before this time are served but left out of latency statistics. Run setting.")
+    seed: int = Field(default=1, ge=0, description="Root seed of the run's SeedSequence (overridden by --seed). Run setting.")
     engine_mode: Literal["event_skipping", "per_iteration"] = Field(
         default="event_skipping",
         description="event_skipping: one event per batch-composition change (fast); per_iteration: one event per iteration (reference).")
-    request_sample_size: int = Field(default=20000, ge=0, description="Per-request records kept (uniform reservoir sample over the run).")
-    timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds.")
+    request_sample_size: int = Field(default=20000, ge=0, description="Per-request records kept (uniform reservoir sample over the run). Run setting.")
+    timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds. Run setting.")
 
 
 class BatchingSpec(Spec):
@@ -103,7 +123,7 @@ class BatchingSpec(Spec):
     max_batched_tokens: int = Field(default=8192, ge=1, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
     block_size_tokens: int = Field(default=16, ge=1, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0, description="Share of GPU memory the engine may use (weights + KV). Source: vLLM default 0.9.")
-    chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone).")
+    chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone). Source: vLLM V1 enables chunked prefill by default.")
 
 
 class StepTimeSpec(Spec):
@@ -111,8 +131,8 @@ class StepTimeSpec(Spec):
         default="calibrated",
         description="calibrated: roofline with efficiencies fitted to GPU measurements (sim.perf); roofline: datasheet ceilings only; constant: fixed iteration time (queueing validation).")
     decode_step_s: float | None = Field(default=None, gt=0.0, description="constant only: time of an iteration that carries decodes, seconds.")
-    prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds.")
-    per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds.")
+    prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds. Run setting (validation model).")
+    per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds. Run setting (validation model).")
     kv_cache_tokens: int | None = Field(default=None, ge=1, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
     window_tokens: int | None = Field(default=None, ge=1, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
 
@@ -141,10 +161,10 @@ class DeploymentSpec(Spec):
     name: str = Field(min_length=1, description="Label of this pool of identical replicas.")
     site: str | None = Field(default=None, description="Name of the site (see [[sites]]) hosting these replicas; None = an unnamed site with no jurisdiction.")
     model: str = Field(description="LLM catalog id (see `sovsim catalog`), e.g. mixtral-8x7b.")
-    gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm.")
-    precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision.")
-    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica.")
-    replicas: int = Field(default=1, ge=0, description="Number of replicas (GPUs used = replicas x tp).")
+    gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm. assumption: H100 SXM, the most offered GPU at EU providers (see models/README.md).")
+    precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision. assumption: fp8, as in most published H100/H200 serving results.")
+    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica. assumption: 1 unless the model needs more memory.")
+    replicas: int = Field(default=1, ge=0, description="Number of replicas (GPUs used = replicas x tp). Run setting.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Continuous-batching settings.")
     step_time: StepTimeSpec = Field(default_factory=StepTimeSpec, description="Which iteration-time model to use.")
 
@@ -184,19 +204,114 @@ class OfflineArrivals(Spec):
         return OfflineProcess(self.count)
 
 
-ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals], Field(discriminator="kind")]
+class BurstSpec(Spec):
+    multiplier: float = Field(ge=1.0, description="Rate in the burst state relative to the normal state (both scaled so the mean rate is unchanged). "
+                                                  "Fitted values: models/demand/burst.json.")
+    mean_burst_s: float = Field(gt=0.0, description="Mean duration of a burst, seconds (exponential sojourn).")
+    mean_gap_s: float = Field(gt=0.0, description="Mean time between bursts, seconds (exponential sojourn).")
+
+    def build(self):
+        from sim.arrivals import MarkovBurst
+        return MarkovBurst(self.multiplier, self.mean_burst_s, self.mean_gap_s)
+
+
+class NHPPArrivals(Spec):
+    kind: Literal["nhpp"] = Field(description="Non-homogeneous Poisson arrivals with an hour-of-week profile (thinning), optionally Markov-modulated bursts.")
+    rate_per_s: float = Field(gt=0.0, description="Long-run mean requests per second (the profile and burst state have mean 1).")
+    profile: Union[str, list[float]] = Field(
+        default="general",
+        description="Named profile (azure-code / azure-conv: fitted on Azure LLM inference 2024 per-minute counts; the verticals: "
+                    "documented transformations of azure-conv, see docs/demand.md) or 168 hour-of-week multipliers "
+                    "(Monday 00 UTC first; normalised to mean 1).")
+    start_hour_of_week: float = Field(default=0.0, ge=0.0, lt=168.0,
+                                      description="Hour of week at t = 0 (0 = Monday 00:00 UTC). assumption: runs start on Monday midnight.")
+    burst: Union[BurstSpec, str, None] = Field(
+        default=None,
+        description="Optional two-state burst modulation (MMPP): a fitted one by name (models/demand/burst.json) or explicit values; None = plain NHPP.")
+
+    @field_validator("profile")
+    @classmethod
+    def _check_profile(cls, v):
+        from sim.demand import PROFILE_NAMES
+        if isinstance(v, str):
+            if v not in PROFILE_NAMES:
+                raise ValueError(f"{v!r} is not a fitted profile; allowed: {', '.join(PROFILE_NAMES)} or a list of 168 multipliers")
+        elif len(v) != 168:
+            raise ValueError(f"needs 168 hour-of-week multipliers (Monday 00 UTC first), got {len(v)}")
+        elif any(not (x >= 0) or x == float("inf") for x in v) or sum(v) <= 0:
+            raise ValueError("multipliers must be finite, >= 0 and not all 0")
+        return v
+
+    @field_validator("burst")
+    @classmethod
+    def _check_burst(cls, v):
+        if isinstance(v, str) and v not in ("azure-code", "azure-conv"):
+            raise ValueError(f"{v!r} is not a fitted burst state; allowed: azure-code, azure-conv or a table "
+                             "{multiplier, mean_burst_s, mean_gap_s}")
+        return v
+
+    def build(self):
+        from sim import demand
+        from sim.arrivals import NHPPProcess
+        prof = demand.profile(self.profile) if isinstance(self.profile, str) else self.profile
+        if self.burst is None:
+            b = None
+        elif isinstance(self.burst, str):
+            b = demand.burst(self.burst)
+        else:
+            b = self.burst.build()
+        return NHPPProcess(self.rate_per_s, tuple(float(v) for v in prof), self.start_hour_of_week, b)
+
+
+class TraceArrivals(Spec):
+    kind: Literal["trace"] = Field(description="Replay a CSV trace of (timestamp, prompt tokens, output tokens); lengths come from the trace.")
+    path: str = Field(min_length=1, description="CSV file (relative to the working directory), or a bundled trace: azure-code, azure-conv, mooncake-conv.")
+    time_scale: float = Field(default=1.0, gt=0.0, description="Multiply every arrival time by this (0.5 = twice as fast).")
+    rate_scale: float = Field(default=1.0, gt=0.0, description="Multiply the number of requests, keeping the time profile (< 1 thins, > 1 adds jittered copies).")
+    on_bad_rows: Literal["refuse", "skip"] = Field(default="refuse", description="Malformed rows: refuse (error naming the line) or skip (dropped, counted and listed in the run's report).")
+    repeat: bool = Field(default=False, description="Loop the trace until the horizon (period = span + one mean gap).")
+
+    def build(self):
+        from sim.arrivals import TraceReplayProcess
+        from sim.demand import trace_path
+        from sim.traces import load_trace
+        return TraceReplayProcess(load_trace(trace_path(self.path), self.on_bad_rows), self.time_scale, self.rate_scale, self.repeat)
+
+
+ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]
 
 
 class WorkloadSpec(Spec):
     name: str = Field(min_length=1, description="Label of this request stream (a tenant).")
     model: str = Field(description="LLM catalog id the requests ask for; routed only to deployments serving it.")
     arrivals: ArrivalSpec = Field(description="Arrival process.")
-    prompt_tokens: LengthSpec = Field(description="Prompt length distribution.")
-    output_tokens: LengthSpec = Field(description="Output length distribution (tokens generated, >= 1).")
+    prompt_tokens: LengthSpec | None = Field(default=None, description="Prompt length distribution (required unless arrivals.kind = 'trace', whose rows carry lengths).")
+    output_tokens: LengthSpec | None = Field(default=None, description="Output length distribution (tokens generated, >= 1; required unless arrivals.kind = 'trace').")
     sla: SLASpec = Field(default_factory=SLASpec, description="Latency targets of this stream.")
-    vertical: str = Field(default="general", description="Buyer vertical (finance, healthcare, public_sector, general).")
-    region: str = Field(default="eu", description="Buyer region; keys the sites' network_latency_s.")
+    vertical: str = Field(default="general", description="Buyer vertical (finance, healthcare, public_sector, general). Label.")
+    region: str = Field(default="eu", description="Buyer region; keys the sites' network_latency_s. Label.")
     residency: ResidencySpec = Field(default_factory=ResidencySpec, description="Where this stream may be served; a request is never served elsewhere.")
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.arrivals.kind != "trace":
+            for f in ("prompt_tokens", "output_tokens"):
+                if getattr(self, f) is None:
+                    raise ValueError(f"{f} is required (only arrivals.kind = 'trace' carries its own lengths)")
+        else:
+            for f in ("prompt_tokens", "output_tokens"):
+                if getattr(self, f) is not None:
+                    raise ValueError(f"{f} must be left out with arrivals.kind = 'trace' (the trace's rows give the lengths)")
+        return self
+
+
+class ForecastSpec(Spec):
+    months: int = Field(default=36, ge=1, le=240, description="Months to forecast. Run setting.")
+    windows_per_month: int = Field(default=4, ge=1, le=64, description="Traffic windows simulated per month, spread over the week by stratified sampling. Run setting (accuracy vs runtime).")
+    window_s: float = Field(default=300.0, gt=0.0, description="Measured length of each traffic window, seconds. Run setting (accuracy vs runtime; see docs/forecast.md).")
+    warmup_s: float = Field(default=60.0, ge=0.0, description="Warm-up simulated before each window and discarded, seconds. Run setting.")
+    continuous: bool = Field(default=False, description="Simulate every second of every month instead of windows (slow; the reference the windows are tested against). Run setting.")
+    model: str | None = Field(default=None, description="Serve every tenant with this catalog model instead of its vertical's default. Run setting.")
 
 
 class Scenario(Spec):
@@ -206,7 +321,14 @@ class Scenario(Spec):
     router: RouterSpec = Field(default_factory=RouterSpec, description="Routing across replicas.")
     sites: list[SiteSpec] = Field(default_factory=list, description="EU co-location sites.")
     deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
-    workloads: list[WorkloadSpec] = Field(min_length=1, description="Request streams.")
+    workloads: list[WorkloadSpec] = Field(default_factory=list, description="Request streams (at least one, unless [forecast] derives them from the market's contracts).")
+    market: Union[MarketSpec, None] = Field(  # typing.Union: _unwrap walks it for error messages
+        default=None,
+        description="Optional customer market (RFPs, competitor offers, contracts; sim.market). Absent: no market layer. "
+                    "An empty [market] table takes every default from models/market/parameters.csv (each row gives its source or 'assumption').")
+    forecast: Union[ForecastSpec, None] = Field(
+        default=None,
+        description="Optional multi-month forecast (sim.forecast): the market runs continuously, traffic in sampled windows, tenants from the sovereign provider's contracts. `sovsim run` then prints the monthly forecast.")
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -222,6 +344,8 @@ class Scenario(Spec):
         for i, d in enumerate(self.deployments):
             if d.site is not None and d.site not in snames:
                 raise ValueError(f"deployments[{i}].site: {d.site!r} is not a site; sites: {snames}")
+        if not self.workloads and self.forecast is None:
+            raise ValueError("workloads: at least one [[workloads]] entry is needed (or a [forecast] block, whose tenants come from the market)")
         served = {d.model for d in self.deployments}
         for i, w in enumerate(self.workloads):
             if w.model not in served:
@@ -283,7 +407,7 @@ def _unwrap(ann):
         return _unwrap(typing.get_args(ann)[0])
     if origin in (list, tuple):
         return _unwrap(typing.get_args(ann)[0])
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) == 1:
             return _unwrap(args[0])
