@@ -74,12 +74,21 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     res.to_csv(args.out, index=False, float_format="%.4f")
     ok = res[np.isfinite(res.predicted_tok_s)]
-    print(f"\n{len(ok)} of {len(res)} rows predicted in {time.perf_counter() - t0:.0f} s; "
-          f"median APE {100 * ok.ape.median():.1f}%, median signed error {100 * ok.err.median():+.1f}%")
-    for key, g in ok.groupby(["gpu", "precision"]):
-        print(f"  {key}: {len(g)} rows, median APE {100 * g.ape.median():.1f}%, signed {100 * g.err.median():+.1f}%")
-    for key, g in ok.groupby("model"):
-        print(f"  {key}: {len(g)} rows, median APE {100 * g.ape.median():.1f}%, signed {100 * g.err.median():+.1f}%")
+    lines = [f"{len(ok)} of {len(res)} rows predicted in {time.perf_counter() - t0:.0f} s; "
+             f"median APE {100 * ok.ape.median():.1f}%, median signed error {100 * ok.err.median():+.1f}%"]
+    for col in (["gpu", "precision"], "model", ["isl_tokens", "osl_tokens"]):
+        for key, g in ok.groupby(col):
+            lines.append(f"  {key}: {len(g)} rows, median APE {100 * g.ape.median():.1f}%, "
+                         f"signed {100 * g.err.median():+.1f}%")
+    print("\n" + "\n".join(lines))
+    md = Path(args.out).with_suffix(".md")
+    md.write_text("# `sovsim throughput` vs TensorRT-LLM dense throughput tables\n\n"
+                  "Written by `experiments/throughput_check.py`. Each row: the full serving engine on the "
+                  "calibrated step model (default `trtllm` framework profile), one replica of TP GPUs, "
+                  f"{REQUESTS_CAP} fixed-length requests at t = 0, max_num_seqs {MAX_NUM_SEQS}, "
+                  f"max_batched_tokens {MAX_BATCHED_TOKENS}, gpu_memory_utilization 0.95 (assumptions for "
+                  "trtllm-bench). err = predicted / measured - 1 (negative: the model is slower).\n\n```\n"
+                  + "\n".join(lines) + "\n```\n")
     return 0
 
 
