@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="Decoding sequences in the iteration.")
     p.add_argument("--context", type=int, default=1024, help="Tokens already cached per decoding sequence.")
     p.add_argument("--prefill", type=int, default=0, help="Prefill tokens in the iteration (one new prompt chunk).")
-    p.add_argument("--precision", default="bf16", help="bf16, fp16 or fp8.")
+    p.add_argument("--precision", default="fp8", help="bf16, fp16 or fp8 (weights and KV cache; default fp8 as in scenarios).")
     p.add_argument("--kind", default="calibrated", help="calibrated or roofline.")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     p.set_defaults(func=cmd_step)
@@ -53,7 +53,7 @@ def register(sub) -> None:
 
 # ------------------------------------------------------------------ step
 def step_report(model: str, gpu: str, tp: int = 1, batch: int = 1, context: int = 1024, prefill: int = 0,
-                precision: str = "bf16", kind: str = "calibrated") -> dict:
+                precision: str = "fp8", kind: str = "calibrated") -> dict:
     from sim.perf import build_model
     for name, v, lo in (("--tp", tp, 1), ("--batch", batch, 0), ("--context", context, 0), ("--prefill", prefill, 0)):
         if v < lo:
