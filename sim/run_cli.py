@@ -80,6 +80,16 @@ def format_summary(s: dict) -> str:
     lines.append(f"GPU utilisation {s['gpu_utilisation'] * 100:.1f} %   "
                  f"output {s['throughput_output_tokens_per_s']:.0f} tokens/s   "
                  f"preemptions {s['preemptions']}")
+    e = s.get("economics")
+    if e:
+        av = e.get("availability", {})
+        share = e.get("margin_share")
+        cpm = e.get("cost_eur_per_mtok")
+        lines.append(f"revenue {e['revenue_eur']:,.2f} EUR   costs {e['costs_eur']:,.2f} EUR   "
+                     f"gross margin {e['margin_eur']:,.2f} EUR"
+                     + (f" ({share * 100:.1f} %)" if share is not None else "")
+                     + (f"   cost {cpm:.3f} EUR per million tokens" if cpm is not None else "")
+                     + f"   availability {av.get('replica_availability', 1.0) * 100:.2f} %")
     lines.append("")
     hdr = f"{'workload':<16}{'done':>9}{'TTFT p50':>10}{'p99':>10}{'TPOT p50':>10}{'p99':>10}{'SLA met':>9}{'target':>8}"
     lines.append(hdr)

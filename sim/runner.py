@@ -356,8 +356,11 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None 
     t0 = time.perf_counter()
     try:
         world = World(scenario, seed)
+        from sim.ledger import WorldEconomics
+        econ = WorldEconomics(world)   # the ledger (and faults, when enabled) rides along
         world.run(progress=progress)
         summary = world.summary()
+        summary["economics"] = econ.finish()
         world.metrics.add_in_flight(world.in_flight())
     except Exception:
         if out is not None:
