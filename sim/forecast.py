@@ -154,18 +154,22 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
         s = world.summary()
         out["busy_gpu_s"] += window_busy_gpu_s(world)
         for name, ws in s["workloads"].items():
+            # only what arrived after the warm-up is measured and scaled
             acc = out["workloads"].setdefault(name, {"measured": 0, "met": 0.0, "prompt_tokens": 0,
-                                                    "output_tokens": 0, "arrivals": 0, "completed": 0})
-            measured = ws["measured"] + ws.get("rejected", 0)
+                                                    "output_tokens": 0, "arrivals": 0, "completed": 0,
+                                                    "rejected": 0})
+            n_rej = ws["measured_rejected"]
+            measured = ws["measured"] + n_rej
             acc["measured"] += measured
             acc["met"] += (ws["sla_attainment"] or 0.0) * measured
-            acc["prompt_tokens"] += ws["completed_prompt_tokens"]
-            acc["output_tokens"] += ws["completed_output_tokens"]
-            acc["arrivals"] += ws["arrivals"]
-            acc["completed"] += ws["completed"]
-        out["arrivals"] += s["arrivals"]
-        out["completed"] += s["completed"]
-        out["rejected"] += s["rejected"]
+            acc["prompt_tokens"] += ws["measured_prompt_tokens"]
+            acc["output_tokens"] += ws["measured_output_tokens"]
+            acc["arrivals"] += ws["measured_arrivals"]
+            acc["completed"] += ws["measured"]
+            acc["rejected"] += n_rej
+            out["arrivals"] += ws["measured_arrivals"]
+            out["completed"] += ws["measured"]
+            out["rejected"] += n_rej
         out["residency_violations"] += s["residency_violations"]
         if s["ttft_s"]["p99"] is not None:
             out["ttft_p99"].append(s["ttft_s"]["p99"])
@@ -311,10 +315,36 @@ def _summary(scenario, seed, monthly: pd.DataFrame, market) -> dict:
         "sla_attainment_mean": float(att.mean()) if len(att) else None,
         "contracts": {"won": market.won, "lost": market.lost, "active": market.active,
                       "expired": market.expired, "churned": market.churned, "renewed": market.renewed},
-        "final_share": monthly["share"].dropna().iloc[-1] if monthly["share"].notna().any() else None,
+        "final_share": float(monthly["share"].dropna().iloc[-1]) if monthly["share"].notna().any() else None,
         "residency_violations": int(monthly["residency_violations"].sum()),
         "simulated_requests": int(monthly["simulated_requests"].sum()),
     }
+
+
+def format_forecast(result: ForecastResult) -> str:
+    s = result.summary
+    df = result.monthly
+    lines = [f"scenario {s['scenario']}  seed {s['seed']}  {s['months']} months  "
+             f"{int(df['gpus'].iloc[0])} GPUs  ({s['simulated_requests']:,} requests simulated in sampled windows)"]
+    hdr = (f"{'month':>5} {'active':>6} {'won':>4} {'lost':>4} {'req/s':>7} {'GPU util':>8} {'SLA met':>8} "
+           f"{'revenue EUR':>12} {'cost EUR':>10} {'margin EUR':>11}")
+    lines.append(hdr)
+    for _, r in df.iterrows():
+        att = "-" if r["sla_attainment"] is None or r["sla_attainment"] != r["sla_attainment"] else f"{r['sla_attainment'] * 100:.1f}%"
+        lines.append(f"{int(r['month']):>5} {int(r['contracts_active']):>6} {int(r['contracts_won']):>4} "
+                     f"{int(r['contracts_lost']):>4} {r['requests'] / MONTH_S:>7.1f} {r['gpu_utilisation'] * 100:>7.1f}% "
+                     f"{att:>8} {r['revenue_eur']:>12,.0f} {r['cost_eur']:>10,.0f} {r['gross_margin_eur']:>11,.0f}")
+    gm = s["gross_margin_share"]
+    c = s["contracts"]
+    lines.append("")
+    lines.append(f"total: revenue {s['revenue_eur']:,.0f} EUR, costs {s['cost_eur']:,.0f} EUR, gross margin "
+                 f"{s['gross_margin_eur']:,.0f} EUR" + (f" ({gm * 100:.1f} %)" if gm is not None else "")
+                 + (f", cost {s['cost_eur_per_mtok']:.3f} EUR per million tokens" if s["cost_eur_per_mtok"] else ""))
+    lines.append(f"contracts: won {c['won']}, lost {c['lost']} RFPs, active {c['active']}, churned {c['churned']}, "
+                 f"expired {c['expired']}, renewals {c['renewed']}; final sovereign share "
+                 f"{(s['final_share'] or 0) * 100:.1f} %; mean GPU utilisation {s['gpu_utilisation_mean'] * 100:.1f} %, "
+                 f"mean SLA attainment {(s['sla_attainment_mean'] or 0) * 100:.1f} %; residency violations {s['residency_violations']}")
+    return "\n".join(lines)
 
 
 def forecast_figures(result: ForecastResult) -> list[str]:

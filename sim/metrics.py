@@ -69,9 +69,12 @@ class Stream:
         self.completed = 0
         self.rejected = {r: 0 for r in REJECT_REASONS}
         self.arrivals = 0
+        self.measured_arrivals = 0  # arrivals after warm-up
         self.arrived_prompt_tokens = 0
         self.arrived_output_tokens = 0
         self.measured = 0           # completed requests past warm-up
+        self.measured_prompt_tokens = 0
+        self.measured_output_tokens = 0
         self.sla_met = 0
         self.ttft_met = 0
         self.tpot_met = 0
@@ -91,7 +94,8 @@ class Stream:
         self.h_wait = LogHistogram()
 
     def merge(self, o: "Stream"):
-        for k in ("completed", "arrivals", "arrived_prompt_tokens", "arrived_output_tokens", "measured", "sla_met", "ttft_met", "tpot_met",
+        for k in ("completed", "arrivals", "measured_arrivals", "arrived_prompt_tokens", "arrived_output_tokens", "measured",
+                  "measured_prompt_tokens", "measured_output_tokens", "sla_met", "ttft_met", "tpot_met",
                   "prompt_tokens", "output_tokens", "sum_ttft", "sum_tpot", "n_tpot", "sum_e2e",
                   "sum_wait", "sum_wait2", "preemptions", "rejected_measured"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
@@ -113,13 +117,17 @@ class Stream:
         rej = sum(self.rejected.values())
         d = {
             "arrivals": self.arrivals,
+            "measured_arrivals": self.measured_arrivals,
             "arrived_prompt_tokens": self.arrived_prompt_tokens,
             "arrived_output_tokens": self.arrived_output_tokens,
             "completed": self.completed,
             "rejected": rej,
             "rejected_by_reason": dict(self.rejected),
             "rejected_share": (rej / self.arrivals) if self.arrivals else 0.0,
+            "measured_rejected": self.rejected_measured,
             "measured": n,
+            "measured_prompt_tokens": self.measured_prompt_tokens,
+            "measured_output_tokens": self.measured_output_tokens,
             "completed_prompt_tokens": self.prompt_tokens,
             "completed_output_tokens": self.output_tokens,
             "preemptions": self.preemptions,
@@ -192,6 +200,8 @@ class Metrics:
     def on_arrival(self, r, now: float):
         s = self.streams[r.workload]
         s.arrivals += 1
+        if now >= self.warmup_s:
+            s.measured_arrivals += 1
         s.arrived_prompt_tokens += r.prompt_tokens
         s.arrived_output_tokens += r.output_tokens
         if self.first_arrival_s is None:
@@ -275,6 +285,8 @@ class Metrics:
         multi = out > 1
         tpot = (a[multi, 6] - a[multi, 5]) / (out[multi] - 1)
         s.measured += len(a)
+        s.measured_prompt_tokens += int(a[:, 7].sum())
+        s.measured_output_tokens += int(a[:, 8].sum())
         s.sum_ttft += float(ttft.sum())
         s.sum_e2e += float(e2e.sum())
         s.sum_wait += float(wait.sum())

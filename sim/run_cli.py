@@ -54,6 +54,16 @@ def cmd_run(args) -> int:
         scenario = with_overrides(scenario, parse_overrides(args.set))
     out = Path(args.out) if args.out else Path("runs") / scenario.name
     progress = not args.quiet and sys.stderr.isatty()
+    if scenario.forecast is not None:
+        from sim.forecast import format_forecast, run_forecast
+        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
+        if args.json:
+            from sim.runner import _json_default
+            print(json.dumps(result.summary, default=_json_default))
+        elif not args.quiet:
+            print(format_forecast(result))
+            print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
+        return 0
     result = run(scenario, seed=args.seed, out_dir=out, progress=progress)
     if args.json:
         from sim.runner import _json_default
