@@ -1,0 +1,201 @@
+"""Sweeps: grid expansion, common random numbers, atomic resumable points, executors.
+
+Most tests use ``tests/sweep_fake.py`` (a cheap deterministic stand-in for the simulator);
+the ones marked ``real runner`` call ``sim.runner.run`` on a tiny scenario.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim import sweep
+from sim.errors import UserError
+from sim.scenario import load_scenario
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from sweep_fake import fake_point  # noqa: E402
+
+GRID = {"deployments.0.replicas": [1, 2, 4], "workloads.0.arrivals.rate_per_s": [1.0, 3.0]}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_scenario()
+
+
+# ------------------------------------------------------------------ grid and seeds
+def test_parse_grid_values_and_ranges():
+    assert sweep.parse_grid(["a.b=1,2.5,x,true"]) == {"a.b": [1, 2.5, "x", True]}
+    assert sweep.parse_grid(["n=1..4"]) == {"n": [1, 2, 3, 4]}
+    assert sweep.parse_grid(["n=2..10..4"]) == {"n": [2, 6, 10]}
+    for bad in (["novalue"], ["n=5..1"], ["n=1..x"], ["n=1", "n=2"], ["=1,2"]):
+        with pytest.raises(UserError):
+            sweep.parse_grid(bad)
+
+
+def test_expand_grid_is_cartesian_and_validated(base):
+    pts = sweep.expand_grid(base, GRID)
+    assert [p.index for p in pts] == list(range(6))
+    assert pts[0].overrides == {"deployments.0.replicas": 1, "workloads.0.arrivals.rate_per_s": 1.0}
+    assert pts[5].overrides == {"deployments.0.replicas": 4, "workloads.0.arrivals.rate_per_s": 3.0}
+    assert json.loads(pts[3].scenario_json)["deployments"][0]["replicas"] == 2
+    assert len({p.scenario_json for p in pts}) == 6
+    with pytest.raises(UserError, match="deployments.0.nosuch"):
+        sweep.expand_grid(base, {"deployments.0.nosuch": [1]})
+    with pytest.raises(UserError):  # replicas must be >= 0: validated before anything runs
+        sweep.expand_grid(base, {"deployments.0.replicas": [-1]})
+
+
+def test_replication_seeds_distinct_stable_prefix():
+    s5 = sweep.replication_seeds(7, 5)
+    assert len(set(s5)) == 5 and all(0 <= s < 2**63 for s in s5)
+    assert sweep.replication_seeds(7, 3) == s5[:3]  # adding replications keeps the old ones
+    assert sweep.replication_seeds(8, 5) != s5
+
+
+def test_common_random_numbers_across_points(base, tmp_path):
+    res = sweep.run_sweep(base, GRID, 3, tmp_path, point_fn=fake_point, progress=False)
+    reps = res.replications_table
+    # every point uses the same seed for replication r ...
+    assert reps.groupby("replication")["seed"].nunique().eq(1).all()
+    assert reps["seed"].nunique() == 3
+    # ... so the fake's noise (a function of the seed only) is identical across points
+    assert reps.groupby("replication")["noise"].nunique().eq(1).all()
+
+
+# ------------------------------------------------------------------ tables
+def test_points_table_means_and_t_intervals(base, tmp_path):
+    res = sweep.run_sweep(base, GRID, 4, tmp_path, point_fn=fake_point, progress=False)
+    pts = res.points_table
+    assert list(pts["point"]) == list(range(6))
+    assert (pts["replications"] == 4).all()
+    from scipy import stats
+
+    g = res.replications_table.query("point == 2")["sla_attainment"].to_numpy()
+    half = stats.t.ppf(0.975, 3) * g.std(ddof=1) / np.sqrt(4)
+    row = pts.iloc[2]
+    assert row["sla_attainment_mean"] == pytest.approx(g.mean())
+    assert row["sla_attainment_ci95_lo"] == pytest.approx(g.mean() - half)
+    assert row["sla_attainment_ci95_hi"] == pytest.approx(g.mean() + half)
+    assert "ttft_s.p99_mean" in pts and "workloads.chat.sla_attainment_mean" in pts
+    import pandas as pd
+
+    on_disk = pd.read_parquet(tmp_path / "points.parquet")
+    pd.testing.assert_frame_equal(on_disk, pts)
+
+
+def test_single_replication_has_nan_interval():
+    m, lo, hi = sweep.mean_ci95(np.array([0.5]))
+    assert m == 0.5 and np.isnan(lo) and np.isnan(hi)
+
+
+# ------------------------------------------------------------------ persistence
+def test_rerun_reuses_and_recomputes_damaged(base, tmp_path, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SOVSIM_FAKE_LOG", str(log))
+    r1 = sweep.run_sweep(base, GRID, 2, tmp_path / "s", point_fn=fake_point, progress=False)
+    assert (r1.computed, r1.reused) == (12, 0)
+    files = sorted((tmp_path / "s" / "points").glob("*.json"))
+    assert len(files) == 12 and not list((tmp_path / "s" / "points").glob(".tmp-*"))  # no leftovers
+    files[0].write_text('{"key": "trunc')  # damaged by hand: recomputed, not trusted
+    r2 = sweep.run_sweep(base, GRID, 3, tmp_path / "s", point_fn=fake_point, progress=False)
+    # a third replication adds 6 runs; the damaged one is redone; the other 11 are reused
+    assert (r2.computed, r2.reused) == (7, 11)
+    assert len(log.read_text().splitlines()) == 12 + 7
+    assert r2.points_table.shape[0] == 6
+
+
+def test_kill_and_resume(tmp_path):
+    """Kill a sweep midway; rerun; nothing finished is recomputed, touched or corrupted."""
+    out = tmp_path / "sweep"
+    log = tmp_path / "calls.log"
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import concurrent.futures as cf, sys
+        sys.path.insert(0, {str(HERE)!r})
+        from sweep_fake import fake_point
+        from sim.scenario import load_scenario
+        from sim.sweep import run_sweep
+        grid = {{"deployments.0.replicas": list(range(1, 11))}}
+        with cf.ProcessPoolExecutor(2) as ex:
+            r = run_sweep(load_scenario(), grid, 2, {str(out)!r}, executor=ex,
+                          point_fn=fake_point, progress=False)
+        print(r.computed, r.reused)
+    """))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SOVSIM_FAKE_LOG=str(log), SOVSIM_FAKE_SLEEP_S="0.15")
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pdir = out / "points"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if pdir.is_dir() and len(list(pdir.glob("*.json"))) >= 5:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the parent and its pool workers
+    proc.wait()
+    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in pdir.glob("*.json")}
+    assert 5 <= len(done) < 20, "the sweep should have been killed midway"
+    for name, (_, _, data) in done.items():
+        json.loads(data)  # every finished file is whole
+
+    log.unlink()
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    computed, reused = map(int, r.stdout.split())
+    assert reused == len(done) and computed == 20 - len(done)
+    assert len(log.read_text().splitlines()) == computed  # only the missing ones ran
+    for name, (ino, mtime, data) in done.items():
+        st = (pdir / name).stat()
+        assert (st.st_ino, st.st_mtime_ns) == (ino, mtime)
+        assert (pdir / name).read_bytes() == data
+    assert len(list(pdir.glob("*.json"))) == 20
+
+
+# ------------------------------------------------------------------ executors
+def _summaries(res):
+    return {t.key: res.records[t.key]["summary"] for t in res.tasks}
+
+
+def test_serial_pool_and_dask_agree(base, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    grid = {"deployments.0.replicas": [1, 3]}
+    serial = sweep.run_sweep(base, grid, 2, tmp_path / "a", point_fn=fake_point, progress=False)
+    with cf.ProcessPoolExecutor(2) as ex:
+        pool = sweep.run_sweep(base, grid, 2, tmp_path / "b", executor=ex, point_fn=fake_point, progress=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        dask = sweep.run_sweep(base, grid, 2, tmp_path / "c", executor=client.get_executor(),
+                               point_fn=fake_point, progress=False)
+    assert _summaries(serial) == _summaries(pool) == _summaries(dask)
+    assert dask.computed == 4
+
+
+def test_make_executor_scheduler_via_address(base, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        ex, close = sweep.make_executor(scheduler=cluster.scheduler_address)
+        try:
+            res = sweep.run_sweep(base, {"deployments.0.replicas": [2]}, 2, tmp_path, executor=ex,
+                                  point_fn=fake_point, progress=False)
+        finally:
+            close()
+    assert res.computed == 2
+
+
+def test_bad_scheduler_is_user_error():
+    pytest.importorskip("distributed")
+    with pytest.raises(UserError, match="cannot connect"):
+        sweep.make_executor(scheduler="tcp://127.0.0.1:1", connect_timeout_s=1.0)
