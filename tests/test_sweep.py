@@ -199,3 +199,80 @@ def test_bad_scheduler_is_user_error():
     pytest.importorskip("distributed")
     with pytest.raises(UserError, match="cannot connect"):
         sweep.make_executor(scheduler="tcp://127.0.0.1:1", connect_timeout_s=1.0)
+
+
+# ------------------------------------------------------------------ capacity search
+def test_capacity_bisection_matches_brute_force(base, tmp_path):
+    from sim.capacity_search import capacity_search, parse_targets
+
+    targets = parse_targets(["general=0.9"], base)
+    r = capacity_search(base, targets, replications=3, out_dir=tmp_path, point_fn=fake_point, progress=False)
+    # brute force over the same cached runs: the smallest n whose mean attainment >= 0.9
+    brute = sweep.run_sweep(base, {"deployments.0.replicas": list(range(1, 40))}, 3, tmp_path / "b",
+                            point_fn=fake_point, progress=False).points_table
+    expect = int(brute.loc[brute["workloads.chat.sla_attainment_mean"] >= 0.9, "deployments.0.replicas"].min())
+    assert r.replicas == expect and r.gpus == expect * base.deployments[0].tp
+    assert len(r.evaluations) < 12  # bisection, not a scan
+    feas = {e.replicas: e.feasible for e in r.evaluations}
+    assert feas[expect] and not feas.get(expect - 1, False)
+    assert json.loads((tmp_path / "capacity.json").read_text())["replicas"] == expect
+    assert r.cost is None and "ledger" in r.cost_note
+
+
+def test_capacity_bad_targets_and_scope(base):
+    from sim.capacity_search import parse_targets, scope_deployments
+
+    assert parse_targets(None, base) == {"general": base.workloads[0].sla.attainment_target}
+    for bad in (["finance=0.99"], ["general"], ["general=1.5"], ["general=abc"]):
+        with pytest.raises(UserError):
+            parse_targets(bad, base)
+    assert scope_deployments(base, "deployment:mixtral-h100") == [0]
+    for bad in ("site:nowhere", "deployment:nope", "bogus"):
+        with pytest.raises(UserError):
+            scope_deployments(base, bad)
+
+
+# ------------------------------------------------------------------ report
+def test_html_report_is_self_contained(tmp_path, base):
+    import base64
+
+    from sim.report import scenario_sources_rows, write_html_report
+
+    png = b"\x89PNG\r\n\x1a\nfake"
+    (tmp_path / "fig.png").write_bytes(png)
+    p = write_html_report(tmp_path, "A <b>title</b>", {"sla_attainment": 0.987, "ttft_s": {"p99": 1.5}},
+                          [tmp_path / "fig.png"], sweep.resolved_json(base), scenario_sources_rows(base))
+    html = p.read_text()
+    assert base64.b64encode(png).decode() in html
+    assert "A &lt;b&gt;title&lt;/b&gt;" in html and "ttft_s.p99" in html
+    assert "MLPerf" in html  # a source from the schema descriptions
+    assert "mixtral-h100" in html and "src=\"http" not in html
+
+
+# ------------------------------------------------------------------ sovsim figures
+def test_figures_reports_changed_outputs(tmp_path, capsys):
+    import argparse
+
+    from sim.sweep_cli import cmd_figures
+
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "_common.py").write_text("")  # helpers are not experiments
+    (tmp_path / "experiments" / "demo.py").write_text(textwrap.dedent("""
+        import argparse, os, pathlib
+        p = argparse.ArgumentParser(); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
+        a = p.parse_args(); out = pathlib.Path(a.out); out.mkdir(parents=True, exist_ok=True)
+        (out / "table.csv").write_text(os.environ.get("DEMO_VALUE", "1") + "\\n")
+    """))
+    args = argparse.Namespace(names=[], root=tmp_path, quick=False)
+    assert cmd_figures(args) == 0
+    assert "table.csv" in capsys.readouterr().out  # new file: changed
+    assert cmd_figures(args) == 0
+    assert "demo" in (o := capsys.readouterr().out) and o.strip().endswith("none")
+    os.environ["DEMO_VALUE"] = "2"
+    try:
+        assert cmd_figures(args) == 0
+    finally:
+        del os.environ["DEMO_VALUE"]
+    assert capsys.readouterr().out.strip().endswith("table.csv")
+    with pytest.raises(UserError):
+        cmd_figures(argparse.Namespace(names=["nope"], root=tmp_path, quick=False))
