@@ -153,9 +153,10 @@ class DeploymentSpec(Spec):
 
 
 class RouterSpec(Spec):
-    policy: Literal["least_outstanding", "power_of_two", "round_robin"] = Field(
+    policy: Literal["least_outstanding", "power_of_two", "round_robin", "central_queue"] = Field(
         default="least_outstanding",
-        description="least_outstanding: fewest outstanding tokens (prompt+output left); power_of_two: the better of two random replicas; round_robin.")
+        description="least_outstanding: fewest outstanding tokens (prompt + output of assigned, unfinished requests); power_of_two: the less loaded of two random eligible replicas; round_robin; central_queue: requests wait at the router (FCFS) until an eligible replica has a free sequence slot, then go to the least loaded such replica (with max_num_seqs = 1 this is exactly M/M/c).")
+    max_wait_s: float = Field(default=60.0, ge=0.0, description="How long a request waits when no eligible replica is up before it is rejected with reason no_eligible_capacity. assumption.")
 
 
 class SLASpec(Spec):

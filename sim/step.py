@@ -139,3 +139,17 @@ class ConstantStepModel(StepTimeModel):
         if n_decode > 0:
             t += self.decode_step_s + self.per_kv_token_s * decode_kv_tokens
         return t
+
+
+def make_step_model(dep) -> StepTimeModel:
+    """The step-time model of a deployment (``sim.scenario.DeploymentSpec``)."""
+    st = dep.step_time
+    if st.kind == "constant":
+        return ConstantStepModel(
+            decode_step_s=st.decode_step_s,
+            prefill_per_token_s=st.prefill_per_token_s,
+            per_kv_token_s=st.per_kv_token_s,
+            kv_capacity_tokens=st.kv_cache_tokens if st.kv_cache_tokens is not None else 1 << 40,
+        )
+    from sim.perf import build_step_model
+    return build_step_model(dep)

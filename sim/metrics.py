@@ -1,0 +1,364 @@
+"""Streaming metrics: memory does not grow with the number of requests.
+
+Completed and rejected requests are buffered as tidy rows and folded, a few thousand at a
+time, into exact running sums (counts, token totals, mean latencies, SLA hits) and
+log-binned histograms (percentiles, relative resolution 0.2 %).  A uniform reservoir sample
+of per-request rows is kept for ``requests.parquet``.  Per-replica busy time, output tokens
+and KV occupancy are accumulated in fixed-width time bins.
+
+Every metric is defined once in ``docs/metrics.md``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# request record columns (the tidy per-request schema)
+COLUMNS = ("request_id", "workload", "replica", "arrival_s", "admitted_s", "first_token_s",
+           "completion_s", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
+           "restarts", "network_s", "outcome")
+OUTCOMES = ("completed", "rejected", "in_flight")
+REJECT_REASONS = ("no_eligible_capacity", "exceeds_kv_capacity")
+
+_H_LO = 1e-6          # seconds; smaller values fall in the underflow bin (reported as 0)
+_H_RATIO = 1.002
+_H_BINS = int(math.ceil(math.log(1e6 / _H_LO) / math.log(_H_RATIO))) + 2
+_H_LOG_RATIO = math.log(_H_RATIO)
+
+
+class LogHistogram:
+    """Counts of positive values in geometric bins of ratio 1.002 over [1 us, 1e6 s]."""
+
+    def __init__(self):
+        self.counts = np.zeros(_H_BINS, dtype=np.int64)
+
+    def add(self, values: np.ndarray):
+        v = np.asarray(values, dtype=float)
+        idx = np.zeros(len(v), dtype=np.int64)
+        pos = v >= _H_LO
+        idx[pos] = 1 + np.floor(np.log(v[pos] / _H_LO) / _H_LOG_RATIO).astype(np.int64)
+        np.clip(idx, 0, _H_BINS - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=_H_BINS)
+
+    def merge(self, other: "LogHistogram"):
+        self.counts += other.counts
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def quantile(self, q: float) -> float | None:
+        n = self.n
+        if n == 0:
+            return None
+        rank = q * n
+        cum = np.cumsum(self.counts)
+        i = int(np.searchsorted(cum, rank, side="left"))
+        i = min(i, _H_BINS - 1)
+        if i == 0:
+            return 0.0
+        lo = _H_LO * _H_RATIO ** (i - 1)
+        return lo * math.sqrt(_H_RATIO)
+
+
+class Stream:
+    """Exact sums and histograms of one group of requests (a workload, or all)."""
+
+    def __init__(self):
+        self.completed = 0
+        self.rejected = {r: 0 for r in REJECT_REASONS}
+        self.arrivals = 0
+        self.measured = 0           # completed requests past warm-up
+        self.sla_met = 0
+        self.ttft_met = 0
+        self.tpot_met = 0
+        self.prompt_tokens = 0
+        self.output_tokens = 0
+        self.sum_ttft = 0.0
+        self.sum_tpot = 0.0
+        self.n_tpot = 0
+        self.sum_e2e = 0.0
+        self.sum_wait = 0.0
+        self.sum_wait2 = 0.0
+        self.preemptions = 0
+        self.rejected_measured = 0  # rejected requests that arrived after warm-up
+        self.h_ttft = LogHistogram()
+        self.h_tpot = LogHistogram()
+        self.h_e2e = LogHistogram()
+        self.h_wait = LogHistogram()
+
+    def merge(self, o: "Stream"):
+        for k in ("completed", "arrivals", "measured", "sla_met", "ttft_met", "tpot_met",
+                  "prompt_tokens", "output_tokens", "sum_ttft", "sum_tpot", "n_tpot", "sum_e2e",
+                  "sum_wait", "sum_wait2", "preemptions", "rejected_measured"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        for r in REJECT_REASONS:
+            self.rejected[r] += o.rejected[r]
+        for h in ("h_ttft", "h_tpot", "h_e2e", "h_wait"):
+            getattr(self, h).merge(getattr(o, h))
+
+    def _dist(self, h: LogHistogram, total: float, n: int) -> dict:
+        return {
+            "mean": (total / n) if n else None,
+            "p50": h.quantile(0.50),
+            "p90": h.quantile(0.90),
+            "p99": h.quantile(0.99),
+        }
+
+    def summary(self, attainment_target: float | None = None) -> dict:
+        n = self.measured
+        rej = sum(self.rejected.values())
+        d = {
+            "arrivals": self.arrivals,
+            "completed": self.completed,
+            "rejected": rej,
+            "rejected_by_reason": dict(self.rejected),
+            "rejected_share": (rej / self.arrivals) if self.arrivals else 0.0,
+            "measured": n,
+            "completed_prompt_tokens": self.prompt_tokens,
+            "completed_output_tokens": self.output_tokens,
+            "preemptions": self.preemptions,
+            "ttft_s": self._dist(self.h_ttft, self.sum_ttft, n),
+            "tpot_s": self._dist(self.h_tpot, self.sum_tpot, self.n_tpot),
+            "e2e_s": self._dist(self.h_e2e, self.sum_e2e, n),
+            "wait_s": self._dist(self.h_wait, self.sum_wait, n),
+            # SLA attainment: share of measured requests (completed or rejected after warm-up)
+            # meeting both targets; a rejected request misses.
+            "sla_attainment": None,
+            "ttft_attainment": None,
+            "tpot_attainment": None,
+        }
+        denom = n + self.rejected_measured
+        if denom:
+            d["sla_attainment"] = self.sla_met / denom
+            d["ttft_attainment"] = self.ttft_met / denom
+            d["tpot_attainment"] = self.tpot_met / denom
+        if attainment_target is not None:
+            d["sla_target"] = attainment_target
+            d["sla_met"] = (d["sla_attainment"] is not None and d["sla_attainment"] >= attainment_target)
+        return d
+
+
+class Metrics:
+    """Collects everything a run reports.  ``workloads`` gives each workload's SLA."""
+
+    def __init__(self, workloads, n_replicas: int, horizon_s: float, warmup_s: float,
+                 interval_s: float, sample_size: int, rng: np.random.Generator,
+                 flush_every: int = 8192):
+        self.workloads = workloads
+        self.streams = [Stream() for _ in workloads]
+        self.ttft_target = [w.sla.ttft_s for w in workloads]
+        self.tpot_target = [w.sla.tpot_s for w in workloads]
+        self.warmup_s = warmup_s
+        self.interval_s = interval_s
+        self.horizon_s = horizon_s
+        self.rng = rng
+        self.sample_size = sample_size
+        self.sample: list[tuple] = []
+        self.seen = 0
+        self.buffer: list[tuple] = []
+        self.flush_every = flush_every
+        self.first_arrival_s: float | None = None
+        self.last_completion_s = 0.0
+        nb = max(1, int(math.ceil(min(horizon_s, 1e7) / interval_s)))
+        self.nbins = nb  # grows when events fall past it (offline runs)
+        self.busy = [[0.0] * nb for _ in range(n_replicas)]
+        self.tokens = [[0.0] * nb for _ in range(n_replicas)]
+        self.kv_block_s = [[0.0] * nb for _ in range(n_replicas)]
+        self.arrival_bins = [0] * nb
+        self.completion_bins = [0] * nb
+        self.reject_bins = [0] * nb
+
+    def _grow(self, b: int):
+        extra = max(b + 1 - self.nbins, self.nbins)
+        for lst in (*self.busy, *self.tokens, *self.kv_block_s):
+            lst.extend([0.0] * extra)
+        for lst in (self.arrival_bins, self.completion_bins, self.reject_bins):
+            lst.extend([0] * extra)
+        self.nbins += extra
+
+    # ------------------------------------------------------------------ hooks
+    def _bin(self, t: float) -> int:
+        b = int(t / self.interval_s)
+        if b >= self.nbins:
+            self._grow(b)
+        return b
+
+    def on_arrival(self, r, now: float):
+        self.streams[r.workload].arrivals += 1
+        if self.first_arrival_s is None:
+            self.first_arrival_s = now
+        self.arrival_bins[self._bin(now)] += 1
+
+    def on_complete(self, r, now: float):
+        self.last_completion_s = now
+        self.completion_bins[self._bin(now)] += 1
+        self.buffer.append(self._row(r, 0))
+        if len(self.buffer) >= self.flush_every:
+            self.flush()
+
+    def on_reject(self, r, reason: str, now: float):
+        self.streams[r.workload].rejected[reason] += 1
+        self.reject_bins[self._bin(now)] += 1
+        if r.arrival_s >= self.warmup_s:
+            self.streams[r.workload].rejected_measured += 1
+        r.outcome = "rejected"
+        r.reason = reason
+        self.buffer.append(self._row(r, 1))
+
+    def on_busy(self, rep, t0: float, t1: float, tokens: int, kv_blocks: int):
+        if t1 <= t0:
+            return
+        iv = self.interval_s
+        b0 = int(t0 / iv)
+        b1 = int(t1 / iv)
+        if b1 >= self.nbins:
+            self._grow(b1)
+        busy = self.busy[rep.index]
+        if b0 == b1:
+            busy[b0] += t1 - t0
+            self.tokens[rep.index][b0] += tokens
+            self.kv_block_s[rep.index][b0] += kv_blocks * (t1 - t0)
+            return
+        dur = t1 - t0
+        for b in range(b0, b1 + 1):
+            lo = max(t0, b * iv)
+            hi = min(t1, (b + 1) * iv) if b < b1 else t1
+            f = hi - lo
+            if f <= 0:
+                continue
+            busy[b] += f
+            self.tokens[rep.index][b] += tokens * f / dur
+            self.kv_block_s[rep.index][b] += kv_blocks * f
+
+    def _row(self, r, outcome_code: int) -> tuple:
+        return (r.rid, r.workload, r.replica, r.arrival_s, r.admitted_s, r.first_token_s,
+                r.completion_s, r.prompt_tokens, r.output_tokens, r.generated, r.preemptions,
+                r.restarts, r.latency_s, outcome_code)
+
+    # ------------------------------------------------------------------ folding
+    def flush(self):
+        rows = self.buffer
+        if not rows:
+            return
+        self.buffer = []
+        self._reservoir(rows)
+        a = np.array(rows, dtype=float)
+        w = a[:, 1].astype(np.int64)
+        done = a[:, 13] == 0
+        for wi in np.unique(w[done]):
+            m = done & (w == wi)
+            self._fold(int(wi), a[m])
+
+    def _fold(self, wi: int, a: np.ndarray):
+        s = self.streams[wi]
+        s.completed += len(a)
+        s.prompt_tokens += int(a[:, 7].sum())
+        s.output_tokens += int(a[:, 8].sum())
+        s.preemptions += int(a[:, 10].sum())
+        a = a[a[:, 3] >= self.warmup_s]
+        if len(a) == 0:
+            return
+        net = a[:, 12]
+        ttft = a[:, 5] - a[:, 3] + net
+        e2e = a[:, 6] - a[:, 3] + net
+        wait = a[:, 4] - a[:, 3]
+        out = a[:, 8]
+        multi = out > 1
+        tpot = (a[multi, 6] - a[multi, 5]) / (out[multi] - 1)
+        s.measured += len(a)
+        s.sum_ttft += float(ttft.sum())
+        s.sum_e2e += float(e2e.sum())
+        s.sum_wait += float(wait.sum())
+        s.sum_wait2 += float((wait * wait).sum())
+        s.sum_tpot += float(tpot.sum())
+        s.n_tpot += len(tpot)
+        s.h_ttft.add(ttft)
+        s.h_e2e.add(e2e)
+        s.h_wait.add(wait)
+        s.h_tpot.add(tpot)
+        ttft_ok = ttft <= self.ttft_target[wi]
+        tpot_ok = np.ones(len(a), dtype=bool)
+        tpot_ok[multi] = tpot <= self.tpot_target[wi]
+        s.ttft_met += int(ttft_ok.sum())
+        s.tpot_met += int(tpot_ok.sum())
+        s.sla_met += int((ttft_ok & tpot_ok).sum())
+
+    def _reservoir(self, rows: list[tuple]):
+        k = self.sample_size
+        if k == 0:
+            self.seen += len(rows)
+            return
+        n0 = self.seen
+        self.seen += len(rows)
+        i = 0
+        while len(self.sample) < k and i < len(rows):
+            self.sample.append(rows[i])
+            i += 1
+        if i == len(rows):
+            return
+        idx = np.arange(n0 + i, n0 + len(rows))
+        j = (self.rng.random(len(idx)) * (idx + 1)).astype(np.int64)
+        for pos in np.nonzero(j < k)[0]:
+            self.sample[int(j[pos])] = rows[i + int(pos)]
+
+    # ------------------------------------------------------------------ results
+    def add_in_flight(self, requests):
+        """Requests still in the system at the horizon enter the sample, not the sums."""
+        rows = [self._row(r, 2) for r in requests]
+        self.flush()
+        self._reservoir(rows)
+
+    def total(self) -> Stream:
+        t = Stream()
+        for s in self.streams:
+            t.merge(s)
+        return t
+
+    def requests_frame(self, replica_names: list[str]):
+        import pandas as pd
+        df = pd.DataFrame(self.sample, columns=list(COLUMNS))
+        df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
+        df["outcome"] = [OUTCOMES[int(c)] for c in df["outcome"]]
+        df["workload"] = [self.workloads[int(i)].name for i in df["workload"]]
+        df["replica"] = [replica_names[int(i)] if i >= 0 else "" for i in df["replica"]]
+        for c in ("admitted_s", "first_token_s", "completion_s"):
+            df.loc[df[c] < 0, c] = np.nan
+        net = df["network_s"]
+        df["ttft_s"] = df["first_token_s"] - df["arrival_s"] + net
+        df["e2e_s"] = df["completion_s"] - df["arrival_s"] + net
+        df["wait_s"] = df["admitted_s"] - df["arrival_s"]
+        multi = df["output_tokens"] > 1
+        df["tpot_s"] = np.where(multi, (df["completion_s"] - df["first_token_s"]) /
+                                (df["output_tokens"] - 1).clip(lower=1), np.nan)
+        return df
+
+    def timeseries_frame(self, replicas, horizon_s: float):
+        import pandas as pd
+        nb = min(self.nbins, max(1, int(math.ceil(horizon_s / self.interval_s))))
+        iv = self.interval_s
+        starts = np.arange(nb) * iv
+        widths = np.minimum(iv, np.maximum(horizon_s - starts, 0.0))
+        frames = []
+        for rep in replicas:
+            i = rep.index
+            busy = np.array(self.busy[i][:nb])
+            frames.append(pd.DataFrame({
+                "bin_start_s": starts,
+                "replica": rep.name,
+                "busy_s": busy,
+                "utilisation": np.divide(busy, widths, out=np.zeros(nb), where=widths > 0),
+                "output_tokens": np.array(self.tokens[i][:nb]),
+                "output_tokens_per_s": np.divide(np.array(self.tokens[i][:nb]), widths, out=np.zeros(nb), where=widths > 0),
+                "kv_occupancy": np.divide(np.array(self.kv_block_s[i][:nb]), widths * max(rep.total_blocks, 1),
+                                          out=np.zeros(nb), where=widths > 0),
+            }))
+        fleet = pd.DataFrame({
+            "bin_start_s": starts,
+            "replica": "__fleet__",
+            "arrivals": self.arrival_bins[:nb],
+            "completions": self.completion_bins[:nb],
+            "rejections": self.reject_bins[:nb],
+        })
+        return pd.concat(frames + [fleet], ignore_index=True)

@@ -1,0 +1,314 @@
+"""Build the simulated world from a scenario, run it, and write its results.
+
+``run(scenario, seed)`` is the one entry point every command, test, sweep and experiment
+uses.  Same scenario and seed give the same summary, in any process.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import simpy
+
+from sim.engine import Replica, Request
+from sim.metrics import Metrics
+from sim.rng import RandomStreams
+from sim.router import Router
+from sim.scenario import ResidencySpec, Scenario, SiteSpec
+from sim.step import make_step_model
+
+
+def site_allows(site: SiteSpec | None, rule: ResidencySpec) -> bool:
+    """Whether a site may process data under a residency rule (the sovereignty invariant)."""
+    if rule.allowed_jurisdictions is not None:
+        if site is None or site.jurisdiction not in rule.allowed_jurisdictions:
+            return False
+    if rule.required_certifications:
+        have = set(site.certifications) if site is not None else set()
+        if not set(rule.required_certifications) <= have:
+            return False
+    return True
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    scenario: Scenario
+    seed: int
+    out_dir: Path | None = None
+    requests: object = None      # pandas.DataFrame: the per-request sample
+    timeseries: object = None    # pandas.DataFrame: per-replica and fleet time bins
+    wall_s: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+
+class World:
+    """One simpy.Environment holding replicas, router, arrivals and metrics."""
+
+    def __init__(self, scenario: Scenario, seed: int):
+        self.scenario = scenario
+        self.seed = seed
+        sim = scenario.simulation
+        self.env = env = simpy.Environment()
+        self.streams = RandomStreams(seed)
+        sites = {s.name: s for s in scenario.sites}
+        self.replicas: list[Replica] = []
+        self.workloads = scenario.workloads
+        self.metrics = Metrics(scenario.workloads, sum(d.replicas for d in scenario.deployments),
+                               sim.horizon_s, sim.warmup_s, sim.timeseries_interval_s,
+                               sim.request_sample_size, self.streams.generator("metrics/sample"))
+        per_iteration = sim.engine_mode == "per_iteration"
+        m = self.metrics
+        self.dep_of_replica: list[int] = []
+        for di, dep in enumerate(scenario.deployments):
+            model = make_step_model(dep)
+            b = dep.batching
+            for k in range(dep.replicas):
+                rep = Replica(env, len(self.replicas), f"{dep.name}/{k}", model,
+                              max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
+                              block_size_tokens=b.block_size_tokens, chunked_prefill=b.chunked_prefill,
+                              per_iteration=per_iteration, on_complete=m.on_complete,
+                              on_busy=m.on_busy, gpus=dep.tp, site=dep.site, deployment=di)
+                self.replicas.append(rep)
+                self.dep_of_replica.append(di)
+        # residency-eligible replicas and network round trips, per workload
+        eligible: list[list[int]] = []
+        self.rtt_s: list[list[float]] = []
+        self.max_tokens: list[int] = []
+        for w in scenario.workloads:
+            idx = []
+            for rep in self.replicas:
+                dep = scenario.deployments[rep.deployment]
+                site = sites.get(dep.site) if dep.site else None
+                if dep.model == w.model and site_allows(site, w.residency):
+                    idx.append(rep.index)
+            eligible.append(idx)
+            rtt = []
+            for rep in self.replicas:
+                dep = scenario.deployments[rep.deployment]
+                site = sites.get(dep.site) if dep.site else None
+                rtt.append(2.0 * site.network_latency_s.get(w.region, 0.0) if site else 0.0)
+            self.rtt_s.append(rtt)
+            caps = [self.replicas[i].total_blocks * self.replicas[i].bs for i in idx]
+            self.max_tokens.append(min(caps) if caps else 0)
+        self.eligible = eligible
+        self.router = Router(env, self.replicas, eligible, scenario.router.policy,
+                             self.streams.generator("router"), scenario.router.max_wait_s,
+                             self._reject)
+        self.next_rid = 0
+        for wi, w in enumerate(scenario.workloads):
+            env.process(self._arrivals(wi, w))
+
+    # ------------------------------------------------------------------ traffic
+    def _reject(self, r: Request, reason: str, now: float):
+        r.state = 3
+        self.metrics.on_reject(r, reason, now)
+
+    def _arrivals(self, wi: int, w):
+        env = self.env
+        horizon = self.scenario.simulation.horizon_s
+        proc = w.arrivals.build()
+        rng_t = self.streams.generator(f"workload/{w.name}/arrivals")
+        rng_len = self.streams.generator(f"workload/{w.name}/lengths")
+        prompt_d = w.prompt_tokens.build()
+        output_d = w.output_tokens.build()
+        metrics = self.metrics
+        router = self.router
+        rtt = self.rtt_s[wi]
+        cap = self.max_tokens[wi]
+        for times, prompts, outputs in proc.chunks(rng_t, horizon):
+            n = len(times)
+            if prompts is None:
+                prompts = prompt_d.sample(rng_len, n)
+            if outputs is None:
+                outputs = output_d.sample(rng_len, n)
+            for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
+                dt = t - env.now
+                if dt > 0.0:
+                    yield env.timeout(dt)
+                r = Request(self.next_rid, wi, t, p, o)
+                self.next_rid += 1
+                metrics.on_arrival(r, t)
+                if p + o > cap:
+                    self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
+                    continue
+                router.submit(r)
+                if r.replica >= 0:
+                    r.latency_s = rtt[r.replica]
+
+    def in_flight(self) -> list[Request]:
+        out = []
+        for rep in self.replicas:
+            out.extend(rep.running.values())
+            out.extend(rep.waiting)
+        for lst in self.router.parked:
+            out.extend(lst)
+        out.extend(self.router.queued())
+        return out
+
+    # ------------------------------------------------------------------ run
+    def run(self, progress: bool = False):
+        horizon = self.scenario.simulation.horizon_s
+        if not progress:
+            self.env.run(until=horizon)
+            return
+        from tqdm import tqdm
+        slices = 200
+        with tqdm(total=horizon, unit="sim-s", delay=2.0, file=sys.stderr,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]") as bar:
+            for i in range(1, slices + 1):
+                t = horizon * i / slices
+                self.env.run(until=t)
+                bar.update(t - bar.n)
+
+    def summary(self) -> dict:
+        sc = self.scenario
+        m = self.metrics
+        inflight = self.in_flight()
+        m.flush()
+        total = m.total()
+        offline = all(w.arrivals.kind == "offline" for w in sc.workloads)
+        duration = (m.last_completion_s if offline else sc.simulation.horizon_s) or 0.0
+        gpus = sum(d.gpus for d in sc.deployments)
+        now = self.env.now
+        partial = [rep.partial_run(now) for rep in self.replicas]
+        busy_s = [rep.busy_s + p[0] for rep, p in zip(self.replicas, partial)]
+        rep_tokens = [rep.output_tokens + p[1] for rep, p in zip(self.replicas, partial)]
+        busy_gpu_s = sum(b * rep.gpus for b, rep in zip(busy_s, self.replicas))
+        out_tokens = sum(rep_tokens)
+        s = total.summary()
+        summary = {
+            "scenario": sc.name,
+            "seed": self.seed,
+            "engine_mode": sc.simulation.engine_mode,
+            "horizon_s": sc.simulation.horizon_s,
+            "duration_s": duration,
+            "arrivals": total.arrivals,
+            "completed": total.completed,
+            "rejected": s["rejected"],
+            "rejected_by_reason": s["rejected_by_reason"],
+            "in_flight": len(inflight),
+            "output_tokens_total": out_tokens,
+            "prefill_tokens_total": sum(rep.prefill_tokens for rep in self.replicas),
+            "prompt_tokens_total": total.prompt_tokens,
+            "completed_output_tokens": total.output_tokens,
+            "first_arrival_s": m.first_arrival_s,
+            "last_completion_s": m.last_completion_s,
+            "gpus": gpus,
+            "replicas": len(self.replicas),
+            "gpu_utilisation": busy_gpu_s / (gpus * duration) if gpus and duration > 0 else 0.0,
+            "throughput_output_tokens_per_s": out_tokens / duration if duration > 0 else 0.0,
+            "throughput_requests_per_s": total.completed / duration if duration > 0 else 0.0,
+            "preemptions": total.preemptions,
+            "measured": s["measured"],
+            "ttft_s": s["ttft_s"],
+            "tpot_s": s["tpot_s"],
+            "e2e_s": s["e2e_s"],
+            "wait_s": s["wait_s"],
+            "sla_attainment": s["sla_attainment"],
+            "ttft_attainment": s["ttft_attainment"],
+            "tpot_attainment": s["tpot_attainment"],
+            "residency_violations": self.residency_violations(),
+            "workloads": {},
+            "deployments": {},
+            "engine": {
+                "events": sum(rep.events for rep in self.replicas),
+                "iterations": sum(rep.iterations for rep in self.replicas),
+            },
+        }
+        for wi, w in enumerate(sc.workloads):
+            ws = m.streams[wi].summary(w.sla.attainment_target)
+            ws.update({"vertical": w.vertical, "model": w.model,
+                       "ttft_target_s": w.sla.ttft_s, "tpot_target_s": w.sla.tpot_s,
+                       "eligible_replicas": len(self.eligible[wi])})
+            summary["workloads"][w.name] = ws
+        for di, dep in enumerate(sc.deployments):
+            reps = [r for r in self.replicas if r.deployment == di]
+            busy = sum(busy_s[r.index] for r in reps)
+            kv = [sum(m.kv_block_s[r.index]) / (duration * max(r.total_blocks, 1)) if duration > 0 else 0.0
+                  for r in reps]
+            summary["deployments"][dep.name] = {
+                "model": dep.model, "gpu": dep.gpu, "precision": dep.precision, "tp": dep.tp,
+                "site": dep.site, "replicas": len(reps), "gpus": dep.gpus,
+                "kv_capacity_tokens": reps[0].total_blocks * reps[0].bs if reps else 0,
+                "busy_s": busy,
+                "utilisation": busy / (len(reps) * duration) if reps and duration > 0 else 0.0,
+                "output_tokens": sum(rep_tokens[r.index] for r in reps),
+                "kv_occupancy_mean": sum(kv) / len(kv) if kv else 0.0,
+            }
+        return summary
+
+    def residency_violations(self) -> int:
+        """Requests found on a replica their rule does not allow (must be 0)."""
+        bad = 0
+        for rep in self.replicas:
+            for r in list(rep.running.values()) + list(rep.waiting):
+                if rep.index not in self.eligible[r.workload]:
+                    bad += 1
+        return bad + self.router.violations
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def resolved_config(scenario: Scenario, seed: int) -> dict:
+    data = scenario.model_dump(mode="json")
+    data["simulation"]["seed"] = seed
+    return data
+
+
+def run(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,
+        progress: bool = False, figures: bool = True) -> RunResult:
+    """Simulate ``scenario`` with ``seed`` (default: the scenario's own seed).
+
+    With ``out_dir`` the run writes ``config.json`` first (even if the run then fails),
+    then ``summary.json``, ``timeseries.parquet``, ``requests.parquet`` and figures."""
+    seed = scenario.simulation.seed if seed is None else int(seed)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(resolved_config(scenario, seed), indent=2) + "\n")
+        err = out / "error.txt"
+        if err.exists():
+            err.unlink()
+    t0 = time.perf_counter()
+    try:
+        world = World(scenario, seed)
+        world.run(progress=progress)
+        summary = world.summary()
+        world.metrics.add_in_flight(world.in_flight())
+    except Exception:
+        if out is not None:
+            (out / "error.txt").write_text(traceback.format_exc())
+        raise
+    wall = time.perf_counter() - t0
+    names = [r.name for r in world.replicas]
+    result = RunResult(summary=summary, scenario=scenario, seed=seed, out_dir=out, wall_s=wall)
+    if out is not None:
+        result.requests = world.metrics.requests_frame(names)
+        result.timeseries = world.metrics.timeseries_frame(world.replicas, summary["duration_s"] or scenario.simulation.horizon_s)
+        write_outputs(result, figures=figures)
+    else:
+        result.requests = world.metrics.requests_frame(names)
+    return result
+
+
+def write_outputs(result: RunResult, figures: bool = True):
+    out = result.out_dir
+    (out / "summary.json").write_text(json.dumps(result.summary, indent=2, default=_json_default) + "\n")
+    result.timeseries.to_parquet(out / "timeseries.parquet", index=False)
+    result.requests.to_parquet(out / "requests.parquet", index=False)
+    result.files = ["config.json", "summary.json", "timeseries.parquet", "requests.parquet"]
+    if figures:
+        from sim.figures import run_figures
+        result.files += run_figures(result)

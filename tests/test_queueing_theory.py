@@ -1,0 +1,67 @@
+"""The serving engine against queueing theory.
+
+Configured as M/M/c (batch size 1, free prefill, constant per-token step time, geometric
+output lengths, a central FCFS queue at the router), the engine's mean waiting time must
+agree with Erlang C: the analytic value inside the 95 % confidence interval over
+independent replications, and the interval narrower than 5 % of the value.
+
+Replication sizes come from pilot runs: the relative variance of a mean waiting time per
+request (K) is about 30 (c=1, rho=0.5) to 3000 (c=16, rho=0.5: waits are rare), and a
+half-width under 2.5 % with 10 replications needs about 8200 K requests in all.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from queueing import erlang_c, mmc_scenario, mmc_wait
+from sim.runner import World
+
+# (servers, utilisation) -> requests per replication
+CASES = {
+    (1, 0.5): 40_000,
+    (1, 0.8): 200_000,
+    (1, 0.95): 1_000_000,
+    (4, 0.5): 200_000,
+    (4, 0.8): 250_000,
+    (4, 0.95): 1_100_000,
+    (16, 0.5): 3_000_000,
+    (16, 0.8): 400_000,
+    (16, 0.95): 1_500_000,
+}
+REPLICATIONS = 10
+
+
+def test_erlang_c_closed_form():
+    # textbook values: M/M/1 waits with probability rho; c=2, a=1: C = 1/3
+    assert erlang_c(1, 0.7) == pytest.approx(0.7)
+    assert erlang_c(2, 1.0) == pytest.approx(1.0 / 3.0)
+    # mean wait of M/M/1: rho / (mu - lambda)
+    assert mmc_wait(1, 0.5, 1.0) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("c,rho", sorted(CASES))
+def test_mmc_mean_wait_matches_erlang_c(c, rho):
+    n = CASES[(c, rho)]
+    scenario, lam, mean_service = mmc_scenario(c, rho, n)
+    waits = []
+    served = 0
+    for rep in range(REPLICATIONS):
+        world = World(scenario, seed=10_000 * c + int(rho * 100) * 100 + rep)
+        world.run()
+        s = world.summary()
+        assert s["arrivals"] == s["completed"] + s["rejected"] + s["in_flight"]
+        waits.append(s["wait_s"]["mean"])
+        served += s["measured"]
+    waits = np.array(waits)
+    mean = waits.mean()
+    half = stats.t.ppf(0.975, REPLICATIONS - 1) * waits.std(ddof=1) / math.sqrt(REPLICATIONS)
+    analytic = mmc_wait(c, lam, mean_service)
+    msg = (f"c={c} rho={rho}: simulated {mean:.6g} +- {half:.3g} s (95% CI, {served} requests), "
+           f"Erlang C {analytic:.6g} s")
+    assert mean - half <= analytic <= mean + half, msg
+    assert 2 * half < 0.05 * analytic, msg
