@@ -60,7 +60,9 @@ def run_point(scenario_json: str, seed: int) -> dict:
     scenario = scenario_from_dict(json.loads(scenario_json), "sweep point")
     result = run(scenario, seed=seed, out_dir=None, progress=False)
     # round-trip through JSON so what is cached is exactly what a rerun reads back
-    return json.loads(json.dumps(result.summary))
+    from sim.runner import _json_default
+
+    return json.loads(json.dumps(result.summary, default=_json_default))
 
 
 # ------------------------------------------------------------------ grid parsing
@@ -307,13 +309,22 @@ def run_sweep(
     try:
         if executor is None:
             for t in todo:
-                finish(t, *_execute(point_fn, by_index[t.point].scenario_json, t.seed))
+                try:
+                    out_ = _execute(point_fn, by_index[t.point].scenario_json, t.seed)
+                except UserError as err:
+                    raise UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}") from None
+                finish(t, *out_)
         else:
             futures = {executor.submit(_execute, point_fn, by_index[t.point].scenario_json, t.seed): t
                        for t in todo}
             try:
                 for fut in cf.as_completed(futures):
-                    finish(futures[fut], *fut.result())
+                    t = futures[fut]
+                    try:
+                        out_ = fut.result()
+                    except UserError as err:
+                        raise UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}") from None
+                    finish(t, *out_)
             except BaseException:
                 for fut in futures:
                     fut.cancel()

@@ -13,11 +13,15 @@ import time
 
 import numpy as np
 
+from sim.errors import UserError
+
 
 def fake_point(scenario_json: str, seed: int) -> dict:
     scen = json.loads(scenario_json)
     replicas = sum(d["replicas"] for d in scen["deployments"])
     rate = sum(w["arrivals"].get("rate_per_s", 1.0) for w in scen["workloads"])
+    if replicas == 0:
+        raise UserError("no replicas (the fake refuses, to test error reporting)")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     noise = float(rng.normal(0.0, 0.01))
     time.sleep(float(os.environ.get("SOVSIM_FAKE_SLEEP_S", "0")))
