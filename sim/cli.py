@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"sovsim: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
     except KeyboardInterrupt:
         print("sovsim: interrupted", file=sys.stderr)
         return 130

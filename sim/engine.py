@@ -108,6 +108,7 @@ class Replica:
         self.n_assigned = 0
         self.busy_s = 0.0
         self.output_tokens = 0
+        self.completed = 0
         self.prefill_tokens = 0
         self.iterations = 0
         self.events = 0
@@ -467,6 +468,7 @@ class Replica:
         r.state = DONE
         r.completion_s = now
         r.outcome = "completed"
+        self.completed += 1
         self.outstanding_tokens -= r.prompt_tokens + r.output_tokens
         self.n_assigned -= 1
         self.on_complete(r, now)

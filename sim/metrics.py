@@ -69,6 +69,8 @@ class Stream:
         self.completed = 0
         self.rejected = {r: 0 for r in REJECT_REASONS}
         self.arrivals = 0
+        self.arrived_prompt_tokens = 0
+        self.arrived_output_tokens = 0
         self.measured = 0           # completed requests past warm-up
         self.sla_met = 0
         self.ttft_met = 0
@@ -89,7 +91,7 @@ class Stream:
         self.h_wait = LogHistogram()
 
     def merge(self, o: "Stream"):
-        for k in ("completed", "arrivals", "measured", "sla_met", "ttft_met", "tpot_met",
+        for k in ("completed", "arrivals", "arrived_prompt_tokens", "arrived_output_tokens", "measured", "sla_met", "ttft_met", "tpot_met",
                   "prompt_tokens", "output_tokens", "sum_ttft", "sum_tpot", "n_tpot", "sum_e2e",
                   "sum_wait", "sum_wait2", "preemptions", "rejected_measured"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
@@ -111,6 +113,8 @@ class Stream:
         rej = sum(self.rejected.values())
         d = {
             "arrivals": self.arrivals,
+            "arrived_prompt_tokens": self.arrived_prompt_tokens,
+            "arrived_output_tokens": self.arrived_output_tokens,
             "completed": self.completed,
             "rejected": rej,
             "rejected_by_reason": dict(self.rejected),
@@ -186,7 +190,10 @@ class Metrics:
         return b
 
     def on_arrival(self, r, now: float):
-        self.streams[r.workload].arrivals += 1
+        s = self.streams[r.workload]
+        s.arrivals += 1
+        s.arrived_prompt_tokens += r.prompt_tokens
+        s.arrived_output_tokens += r.output_tokens
         if self.first_arrival_s is None:
             self.first_arrival_s = now
         self.arrival_bins[self._bin(now)] += 1

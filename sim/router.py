@@ -18,7 +18,8 @@ from sim.engine import Replica, Request
 class Router:
     def __init__(self, env, replicas: list[Replica], eligible: list[list[int]], policy: str,
                  rng: np.random.Generator, max_wait_s: float,
-                 on_reject: Callable[[Request, str, float], None]):
+                 on_reject: Callable[[Request, str, float], None],
+                 rtt_s: list[list[float]] | None = None):
         self.env = env
         self.replicas = replicas
         self.eligible = [[replicas[i] for i in idx] for idx in eligible]
@@ -26,6 +27,7 @@ class Router:
         self.rng = rng
         self.max_wait_s = max_wait_s
         self.on_reject = on_reject
+        self.rtt_s = rtt_s  # [workload][replica] network round trip added to TTFT and E2E
         self.all_up = True
         self.parked: list[list[Request]] = [[] for _ in eligible]
         self._rr = [0] * len(eligible)
@@ -89,6 +91,11 @@ class Router:
             k = self._rr[r.workload]
             rep = cands[k % n]
             self._rr[r.workload] = k + 1
+        self._send(r, rep)
+
+    def _send(self, r: Request, rep: Replica):
+        if self.rtt_s is not None:
+            r.latency_s = self.rtt_s[r.workload][rep.index]
         rep.enqueue(r)
 
     def pull(self, rep: Replica):
@@ -103,7 +110,7 @@ class Router:
                     best = w
             if best is None:
                 return
-            rep.enqueue(queues[best].popleft())
+            self._send(queues[best].popleft(), rep)
 
     def queued(self) -> list[Request]:
         return [r for q in self.queues for r in q]

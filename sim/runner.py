@@ -16,7 +16,7 @@ from pathlib import Path
 import simpy
 
 from sim.engine import Replica, Request
-from sim.metrics import Metrics
+from sim.metrics import Metrics, Stream
 from sim.rng import RandomStreams
 from sim.router import Router
 from sim.scenario import ResidencySpec, Scenario, SiteSpec
@@ -99,7 +99,7 @@ class World:
         self.eligible = eligible
         self.router = Router(env, self.replicas, eligible, scenario.router.policy,
                              self.streams.generator("router"), scenario.router.max_wait_s,
-                             self._reject)
+                             self._reject, self.rtt_s)
         self.next_rid = 0
         for wi, w in enumerate(scenario.workloads):
             env.process(self._arrivals(wi, w))
@@ -119,7 +119,6 @@ class World:
         output_d = w.output_tokens.build()
         metrics = self.metrics
         router = self.router
-        rtt = self.rtt_s[wi]
         cap = self.max_tokens[wi]
         for times, prompts, outputs in proc.chunks(rng_t, horizon):
             n = len(times)
@@ -138,8 +137,28 @@ class World:
                     self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
                     continue
                 router.submit(r)
-                if r.replica >= 0:
-                    r.latency_s = rtt[r.replica]
+
+    # ------------------------------------------------------------------ faults
+    def fail_replica(self, index: int, keep_generated: bool = True) -> int:
+        """Take a replica down now and requeue everything it held through the router (so
+        residency rules still hold). Returns the number of requests requeued."""
+        rep = self.replicas[index]
+        if not rep.up:
+            return 0
+        held = rep.fail(self.env.now, keep_generated=keep_generated)
+        self.router.replica_state_changed()
+        for r in held:
+            self.router.submit(r)
+        return len(held)
+
+    def repair_replica(self, index: int):
+        rep = self.replicas[index]
+        if rep.up:
+            return
+        rep.repair(self.env.now)
+        self.router.replica_state_changed()
+        if self.router.central:
+            self.router.pull(rep)
 
     def in_flight(self) -> list[Request]:
         out = []
@@ -227,6 +246,34 @@ class World:
                        "ttft_target_s": w.sla.ttft_s, "tpot_target_s": w.sla.tpot_s,
                        "eligible_replicas": len(self.eligible[wi])})
             summary["workloads"][w.name] = ws
+        verticals: dict[str, list[int]] = {}
+        for wi, w in enumerate(sc.workloads):
+            verticals.setdefault(w.vertical, []).append(wi)
+        summary["verticals"] = {}
+        for v, idx in verticals.items():
+            st = Stream()
+            for wi in idx:
+                st.merge(m.streams[wi])
+            vs = st.summary()
+            vs["workloads"] = [sc.workloads[i].name for i in idx]
+            summary["verticals"][v] = vs
+        summary["sites"] = {}
+        site_names = [s_.name for s_ in sc.sites] + (
+            [None] if any(d.site is None for d in sc.deployments) else [])
+        for sn in site_names:
+            reps = [r for r in self.replicas if r.site == sn]
+            key = sn if sn is not None else "(unsited)"
+            site = next((s_ for s_ in sc.sites if s_.name == sn), None)
+            g = sum(r.gpus for r in reps)
+            summary["sites"][key] = {
+                "jurisdiction": site.jurisdiction if site else None,
+                "certifications": list(site.certifications) if site else [],
+                "replicas": len(reps), "gpus": g,
+                "gpu_utilisation": (sum(busy_s[r.index] * r.gpus for r in reps) / (g * duration))
+                if g and duration > 0 else 0.0,
+                "completed": sum(r.completed for r in reps),
+                "output_tokens": sum(rep_tokens[r.index] for r in reps),
+            }
         for di, dep in enumerate(sc.deployments):
             reps = [r for r in self.replicas if r.deployment == di]
             busy = sum(busy_s[r.index] for r in reps)

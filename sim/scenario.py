@@ -66,7 +66,7 @@ class LogNormalLength(Spec):
     dist: Literal["lognormal"] = Field(description="ceil(lognormal(mu, sigma)), clipped to [1, max].")
     mu: float = Field(description="Mean of log(tokens).")
     sigma: float = Field(gt=0.0, description="Standard deviation of log(tokens).")
-    max: int = Field(default=1 << 20, ge=1, description="Upper clip, tokens.")
+    max: int = Field(default=1 << 20, ge=1, description="Upper clip, tokens. Run setting (default: effectively no clip).")
 
     def build(self) -> dist.Distribution:
         return dist.LogNormalInt(self.mu, self.sigma, self.max)
@@ -88,14 +88,14 @@ LengthSpec = Annotated[
 
 # ------------------------------------------------------------------ blocks
 class SimulationSpec(Spec):
-    horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds.")
-    warmup_s: float = Field(default=0.0, ge=0.0, description="Requests arriving before this time are served but left out of latency statistics.")
-    seed: int = Field(default=1, ge=0, description="Root seed of the run's SeedSequence (overridden by --seed).")
+    horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds. Run setting.")
+    warmup_s: float = Field(default=0.0, ge=0.0, description="Requests arriving before this time are served but left out of latency statistics. Run setting.")
+    seed: int = Field(default=1, ge=0, description="Root seed of the run's SeedSequence (overridden by --seed). Run setting.")
     engine_mode: Literal["event_skipping", "per_iteration"] = Field(
         default="event_skipping",
         description="event_skipping: one event per batch-composition change (fast); per_iteration: one event per iteration (reference).")
-    request_sample_size: int = Field(default=20000, ge=0, description="Per-request records kept (uniform reservoir sample over the run).")
-    timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds.")
+    request_sample_size: int = Field(default=20000, ge=0, description="Per-request records kept (uniform reservoir sample over the run). Run setting.")
+    timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds. Run setting.")
 
 
 class BatchingSpec(Spec):
@@ -103,7 +103,7 @@ class BatchingSpec(Spec):
     max_batched_tokens: int = Field(default=8192, ge=1, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
     block_size_tokens: int = Field(default=16, ge=1, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0, description="Share of GPU memory the engine may use (weights + KV). Source: vLLM default 0.9.")
-    chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone).")
+    chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone). Source: vLLM V1 enables chunked prefill by default.")
 
 
 class StepTimeSpec(Spec):
@@ -111,9 +111,10 @@ class StepTimeSpec(Spec):
         default="calibrated",
         description="calibrated: roofline with efficiencies fitted to GPU measurements (sim.perf); roofline: datasheet ceilings only; constant: fixed iteration time (queueing validation).")
     decode_step_s: float | None = Field(default=None, gt=0.0, description="constant only: time of an iteration that carries decodes, seconds.")
-    prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds.")
-    per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds.")
+    prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds. Run setting (validation model).")
+    per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds. Run setting (validation model).")
     kv_cache_tokens: int | None = Field(default=None, ge=1, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
+    window_tokens: int | None = Field(default=None, ge=1, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
 
     @model_validator(mode="after")
     def _constant_needs_step(self):
@@ -140,10 +141,10 @@ class DeploymentSpec(Spec):
     name: str = Field(min_length=1, description="Label of this pool of identical replicas.")
     site: str | None = Field(default=None, description="Name of the site (see [[sites]]) hosting these replicas; None = an unnamed site with no jurisdiction.")
     model: str = Field(description="LLM catalog id (see `sovsim catalog`), e.g. mixtral-8x7b.")
-    gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm.")
-    precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision.")
-    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica.")
-    replicas: int = Field(default=1, ge=0, description="Number of replicas (GPUs used = replicas x tp).")
+    gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm. assumption: H100 SXM, the most offered GPU at EU providers (see models/README.md).")
+    precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision. assumption: fp8, as in most published H100/H200 serving results.")
+    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica. assumption: 1 unless the model needs more memory.")
+    replicas: int = Field(default=1, ge=0, description="Number of replicas (GPUs used = replicas x tp). Run setting.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Continuous-batching settings.")
     step_time: StepTimeSpec = Field(default_factory=StepTimeSpec, description="Which iteration-time model to use.")
 
@@ -193,8 +194,8 @@ class WorkloadSpec(Spec):
     prompt_tokens: LengthSpec = Field(description="Prompt length distribution.")
     output_tokens: LengthSpec = Field(description="Output length distribution (tokens generated, >= 1).")
     sla: SLASpec = Field(default_factory=SLASpec, description="Latency targets of this stream.")
-    vertical: str = Field(default="general", description="Buyer vertical (finance, healthcare, public_sector, general).")
-    region: str = Field(default="eu", description="Buyer region; keys the sites' network_latency_s.")
+    vertical: str = Field(default="general", description="Buyer vertical (finance, healthcare, public_sector, general). Label.")
+    region: str = Field(default="eu", description="Buyer region; keys the sites' network_latency_s. Label.")
     residency: ResidencySpec = Field(default_factory=ResidencySpec, description="Where this stream may be served; a request is never served elsewhere.")
 
 
@@ -230,7 +231,10 @@ class Scenario(Spec):
 
 # ------------------------------------------------------------------ loading
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    e = err.errors()[0]
+    errors = err.errors()
+    # an unknown field explains the rest (a typo'd name is also "missing"): report it first
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    e = errors[0]
     loc = ""
     for part in e["loc"]:
         if isinstance(part, int):

@@ -150,6 +150,7 @@ def make_step_model(dep) -> StepTimeModel:
             prefill_per_token_s=st.prefill_per_token_s,
             per_kv_token_s=st.per_kv_token_s,
             kv_capacity_tokens=st.kv_cache_tokens if st.kv_cache_tokens is not None else 1 << 40,
+            window_tokens=st.window_tokens,
         )
     from sim.perf import build_step_model
     return build_step_model(dep)
