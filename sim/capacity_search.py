@@ -100,7 +100,12 @@ def scope_deployments(scenario: Scenario, scope: str) -> list[int]:
 
 
 def vertical_attainment(summary: dict, scenario: Scenario) -> dict[str, float]:
-    """Pooled SLA attainment per vertical from one run summary (weights: arrivals)."""
+    """SLA attainment per vertical from one run summary: the runner's pooled ``verticals``
+    block when present, else the workloads' attainments weighted by arrivals."""
+    per_v = summary.get("verticals")
+    if per_v:
+        return {v: (float(per_v[v]["sla_attainment"]) if per_v.get(v, {}).get("sla_attainment") is not None
+                    else float("nan")) for v in {w.vertical for w in scenario.workloads}}
     per_w = summary.get("workloads", {})
     num: dict[str, float] = {}
     den: dict[str, float] = {}

@@ -315,3 +315,17 @@ def test_user_error_in_a_point_names_the_point(base, tmp_path):
     with pytest.raises(UserError, match=r"sweep point 1 \{'deployments.0.replicas': 0\}: no replicas"):
         sweep.run_sweep(base, {"deployments.0.replicas": [1, 0]}, 1, tmp_path, point_fn=fake_point, progress=False)
     assert len(list((tmp_path / "points").glob("*.json"))) == 1  # the good point was kept
+
+
+def test_real_runner_capacity_search(tmp_path):
+    from sim.capacity_search import capacity_search
+    from sim.scenario import with_overrides
+
+    base = with_overrides(_tiny_real_scenario(), {"workloads.0.arrivals.rate_per_s": 20.0,
+                                                   "deployments.0.batching.max_num_seqs": 8})
+    r = capacity_search(base, {"general": 0.95}, replications=2, out_dir=tmp_path, progress=False)
+    assert r.replicas is not None and r.replicas > 1
+    feas = {e.replicas: e for e in r.evaluations}
+    assert feas[r.replicas].feasible and feas[r.replicas].attainment["general"][0] >= 0.95
+    assert not feas[r.replicas - 1].feasible  # bisection ends on adjacent counts
+    assert r.gpus == r.replicas * base.deployments[0].tp
