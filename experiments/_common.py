@@ -32,6 +32,8 @@ def parser(script: str, doc: str | None) -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores; 0 = in this process)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run the sweep on this Dask scheduler")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a dotted field of the experiment's base scenario (repeatable)")
     p.add_argument("--cache", type=Path, default=None,
                    help="keep the sweep's per-run files here and reuse them on the next run (default: a temporary folder)")
     return p
@@ -91,3 +93,21 @@ def write_report(out: Path, title: str, summary: dict, figures, scenario, extra_
 
     rows = list(extra_sources or []) + scenario_sources_rows(scenario)
     return write_html_report(out, title, summary, figures, resolved_json(scenario), rows)
+
+
+def apply_sets(scenario, args):
+    """The scenario with the ``--set FIELD=VALUE`` overrides applied (validated)."""
+    from sim.sweep import apply_sets as _apply
+
+    return _apply(scenario, args.set)
+
+
+def main_wrapper(main):
+    """Run ``main(argv)``; a UserError prints one line and exits 2, like ``sovsim``."""
+    from sim.errors import UserError
+
+    try:
+        return main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 import _common  # noqa: F401  (sets sys.path and the matplotlib backend)
-from _common import executor, out_dir, parser, save_png, sweep_dir, write_csv, write_report
+from _common import apply_sets, executor, main_wrapper, out_dir, parser, save_png, sweep_dir, write_csv, write_report
 
 # Sweep design (assumption: chosen so each run is a few simulated minutes and the attainment
 # curve crosses the target inside the replica range at every demand level).
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from sim.scenario import load_scenario, with_overrides
     from sim.sweep import run_sweep
 
-    base = with_overrides(load_scenario(), {
+    base = with_overrides(apply_sets(load_scenario(), args), {
         "simulation.horizon_s": cfg["horizon_s"],
         "simulation.warmup_s": cfg["warmup_s"],
     })
@@ -101,4 +101,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_wrapper(main))

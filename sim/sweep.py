@@ -104,6 +104,17 @@ def parse_grid_arg(spec: str) -> tuple[str, list[Any]]:
     return name, [_parse_value(v) for v in values.split(",") if v.strip() != ""]
 
 
+def apply_sets(scenario: Scenario, sets: Iterable[str]) -> Scenario:
+    """``scenario`` with ``FIELD=VALUE`` overrides (the ``--set`` flag) applied and validated."""
+    overrides: dict[str, Any] = {}
+    for s in sets:
+        k, sep, v = s.partition("=")
+        if not sep or not k.strip():
+            raise UserError(f"--set {s!r}: expected FIELD=VALUE")
+        overrides[k.strip()] = _parse_value(v)
+    return with_overrides(scenario, overrides) if overrides else scenario
+
+
 def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for spec in specs:

@@ -57,17 +57,10 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from sim.scenario import load_scenario, with_overrides
-    from sim.sweep import _parse_value
+    from sim.scenario import load_scenario
+    from sim.sweep import apply_sets
 
-    scen = load_scenario(None if args.scenario == "default" else args.scenario)
-    overrides = {}
-    for s in args.set:
-        k, sep, v = s.partition("=")
-        if not sep or not k.strip():
-            raise UserError(f"--set {s!r}: expected FIELD=VALUE")
-        overrides[k.strip()] = _parse_value(v)
-    return with_overrides(scen, overrides) if overrides else scen
+    return apply_sets(load_scenario(None if args.scenario == "default" else args.scenario), args.set)
 
 
 def cmd_sweep(args) -> int:

@@ -329,3 +329,35 @@ def test_real_runner_capacity_search(tmp_path):
     assert feas[r.replicas].feasible and feas[r.replicas].attainment["general"][0] >= 0.95
     assert not feas[r.replicas - 1].feasible  # bisection ends on adjacent counts
     assert r.gpus == r.replicas * base.deployments[0].tp
+
+
+# ------------------------------------------------------------------ the CLI
+def test_cli_sweep_end_to_end_and_resume(tmp_path, capsys):
+    from sim.cli import main
+
+    argv = ["sweep", "default", "--set", "simulation.horizon_s=20",
+            "--set", 'deployments.0.step_time={"kind":"constant","decode_step_s":0.03,"kv_cache_tokens":200000}',
+            "--grid", "deployments.0.replicas=1..2", "-r", "2", "--workers", "0", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 points x 2 replications = 4 runs; computed 4, reused 0" in out
+    assert (tmp_path / "points.parquet").is_file()
+    assert main(argv) == 0
+    assert "computed 0, reused 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["sweep", "default", "--grid", "deployments.0.nosuch=1,2"], "deployments.0.nosuch"),
+    (["sweep", "default", "--grid", "deployments.0.replicas=4..1"], "LO <= HI"),
+    (["sweep", "default", "--set", "simulation.horizon_s"], "FIELD=VALUE"),
+    (["sweep", "default", "-r", "0"], "--replications 0"),
+    (["capacity", "default", "--target", "finance=0.99"], "no workload has vertical"),
+    (["capacity", "default", "--scope", "site:nowhere"], "no deployment at site"),
+    (["sweep", "nosuch.toml"], "no such scenario file"),
+])
+def test_cli_bad_input_is_one_line(argv, msg, tmp_path, capsys):
+    from sim.cli import main
+
+    assert main(argv + ["--workers", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
