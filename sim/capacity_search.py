@@ -147,7 +147,8 @@ def capacity_search(
             return cache[n]
         grid = {f"deployments.{i}.replicas": [n] for i in idx}
         res = run_sweep(scenario, grid, replications, out, root_seed=root_seed, executor=executor,
-                        point_fn=point_fn, progress=progress, write_tables=False)
+                        point_fn=point_fn, progress=progress, write_tables=False,
+                        write_manifest=False)
         scen_n = with_overrides(scenario, {k: v[0] for k, v in grid.items()})
         per_rep = [vertical_attainment(res.records[t.key]["summary"], scen_n) for t in res.tasks]
         att = {v: mean_ci95(np.array([r[v] for r in per_rep])) for v in targets}

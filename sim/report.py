@@ -161,3 +161,19 @@ def scenario_sources_rows(scenario) -> list[dict[str, Any]]:
 
     walk(scenario, "", "")
     return rows
+
+
+def write_run_report(result, title: str | None = None) -> Path:
+    """``report.html`` for one ``sim.runner.RunResult`` written to ``result.out_dir``: every PNG
+    the run wrote, the headline summary, the sources table and the resolved scenario.  One
+    call for ``sovsim run`` to make after ``write_outputs``."""
+    out = Path(result.out_dir)
+    figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
+    scen = result.scenario.model_dump(mode="json")
+    scen["simulation"]["seed"] = result.seed
+    headline_keys = ("arrivals", "completed", "rejected", "in_flight", "gpus", "gpu_utilisation",
+                     "throughput_output_tokens_per_s", "sla_attainment", "ttft_s", "tpot_s", "e2e_s",
+                     "residency_violations", "verticals", "workloads", "deployments")
+    summary = {k: result.summary[k] for k in headline_keys if k in result.summary}
+    return write_html_report(out, title or f"sovsim run: {result.scenario.name} (seed {result.seed})",
+                             summary, figs, scen, scenario_sources_rows(result.scenario))

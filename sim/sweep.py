@@ -270,6 +270,7 @@ def run_sweep(
     point_fn: Callable[[str, int], dict] = run_point,
     progress: bool | None = None,
     write_tables: bool = True,
+    write_manifest: bool = True,
 ) -> SweepResult:
     """Run (or resume) a sweep into ``out_dir``; see the module docstring.
 
@@ -283,15 +284,16 @@ def run_sweep(
     seeds = replication_seeds(root, replications)
     points = expand_grid(base, grid)
     tasks = [Task(p.index, r, s, task_key(p.scenario_json, s)) for p in points for r, s in enumerate(seeds)]
-    atomic_write_json(out / "sweep.json", {
-        "format": SWEEP_FORMAT,
-        "base_scenario": json.loads(resolved_json(base)),
-        "grid": grid,
-        "replications": replications,
-        "root_seed": root,
-        "seeds": seeds,
-        "points": [{"index": p.index, "overrides": p.overrides} for p in points],
-    })
+    if write_manifest:
+        atomic_write_json(out / "sweep.json", {
+            "format": SWEEP_FORMAT,
+            "base_scenario": json.loads(resolved_json(base)),
+            "grid": grid,
+            "replications": replications,
+            "root_seed": root,
+            "seeds": seeds,
+            "points": [{"index": p.index, "overrides": p.overrides} for p in points],
+        })
 
     records: dict[str, dict] = {}
     todo: list[Task] = []

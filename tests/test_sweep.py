@@ -331,6 +331,16 @@ def test_real_runner_capacity_search(tmp_path):
     assert r.gpus == r.replicas * base.deployments[0].tp
 
 
+def test_run_report_for_a_real_run(tmp_path):
+    from sim.report import write_run_report
+    from sim.runner import run
+
+    result = run(_tiny_real_scenario(), seed=3, out_dir=tmp_path)
+    html = write_run_report(result).read_text()
+    assert html.count("data:image/png;base64,") == len(list(tmp_path.glob("*.png"))) >= 1
+    assert "sla_attainment" in html and "Sources" in html and '"seed": 3' in html
+
+
 # ------------------------------------------------------------------ the CLI
 def test_cli_sweep_end_to_end_and_resume(tmp_path, capsys):
     from sim.cli import main
