@@ -338,7 +338,7 @@ def test_run_report_for_a_real_run(tmp_path):
     result = run(_tiny_real_scenario(), seed=3, out_dir=tmp_path)
     html = write_run_report(result).read_text()
     assert html.count("data:image/png;base64,") == len(list(tmp_path.glob("*.png"))) >= 1
-    assert "sla_attainment" in html and "Sources" in html and '"seed": 3' in html
+    assert "sla_attainment" in html and "Sources" in html and "&quot;seed&quot;: 3" in html
 
 
 # ------------------------------------------------------------------ the CLI
