@@ -16,6 +16,7 @@ from sim.errors import UserError
 # modules contributing subcommands, in help order
 COMMAND_MODULES = [
     "sim.run_cli",
+    "sim.demand_cli",
     "sim.sweep_cli",
 ]
 

@@ -10,14 +10,16 @@ what is allowed.
 from __future__ import annotations
 
 import tomllib
+import types
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim import distributions as dist
 from sim.errors import UserError
+from sim.market_spec import MarketSpec
 
 
 class ScenarioError(UserError):
@@ -80,8 +82,26 @@ class EmpiricalLength(Spec):
         return dist.Empirical(tuple(self.values))
 
 
+class FittedLength(Spec):
+    dist: Literal["fitted"] = Field(
+        description="A length law fitted on a production trace by `sovsim fit-demand` (models/demand/length_fits.json; "
+                    "GOF table in models/demand/length_gof.csv).")
+    source: Literal["azure-code-prompt", "azure-code-output", "azure-conv-prompt", "azure-conv-output",
+                    "mooncake-conv-prompt", "mooncake-conv-output"] = Field(
+        description="Trace and column: Azure LLM inference 2023 code/conv services (CC-BY 4.0) or Mooncake conversation "
+                    "trace (Apache-2.0), prompt or output tokens; see models/traces/*/PROVENANCE.md.")
+    family: Literal["best", "lognormal", "gamma", "weibull", "negbinom", "empirical"] = Field(
+        default="best",
+        description="best: the family with the lowest AIC in the fit; a named family; or empirical (resample the trace's values).")
+    max: int | None = Field(default=None, ge=1, description="Re-clip to this many tokens (e.g. a model's context window); default: the trace's maximum.")
+
+    def build(self) -> dist.Distribution:
+        from sim.demand import length_distribution
+        return length_distribution(self.source, self.family, self.max)
+
+
 LengthSpec = Annotated[
-    Union[ConstantLength, GeometricLength, UniformLength, LogNormalLength, EmpiricalLength],
+    Union[ConstantLength, GeometricLength, UniformLength, LogNormalLength, EmpiricalLength, FittedLength],
     Field(discriminator="dist"),
 ]
 
@@ -184,19 +204,105 @@ class OfflineArrivals(Spec):
         return OfflineProcess(self.count)
 
 
-ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals], Field(discriminator="kind")]
+class BurstSpec(Spec):
+    multiplier: float = Field(ge=1.0, description="Rate in the burst state relative to the normal state (both scaled so the mean rate is unchanged). "
+                                                  "Fitted values: models/demand/burst.json.")
+    mean_burst_s: float = Field(gt=0.0, description="Mean duration of a burst, seconds (exponential sojourn).")
+    mean_gap_s: float = Field(gt=0.0, description="Mean time between bursts, seconds (exponential sojourn).")
+
+    def build(self):
+        from sim.arrivals import MarkovBurst
+        return MarkovBurst(self.multiplier, self.mean_burst_s, self.mean_gap_s)
+
+
+class NHPPArrivals(Spec):
+    kind: Literal["nhpp"] = Field(description="Non-homogeneous Poisson arrivals with an hour-of-week profile (thinning), optionally Markov-modulated bursts.")
+    rate_per_s: float = Field(gt=0.0, description="Long-run mean requests per second (the profile and burst state have mean 1).")
+    profile: Union[str, list[float]] = Field(
+        default="general",
+        description="Named profile (azure-code / azure-conv: fitted on Azure LLM inference 2024 per-minute counts; the verticals: "
+                    "documented transformations of azure-conv, see docs/demand.md) or 168 hour-of-week multipliers "
+                    "(Monday 00 UTC first; normalised to mean 1).")
+    start_hour_of_week: float = Field(default=0.0, ge=0.0, lt=168.0,
+                                      description="Hour of week at t = 0 (0 = Monday 00:00 UTC). assumption: runs start on Monday midnight.")
+    burst: Union[BurstSpec, str, None] = Field(
+        default=None,
+        description="Optional two-state burst modulation (MMPP): a fitted one by name (models/demand/burst.json) or explicit values; None = plain NHPP.")
+
+    @field_validator("profile")
+    @classmethod
+    def _check_profile(cls, v):
+        from sim.demand import PROFILE_NAMES
+        if isinstance(v, str):
+            if v not in PROFILE_NAMES:
+                raise ValueError(f"{v!r} is not a fitted profile; allowed: {', '.join(PROFILE_NAMES)} or a list of 168 multipliers")
+        elif len(v) != 168:
+            raise ValueError(f"needs 168 hour-of-week multipliers (Monday 00 UTC first), got {len(v)}")
+        elif any(not (x >= 0) or x == float("inf") for x in v) or sum(v) <= 0:
+            raise ValueError("multipliers must be finite, >= 0 and not all 0")
+        return v
+
+    @field_validator("burst")
+    @classmethod
+    def _check_burst(cls, v):
+        if isinstance(v, str) and v not in ("azure-code", "azure-conv"):
+            raise ValueError(f"{v!r} is not a fitted burst state; allowed: azure-code, azure-conv or a table "
+                             "{multiplier, mean_burst_s, mean_gap_s}")
+        return v
+
+    def build(self):
+        from sim import demand
+        from sim.arrivals import NHPPProcess
+        prof = demand.profile(self.profile) if isinstance(self.profile, str) else self.profile
+        if self.burst is None:
+            b = None
+        elif isinstance(self.burst, str):
+            b = demand.burst(self.burst)
+        else:
+            b = self.burst.build()
+        return NHPPProcess(self.rate_per_s, tuple(float(v) for v in prof), self.start_hour_of_week, b)
+
+
+class TraceArrivals(Spec):
+    kind: Literal["trace"] = Field(description="Replay a CSV trace of (timestamp, prompt tokens, output tokens); lengths come from the trace.")
+    path: str = Field(min_length=1, description="CSV file (relative to the working directory), or a bundled trace: azure-code, azure-conv, mooncake-conv.")
+    time_scale: float = Field(default=1.0, gt=0.0, description="Multiply every arrival time by this (0.5 = twice as fast).")
+    rate_scale: float = Field(default=1.0, gt=0.0, description="Multiply the number of requests, keeping the time profile (< 1 thins, > 1 adds jittered copies).")
+    on_bad_rows: Literal["refuse", "skip"] = Field(default="refuse", description="Malformed rows: refuse (error naming the line) or skip (dropped, counted and listed in the run's report).")
+    repeat: bool = Field(default=False, description="Loop the trace until the horizon (period = span + one mean gap).")
+
+    def build(self):
+        from sim.arrivals import TraceReplayProcess
+        from sim.demand import trace_path
+        from sim.traces import load_trace
+        return TraceReplayProcess(load_trace(trace_path(self.path), self.on_bad_rows), self.time_scale, self.rate_scale, self.repeat)
+
+
+ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]
 
 
 class WorkloadSpec(Spec):
     name: str = Field(min_length=1, description="Label of this request stream (a tenant).")
     model: str = Field(description="LLM catalog id the requests ask for; routed only to deployments serving it.")
     arrivals: ArrivalSpec = Field(description="Arrival process.")
-    prompt_tokens: LengthSpec = Field(description="Prompt length distribution.")
-    output_tokens: LengthSpec = Field(description="Output length distribution (tokens generated, >= 1).")
+    prompt_tokens: LengthSpec | None = Field(default=None, description="Prompt length distribution (required unless arrivals.kind = 'trace', whose rows carry lengths).")
+    output_tokens: LengthSpec | None = Field(default=None, description="Output length distribution (tokens generated, >= 1; required unless arrivals.kind = 'trace').")
     sla: SLASpec = Field(default_factory=SLASpec, description="Latency targets of this stream.")
     vertical: str = Field(default="general", description="Buyer vertical (finance, healthcare, public_sector, general). Label.")
     region: str = Field(default="eu", description="Buyer region; keys the sites' network_latency_s. Label.")
     residency: ResidencySpec = Field(default_factory=ResidencySpec, description="Where this stream may be served; a request is never served elsewhere.")
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.arrivals.kind != "trace":
+            for f in ("prompt_tokens", "output_tokens"):
+                if getattr(self, f) is None:
+                    raise ValueError(f"{f} is required (only arrivals.kind = 'trace' carries its own lengths)")
+        else:
+            for f in ("prompt_tokens", "output_tokens"):
+                if getattr(self, f) is not None:
+                    raise ValueError(f"{f} must be left out with arrivals.kind = 'trace' (the trace's rows give the lengths)")
+        return self
 
 
 class Scenario(Spec):
@@ -207,6 +313,10 @@ class Scenario(Spec):
     sites: list[SiteSpec] = Field(default_factory=list, description="EU co-location sites.")
     deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
     workloads: list[WorkloadSpec] = Field(min_length=1, description="Request streams.")
+    market: Union[MarketSpec, None] = Field(  # typing.Union: _unwrap walks it for error messages
+        default=None,
+        description="Optional customer market (RFPs, competitor offers, contracts; sim.market). Absent: no market layer. "
+                    "An empty [market] table takes every default from models/market/parameters.csv (each row gives its source or 'assumption').")
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -283,7 +393,7 @@ def _unwrap(ann):
         return _unwrap(typing.get_args(ann)[0])
     if origin in (list, tuple):
         return _unwrap(typing.get_args(ann)[0])
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) == 1:
             return _unwrap(args[0])

@@ -1,0 +1,114 @@
+"""Shared plumbing of the market experiments (sovereignty_gap.py, sensitivity.py).
+
+Two ways to get a monthly forecast for a scenario and a seed:
+
+* the full forecast, ``sim.forecast.run_forecast(scenario, seed) -> ForecastResult`` whose
+  ``monthly`` DataFrame has at least month, contracts_active, contracts_won, contracts_lost,
+  share, revenue_eur, cost_eur, gross_margin_eur, gpu_utilisation, sla_attainment (the
+  lead's long-horizon runner: market + capacity + windowed serving);
+* ``--market-only``: ``sim.market.market_only_forecast`` — the market layer alone with a
+  constant assumed delivered SLA, revenue from contracted demand and a fluid leased-GPU fleet
+  (parameters: block 'fallback' of models/market/parameters.csv).  It exists so the
+  experiments run before ``sim.forecast`` lands; its utilisation and cost are a sketch, not
+  the serving simulation.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sim.errors import UserError  # noqa: E402
+from sim.market_spec import MarketSpec, default_market_spec  # noqa: E402
+from sim.scenario import Scenario, load_scenario, scenario_from_dict  # noqa: E402
+
+RESULTS = ROOT / "results" / "market"
+
+
+def base_scenario(path: str | None) -> Scenario:
+    """The scenario to start from; a scenario without a [market] block gets the default one."""
+    sc = load_scenario(path)
+    if sc.market is None:
+        sc = with_market(sc, default_market_spec())
+    return sc
+
+
+def with_market(sc: Scenario, spec: MarketSpec) -> Scenario:
+    data = sc.model_dump(mode="python")
+    data["market"] = spec.model_dump(mode="python")
+    return scenario_from_dict(data, "experiment")
+
+
+def forecast(task: tuple) -> "object":
+    """One (scenario, seed, market_only, months, sla, fallback) point -> monthly DataFrame."""
+    scenario, seed, market_only, months, sla, fallback = task
+    if market_only:
+        from sim.market import market_only_forecast
+        df, _ = market_only_forecast(scenario.market, seed, months, sla_attainment=sla, fallback=fallback)
+        return df
+    try:
+        from sim.forecast import run_forecast
+    except ImportError:
+        raise UserError("sim.forecast.run_forecast is not available in this tree yet: rerun with --market-only") from None
+    return run_forecast(scenario, seed).monthly
+
+
+def run_all(tasks: list[tuple], workers: int) -> list:
+    if workers <= 1:
+        return [forecast(t) for t in tasks]
+    with ProcessPoolExecutor(max_workers=workers) as ex:   # any concurrent.futures.Executor works
+        return list(ex.map(forecast, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+
+
+def mean_ci(samples: np.ndarray, axis: int = 0, level: float = 0.95):
+    """Mean and half-width of the Student-t confidence interval along ``axis``."""
+    from scipy import stats
+    x = np.asarray(samples, dtype=float)
+    n = x.shape[axis]
+    m = np.nanmean(x, axis=axis)
+    if n < 2:
+        return m, np.zeros_like(m)
+    s = np.nanstd(x, axis=axis, ddof=1)
+    return m, stats.t.ppf(0.5 + level / 2, n - 1) * s / math.sqrt(n)
+
+
+def add_common_args(p):
+    p.add_argument("--scenario", help="scenario TOML to start from (default: the shipped default; "
+                                      "a missing [market] block gets the table defaults)")
+    p.add_argument("--market-only", action="store_true",
+                   help="run only the market layer with a constant assumed delivered SLA and a fluid "
+                        "GPU fleet (until sim.forecast.run_forecast exists)")
+    p.add_argument("--months", type=int, default=36, help="horizon of the --market-only path, months (default 36)")
+    p.add_argument("--sla", type=float, default=0.99,
+                   help="--market-only: assumed delivered SLA attainment (default 0.99)")
+    p.add_argument("--reps", type=int, default=10, help="replications (seeds 1..reps) per point (default 10)")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1; the machine is shared)")
+    p.add_argument("--out", default=str(RESULTS), help=f"output folder (default {RESULTS.relative_to(ROOT)})")
+
+
+def check_args(args):
+    if args.reps < 1:
+        raise UserError(f"--reps {args.reps}: must be >= 1")
+    if args.months < 1:
+        raise UserError(f"--months {args.months}: must be >= 1")
+    if not 0.0 <= args.sla <= 1.0:
+        raise UserError(f"--sla {args.sla}: must be in [0, 1]")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: must be >= 1")
+
+
+def main_guard(fn):
+    """Run ``fn()``; a UserError prints one line and exits 2 (as the CLI does)."""
+    try:
+        sys.exit(fn())
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
