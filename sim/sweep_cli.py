@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sim.errors import UserError
@@ -133,8 +134,34 @@ def project_root(start: Path | None = None) -> Path:
     raise UserError("no experiments/ folder here; run from the project root or pass --root")
 
 
-def discover_experiments(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "experiments").glob("*.py") if not p.name.startswith("_"))
+@dataclass(frozen=True)
+class ExperimentPlan:
+    name: str
+    script: Path
+    out: Path  # where the full run writes (its committed results)
+    args: tuple[str, ...]  # full run, without --out
+    quick_args: tuple[str, ...]  # smoke run, without --out
+
+
+def discover_experiments(root: Path) -> list[ExperimentPlan]:
+    """Every experiments/*.py that is a script (has a ``__main__`` block, name not starting with
+    ``_``), with how to run it: experiments/figures.toml, else the _common.py convention."""
+    import tomllib
+
+    cfg_path = root / "experiments" / "figures.toml"
+    try:
+        cfg = tomllib.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{cfg_path}: not valid TOML: {err}") from None
+    plans = []
+    for p in sorted((root / "experiments").glob("*.py")):
+        c = cfg.get(p.stem, {})
+        if p.name.startswith("_") or c.get("skip") or "__main__" not in p.read_text():
+            continue
+        plans.append(ExperimentPlan(
+            p.stem, p, root / c.get("out", f"results/{p.stem}"),
+            tuple(c.get("args", [])), tuple(c.get("quick_args", ["--quick", "--workers", "0"]))))
+    return plans
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -148,22 +175,22 @@ def cmd_figures(args) -> int:
     import tempfile
 
     root = project_root(args.root)
-    scripts = discover_experiments(root)
+    plans = discover_experiments(root)
     if args.names:
-        known = {p.stem: p for p in scripts}
+        known = {p.name: p for p in plans}
         bad = [n for n in args.names if n not in known]
         if bad:
             raise UserError(f"unknown experiment {bad[0]!r}; experiments: {', '.join(sorted(known))}")
-        scripts = [known[n] for n in args.names]
+        plans = [known[n] for n in args.names]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     failed = 0
     tmp = tempfile.mkdtemp(prefix="sovsim-figures-") if args.quick else None
-    print(f"{'experiment':24s} {'runtime_s':>9s}  status  changed")
-    for script in scripts:
-        out = (Path(tmp) / script.stem) if tmp else (root / "results" / script.stem)
+    print(f"{'experiment':24s} {'runtime_s':>9s}  status  changed (under its output folder)")
+    for plan in plans:
+        out = (Path(tmp) / plan.name) if tmp else plan.out
         before = _hashes(out)
-        cmd = [sys.executable, str(script), "--out", str(out)] + (["--quick"] if args.quick else [])
+        cmd = [sys.executable, str(plan.script), *(plan.quick_args if args.quick else plan.args), "--out", str(out)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
         dt = time.perf_counter() - t0
@@ -176,7 +203,7 @@ def cmd_figures(args) -> int:
         what = ", ".join(changed) if changed else "none"
         if removed:
             what += f"; removed: {', '.join(removed)}"
-        print(f"{script.stem:24s} {dt:9.1f}  {status:6s}  {what}")
+        print(f"{plan.name:24s} {dt:9.1f}  {status:6s}  {what}")
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             for line in tail:

@@ -259,13 +259,16 @@ def test_figures_reports_changed_outputs(tmp_path, capsys):
     (tmp_path / "experiments" / "_common.py").write_text("")  # helpers are not experiments
     (tmp_path / "experiments" / "demo.py").write_text(textwrap.dedent("""
         import argparse, os, pathlib
-        p = argparse.ArgumentParser(); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
-        a = p.parse_args(); out = pathlib.Path(a.out); out.mkdir(parents=True, exist_ok=True)
-        (out / "table.csv").write_text(os.environ.get("DEMO_VALUE", "1") + "\\n")
+        if __name__ == "__main__":
+            p = argparse.ArgumentParser(); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
+            a = p.parse_args(); out = pathlib.Path(a.out); out.mkdir(parents=True, exist_ok=True)
+            (out / "table.csv").write_text(os.environ.get("DEMO_VALUE", "1") + "\\n")
     """))
+    (tmp_path / "experiments" / "helper.py").write_text("X = 1\n")  # no __main__: not an experiment
     args = argparse.Namespace(names=[], root=tmp_path, quick=False)
     assert cmd_figures(args) == 0
-    assert "table.csv" in capsys.readouterr().out  # new file: changed
+    first = capsys.readouterr().out
+    assert "table.csv" in first and "helper" not in first  # new file: changed
     assert cmd_figures(args) == 0
     assert "demo" in (o := capsys.readouterr().out) and o.strip().endswith("none")
     os.environ["DEMO_VALUE"] = "2"
