@@ -101,6 +101,7 @@ class World:
                              self.streams.generator("router"), scenario.router.max_wait_s,
                              self._reject, self.rtt_s)
         self.next_rid = 0
+        self.arrival_procs: list = [None] * len(scenario.workloads)
         for wi, w in enumerate(scenario.workloads):
             env.process(self._arrivals(wi, w))
 
@@ -115,8 +116,10 @@ class World:
         proc = w.arrivals.build()
         rng_t = self.streams.generator(f"workload/{w.name}/arrivals")
         rng_len = self.streams.generator(f"workload/{w.name}/lengths")
-        prompt_d = w.prompt_tokens.build()
-        output_d = w.output_tokens.build()
+        # trace replay carries its own lengths; other processes need the distributions
+        prompt_d = w.prompt_tokens.build() if w.prompt_tokens is not None else None
+        output_d = w.output_tokens.build() if w.output_tokens is not None else None
+        self.arrival_procs[wi] = proc
         metrics = self.metrics
         router = self.router
         cap = self.max_tokens[wi]
@@ -245,6 +248,9 @@ class World:
             ws.update({"vertical": w.vertical, "model": w.model,
                        "ttft_target_s": w.sla.ttft_s, "tpot_target_s": w.sla.tpot_s,
                        "eligible_replicas": len(self.eligible[wi])})
+            proc = self.arrival_procs[wi]
+            if proc is not None and hasattr(proc, "report"):
+                ws["trace"] = proc.report()  # skipped rows and their line numbers
             summary["workloads"][w.name] = ws
         verticals: dict[str, list[int]] = {}
         for wi, w in enumerate(sc.workloads):
