@@ -305,6 +305,15 @@ class WorkloadSpec(Spec):
         return self
 
 
+class ForecastSpec(Spec):
+    months: int = Field(default=36, ge=1, le=240, description="Months to forecast. Run setting.")
+    windows_per_month: int = Field(default=4, ge=1, le=64, description="Traffic windows simulated per month, spread over the week by stratified sampling. Run setting (accuracy vs runtime).")
+    window_s: float = Field(default=300.0, gt=0.0, description="Measured length of each traffic window, seconds. Run setting (accuracy vs runtime; see docs/forecast.md).")
+    warmup_s: float = Field(default=60.0, ge=0.0, description="Warm-up simulated before each window and discarded, seconds. Run setting.")
+    continuous: bool = Field(default=False, description="Simulate every second of every month instead of windows (slow; the reference the windows are tested against). Run setting.")
+    model: str | None = Field(default=None, description="Serve every tenant with this catalog model instead of its vertical's default. Run setting.")
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", description="Scenario label.")
     description: str = Field(default="", description="Free text.")
@@ -312,11 +321,14 @@ class Scenario(Spec):
     router: RouterSpec = Field(default_factory=RouterSpec, description="Routing across replicas.")
     sites: list[SiteSpec] = Field(default_factory=list, description="EU co-location sites.")
     deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
-    workloads: list[WorkloadSpec] = Field(min_length=1, description="Request streams.")
+    workloads: list[WorkloadSpec] = Field(default_factory=list, description="Request streams (at least one, unless [forecast] derives them from the market's contracts).")
     market: Union[MarketSpec, None] = Field(  # typing.Union: _unwrap walks it for error messages
         default=None,
         description="Optional customer market (RFPs, competitor offers, contracts; sim.market). Absent: no market layer. "
                     "An empty [market] table takes every default from models/market/parameters.csv (each row gives its source or 'assumption').")
+    forecast: Union[ForecastSpec, None] = Field(
+        default=None,
+        description="Optional multi-month forecast (sim.forecast): the market runs continuously, traffic in sampled windows, tenants from the sovereign provider's contracts. `sovsim run` then prints the monthly forecast.")
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -332,6 +344,8 @@ class Scenario(Spec):
         for i, d in enumerate(self.deployments):
             if d.site is not None and d.site not in snames:
                 raise ValueError(f"deployments[{i}].site: {d.site!r} is not a site; sites: {snames}")
+        if not self.workloads and self.forecast is None:
+            raise ValueError("workloads: at least one [[workloads]] entry is needed (or a [forecast] block, whose tenants come from the market)")
         served = {d.model for d in self.deployments}
         for i, w in enumerate(self.workloads):
             if w.model not in served:
