@@ -17,6 +17,7 @@ from sim.errors import UserError
 COMMAND_MODULES = [
     "sim.run_cli",
     "sim.demand_cli",
+    "sim.perf_cli",
     "sim.sweep_cli",
 ]
 

@@ -77,36 +77,102 @@ class _Delivered:
         return acc[1] / acc[0]
 
 
-def _tenant(contract, hour_of_week: float, spec) -> dict:
+def _tenant(contract, spec) -> dict:
     """A workload table for one sovereign contract (the vertical's demand defaults)."""
     from sim.demand import vertical_workload
     w = vertical_workload(contract.vertical, f"c{contract.id}", contract.rate_per_s)
-    w["arrivals"]["start_hour_of_week"] = hour_of_week % WEEK_H
     w["sla"] = {"ttft_s": contract.sla.ttft_s, "tpot_s": contract.sla.tpot_s,
                 "attainment_target": contract.sla.attainment_target}
-    if spec.model is not None:
+    if spec is not None and spec.model is not None:
         w["model"] = spec.model
     return w
 
 
-def window_scenario(base: Scenario, contracts, hour_of_week: float, window_s: float,
-                    warmup_s: float) -> Scenario | None:
+def window_scenario(base: Scenario, workloads: list[dict], start_hour_of_week: float,
+                    window_s: float, warmup_s: float) -> Scenario | None:
     """The serving scenario of one traffic window: the base scenario's sites, fleet and
-    router, one tenant per contract."""
-    if not contracts:
-        return None
-    spec = base.forecast
+    router; the given workloads, their arrival profiles read from ``start_hour_of_week``
+    (the window's warm-up starts ``warmup_s`` earlier)."""
     d = base.model_dump(mode="python", exclude={"market", "forecast", "workloads"})
     d["simulation"] = dict(d["simulation"])
     d["simulation"].update({"horizon_s": warmup_s + window_s, "warmup_s": warmup_s,
                             "request_sample_size": 0,
-                            "timeseries_interval_s": warmup_s + window_s})
-    d["workloads"] = [_tenant(c, hour_of_week - warmup_s / HOUR_S, spec) for c in contracts]
+                            # bin 0 is the warm-up exactly; later bins are the window
+                            "timeseries_interval_s": warmup_s if warmup_s > 0 else window_s})
     served = {dep["model"] for dep in d["deployments"]}
-    d["workloads"] = [w for w in d["workloads"] if w["model"] in served]
-    if not d["workloads"]:
+    ws = []
+    for w in workloads:
+        if w["model"] not in served:
+            continue
+        w = dict(w)
+        arr = dict(w["arrivals"])
+        if arr.get("kind") == "nhpp":
+            arr["start_hour_of_week"] = (start_hour_of_week - warmup_s / HOUR_S) % WEEK_H
+        w["arrivals"] = arr
+        ws.append(w)
+    if not ws:
         return None
+    d["workloads"] = ws
     return scenario_from_dict(d, "forecast window")
+
+
+def window_busy_gpu_s(world: World) -> float:
+    """GPU-seconds with an iteration in progress after the warm-up (bins after the first
+    when there is a warm-up), the run still in progress at the horizon included."""
+    warm = world.scenario.simulation.warmup_s
+    now = world.env.now
+    total = 0.0
+    for rep in world.replicas:
+        bins = world.metrics.busy[rep.index]
+        busy = sum(bins[1:]) if warm > 0 else sum(bins)
+        busy += rep.partial_run(now)[0]
+        total += busy * rep.gpus
+    return total
+
+
+def simulate_period(base: Scenario, workloads: list[dict], period_s: float, windows: int,
+                    window_s: float, warmup_s: float, phase: float, seed_of, continuous: bool = False) -> dict:
+    """Estimate one period (a month) of traffic from ``windows`` sampled windows.
+
+    Window ``k`` starts at hour-of-week ``(k + phase) * 168 / windows``; totals scale by
+    ``period_s / (windows * window_s)``.  ``continuous`` simulates the whole period once
+    instead.  Returns per-workload sums (unscaled) and fleet busy/GPU seconds."""
+    if continuous:
+        windows, window_s = 1, period_s
+    out = {"scale": period_s / (windows * window_s), "workloads": {}, "arrivals": 0, "completed": 0,
+           "rejected": 0, "busy_gpu_s": 0.0, "gpu_s": 0.0, "ttft_p99": [], "residency_violations": 0,
+           "window_s": window_s, "windows": windows}
+    gpus = sum(d.gpus for d in base.deployments)
+    for k in range(windows):
+        how = 0.0 if continuous else (k + phase) * WEEK_H / windows
+        wsc = window_scenario(base, workloads, how, window_s, 0.0 if continuous else warmup_s)
+        out["gpu_s"] += gpus * window_s
+        if wsc is None:
+            continue
+        world = World(wsc, seed_of(k))
+        world.run()
+        s = world.summary()
+        out["busy_gpu_s"] += window_busy_gpu_s(world)
+        for name, ws in s["workloads"].items():
+            acc = out["workloads"].setdefault(name, {"measured": 0, "met": 0.0, "prompt_tokens": 0,
+                                                    "output_tokens": 0, "arrivals": 0, "completed": 0})
+            measured = ws["measured"] + ws.get("rejected", 0)
+            acc["measured"] += measured
+            acc["met"] += (ws["sla_attainment"] or 0.0) * measured
+            acc["prompt_tokens"] += ws["completed_prompt_tokens"]
+            acc["output_tokens"] += ws["completed_output_tokens"]
+            acc["arrivals"] += ws["arrivals"]
+            acc["completed"] += ws["completed"]
+        out["arrivals"] += s["arrivals"]
+        out["completed"] += s["completed"]
+        out["rejected"] += s["rejected"]
+        out["residency_violations"] += s["residency_violations"]
+        if s["ttft_s"]["p99"] is not None:
+            out["ttft_p99"].append(s["ttft_s"]["p99"])
+    out["gpu_utilisation"] = out["busy_gpu_s"] / out["gpu_s"] if out["gpu_s"] else 0.0
+    n = sum(a["measured"] for a in out["workloads"].values())
+    out["sla_attainment"] = (sum(a["met"] for a in out["workloads"].values()) / n) if n else None
+    return out
 
 
 def _window_seed(streams: RandomStreams, month: int, k: int) -> int:
@@ -147,9 +213,6 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
     market = Market(env, scenario.market, streams, delivered.attainment_of)
     rng_phase = streams.generator("forecast/phase")
     months = spec.months
-    W = 1 if spec.continuous else spec.windows_per_month
-    window_s = MONTH_S if spec.continuous else spec.window_s
-    scale = MONTH_S / (W * window_s)
     hours = MONTH_S / HOUR_S
     rows = []
     bar = None
@@ -161,65 +224,45 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
         t0 = m * MONTH_S
         env.run(until=t0 + MONTH_S)
         u = float(rng_phase.random())
-        month_acc: dict[str, list[float]] = {}
-        agg = {"arrivals": 0, "completed": 0, "rejected": 0, "measured": 0, "sla_met": 0,
-               "prompt_tokens": 0, "output_tokens": 0, "revenue_eur": 0.0, "busy": 0.0,
-               "gpu_s": 0.0, "ttft_p99": [], "residency_violations": 0}
-        for k in range(W):
-            t_mid = t0 + (k + 0.5) * MONTH_S / W
-            contracts = market.sovereign_contracts(t_mid)
-            how = (k + u) * WEEK_H / W
-            wsc = window_scenario(scenario, contracts, how, window_s, spec.warmup_s)
-            if wsc is None:
-                agg["gpu_s"] += sum(d.gpus for d in scenario.deployments) * window_s
-                continue
-            world = World(wsc, _window_seed(streams, m, k))
-            world.run()
-            s = world.summary()
-            by_id = {f"c{c.id}": c for c in contracts}
-            for name, ws in s["workloads"].items():
-                c = by_id[name]
-                measured = ws["measured"] + ws.get("rejected", 0)
-                met = (ws["sla_attainment"] or 0.0) * measured
-                acc = month_acc.setdefault(c.id, [0.0, 0.0])
-                acc[0] += measured
-                acc[1] += met
-                agg["revenue_eur"] += (ws["completed_prompt_tokens"] * c.price_eur_per_mtok_in +
-                                       ws["completed_output_tokens"] * c.price_eur_per_mtok_out) / 1e6
-                agg["prompt_tokens"] += ws["completed_prompt_tokens"]
-                agg["output_tokens"] += ws["completed_output_tokens"]
-            agg["arrivals"] += s["arrivals"]
-            agg["completed"] += s["completed"]
-            agg["rejected"] += s["rejected"]
-            agg["residency_violations"] += s["residency_violations"]
-            agg["busy"] += s["gpu_utilisation"] * s["gpus"] * window_s
-            agg["gpu_s"] += s["gpus"] * window_s
-            if s["ttft_s"]["p99"] is not None:
-                agg["ttft_p99"].append(s["ttft_s"]["p99"])
-        for cid, (n, met) in month_acc.items():
-            delivered.add(cid, n, met)
-        measured = sum(a[0] for a in month_acc.values())
-        met = sum(a[1] for a in month_acc.values())
-        util = agg["busy"] / agg["gpu_s"] if agg["gpu_s"] else 0.0
+        # the tenants of the month: contracts in force at mid-month
+        contracts = market.sovereign_contracts(t0 + 0.5 * MONTH_S)
+        by_name = {f"c{c.id}": c for c in contracts}
+        workloads = [_tenant(c, spec) for c in contracts]
+        per = simulate_period(scenario, workloads, MONTH_S, spec.windows_per_month, spec.window_s,
+                              spec.warmup_s, u, lambda k, m=m: _window_seed(streams, m, k),
+                              continuous=spec.continuous)
+        scale = per["scale"]
+        revenue = 0.0
+        prompt = output = 0
+        for name, acc in per["workloads"].items():
+            c = by_name[name]
+            delivered.add(c.id, acc["measured"], acc["met"])
+            revenue += (acc["prompt_tokens"] * c.price_eur_per_mtok_in +
+                        acc["output_tokens"] * c.price_eur_per_mtok_out) / 1e6
+            prompt += acc["prompt_tokens"]
+            output += acc["output_tokens"]
+        revenue *= scale
+        util = per["gpu_utilisation"]
         cost = _month_cost_eur(scenario, util, hours)
-        revenue = agg["revenue_eur"] * scale
         cost_total = cost["fixed_eur"] + cost["power_eur"]
         log = market.monthly_log[m] if m < len(market.monthly_log) else {}
-        tokens = (agg["prompt_tokens"] + agg["output_tokens"]) * scale
+        tokens = (prompt + output) * scale
+        arrivals = per["arrivals"]
         rows.append({
             "month": m,
-            "contracts_active": len(market.sovereign_contracts(t0 + MONTH_S - 1.0)),
+            "contracts_active": len(contracts),
             "contracts_won": log.get("won", 0),
             "contracts_lost": log.get("lost", 0),
             "contracts_churned": log.get("churned", 0),
             "share": log.get("share"),
-            "requests": agg["arrivals"] * scale,
-            "rejected_share": agg["rejected"] / agg["arrivals"] if agg["arrivals"] else 0.0,
+            "contracted_rate_per_s": sum(c.rate_per_s for c in contracts),
+            "requests": arrivals * scale,
+            "rejected_share": per["rejected"] / arrivals if arrivals else 0.0,
             "tokens": tokens,
             "gpus": sum(d.gpus for d in scenario.deployments),
             "gpu_utilisation": util,
-            "sla_attainment": met / measured if measured else None,
-            "ttft_p99_s": float(np.max(agg["ttft_p99"])) if agg["ttft_p99"] else None,
+            "sla_attainment": per["sla_attainment"],
+            "ttft_p99_s": float(np.max(per["ttft_p99"])) if per["ttft_p99"] else None,
             "revenue_eur": revenue,
             "capacity_cost_eur": cost["fixed_eur"],
             "power_cost_eur": cost["power_eur"],
@@ -227,8 +270,8 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
             "gross_margin_eur": revenue - cost_total,
             "gross_margin_share": (revenue - cost_total) / revenue if revenue > 0 else None,
             "cost_eur_per_mtok": cost_total / (tokens / 1e6) if tokens > 0 else None,
-            "residency_violations": agg["residency_violations"],
-            "simulated_requests": agg["arrivals"],
+            "residency_violations": per["residency_violations"],
+            "simulated_requests": arrivals,
         })
         if bar is not None:
             bar.update(1)

@@ -224,6 +224,7 @@ class World:
             "gpus": gpus,
             "replicas": len(self.replicas),
             "gpu_utilisation": busy_gpu_s / (gpus * duration) if gpus and duration > 0 else 0.0,
+            "throughput_utilisation": None,
             "throughput_output_tokens_per_s": out_tokens / duration if duration > 0 else 0.0,
             "throughput_requests_per_s": total.completed / duration if duration > 0 else 0.0,
             "preemptions": total.preemptions,
@@ -285,6 +286,7 @@ class World:
             busy = sum(busy_s[r.index] for r in reps)
             kv = [sum(m.kv_block_s[r.index]) / (duration * max(r.total_blocks, 1)) if duration > 0 else 0.0
                   for r in reps]
+            peak = saturation_tokens_per_s(reps[0]) if reps else 0.0
             summary["deployments"][dep.name] = {
                 "model": dep.model, "gpu": dep.gpu, "precision": dep.precision, "tp": dep.tp,
                 "site": dep.site, "replicas": len(reps), "gpus": dep.gpus,
@@ -292,8 +294,13 @@ class World:
                 "busy_s": busy,
                 "utilisation": busy / (len(reps) * duration) if reps and duration > 0 else 0.0,
                 "output_tokens": sum(rep_tokens[r.index] for r in reps),
+                "saturation_output_tokens_per_s": peak * len(reps),
+                "throughput_utilisation": (sum(rep_tokens[r.index] for r in reps) / (peak * len(reps) * duration))
+                if reps and peak > 0 and duration > 0 else 0.0,
                 "kv_occupancy_mean": sum(kv) / len(kv) if kv else 0.0,
             }
+        sat = sum(d["saturation_output_tokens_per_s"] for d in summary["deployments"].values())
+        summary["throughput_utilisation"] = out_tokens / (sat * duration) if sat > 0 and duration > 0 else 0.0
         return summary
 
     def residency_violations(self) -> int:
@@ -304,6 +311,18 @@ class World:
                 if rep.index not in self.eligible[r.workload]:
                     bad += 1
         return bad + self.router.violations
+
+
+SATURATION_CONTEXT_TOKENS = 1024  # assumption: mean attended context at saturation
+
+
+def saturation_tokens_per_s(rep: Replica) -> float:
+    """Decode output tokens/s of a replica running its largest batch: max_num_seqs sequences
+    (fewer if the KV cache holds fewer at SATURATION_CONTEXT_TOKENS each), each attending
+    SATURATION_CONTEXT_TOKENS. The denominator of ``throughput_utilisation``."""
+    b = min(rep.max_num_seqs, max(1, rep.total_blocks * rep.bs // SATURATION_CONTEXT_TOKENS))
+    t = rep.model.step_time_s(b, b * SATURATION_CONTEXT_TOKENS)
+    return b / t if t > 0 else 0.0
 
 
 def _json_default(o):

@@ -266,10 +266,10 @@ class NHPPArrivals(Spec):
 class TraceArrivals(Spec):
     kind: Literal["trace"] = Field(description="Replay a CSV trace of (timestamp, prompt tokens, output tokens); lengths come from the trace.")
     path: str = Field(min_length=1, description="CSV file (relative to the working directory), or a bundled trace: azure-code, azure-conv, mooncake-conv.")
-    time_scale: float = Field(default=1.0, gt=0.0, description="Multiply every arrival time by this (0.5 = twice as fast).")
-    rate_scale: float = Field(default=1.0, gt=0.0, description="Multiply the number of requests, keeping the time profile (< 1 thins, > 1 adds jittered copies).")
+    time_scale: float = Field(default=1.0, gt=0.0, description="Multiply every arrival time by this (0.5 = twice as fast). Run setting.")
+    rate_scale: float = Field(default=1.0, gt=0.0, description="Multiply the number of requests, keeping the time profile (< 1 thins, > 1 adds jittered copies). Run setting.")
     on_bad_rows: Literal["refuse", "skip"] = Field(default="refuse", description="Malformed rows: refuse (error naming the line) or skip (dropped, counted and listed in the run's report).")
-    repeat: bool = Field(default=False, description="Loop the trace until the horizon (period = span + one mean gap).")
+    repeat: bool = Field(default=False, description="Loop the trace until the horizon (period = span + one mean gap). Run setting.")
 
     def build(self):
         from sim.arrivals import TraceReplayProcess

@@ -3,7 +3,9 @@
 Configured as M/M/c (batch size 1, free prefill, constant per-token step time, geometric
 output lengths, a central FCFS queue at the router), the engine's mean waiting time must
 agree with Erlang C: the analytic value inside the 95 % confidence interval over
-independent replications, and the interval narrower than 5 % of the value.
+independent replications, and the interval narrower than 5 % of the value.  The nine cases
+are nine simultaneous tests, so containment uses the Bonferroni-adjusted interval (95 %
+for the family: t quantile 1 - 0.025/9); the width criterion uses the per-case 95 % interval.
 
 Replication sizes come from pilot runs: the relative variance of a mean waiting time per
 request (K = N * relSE^2) is about 30 (c=1, rho=0.5), 1650 (c=1, rho=0.95: long busy
@@ -33,7 +35,7 @@ CASES = {
     (4, 0.8): 300_000,
     (4, 0.95): 1_500_000,
     (16, 0.5): 4_000_000,
-    (16, 0.8): 500_000,
+    (16, 0.8): 700_000,
     (16, 0.95): 1_800_000,
 }
 REPLICATIONS = 10
@@ -63,9 +65,13 @@ def test_mmc_mean_wait_matches_erlang_c(c, rho):
         served += s["measured"]
     waits = np.array(waits)
     mean = waits.mean()
-    half = stats.t.ppf(0.975, REPLICATIONS - 1) * waits.std(ddof=1) / math.sqrt(REPLICATIONS)
+    se = waits.std(ddof=1) / math.sqrt(REPLICATIONS)
+    half = stats.t.ppf(0.975, REPLICATIONS - 1) * se
+    # containment at 95 % for the family of len(CASES) intervals (Bonferroni): nine
+    # separate 95 % intervals would miss by chance in about a third of seed choices
+    half_sim = stats.t.ppf(1 - 0.025 / len(CASES), REPLICATIONS - 1) * se
     analytic = mmc_wait(c, lam, mean_service)
-    msg = (f"c={c} rho={rho}: simulated {mean:.6g} +- {half:.3g} s (95% CI, {served} requests), "
-           f"Erlang C {analytic:.6g} s")
-    assert mean - half <= analytic <= mean + half, msg
+    msg = (f"c={c} rho={rho}: simulated {mean:.6g} s, 95% CI +- {half:.3g}, simultaneous 95% CI "
+           f"+- {half_sim:.3g} ({served} requests); Erlang C {analytic:.6g} s")
+    assert mean - half_sim <= analytic <= mean + half_sim, msg
     assert 2 * half < 0.05 * analytic, msg
