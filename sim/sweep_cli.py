@@ -141,6 +141,14 @@ class ExperimentPlan:
     out: Path  # where the full run writes (its committed results)
     args: tuple[str, ...]  # full run, without --out
     quick_args: tuple[str, ...]  # smoke run, without --out
+    out_file: str | None = None  # --out takes OUT/out_file, not OUT
+    no_out: bool = False  # the script takes no --out: it always writes `out`
+
+    def command(self, out: Path, quick: bool) -> list[str]:
+        cmd = [sys.executable, str(self.script), *(self.quick_args if quick else self.args)]
+        if not self.no_out:
+            cmd += ["--out", str(out / self.out_file) if self.out_file else str(out)]
+        return cmd
 
 
 def discover_experiments(root: Path) -> list[ExperimentPlan]:
@@ -160,7 +168,8 @@ def discover_experiments(root: Path) -> list[ExperimentPlan]:
             continue
         plans.append(ExperimentPlan(
             p.stem, p, root / c.get("out", f"results/{p.stem}"),
-            tuple(c.get("args", [])), tuple(c.get("quick_args", ["--quick", "--workers", "0"]))))
+            tuple(c.get("args", [])), tuple(c.get("quick_args", ["--quick", "--workers", "0"])),
+            c.get("out_file"), bool(c.get("no_out", False))))
     return plans
 
 
@@ -188,9 +197,13 @@ def cmd_figures(args) -> int:
     tmp = tempfile.mkdtemp(prefix="sovsim-figures-") if args.quick else None
     print(f"{'experiment':24s} {'runtime_s':>9s}  status  changed (under its output folder)")
     for plan in plans:
+        if args.quick and plan.no_out:
+            print(f"{plan.name:24s} {'':9s}  skip    (takes no --out; would overwrite its committed results)")
+            continue
         out = (Path(tmp) / plan.name) if tmp else plan.out
+        out.mkdir(parents=True, exist_ok=True)
         before = _hashes(out)
-        cmd = [sys.executable, str(plan.script), *(plan.quick_args if args.quick else plan.args), "--out", str(out)]
+        cmd = plan.command(out, args.quick)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
         dt = time.perf_counter() - t0
