@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         axes[1].bar(x, ok["gpu_hours_per_m_tokens_mean"], yerr=np.nan_to_num(yerr), capsize=4, color="tab:orange")
     axes[1].set_ylabel("GPU-hours per million output tokens")
     for ax in axes:
-        ax.set_xticks(x, [f"{g}\n{p}" for g, p in zip(ok["gpu"], ok["precision"])])
+        ax.set_xticks(x, [f"{g.split('-')[0].upper()}\n{p}" for g, p in zip(ok["gpu"], ok["precision"])])
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Mixtral 8x7B, TP2, equal SLA ({', '.join(f'{v} >= {t:g}' for v, t in targets.items())}); "
                  f"{reps} replications", fontsize=10)
