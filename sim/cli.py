@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "sim.demand_cli",
     "sim.perf_cli",
     "sim.economics_cli",
+    "sim.sweep_cli",
 ]
 
 

@@ -1,0 +1,118 @@
+"""Which GPU generation serves Mixtral 8x7B most cheaply at the same latency SLA?
+
+For each GPU generation (A100, H100, H200, B200) the script finds, by bisection with
+replications (``sim.capacity_search``), the smallest number of TP2 replicas that meets the
+workload's SLA attainment target at a fixed Poisson demand, and reports GPU-hours per million
+output tokens of that demand (arrived output tokens per second; the fleet meets the SLA for it).  Multiplying by a
+price per GPU-hour gives cost per million tokens; that price comes from the ledger
+(``sim.ledger``) when it is in the tree; without it the script says so and reports GPU-hours.
+H200 and B200 step times are extrapolated from datasheet ceilings (see ``sim.perf``): treat
+them as estimates.
+
+    python experiments/gpu_generations.py            # four generations, 5 replications
+    python experiments/gpu_generations.py --quick    # smoke run
+"""
+from __future__ import annotations
+
+import _common  # noqa: F401  (sets sys.path and the matplotlib backend)
+from _common import apply_sets, executor, main_wrapper, out_dir, parser, save_png, sweep_dir, write_csv, write_report
+
+# (catalog id, precision): A100 has no FP8 tensor cores, so it serves BF16 weights.
+GENERATIONS = [("a100-sxm-80gb", "bf16"), ("h100-sxm", "fp8"), ("h200", "fp8"), ("b200", "fp8")]
+# assumption: demand and run length chosen so each run is a few simulated minutes
+FULL = dict(rate_per_s=100.0, replications=5, horizon_s=120.0, warmup_s=30.0)
+QUICK = dict(rate_per_s=25.0, replications=2, horizon_s=20.0, warmup_s=5.0)
+
+
+def gpu_hour_price_eur(gpu: str):
+    """EUR per GPU-hour from the ledger, or (None, why) when there is none."""
+    import importlib.util
+
+    if importlib.util.find_spec("sim.ledger") is None:
+        return None, "sim.ledger is not in this tree yet: no price per GPU-hour, so no cost"
+    return None, "sim.ledger exists but this experiment is not wired to its price table yet"
+
+
+def main(argv=None) -> int:
+    args = parser(__file__, __doc__).parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    reps = args.replications or cfg["replications"]
+    out = out_dir(args)
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from sim.capacity_search import capacity_search
+    from sim.scenario import load_scenario, with_overrides
+    from sim.sweep import mean_ci95, run_sweep
+
+    base = with_overrides(apply_sets(load_scenario(), args), {
+        "simulation.horizon_s": cfg["horizon_s"], "simulation.warmup_s": cfg["warmup_s"],
+        "workloads.0.arrivals.rate_per_s": cfg["rate_per_s"]})
+    targets = {w.vertical: w.sla.attainment_target for w in base.workloads}
+    rows, notes = [], set()
+    with sweep_dir(args, "gpu_generations") as sdir, executor(args) as ex:
+        for gpu, precision in GENERATIONS:
+            scen = with_overrides(base, {"deployments.0.gpu": gpu, "deployments.0.precision": precision})
+            r = capacity_search(scen, targets, replications=reps, out_dir=sdir / gpu, root_seed=args.seed,
+                                executor=ex, max_replicas=64)
+            row = {"gpu": gpu, "precision": precision, "tp": scen.deployments[0].tp,
+                   "rate_per_s": cfg["rate_per_s"], "min_replicas": r.replicas, "min_gpus": r.gpus}
+            if r.replicas is not None:
+                # the runs at the answer are cached: this reads them back, it does not rerun
+                res = run_sweep(scen, {"deployments.0.replicas": [r.replicas]}, reps, sdir / gpu,
+                                root_seed=args.seed, executor=ex, write_tables=False, write_manifest=False)
+                sums = [res.records[t.key]["summary"] for t in res.tasks]
+                # the demand the fleet meets the SLA for: output tokens that arrived per second.
+                # (Tokens generated inside a short run from an empty start undercount a slow GPU:
+                # its long requests are still in flight at the horizon.)
+                tput = np.array([sum(w["arrived_output_tokens"] for w in s_["workloads"].values()) / s_["horizon_s"]
+                                 for s_ in sums])
+                att = np.array([s_["sla_attainment"] for s_ in sums], dtype=float)
+                gph = r.gpus * 1e6 / (tput * 3600.0)  # GPU-hours per million output tokens, per replication
+                m, lo, hi = mean_ci95(gph)
+                row.update({"sla_attainment_mean": float(np.nanmean(att)),
+                            "demand_output_tokens_per_s_mean": float(tput.mean()),
+                            "gpu_hours_per_m_tokens_mean": m, "gpu_hours_per_m_tokens_ci95_lo": lo,
+                            "gpu_hours_per_m_tokens_ci95_hi": hi})
+                price, note = gpu_hour_price_eur(gpu)
+                if price is not None:
+                    row["eur_per_m_tokens_mean"] = m * price
+                else:
+                    notes.add(note)
+            rows.append(row)
+            print(f"{gpu:14s} {precision}: min replicas {r.replicas}, GPUs {r.gpus}")
+    table = pd.DataFrame(rows)
+    write_csv(table, out, "gpu_generations")
+
+    ok = table.dropna(subset=["min_gpus"]) if "min_gpus" in table else table
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    x = np.arange(len(ok))
+    axes[0].bar(x, ok["min_gpus"], color="tab:blue")
+    axes[0].set_ylabel(f"GPUs to meet SLA at {cfg['rate_per_s']:g} req/s")
+    if "gpu_hours_per_m_tokens_mean" in ok:
+        yerr = np.vstack([ok["gpu_hours_per_m_tokens_mean"] - ok["gpu_hours_per_m_tokens_ci95_lo"],
+                          ok["gpu_hours_per_m_tokens_ci95_hi"] - ok["gpu_hours_per_m_tokens_mean"]])
+        axes[1].bar(x, ok["gpu_hours_per_m_tokens_mean"], yerr=np.nan_to_num(yerr), capsize=4, color="tab:orange")
+    axes[1].set_ylabel("GPU-hours per million output tokens")
+    for ax in axes:
+        ax.set_xticks(x, [f"{g.split('-')[0].upper()}\n{p}" for g, p in zip(ok["gpu"], ok["precision"])])
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Mixtral 8x7B, TP2, equal SLA ({', '.join(f'{v} >= {t:g}' for v, t in targets.items())}); "
+                 f"{reps} replications", fontsize=10)
+    png = save_png(fig, out, "gpu_generations")
+    summary = {f"{r_['gpu']} min GPUs": r_["min_gpus"] for r_ in rows}
+    summary.update({f"{r_['gpu']} GPU-h per M tokens": r_.get("gpu_hours_per_m_tokens_mean") for r_ in rows})
+    for n in sorted(notes):
+        summary["cost"] = n
+    write_report(out, "GPU generations at equal SLA", summary, [("GPUs and GPU-hours per M tokens", png)], base,
+                 [{"field": "generations", "value": str(GENERATIONS), "source / meaning": "assumption: A100 serves BF16 (no FP8 on Ampere)"}])
+    print(table.to_string(index=False))
+    for n in sorted(notes):
+        print(f"note: {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_wrapper(main))
