@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from sim.scenario import load_scenario, with_overrides
     from sim.sweep import run_sweep
 
-    base = with_overrides(apply_sets(load_scenario(), args), {
+    base = with_overrides(apply_sets(load_scenario("day"), args), {
         "simulation.horizon_s": cfg["horizon_s"],
         "simulation.warmup_s": cfg["warmup_s"],
     })

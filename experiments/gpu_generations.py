@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from sim.scenario import load_scenario, with_overrides
     from sim.sweep import mean_ci95, run_sweep
 
-    base = with_overrides(apply_sets(load_scenario(), args), {
+    base = with_overrides(apply_sets(load_scenario("day"), args), {
         "simulation.horizon_s": cfg["horizon_s"], "simulation.warmup_s": cfg["warmup_s"],
         "workloads.0.arrivals.rate_per_s": cfg["rate_per_s"]})
     targets = {w.vertical: w.sla.attainment_target for w in base.workloads}

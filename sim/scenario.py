@@ -524,17 +524,27 @@ def scenario_from_dict(data: dict[str, Any], source: str = "") -> Scenario:
         raise ScenarioError(_format_validation_error(err, source)) from None
 
 
+def packaged_scenarios() -> list[str]:
+    """Names of the scenarios shipped in the package (``sovsim run NAME``)."""
+    return sorted(p.name[:-5] for p in resources.files("sim.scenarios").iterdir()
+                  if p.name.endswith(".toml"))
+
+
 def load_scenario(path: str | Path | None = None) -> Scenario:
-    """Load a TOML scenario; ``None`` loads the default scenario shipped in the package."""
+    """Load a TOML scenario: a file path, or the name of a packaged scenario
+    (``default``: the 36-month forecast; ``day``: one day of Mixtral traffic); ``None``
+    loads ``default``."""
     if path is None:
-        text = resources.files("sim.scenarios").joinpath("default.toml").read_text()
-        source = "default.toml"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ScenarioError(f"{p}: no such scenario file")
+        path = "default"
+    p = Path(path)
+    if p.is_file():
         text = p.read_text()
         source = str(p)
+    elif str(path) in packaged_scenarios():
+        text = resources.files("sim.scenarios").joinpath(f"{path}.toml").read_text()
+        source = f"{path}.toml"
+    else:
+        raise ScenarioError(f"{p}: no such scenario file (packaged scenarios: {', '.join(packaged_scenarios())})")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

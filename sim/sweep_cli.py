@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def _scenario_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenario", help="scenario TOML file, or 'default' for the packaged default")
+    p.add_argument("scenario", help="scenario TOML file, or a packaged scenario name (default, day)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a dotted scenario field before sweeping, e.g. simulation.horizon_s=300")
     p.add_argument("--replications", "-r", type=int, default=3, help="replications per point (default 3)")
@@ -61,7 +61,7 @@ def _load(args):
     from sim.scenario import load_scenario
     from sim.sweep import apply_sets
 
-    return apply_sets(load_scenario(None if args.scenario == "default" else args.scenario), args.set)
+    return apply_sets(load_scenario(args.scenario), args.set)
 
 
 def cmd_sweep(args) -> int:

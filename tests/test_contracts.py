@@ -77,7 +77,7 @@ def test_release_waits_for_notice_and_minimum_term():
 
 
 def test_scenarios_without_economics_blocks_still_validate_and_bad_contracts_fail():
-    sc = load_scenario()
+    sc = load_scenario("day")
     assert sc.pricing == [] and not sc.faults.enabled and sc.capacity_policy.kind == "fixed"
     data = sc.model_dump(mode="python")
     data["sites"] = [{"name": "par", "jurisdiction": "FR",

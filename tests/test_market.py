@@ -320,7 +320,7 @@ def test_parameter_table_defines_every_default_with_a_source():
 
 
 def test_scenario_market_block_is_optional():
-    s = load_scenario()
+    s = load_scenario("day")
     assert s.market is None
     with open(_default_toml(), "rb") as f:
         data = tomllib.load(f)
@@ -342,7 +342,7 @@ def test_scenario_market_block_is_optional():
 
 def _default_toml():
     from importlib import resources
-    return str(resources.files("sim.scenarios").joinpath("default.toml"))
+    return str(resources.files("sim.scenarios").joinpath("day.toml"))
 
 
 def test_market_only_forecast_columns():

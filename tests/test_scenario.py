@@ -17,9 +17,14 @@ def test_every_numeric_default_has_a_source_or_assumption():
     assert not missing, "defaults without a source: " + ", ".join(missing)
 
 
-def test_default_scenario_loads():
+def test_packaged_scenarios_load():
     sc = load_scenario()
-    assert sc.deployments and sc.workloads
+    assert sc.deployments and sc.forecast is not None and sc.forecast.months == 36
+    assert sc.market is not None and not sc.workloads  # tenants come from the market
+    day = load_scenario("day")
+    assert day.workloads and day.forecast is None
+    with pytest.raises(ScenarioError, match="packaged scenarios: day, default"):
+        load_scenario("nope")
 
 
 def test_overrides_revalidate():

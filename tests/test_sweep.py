@@ -32,7 +32,7 @@ GRID = {"deployments.0.replicas": [1, 2, 4], "workloads.0.arrivals.rate_per_s": 
 
 @pytest.fixture(scope="module")
 def base():
-    return load_scenario()
+    return load_scenario("day")
 
 
 # ------------------------------------------------------------------ grid and seeds
@@ -130,7 +130,7 @@ def test_kill_and_resume(tmp_path):
         from sim.sweep import run_sweep
         grid = {{"deployments.0.replicas": list(range(1, 11))}}
         with cf.ProcessPoolExecutor(2) as ex:
-            r = run_sweep(load_scenario(), grid, 2, {str(out)!r}, executor=ex,
+            r = run_sweep(load_scenario("day"), grid, 2, {str(out)!r}, executor=ex,
                           point_fn=fake_point, progress=False)
         print(r.computed, r.reused)
     """))
@@ -286,7 +286,7 @@ def _tiny_real_scenario():
     """A few simulated seconds on a constant step-time model: fast, and independent of sim.perf."""
     from sim.scenario import with_overrides
 
-    return with_overrides(load_scenario(), {
+    return with_overrides(load_scenario("day"), {
         "simulation.horizon_s": 30.0,
         "deployments.0.step_time": {"kind": "constant", "decode_step_s": 0.03,
                                     "prefill_per_token_s": 5e-5, "kv_cache_tokens": 200000},
@@ -348,7 +348,7 @@ def test_run_report_for_a_real_run(tmp_path):
 def test_cli_sweep_end_to_end_and_resume(tmp_path, capsys):
     from sim.cli import main
 
-    argv = ["sweep", "default", "--set", "simulation.horizon_s=20",
+    argv = ["sweep", "day", "--set", "simulation.horizon_s=20",
             "--set", 'deployments.0.step_time={"kind":"constant","decode_step_s":0.03,"kv_cache_tokens":200000}',
             "--grid", "deployments.0.replicas=1..2", "-r", "2", "--workers", "0", "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -360,12 +360,12 @@ def test_cli_sweep_end_to_end_and_resume(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["sweep", "default", "--grid", "deployments.0.nosuch=1,2"], "deployments.0.nosuch"),
-    (["sweep", "default", "--grid", "deployments.0.replicas=4..1"], "LO <= HI"),
-    (["sweep", "default", "--set", "simulation.horizon_s"], "FIELD=VALUE"),
-    (["sweep", "default", "-r", "0"], "--replications 0"),
-    (["capacity", "default", "--target", "finance=0.99"], "no workload has vertical"),
-    (["capacity", "default", "--scope", "site:nowhere"], "no deployment at site"),
+    (["sweep", "day", "--grid", "deployments.0.nosuch=1,2"], "deployments.0.nosuch"),
+    (["sweep", "day", "--grid", "deployments.0.replicas=4..1"], "LO <= HI"),
+    (["sweep", "day", "--set", "simulation.horizon_s"], "FIELD=VALUE"),
+    (["sweep", "day", "-r", "0"], "--replications 0"),
+    (["capacity", "day", "--target", "finance=0.99"], "no workload has vertical"),
+    (["capacity", "day", "--scope", "site:nowhere"], "no deployment at site"),
     (["sweep", "nosuch.toml"], "no such scenario file"),
 ])
 def test_cli_bad_input_is_one_line(argv, msg, tmp_path, capsys):
