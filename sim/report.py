@@ -156,7 +156,12 @@ def scenario_sources_rows(scenario) -> list[dict[str, Any]]:
             for i, x in enumerate(obj):
                 walk(x, f"{path}.{i}", desc)
         else:
-            value = json.dumps(obj) if isinstance(obj, (list, dict)) else obj
+            if isinstance(obj, dict) and any(isinstance(v, BaseModel) for v in obj.values()):
+                for k, v in obj.items():
+                    walk(v, f"{path}.{k}", desc)
+                return
+            value = json.dumps(obj, default=lambda o: o.model_dump(mode="json")
+                               if isinstance(o, BaseModel) else str(o)) if isinstance(obj, (list, dict)) else obj
             rows.append({"field": path, "value": value, "source / meaning": desc})
 
     walk(scenario, "", "")

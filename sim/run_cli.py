@@ -57,6 +57,12 @@ def cmd_run(args) -> int:
     if scenario.forecast is not None:
         from sim.forecast import format_forecast, run_forecast
         result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
+        from sim.report import scenario_sources_rows, write_html_report
+        cfg = json.loads((out / "config.json").read_text())
+        figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
+        write_html_report(out, f"sovsim forecast: {scenario.name} (seed {result.seed})", result.summary,
+                          figs, cfg, scenario_sources_rows(scenario))
+        result.files.append("report.html")
         if args.json:
             from sim.runner import _json_default
             print(json.dumps(result.summary, default=_json_default))
@@ -65,6 +71,9 @@ def cmd_run(args) -> int:
             print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
         return 0
     result = run(scenario, seed=args.seed, out_dir=out, progress=progress)
+    from sim.report import write_run_report
+    write_run_report(result)
+    result.files.append("report.html")
     if args.json:
         from sim.runner import _json_default
         print(json.dumps(result.summary, default=_json_default))

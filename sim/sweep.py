@@ -58,7 +58,11 @@ def run_point(scenario_json: str, seed: int) -> dict:
     from sim.runner import run  # imported here: workers import only what they need
 
     scenario = scenario_from_dict(json.loads(scenario_json), "sweep point")
-    result = run(scenario, seed=seed, out_dir=None, progress=False)
+    if scenario.forecast is not None:  # a forecast scenario sweeps its forecast summary
+        from sim.forecast import run_forecast
+        result = run_forecast(scenario, seed=seed, out_dir=None, progress=False, figures=False)
+    else:
+        result = run(scenario, seed=seed, out_dir=None, progress=False)
     # round-trip through JSON so what is cached is exactly what a rerun reads back
     from sim.runner import _json_default
 
