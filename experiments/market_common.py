@@ -58,7 +58,20 @@ def forecast(task: tuple) -> "object":
         from sim.forecast import run_forecast
     except ImportError:
         raise UserError("sim.forecast.run_forecast is not available in this tree yet: rerun with --market-only") from None
-    return run_forecast(scenario, seed).monthly
+    from sim.scenario import with_overrides
+    # the full forecast: months from --months; traffic sampled more coarsely than the default
+    # run (FORECAST_WINDOWS x FORECAST_WINDOW_S per month) so replications x scenarios stay
+    # affordable; the monthly noise this adds averages out over replications
+    scenario = with_overrides(scenario, {"forecast.months": months,
+                                         "forecast.windows_per_month": FORECAST_WINDOWS,
+                                         "forecast.window_s": FORECAST_WINDOW_S,
+                                         "forecast.warmup_s": FORECAST_WARMUP_S})
+    return run_forecast(scenario, seed, figures=False).monthly
+
+
+FORECAST_WINDOWS = 12   # run setting: traffic windows per month in experiment forecasts
+FORECAST_WINDOW_S = 20.0
+FORECAST_WARMUP_S = 15.0
 
 
 def run_all(tasks: list[tuple], workers: int) -> list:
@@ -85,8 +98,8 @@ def add_common_args(p):
                                       "a missing [market] block gets the table defaults)")
     p.add_argument("--market-only", action="store_true",
                    help="run only the market layer with a constant assumed delivered SLA and a fluid "
-                        "GPU fleet (until sim.forecast.run_forecast exists)")
-    p.add_argument("--months", type=int, default=36, help="horizon of the --market-only path, months (default 36)")
+                        "GPU fleet (fast; the default is the full forecast with simulated traffic)")
+    p.add_argument("--months", type=int, default=36, help="horizon, months (default 36)")
     p.add_argument("--sla", type=float, default=0.99,
                    help="--market-only: assumed delivered SLA attainment (default 0.99)")
     p.add_argument("--reps", type=int, default=10, help="replications (seeds 1..reps) per point (default 10)")

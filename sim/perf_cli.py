@@ -32,9 +32,9 @@ def register(sub) -> None:
     p.add_argument("--output", type=int, required=True, help="Output tokens of every request.")
     p.add_argument("--precision", default="fp8", help="bf16, fp16 or fp8.")
     p.add_argument("--requests", type=int, default=None, help="Requests (default: enough to saturate every replica, bounded).")
-    p.add_argument("--max-num-seqs", type=int, default=None, help="Cap on running sequences per replica (default: the scenario default).")
-    p.add_argument("--max-batched-tokens", type=int, default=None, help="Per-iteration token budget (default: the scenario default).")
-    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="Share of GPU memory for weights + KV (default: the scenario default).")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="Cap on running sequences per replica (default 2048, as trtllm-bench; assumption).")
+    p.add_argument("--max-batched-tokens", type=int, default=None, help="Per-iteration token budget (default 8192, as trtllm-bench; assumption).")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="Share of GPU memory for weights + KV (default 0.95, as trtllm-bench; assumption).")
     p.add_argument("--seed", type=int, default=1, help="Root seed.")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     p.set_defaults(func=cmd_throughput)
@@ -95,6 +95,14 @@ def cmd_step(args) -> int:
 
 
 # ------------------------------------------------------------------ throughput
+# offline-benchmark engine settings (assumption: TensorRT-LLM defaults max_batch_size 2048,
+# max_num_tokens 8192; kv_cache_free_gpu_mem_fraction 0.95 "in majority of cases" per the
+# TensorRT-LLM perf-overview page)
+OFFLINE_MAX_NUM_SEQS = 2048
+OFFLINE_MAX_BATCHED_TOKENS = 8192
+OFFLINE_GPU_MEMORY_UTILIZATION = 0.95
+
+
 def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, output_tokens: int,
                         precision: str = "fp8", requests: int | None = None, max_num_seqs: int | None = None,
                         max_batched_tokens: int | None = None, gpu_memory_utilization: float | None = None):
@@ -107,14 +115,15 @@ def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: 
     if input_tokens < 1 or output_tokens < 1:
         raise UserError("--input and --output: must be >= 1 token")
     replicas = gpus // tp
-    batching = {}
-    if max_num_seqs is not None:
-        batching["max_num_seqs"] = max_num_seqs
-    if max_batched_tokens is not None:
-        batching["max_batched_tokens"] = max_batched_tokens
-    if gpu_memory_utilization is not None:
-        batching["gpu_memory_utilization"] = gpu_memory_utilization
-    seqs = max_num_seqs or BatchingSpec().max_num_seqs
+    # an offline benchmark runs the engine the way trtllm-bench / MLPerf Offline do: large
+    # batches and most of the memory for the KV cache (not the serving defaults)
+    batching = {
+        "max_num_seqs": OFFLINE_MAX_NUM_SEQS if max_num_seqs is None else max_num_seqs,
+        "max_batched_tokens": OFFLINE_MAX_BATCHED_TOKENS if max_batched_tokens is None else max_batched_tokens,
+        "gpu_memory_utilization": OFFLINE_GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None
+        else gpu_memory_utilization,
+    }
+    seqs = batching["max_num_seqs"]
     if requests is None:
         # several full batches per replica so the batch stays saturated, bounded for speed
         requests = replicas * seqs * 4
