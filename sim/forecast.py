@@ -159,7 +159,7 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
                                                     "output_tokens": 0, "arrivals": 0, "completed": 0,
                                                     "rejected": 0})
             n_rej = ws["measured_rejected"]
-            measured = ws["measured"] + n_rej
+            measured = ws["measured"] + n_rej + ws["inflight_missed"]
             acc["measured"] += measured
             acc["met"] += (ws["sla_attainment"] or 0.0) * measured
             acc["prompt_tokens"] += ws["measured_prompt_tokens"]

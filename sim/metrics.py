@@ -88,6 +88,7 @@ class Stream:
         self.sum_wait2 = 0.0
         self.preemptions = 0
         self.rejected_measured = 0  # rejected requests that arrived after warm-up
+        self.inflight_missed = 0    # in flight at the horizon and already past the TTFT target
         self.h_ttft = LogHistogram()
         self.h_tpot = LogHistogram()
         self.h_e2e = LogHistogram()
@@ -97,7 +98,7 @@ class Stream:
         for k in ("completed", "arrivals", "measured_arrivals", "arrived_prompt_tokens", "arrived_output_tokens", "measured",
                   "measured_prompt_tokens", "measured_output_tokens", "sla_met", "ttft_met", "tpot_met",
                   "prompt_tokens", "output_tokens", "sum_ttft", "sum_tpot", "n_tpot", "sum_e2e",
-                  "sum_wait", "sum_wait2", "preemptions", "rejected_measured"):
+                  "sum_wait", "sum_wait2", "preemptions", "rejected_measured", "inflight_missed"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         for r in REJECT_REASONS:
             self.rejected[r] += o.rejected[r]
@@ -125,6 +126,7 @@ class Stream:
             "rejected_by_reason": dict(self.rejected),
             "rejected_share": (rej / self.arrivals) if self.arrivals else 0.0,
             "measured_rejected": self.rejected_measured,
+            "inflight_missed": self.inflight_missed,
             "measured": n,
             "measured_prompt_tokens": self.measured_prompt_tokens,
             "measured_output_tokens": self.measured_output_tokens,
@@ -141,7 +143,7 @@ class Stream:
             "ttft_attainment": None,
             "tpot_attainment": None,
         }
-        denom = n + self.rejected_measured
+        denom = n + self.rejected_measured + self.inflight_missed
         if denom:
             d["sla_attainment"] = self.sla_met / denom
             d["ttft_attainment"] = self.ttft_met / denom
@@ -323,6 +325,18 @@ class Metrics:
             self.sample[int(j[pos])] = rows[i + int(pos)]
 
     # ------------------------------------------------------------------ results
+    def count_inflight_misses(self, requests, now: float):
+        """Requests still in the system at the horizon that already missed their TTFT target
+        (no first token yet and older than the target, or a first token that came too late)
+        count as SLA misses; the others are undecided and left out."""
+        for r in requests:
+            if r.arrival_s < self.warmup_s:
+                continue
+            target = self.ttft_target[r.workload]
+            ttft = (r.first_token_s if r.first_token_s >= 0.0 else now) - r.arrival_s + r.latency_s
+            if ttft > target:
+                self.streams[r.workload].inflight_missed += 1
+
     def add_in_flight(self, requests):
         """Requests still in the system at the horizon enter the sample, not the sums."""
         rows = [self._row(r, 2) for r in requests]

@@ -193,6 +193,9 @@ class World:
         m = self.metrics
         inflight = self.in_flight()
         m.flush()
+        if not getattr(self, "_inflight_counted", False):
+            m.count_inflight_misses(inflight, self.env.now)
+            self._inflight_counted = True
         total = m.total()
         offline = all(w.arrivals.kind == "offline" for w in sc.workloads)
         duration = (m.last_completion_s if offline else sc.simulation.horizon_s) or 0.0

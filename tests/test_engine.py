@@ -177,3 +177,16 @@ def test_memory_flat_in_request_count():
     p4, n4 = peak(1200.0)
     assert n4 > 3.5 * n1 > 0
     assert p4 < 1.25 * p1, (p1, p4)
+
+
+def test_overload_attainment_counts_requests_stuck_in_queue():
+    """Under overload most requests are still queued at the horizon: those already past the
+    TTFT target are misses, so attainment cannot look good just because they never finish."""
+    sc = small_scenario(replicas=1, rate=30.0, max_num_seqs=4, horizon_s=120.0)
+    world = World(sc, 2)
+    world.run()
+    s = world.summary()
+    w = s["workloads"]["w"]
+    assert s["in_flight"] > 100
+    assert w["inflight_missed"] > 0
+    assert w["sla_attainment"] < 0.5
