@@ -44,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--no-figure", action="store_true", help="Skip the predicted-vs-measured figure.")
     p.add_argument("--dry-run", action="store_true", help="Fit and report, but do not overwrite models/calibration.")
     p.add_argument("--import-from", default=None, help="First rebuild models/measurements from this shared calibration folder.")
+    p.add_argument("--throughput", action="store_true", help="Instead: refit only the in-flight-batching `trtllm` framework profile on the dense TensorRT-LLM perf-overview throughput rows of one version (full engine; ~2-4 min) and write throughput_trtllm_dense.md/.csv.")
+    p.add_argument("--fit-version", default=None, help="With --throughput: the perf-overview version fitted on (v0.14, v0.17, v1.0; default v0.17); the others are held out.")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("catalog", help="List GPU and LLM cards (ids users type).")
@@ -205,6 +207,15 @@ def cmd_throughput(args) -> int:
 
 # ------------------------------------------------------------------ calibrate, catalog
 def cmd_calibrate(args) -> int:
+    if args.throughput:
+        from sim.throughput_fit import FIT_VERSION, run_fit, summary_lines
+        out = run_fit(args.fit_version or FIT_VERSION, write=not args.dry_run, results_dir=Path(args.results))
+        held = out["terms"][out["terms"].held_out]
+        print("held-out rows, before (trtllm-v0.9 profile):\n" + "\n".join(summary_lines(held, "err_old")))
+        print("held-out rows, after:\n" + "\n".join(summary_lines(held, "err")))
+        return 0
+    if args.fit_version:
+        raise UserError("--fit-version: only with --throughput")
     from sim.calibrate import calibrate
     if args.import_from:
         from sim.measurements import import_measurements
