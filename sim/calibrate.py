@@ -276,12 +276,16 @@ def fit_cpu_overhead() -> tuple[float, float, pd.DataFrame]:
     return float(a), float(b), out
 
 
-# default profile of the engine: TensorRT-LLM's overheads, fitted on batches up to 1024 (the
-# vLLM rows stop at batch 64 and come from the 2024 Python scheduler); see docs/perf.md
+# default profile of the engine: TensorRT-LLM in-flight batching (`trtllm`), fitted on the
+# dense perf-overview throughput rows of one version by `sovsim calibrate --throughput`
+# (sim/throughput_fit.py) and carried over here; without it, the static-batching profile
+# `trtllm-v0.9` (batches up to 1024; the vLLM rows stop at batch 64 and come from the 2024
+# Python scheduler). See docs/perf.md.
 DEFAULT_FRAMEWORK = "trtllm"
+FALLBACK_FRAMEWORK = "trtllm-v0.9"
 FRAMEWORK_DATASETS = {  # serving-software profile -> whole-batch datasets it is fitted on
     "vllm": ("argonne-vllm", "vllm-ci"),
-    "trtllm": ("trtllm-static-v0.9.0", "trtllm-static-v0.5.0", "trtllm-ttft-v0.9.0"),
+    "trtllm-v0.9": ("trtllm-static-v0.9.0", "trtllm-static-v0.5.0", "trtllm-ttft-v0.9.0"),
 }
 
 
@@ -464,13 +468,26 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
         heldout[sel] = cv[sel]
         log(f"framework profile {prof}: {x[0]*1e3:.3f} ms/iteration + {x[1]*1e6:.2f} us/seq "
             f"(dense rows of {', '.join(datasets)})")
-    for p in params.values():
-        p.iteration_overhead_s = profiles[DEFAULT_FRAMEWORK]["iteration_overhead_s"]
-        p.per_seq_overhead_s = profiles[DEFAULT_FRAMEWORK]["per_seq_overhead_s"]
-        p.framework_profiles = profiles
+    # the throughput-fitted in-flight-batching profile (sovsim calibrate --throughput) is kept
+    committed = {}
+    for gid in params:
+        f = model_file("calibration", f"{gid}.json")
+        if f.is_file():
+            committed[gid] = json.loads(f.read_text()).get("framework_profiles", {}).get(DEFAULT_FRAMEWORK)
+    for gid, p in params.items():
+        profs = dict(profiles)
+        ifb = committed.get(gid)
+        if ifb and "perf-overview" in ifb.get("fitted_on", ""):
+            profs[DEFAULT_FRAMEWORK] = ifb
+        default = profs.get(DEFAULT_FRAMEWORK) or profs[FALLBACK_FRAMEWORK]
+        p.iteration_overhead_s = default["iteration_overhead_s"]
+        p.per_seq_overhead_s = default["per_seq_overhead_s"]
+        p.kernel_time_scale = default.get("kernel_time_scale", 1.0)
+        p.framework_profiles = profs
         p.meta["framework_overhead_from"] = (
             f"per serving-software profile, least squares on that software's dense whole-batch public rows "
-            f"(datasets weighted equally; MoE rows never used); default = {DEFAULT_FRAMEWORK}. Cross-check: vidur "
+            f"(datasets weighted equally; MoE rows never used); default = {DEFAULT_FRAMEWORK} if fitted by "
+            f"`sovsim calibrate --throughput`, else {FALLBACK_FRAMEWORK}. Cross-check: vidur "
             f"cpu_overheads.csv (A100 host, 2024) gives {a_it*1e3:.2f} ms + {b_it*1e6:.1f} us/seq")
     prof_of = {ds: prof for prof, dss in FRAMEWORK_DATASETS.items() for ds in dss}
     wb["framework"] = wb.dataset.map(prof_of).fillna("vllm")
@@ -541,7 +558,7 @@ def write_report(out: dict, results_dir: Path, figure: bool = True, log=print) -
           "\n## Whole-batch public measurements\n",
           "Each row simulates the benchmark's static batch with the calibrated model: prefill of the "
           "batch's prompts, then one decode step per output token. Only the two framework-overhead "
-          "parameters of each serving-software profile (vllm: Argonne vLLM + vLLM CI; trtllm: "
+          "parameters of each serving-software profile (vllm: Argonne vLLM + vLLM CI; trtllm-v0.9: "
           "TensorRT-LLM static batching + first-token) are fitted on these rows, on dense models only; "
           "*heldout* = leave-one-dataset-out within the profile. MoE (Mixtral) rows are never fitted. "
           "See `wholebatch_comparison.csv` for every row and its caveat.\n", _md_table(wholebatch.summarize(wb)), ""]

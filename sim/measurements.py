@@ -36,6 +36,7 @@ PUBLIC_FILES = [
     "vllm_github_pr_and_ci_measurements.csv", "argonne_llm_inference_bench_static_batch.csv",
     "trtllm_static_batching_v0.9_v0.5.csv", "trtllm_perf_overview_v0.14_throughput.csv",
     "trtllm_perf_overview_v0.17_throughput.csv", "trtllm_online_serving_v0.14.csv",
+    "trtllm_perf_overview_v1.0_throughput.csv",
 ]
 
 

@@ -11,7 +11,8 @@ are neither purely bandwidth- nor compute-bound).  Attention adds a decode term 
 tensor parallelism adds two all-reduces per layer; a MoE layer reads the weights of the
 expected number of distinct experts its tokens touch, ``sum_i 1-(1-pi_i)^n`` with
 ``pi_i`` the chance a token picks expert ``i`` (uniform: ``E(1-(1-k/E)^n)``).  A framework
-overhead per iteration and per sequence closes the sum.
+overhead per iteration and per sequence closes the sum; a framework profile may also carry ``kernel_time_scale``, its kernels' GPU time
+relative to the fitted operator kernels (docs/perf.md, "Framework profiles").
 
 Parameters come per GPU from ``models/calibration/<gpu>.json`` (written by
 ``sovsim calibrate``); ``kind = "roofline"`` uses datasheet ceilings only (efficiency 1, no
@@ -66,6 +67,9 @@ class Params:
     allreduce: dict = field(default_factory=dict)  # {"2": {"latency_s":..., "bw_gb_s":...}}
     iteration_overhead_s: float = 0.0
     per_seq_overhead_s: float = 0.0
+    # GPU time of the serving software's kernels relative to the fitted operator kernels (vidur:
+    # 2024 PyTorch/vLLM lineage): part of a framework profile, 1.0 = the operator fit as is
+    kernel_time_scale: float = 1.0
     framework_profiles: dict = field(default_factory=dict)  # {"vllm": {...}, "trtllm": {...}}
     meta: dict = field(default_factory=dict)
 
@@ -156,7 +160,8 @@ class PerfModel(StepTimeModel):
                 raise UserError(f"framework: {framework!r} has no fitted profile; allowed: "
                                 f"{', '.join(params.framework_profiles) or 'none (datasheet roofline)'}")
             params = dataclasses.replace(params, iteration_overhead_s=prof["iteration_overhead_s"],
-                                         per_seq_overhead_s=prof["per_seq_overhead_s"])
+                                         per_seq_overhead_s=prof["per_seq_overhead_s"],
+                                         kernel_time_scale=prof.get("kernel_time_scale", 1.0))
         if tp < 1:
             raise UserError(f"{name}: tp must be >= 1 (got {tp})")
         self.llm, self.gpu, self.tp, self.precision, self.p = llm, gpu, tp, precision, params
@@ -197,7 +202,8 @@ class PerfModel(StepTimeModel):
         self._attn_flops_pair_layer = 4.0 * (m.heads / tp) * m.head_dim
         slope_b = self._kv_bytes_tok_layer / (bw * P.attn_decode_eta_bw)
         slope_f = self._attn_flops_pair_layer / (self._F16 * P.attn_decode_eta_bw)
-        self._decode_slope = L * max(slope_b, slope_f)
+        self._ks = P.kernel_time_scale
+        self._decode_slope = self._ks * L * max(slope_b, slope_f)
         # MoE
         self._moe_probs = expert_probs(m.experts, m.top_k, P.moe_skew) if m.is_moe else None
         self._expert_bytes = m.expert_params / tp * self._bpp
@@ -289,8 +295,9 @@ class PerfModel(StepTimeModel):
         # embedding lookup (once per iteration)
         emb = self._blend(P.ew_overhead_s["emb"], n * 2 * self.llm.hidden * ACTIVATION_BYTES
                           / (self._bw * P.ew_eta_bw["emb"]), P.ew_p["emb"])
-        return {"weights": L * wts, "compute": L * (cmp + ew) + emb, "communication": L * comm,
-                "overhead": L * ovh}
+        ks = self._ks
+        return {"weights": ks * L * wts, "compute": ks * (L * (cmp + ew) + emb), "communication": ks * L * comm,
+                "overhead": ks * L * ovh}
 
     def _tokens_s(self, n: int) -> float:
         t = self._tokens_cache.get(n)
@@ -306,8 +313,9 @@ class PerfModel(StepTimeModel):
         comm = 0.0
         if self.tp > 1:  # gather of the vocab-parallel logits
             comm = self._ar_lat + n_seq * m.vocab * LOGIT_BYTES / self._ar_bw
-        return {"weights": b, "compute": f, "communication": comm,
-                "overhead": o + P.iteration_overhead_s + P.per_seq_overhead_s * n_seq}
+        ks = self._ks  # GPU kernels scale; the framework's CPU overheads do not
+        return {"weights": ks * b, "compute": ks * f, "communication": ks * comm,
+                "overhead": ks * o + P.iteration_overhead_s + P.per_seq_overhead_s * n_seq}
 
     def _seq_s(self, n_seq: int) -> float:
         t = self._seq_cache.get(n_seq)
@@ -318,12 +326,12 @@ class PerfModel(StepTimeModel):
 
     def _decode_attn_base(self, batch: int) -> float:
         P = self.p
-        return self._L * (P.attn_decode_overhead_s + P.attn_decode_per_seq_s * batch) if batch > 0 else 0.0
+        return self._ks * self._L * (P.attn_decode_overhead_s + P.attn_decode_per_seq_s * batch) if batch > 0 else 0.0
 
     def _prefill_attn_s(self, tokens: int, pairs: float) -> float:
         P = self.p
-        return self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens)
-                          * self._attn_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
+        return self._ks * self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens)
+                                     * self._attn_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
 
     # -------------------------------------------------------------- interface
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
@@ -357,8 +365,8 @@ class PerfModel(StepTimeModel):
             out["kv"] += self._decode_slope * decode_kv_tokens
         if prefill_tokens > 0:
             pf = self._prefill_attn_s(prefill_tokens, prefill_attn_pairs)
-            out["overhead"] += self._L * self.p.attn_prefill_overhead_s
-            out["compute"] += pf - self._L * self.p.attn_prefill_overhead_s
+            out["overhead"] += self._ks * self._L * self.p.attn_prefill_overhead_s
+            out["compute"] += pf - self._ks * self._L * self.p.attn_prefill_overhead_s
         return out
 
     def expected_experts(self, n_tokens: int) -> float:

@@ -44,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--no-figure", action="store_true", help="Skip the predicted-vs-measured figure.")
     p.add_argument("--dry-run", action="store_true", help="Fit and report, but do not overwrite models/calibration.")
     p.add_argument("--import-from", default=None, help="First rebuild models/measurements from this shared calibration folder.")
+    p.add_argument("--throughput", action="store_true", help="Instead: refit only the in-flight-batching `trtllm` framework profile on the dense TensorRT-LLM perf-overview throughput rows of one version (full engine; ~2-4 min) and write throughput_trtllm_dense.md/.csv.")
+    p.add_argument("--fit-version", default=None, help="With --throughput: the perf-overview version fitted on (v0.14, v0.17, v1.0; default v0.17); the others are held out.")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("catalog", help="List GPU and LLM cards (ids users type).")
@@ -101,11 +103,17 @@ def cmd_step(args) -> int:
 OFFLINE_MAX_NUM_SEQS = 2048
 OFFLINE_MAX_BATCHED_TOKENS = 8192
 OFFLINE_GPU_MEMORY_UTILIZATION = 0.95
+# the run ends at the horizon; the economics ledger ticks hourly until then, so a 1e9 s horizon
+# cost ~4 s of ticks per run. The horizon is set from a serial upper bound of the makespan
+# (every request alone on its replica, batch 1) and the run is repeated with this fallback if
+# any request is still unfinished.
+OFFLINE_HORIZON_S = 1e9
 
 
 def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, output_tokens: int,
                         precision: str = "fp8", requests: int | None = None, max_num_seqs: int | None = None,
-                        max_batched_tokens: int | None = None, gpu_memory_utilization: float | None = None):
+                        max_batched_tokens: int | None = None, gpu_memory_utilization: float | None = None,
+                        horizon_s: float | None = None):
     """The offline-throughput scenario: ``gpus / tp`` replicas, ``requests`` fixed-length
     requests all arriving at t = 0."""
     from sim.scenario import BatchingSpec, scenario_from_dict
@@ -132,7 +140,7 @@ def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: 
         raise UserError(f"--requests: must be >= 1 (got {requests})")
     data = {
         "name": "throughput",
-        "simulation": {"horizon_s": 1e9, "request_sample_size": 0},
+        "simulation": {"horizon_s": OFFLINE_HORIZON_S if horizon_s is None else horizon_s, "request_sample_size": 0},
         "deployments": [{"name": "bench", "model": model, "gpu": gpu, "precision": precision, "tp": tp,
                          "replicas": replicas, "batching": batching}],
         "workloads": [{"name": "offline", "model": model, "arrivals": {"kind": "offline", "count": requests},
@@ -151,7 +159,20 @@ def throughput(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, outp
     from sim.perf import build_step_model, extrapolation_reasons
     sc = throughput_scenario(model, gpu, gpus, tp, input_tokens, output_tokens, precision, requests, **kw)
     step = build_step_model(sc.deployments[0])  # fails early, one line, if the weights do not fit
-    res = run(sc, seed=seed)
+    # serial bound: each request alone (prefill in token-budget chunks, then batch-1 decodes)
+    budget = sc.deployments[0].batching.max_batched_tokens
+    w = step.window_tokens
+    chunks = -(-input_tokens // budget)
+    t_req = sum(step.step_time_s(0, 0, min(budget, input_tokens - c * budget),
+                                 prefill_attn_pairs(c * budget, min(budget, input_tokens - c * budget), w))
+                for c in range(chunks))
+    t_req += output_tokens * step.step_time_s(1, min(input_tokens + output_tokens, w) if w else input_tokens + output_tokens, 0, 0.0)
+    per_replica = -(-sc.workloads[0].arrivals.count // (gpus // tp))
+    bound_s = 2.0 * t_req * per_replica + 60.0
+    res = run(sc.model_copy(update={"simulation": sc.simulation.model_copy(update={"horizon_s": bound_s})}), seed=seed) \
+        if bound_s < sc.simulation.horizon_s else run(sc, seed=seed)
+    if res.summary["completed"] < sc.workloads[0].arrivals.count:
+        res = run(sc, seed=seed)
     s = res.summary
     span = s["last_completion_s"]
     out_tok = s["output_tokens_total"]
@@ -186,6 +207,15 @@ def cmd_throughput(args) -> int:
 
 # ------------------------------------------------------------------ calibrate, catalog
 def cmd_calibrate(args) -> int:
+    if args.throughput:
+        from sim.throughput_fit import FIT_VERSION, run_fit, summary_lines
+        out = run_fit(args.fit_version or FIT_VERSION, write=not args.dry_run, results_dir=Path(args.results))
+        held = out["terms"][out["terms"].held_out]
+        print("held-out rows, before (trtllm-v0.9 profile):\n" + "\n".join(summary_lines(held, "err_old")))
+        print("held-out rows, after:\n" + "\n".join(summary_lines(held, "err")))
+        return 0
+    if args.fit_version:
+        raise UserError("--fit-version: only with --throughput")
     from sim.calibrate import calibrate
     if args.import_from:
         from sim.measurements import import_measurements

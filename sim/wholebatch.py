@@ -138,10 +138,13 @@ def compare(params_by_gpu: dict | None = None) -> pd.DataFrame:
     for c in _cases():
         cal = catalog.gpu(c["gpu"]).calibration_from
         p = params_by_gpu[cal] if params_by_gpu else load_params(c["gpu"])
-        prof = p.framework_profiles.get("trtllm" if c["dataset"].startswith("trtllm") else "vllm")
+        prof = p.framework_profiles.get("trtllm-v0.9" if c["dataset"].startswith("trtllm") else "vllm")
         if prof:
             p = dataclasses.replace(p, iteration_overhead_s=prof["iteration_overhead_s"],
-                                    per_seq_overhead_s=prof["per_seq_overhead_s"])
+                                    per_seq_overhead_s=prof["per_seq_overhead_s"],
+                                    kernel_time_scale=prof.get("kernel_time_scale", 1.0))
+        else:
+            p = dataclasses.replace(p, kernel_time_scale=1.0)
         p0 = dataclasses.replace(p, iteration_overhead_s=0.0, per_seq_overhead_s=0.0)
         n_it, n_seq = static_batch_counts(c["batch"], c["input"], c["output"])
         try:

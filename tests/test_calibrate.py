@@ -89,7 +89,13 @@ def test_calibration_files_are_complete():
         for key in ("gemm_eta_bw", "gemm_eta_flops", "moe_eta_bw", "allreduce", "framework_profiles", "meta"):
             assert key in data, (gid, key)
         assert 0 < data["gemm_eta_bw"] <= 1 and 0 < data["gemm_eta_flops"] <= 1
-        assert set(data["framework_profiles"]) == {"vllm", "trtllm"}
+        assert set(data["framework_profiles"]) == {"vllm", "trtllm", "trtllm-v0.9"}
+        # the default (top-level) overheads are the in-flight-batching trtllm profile's
+        prof = data["framework_profiles"]["trtllm"]
+        assert "perf-overview" in prof["fitted_on"] and "held out" in prof["fitted_on"]
+        assert data["iteration_overhead_s"] == prof["iteration_overhead_s"]
+        assert data["per_seq_overhead_s"] == prof["per_seq_overhead_s"]
+        assert data["kernel_time_scale"] == prof["kernel_time_scale"]
 
 
 @pytest.mark.slow
