@@ -3,9 +3,13 @@
 For each GPU generation (A100, H100, H200, B200) the script finds, by bisection with
 replications (``sim.capacity_search``), the smallest number of TP2 replicas that meets the
 workload's SLA attainment target at a fixed Poisson demand, and reports GPU-hours per million
-output tokens of that demand (arrived output tokens per second; the fleet meets the SLA for it).  Multiplying by a
-price per GPU-hour gives cost per million tokens; that price comes from the ledger
-(``sim.ledger``) when it is in the tree; without it the script says so and reports GPU-hours.
+output tokens of that demand (arrived output tokens per second; the fleet meets the SLA for it).
+Cost per million output tokens = GPU-hours per million x the generation's on-demand rental
+price per GPU-hour at an EU provider (a row of models/economics/gpu_prices.csv, through
+``sim.contracts.rental_terms``; rental bills every provisioned hour and includes power).  The
+data has EUR prices for A100 (OVHcloud), H100 SXM (Scaleway) and H200 (OVHcloud), none for
+B200 (USD only): its cost column is empty and the table says why.  (The runs' own ledger
+block is not used here: without contracts it prices every GPU at the H100 default.)
 H200 and B200 step times are extrapolated from datasheet ceilings (see ``sim.perf``): treat
 them as estimates.
 
@@ -24,13 +28,38 @@ FULL = dict(rate_per_s=100.0, replications=5, horizon_s=120.0, warmup_s=30.0)
 QUICK = dict(rate_per_s=25.0, replications=2, horizon_s=20.0, warmup_s=5.0)
 
 
-def gpu_hour_price_eur(gpu: str):
-    """EUR per GPU-hour from the ledger, or (None, why) when there is none."""
-    import importlib.util
+# On-demand rental price per GPU-hour of each generation at an EU provider, in EUR, as a row
+# of models/economics/gpu_prices.csv (item, GPUs per instance).  B200: the data holds only
+# USD prices (AWS p6-b200 Paris, Nebius) and no EUR/USD rate, so no EUR price is invented.
+PRICE_ROWS = {
+    "a100-sxm-80gb": ("OVHcloud a100-180 (1x A100 80GB) hourly", 1),
+    "h100-sxm": ("Scaleway H100-SXM-8-80G (8x H100 SXM) on-demand, fr-par-2", 8),
+    "h200": ("OVHcloud h200-1920 (8x H200 141GB) hourly", 8),
+}
+NO_PRICE = {"b200": "no EUR price in models/economics/gpu_prices.csv (only USD: AWS p6-b200 Paris, Nebius; no EUR/USD rate recorded)"}
 
-    if importlib.util.find_spec("sim.ledger") is None:
-        return None, "sim.ledger is not in this tree yet: no price per GPU-hour, so no cost"
-    return None, "sim.ledger exists but this experiment is not wired to its price table yet"
+
+def gpu_hour_price_eur(gpu: str):
+    """(EUR per GPU-hour, source) of on-demand rental for ``gpu``, or (None, why not).
+
+    The price is the gpu_prices.csv row's EUR per instance-hour over its GPUs, turned into
+    contract terms by ``sim.contracts.rental_terms`` (rental includes power, so the cost of a
+    GPU-hour does not depend on how busy it is)."""
+    import pandas as pd
+
+    from sim.contracts import rental_terms
+    from sim.resources import model_file
+
+    if gpu not in PRICE_ROWS:
+        return None, NO_PRICE.get(gpu, f"no price row for {gpu} in models/economics/gpu_prices.csv")
+    item, n_gpus = PRICE_ROWS[gpu]
+    table = pd.read_csv(model_file("economics", "gpu_prices.csv"))
+    row = table[table["item"] == item]
+    if len(row) != 1 or not str(row["unit"].iloc[0]).startswith("EUR per instance-hour"):
+        raise RuntimeError(f"gpu_prices.csv: expected one EUR per instance-hour row {item!r}")
+    price = float(row["value"].iloc[0]) / n_gpus
+    terms = rental_terms(f"on_demand_{gpu}", "on_demand", price_eur_per_gpu_h=price)
+    return terms.cost_eur_per_gpu_h(busy_share=1.0), f"gpu_prices.csv '{item}' {float(row['value'].iloc[0]):g} EUR/instance-h / {n_gpus} GPU"
 
 
 def main(argv=None) -> int:
@@ -77,17 +106,24 @@ def main(argv=None) -> int:
                             "gpu_hours_per_m_tokens_mean": m, "gpu_hours_per_m_tokens_ci95_lo": lo,
                             "gpu_hours_per_m_tokens_ci95_hi": hi})
                 price, note = gpu_hour_price_eur(gpu)
+                row["price_eur_per_gpu_h"] = price
+                row["price_source"] = note
                 if price is not None:
-                    row["eur_per_m_tokens_mean"] = m * price
+                    # rental bills every provisioned GPU-hour: cost = GPU-hours x price
+                    em, elo, ehi = mean_ci95(gph * price)
+                    row.update({"eur_per_m_tokens_mean": em, "eur_per_m_tokens_ci95_lo": elo,
+                                "eur_per_m_tokens_ci95_hi": ehi})
                 else:
-                    notes.add(note)
+                    row.update({"eur_per_m_tokens_mean": None, "eur_per_m_tokens_ci95_lo": None,
+                                "eur_per_m_tokens_ci95_hi": None})
+                    notes.add(f"{gpu}: {note}")
             rows.append(row)
             print(f"{gpu:14s} {precision}: min replicas {r.replicas}, GPUs {r.gpus}")
     table = pd.DataFrame(rows)
     write_csv(table, out, "gpu_generations")
 
     ok = table.dropna(subset=["min_gpus"]) if "min_gpus" in table else table
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     x = np.arange(len(ok))
     axes[0].bar(x, ok["min_gpus"], color="tab:blue")
     axes[0].set_ylabel(f"GPUs to meet SLA at {cfg['rate_per_s']:g} req/s")
@@ -96,6 +132,16 @@ def main(argv=None) -> int:
                           ok["gpu_hours_per_m_tokens_ci95_hi"] - ok["gpu_hours_per_m_tokens_mean"]])
         axes[1].bar(x, ok["gpu_hours_per_m_tokens_mean"], yerr=np.nan_to_num(yerr), capsize=4, color="tab:orange")
     axes[1].set_ylabel("GPU-hours per million output tokens")
+    eur = pd.to_numeric(ok["eur_per_m_tokens_mean"], errors="coerce") if "eur_per_m_tokens_mean" in ok else None
+    if eur is not None:
+        lo_ = pd.to_numeric(ok["eur_per_m_tokens_ci95_lo"], errors="coerce")
+        hi_ = pd.to_numeric(ok["eur_per_m_tokens_ci95_hi"], errors="coerce")
+        yerr = np.nan_to_num(np.vstack([eur - lo_, hi_ - eur]))
+        axes[2].bar(x, np.nan_to_num(eur), yerr=yerr, capsize=4, color="tab:green")
+        for i, v in enumerate(eur):
+            if not np.isfinite(v):
+                axes[2].text(i, 0, "no EUR\nprice in\nthe data", ha="center", va="bottom", fontsize=8)
+    axes[2].set_ylabel("EUR per million output tokens (on-demand rental)")
     for ax in axes:
         ax.set_xticks(x, [f"{g.split('-')[0].upper()}\n{p}" for g, p in zip(ok["gpu"], ok["precision"])])
         ax.grid(axis="y", alpha=0.3)
@@ -104,10 +150,14 @@ def main(argv=None) -> int:
     png = save_png(fig, out, "gpu_generations")
     summary = {f"{r_['gpu']} min GPUs": r_["min_gpus"] for r_ in rows}
     summary.update({f"{r_['gpu']} GPU-h per M tokens": r_.get("gpu_hours_per_m_tokens_mean") for r_ in rows})
-    for n in sorted(notes):
-        summary["cost"] = n
-    write_report(out, "GPU generations at equal SLA", summary, [("GPUs and GPU-hours per M tokens", png)], base,
-                 [{"field": "generations", "value": str(GENERATIONS), "source / meaning": "assumption: A100 serves BF16 (no FP8 on Ampere)"}])
+    summary.update({f"{r_['gpu']} EUR per M output tokens": (r_.get("eur_per_m_tokens_mean") if r_.get("price_eur_per_gpu_h")
+                     else "no EUR price in the data") for r_ in rows})
+    for i, n in enumerate(sorted(notes)):
+        summary[f"cost note {i + 1}"] = n
+    write_report(out, "GPU generations at equal SLA", summary, [("GPUs, GPU-hours and EUR per M tokens", png)], base,
+                 [{"field": "generations", "value": str(GENERATIONS), "source / meaning": "assumption: A100 serves BF16 (no FP8 on Ampere)"}]
+                 + [{"field": f"price_eur_per_gpu_h ({r_['gpu']})", "value": r_.get("price_eur_per_gpu_h"),
+                     "source / meaning": r_.get("price_source")} for r_ in rows])
     print(table.to_string(index=False))
     for n in sorted(notes):
         print(f"note: {n}")

@@ -141,6 +141,7 @@ def capacity_search(
     tp_sum = sum(scenario.deployments[i].tp for i in idx)
     out = Path(out_dir)
     cache: dict[int, Evaluation] = {}
+    summaries: dict[int, list[dict]] = {}  # n -> the replications' run summaries
 
     def evaluate(n: int) -> Evaluation:
         if n in cache:
@@ -150,7 +151,8 @@ def capacity_search(
                         point_fn=point_fn, progress=progress, write_tables=False,
                         write_manifest=False)
         scen_n = with_overrides(scenario, {k: v[0] for k, v in grid.items()})
-        per_rep = [vertical_attainment(res.records[t.key]["summary"], scen_n) for t in res.tasks]
+        summaries[n] = [res.records[t.key]["summary"] for t in res.tasks]
+        per_rep = [vertical_attainment(s_, scen_n) for s_ in summaries[n]]
         att = {v: mean_ci95(np.array([r[v] for r in per_rep])) for v in targets}
         ok = all((att[v][1] if conservative and replications > 1 else att[v][0]) >= targets[v]
                  for v in targets)
@@ -176,18 +178,45 @@ def capacity_search(
                 lo = mid
     evals = [cache[k] for k in sorted(cache)]
     result = CapacityResult(scope, names, targets, hi, None if hi is None else hi * tp_sum, evals)
-    result.cost, result.cost_note = _cost(scenario, idx, hi)
+    result.cost, result.cost_note = _cost(summaries.get(hi) if hi is not None else None)
     _write(out, result)
     return result
 
 
-def _cost(scenario: Scenario, idx: list[int], n: int | None) -> tuple[dict | None, str]:
-    """Cost of the answer if a ledger is available (sim.ledger); otherwise say so."""
-    import importlib.util
+# economics fields averaged over the replications at the answer (from ``summary["economics"]``)
+COST_FIELDS = ("revenue_eur", "costs_eur", "margin_eur", "margin_share", "cost_eur_per_mtok",
+               "cost_eur_per_mtok_output")
 
-    if importlib.util.find_spec("sim.ledger") is None:
-        return None, "no cost: sim.ledger is not in this tree yet, so only the GPU count is reported"
-    return None, "no cost: sim.ledger exists but capacity_search is not wired to it yet"
+
+def _cost(summaries: list[dict] | None) -> tuple[dict | None, str]:
+    """Cost and margin of the answer, read from the ledger block (``summary["economics"]``,
+    attached by ``sim.runner.run`` through ``sim.ledger.WorldEconomics``) of the R runs that
+    were already made at the smallest feasible replica count: no extra run.  Each field is the
+    mean and 95% CI over replications; ``*_eur`` totals cover the simulated horizon and the
+    whole fleet of the scenario (every deployment, not only the scope), costed by its
+    contracts (on-demand rental when the scenario has none).  ``costs_eur_per_h`` scales the
+    cost to one hour of simulated time (over the run's ``duration_s``)."""
+    if not summaries:
+        return None, "no cost: no replica count met the targets"
+    econ = [s_.get("economics") for s_ in summaries]
+    if any(not e for e in econ):
+        return None, "no cost: the run summaries carry no economics block from the ledger (sim.ledger)"
+    out: dict[str, Any] = {"replications": len(econ), "source": "sim.ledger via sim.runner.run, runs at the answer"}
+    for f in COST_FIELDS:
+        vals = np.array([np.nan if e.get(f) is None else float(e[f]) for e in econ])
+        m, lo, hi = mean_ci95(vals)
+        out[f] = {"mean": m, "ci95_lo": lo, "ci95_hi": hi}
+    # the ledger closes when the run ends (``duration_s``: the horizon, or later while draining)
+    dur = np.array([float(s_.get("duration_s") or s_.get("horizon_s") or np.nan) for s_ in summaries])
+    m, lo, hi = mean_ci95(np.array([e["costs_eur"] for e in econ], dtype=float) / dur * 3600.0)
+    out["costs_eur_per_h"] = {"mean": m, "ci95_lo": lo, "ci95_hi": hi}
+    c, mg = out["costs_eur"], out["margin_share"]
+    note = (f"cost over the horizon EUR {c['mean']:.2f} [{c['ci95_lo']:.2f}, {c['ci95_hi']:.2f}] "
+            f"(EUR {out['costs_eur_per_h']['mean']:.2f}/h), margin share {mg['mean']:.3f} "
+            f"[{mg['ci95_lo']:.3f}, {mg['ci95_hi']:.3f}], "
+            f"EUR {out['cost_eur_per_mtok']['mean']:.3f} per million tokens (input+output); "
+            f"whole fleet, from the ledger, mean [95% CI] over {len(econ)} replications")
+    return out, note
 
 
 def _write(out: Path, r: CapacityResult) -> None:

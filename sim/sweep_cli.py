@@ -116,7 +116,7 @@ def cmd_capacity(args) -> int:
         print(f"no replica count up to {args.max_replicas} meets every target")
         return 1
     print(f"smallest: {r.replicas} replicas per deployment in scope = {r.gpus} GPUs")
-    print(r.cost_note if r.cost is None else f"cost: {r.cost}")
+    print(r.cost_note if r.cost is None else f"cost and margin: {r.cost_note}")
     print(f"details: {out / 'capacity.json'}")
     return 0
 

@@ -216,7 +216,34 @@ def test_capacity_bisection_matches_brute_force(base, tmp_path):
     feas = {e.replicas: e.feasible for e in r.evaluations}
     assert feas[expect] and not feas.get(expect - 1, False)
     assert json.loads((tmp_path / "capacity.json").read_text())["replicas"] == expect
-    assert r.cost is None and "ledger" in r.cost_note
+    assert r.cost is None and "economics" in r.cost_note  # the fake carries no ledger block
+
+
+def _fake_point_with_economics(scenario_json: str, seed: int) -> dict:
+    """The fake plus a ledger block: cost proportional to GPUs, so the answer's cost is known."""
+    out = fake_point(scenario_json, seed)
+    scen = json.loads(scenario_json)
+    gpus = sum(d["replicas"] * d["tp"] for d in scen["deployments"])
+    cost = 3.0 * gpus + out["noise"]
+    out.update(duration_s=1800.0, economics={
+        "revenue_eur": 100.0, "costs_eur": cost, "margin_eur": 100.0 - cost, "margin_share": (100.0 - cost) / 100.0,
+        "cost_eur_per_mtok": cost / 2.0, "cost_eur_per_mtok_output": cost})
+    return out
+
+
+def test_capacity_cost_comes_from_the_runs_at_the_answer(base, tmp_path):
+    from sim.capacity_search import capacity_search, parse_targets
+
+    r = capacity_search(base, parse_targets(["general=0.9"], base), replications=3, out_dir=tmp_path,
+                        point_fn=_fake_point_with_economics, progress=False)
+    c = r.cost
+    assert c is not None and c["replications"] == 3
+    assert c["costs_eur"]["mean"] == pytest.approx(3.0 * r.gpus, abs=0.05)  # noise ~ N(0, 0.01)
+    assert c["costs_eur"]["ci95_lo"] <= c["costs_eur"]["mean"] <= c["costs_eur"]["ci95_hi"]
+    assert c["margin_eur"]["mean"] == pytest.approx(100.0 - c["costs_eur"]["mean"])
+    assert c["costs_eur_per_h"]["mean"] == pytest.approx(2.0 * c["costs_eur"]["mean"])  # 1800 s run
+    assert "margin share" in r.cost_note
+    assert json.loads((tmp_path / "capacity.json").read_text())["cost"]["costs_eur"]["mean"] == c["costs_eur"]["mean"]
 
 
 def test_capacity_bad_targets_and_scope(base):
