@@ -385,9 +385,9 @@ class WorkloadSpec(Spec):
 
 class ForecastSpec(Spec):
     months: int = Field(default=36, ge=1, le=240, description="Months to forecast. Run setting.")
-    windows_per_month: int = Field(default=12, ge=1, le=168, description="Traffic windows simulated per month, spread over the week by stratified sampling (avoid 7, 14, 21...: they alias with the day). Run setting: 12 windows of 100 s estimate the default demand's monthly requests within about 5 % (docs/forecast.md).")
-    window_s: float = Field(default=100.0, gt=0.0, description="Measured length of each traffic window, seconds. Run setting (accuracy vs runtime; docs/forecast.md).")
-    warmup_s: float = Field(default=30.0, ge=0.0, description="Warm-up simulated before each window and discarded, seconds. Run setting.")
+    windows_per_month: int = Field(default=12, ge=1, le=168, description="Traffic windows simulated per month, spread over the week by stratified sampling (avoid 7, 14, 21...: they alias with the day). Run setting: 12 windows of 80 s estimate the default demand's monthly requests within about 5 % (docs/forecast.md).")
+    window_s: float = Field(default=80.0, gt=0.0, description="Measured length of each traffic window, seconds. Run setting (accuracy vs runtime; docs/forecast.md).")
+    warmup_s: float = Field(default=20.0, ge=0.0, description="Warm-up simulated before each window and discarded, seconds. Run setting.")
     continuous: bool = Field(default=False, description="Simulate every second of every month instead of windows (slow; the reference the windows are tested against). Run setting.")
     model: str | None = Field(default=None, description="Serve every tenant with this catalog model instead of its vertical's default. Run setting.")
 
