@@ -30,37 +30,21 @@ def register(sub):
 
 
 def run_with_economics(scenario, seed: int | None = None) -> dict:
-    """Simulate ``scenario`` with the ledger (and faults if enabled); the engine summary with
-    an added ``economics`` block."""
-    from sim.ledger import WorldEconomics
-    from sim.runner import World
-
-    seed = scenario.simulation.seed if seed is None else int(seed)
-    world = World(scenario, seed)
-    econ = WorldEconomics(world)
-    world.run()
-    summary = world.summary()
-    summary["economics"] = econ.finish()
-    return summary
+    """The engine summary with its ``economics`` block (``sim.runner.run`` attaches the
+    ledger, and faults when enabled, to every run)."""
+    from sim.runner import run
+    return run(scenario, seed=seed).summary
 
 
 def cmd_run(args) -> int:
-    from sim.errors import UserError
-    from sim.run_cli import parse_overrides
+    from sim.run_cli import scenario_from_args
     from sim.runner import _json_default
-    from sim.scenario import load_scenario, with_overrides
 
-    if args.seed is not None and args.seed < 0:
-        raise UserError(f"--seed {args.seed}: must be a non-negative integer")
-    scenario = load_scenario(args.scenario)
-    if args.set:
-        scenario = with_overrides(scenario, parse_overrides(args.set))
-    s = run_with_economics(scenario, args.seed)
+    s = run_with_economics(scenario_from_args(args), args.seed)
     if args.json:
         print(json.dumps(s, default=_json_default))
         return 0
-    e = s["economics"]
-    print(format_economics(e, s))
+    print(format_economics(s["economics"], s))
     return 0
 
 

@@ -22,7 +22,6 @@ Windows are independent simulations (queues start empty, warm-up discarded); the
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.market import MONTH_S, SOVEREIGN, Market
+from sim.market import MONTH_S, Market
 from sim.rng import RandomStreams
 from sim.runner import World, _json_default, resolved_config
 from sim.scenario import Scenario, scenario_from_dict
@@ -53,22 +52,16 @@ class ForecastResult:
 
 
 class _Delivered:
-    """Each tenant's delivered SLA: requests measured and met, over its whole life and
-    over the last simulated month (what the market's ``attainment_of`` returns)."""
+    """Each tenant's delivered SLA: requests measured and met over its whole life (what
+    the market's ``attainment_of`` returns)."""
 
     def __init__(self):
         self.life: dict[str, list[float]] = {}
-        self.last: dict[str, float] = {}
 
     def add(self, cid: str, measured: float, met: float):
         acc = self.life.setdefault(cid, [0.0, 0.0])
         acc[0] += measured
         acc[1] += met
-
-    def close_month(self, month_acc: dict[str, list[float]]):
-        for cid, (n, met) in month_acc.items():
-            if n > 0:
-                self.last[cid] = met / n
 
     def attainment_of(self, contract) -> float | None:
         acc = self.life.get(contract.id)

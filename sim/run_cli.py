@@ -43,8 +43,9 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def cmd_run(args) -> int:
-    from sim.runner import run
+def scenario_from_args(args):
+    """The scenario a run command names (file or packaged name), with its --set overrides;
+    checks --seed."""
     from sim.scenario import load_scenario, with_overrides
 
     if args.seed is not None and args.seed < 0:
@@ -52,6 +53,13 @@ def cmd_run(args) -> int:
     scenario = load_scenario(args.scenario)
     if args.set:
         scenario = with_overrides(scenario, parse_overrides(args.set))
+    return scenario
+
+
+def cmd_run(args) -> int:
+    from sim.runner import run
+
+    scenario = scenario_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / scenario.name
     progress = not args.quiet and sys.stderr.isatty()
     if scenario.forecast is not None:
