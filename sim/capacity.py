@@ -36,25 +36,31 @@ class PolicyParams:
     min_gpus: int = 0
     max_gpus: int = 1 << 20
     headroom: float = 0.2
+    max_queue_per_replica: float = math.inf
+    drain_s: float = 0.0
 
     @classmethod
     def from_spec(cls, spec) -> "PolicyParams":
         return cls(spec.kind, spec.check_interval_s, spec.high_utilisation, spec.low_utilisation,
-                   spec.step_gpus, spec.min_gpus, spec.max_gpus, spec.headroom)
+                   spec.step_gpus, spec.min_gpus, spec.max_gpus, spec.headroom,
+                   spec.max_queue_per_replica, spec.drain_s)
 
 
 class CapacityManager:
     """Owns the tranches of one site; ``busy_gpu_s()`` returns cumulative busy GPU-seconds
     at the site (for the threshold policy); ``forecast_gpus(t)`` the GPUs demand needs at
-    time ``t`` (for the forecast policy)."""
+    time ``t`` (for the forecast policy).  ``load()``, if given, replaces ``busy_gpu_s`` for
+    the threshold policy: it returns ``(utilisation, queue_per_replica)`` since its last call
+    (:class:`FleetCapacity` passes throughput utilisation and the waiting requests)."""
 
     def __init__(self, env, ledger, site: str, order_terms: Terms, params: PolicyParams,
                  busy_gpu_s: Callable[[], float] | None = None,
                  forecast_gpus: Callable[[float], float] | None = None,
                  on_ready: Callable[[Tranche], None] | None = None,
                  on_leaving: Callable[[Tranche, float], None] | None = None,
-                 initial: list[Tranche] | None = None):
-        if params.kind == "threshold" and busy_gpu_s is None:
+                 initial: list[Tranche] | None = None,
+                 load: Callable[[], tuple[float, float]] | None = None):
+        if params.kind == "threshold" and busy_gpu_s is None and load is None:
             raise ValueError("threshold policy needs busy_gpu_s")
         if params.kind == "forecast" and forecast_gpus is None:
             raise ValueError("forecast policy needs forecast_gpus")
@@ -64,6 +70,7 @@ class CapacityManager:
         self.terms = order_terms
         self.p = params
         self.busy_gpu_s = busy_gpu_s
+        self.load = load
         self.forecast_gpus = forecast_gpus
         self.on_ready = on_ready or (lambda tr: None)
         self.on_leaving = on_leaving or (lambda tr, t: None)
@@ -71,6 +78,7 @@ class CapacityManager:
         self.in_transit: list[Tranche] = []
         self.orders = 0
         self.releases = 0
+        self.events: list[tuple[float, str, int]] = []   # (time, order|arrive|release|leave, GPUs)
         for tr in initial or []:
             self.tranches.append(tr)
             if ledger is not None and tr not in ledger.tranches:
@@ -97,6 +105,7 @@ class CapacityManager:
         now = self.env.now
         tr = Tranche(self.site, self.terms, gpus, now + self.terms.lead_time_s, ordered_s=now)
         self.orders += 1
+        self.events.append((now, "order", gpus))
         self.in_transit.append(tr)
         if self.ledger is not None:
             self.ledger.add_tranche(tr)   # billing starts at arrival (start_s)
@@ -107,13 +116,17 @@ class CapacityManager:
         yield self.env.timeout(tr.start_s - self.env.now)
         self.in_transit.remove(tr)
         self.tranches.append(tr)
+        self.events.append((self.env.now, "arrive", tr.gpus))
         self.on_ready(tr)
 
     def release(self, tr: Tranche) -> float:
         now = self.env.now
-        eff = tr.release_effective_s(now)
+        # notice and minimum term, and never before the replicas on it had time to drain
+        eff = max(tr.release_effective_s(now), now + self.p.drain_s)
         tr.release_asked_s = now
         self.releases += 1
+        self.events.append((now, "release", tr.gpus))
+        self.env.process(self._leave(tr, eff))
         if self.ledger is not None:
             self.ledger.end_tranche(tr, eff)
         else:
@@ -121,9 +134,13 @@ class CapacityManager:
         self.on_leaving(tr, eff)
         return eff
 
+    def _leave(self, tr: Tranche, eff: float):
+        yield self.env.timeout(max(0.0, eff - self.env.now))
+        self.events.append((self.env.now, "leave", tr.gpus))
+
     def _releasable(self) -> list[Tranche]:
         now = self.env.now
-        c = [tr for tr in self.tranches if tr.active(now) and tr.release_asked_s is None]
+        c = [tr for tr in self.tranches if tr.active(now) and tr.release_asked_s is None and tr.gpus > 0]
         return sorted(c, key=lambda tr: (tr.release_effective_s(now), -tr.start_s))
 
     # ------------------------------------------------------------------ policy loop
@@ -139,15 +156,20 @@ class CapacityManager:
 
     def _threshold(self):
         now = self.env.now
-        busy = self.busy_gpu_s()
-        g = self.gpus_in_force()
-        dt = now - self._last_t
-        u = (busy - self._last_busy) / (g * dt) if g > 0 and dt > 0 else (1.0 if busy > self._last_busy else 0.0)
-        self._last_busy, self._last_t = busy, now
+        if self.load is not None:
+            u, q = self.load()
+        else:
+            busy = self.busy_gpu_s()
+            g = self.gpus_in_force()
+            dt = now - self._last_t
+            u = (busy - self._last_busy) / (g * dt) if g > 0 and dt > 0 else (1.0 if busy > self._last_busy else 0.0)
+            self._last_busy, self._last_t = busy, now
+            q = 0.0
         staying = self.gpus_staying()
-        if u > self.p.high_utilisation and not self.in_transit and staying + self.p.step_gpus <= self.p.max_gpus:
+        hot = u > self.p.high_utilisation or q > self.p.max_queue_per_replica
+        if hot and not self.in_transit and staying + self.p.step_gpus <= self.p.max_gpus:
             self.order(self.p.step_gpus)
-        elif u < self.p.low_utilisation:
+        elif u < self.p.low_utilisation and q == 0:
             for tr in self._releasable():
                 if staying - tr.gpus >= self.p.min_gpus:
                     self.release(tr)
@@ -184,3 +206,228 @@ def _grid(a: float, b: float, step: float, max_points: int = 2000):
     n = max(1, min(max_points, int(math.ceil((b - a) / step)) + 1))
     h = (b - a) / (n - 1) if n > 1 else 0.0
     return [a + i * h for i in range(n)]
+
+
+# ====================================================================== inside a run
+class FleetCapacity:
+    """The capacity policy inside a simulated run (:class:`sim.runner.World`).
+
+    One :class:`CapacityManager` per site that hosts deployments.  The site's initial
+    tranches (its contracts, or implicit on-demand rental) carry the deployments' replicas,
+    GPU by GPU in order.  When an order arrives, ``gpus // tp`` new replicas of the growing
+    deployment (``capacity_policy.deployment``, else the site's deployment with the most
+    outstanding work per accepting replica) join the router at once, on new nodes for the
+    fault model.  When a tranche is released, the replicas on it stop taking new requests
+    at once (drain) and keep serving what they hold; at the end of the notice (at least
+    ``drain_s`` later) the replicas leave and anything still on them is requeued keeping its
+    emitted tokens (``migrated_requests``).  No request is lost and residency still holds:
+    requeues go through the router's eligibility lists.
+
+    Signals: ``threshold`` reads the site's *throughput* utilisation since its last look
+    (output tokens / saturation tokens of the replicas in force, see
+    :func:`sim.runner.saturation_tokens_per_s`; busy share saturates near 1 under
+    continuous batching) and the requests waiting per accepting replica; ``forecast`` reads
+    the workloads' expected arrival rate over the next check interval (the NHPP profile,
+    burst-free; the mean for other processes) x their mean output tokens, split evenly over
+    the sites that may serve them, in GPUs at saturation.
+    """
+
+    def __init__(self, world, ledger, spec, site_tranches: dict[str, list[Tranche]],
+                 order_terms: dict[str, Terms], faults=None):
+        self.world = world
+        self.spec = spec
+        self.faults = faults
+        self.params = PolicyParams.from_spec(spec)
+        sc = world.scenario
+        self.holders: dict[int, list[int]] = {}
+        self.managers: dict[str, CapacityManager] = {}
+        self.migrated = 0
+        self.added: dict[str, int] = {}
+        self.retired: dict[str, int] = {}
+        self._sat_per_gpu: dict[int, float] = {}
+        self._last: dict[str, tuple[float, float]] = {}
+        self.gpus_start: dict[str, int] = {}
+        self.gpus_peak: dict[str, int] = {}
+        sites = {s.name: s for s in sc.sites}
+        self.site_deps: dict[str, list[int]] = {}
+        for di, dep in enumerate(sc.deployments):
+            self.site_deps.setdefault(dep.site or "-", []).append(di)
+        # where each workload may be served (for the forecast signal's split)
+        from sim.runner import site_allows
+        self.work_sites: list[set[str]] = []
+        for w in sc.workloads:
+            ok = set()
+            for dep in sc.deployments:
+                site = sites.get(dep.site) if dep.site else None
+                if dep.model == w.model and site_allows(site, w.residency):
+                    ok.add(dep.site or "-")
+            self.work_sites.append(ok)
+        for site, deps in self.site_deps.items():
+            trs = site_tranches.get(site, [])
+            # initial placement: the site's replicas fill its tranches GPU by GPU, in order
+            reps = [r for r in world.replicas if (r.site or "-") == site]
+            free = [[tr, tr.gpus] for tr in trs]
+            j = 0
+            for r in reps:
+                need = r.gpus
+                while need > 0 and j < len(free):
+                    take = min(need, free[j][1])
+                    if take > 0:
+                        self.holders.setdefault(free[j][0].id, []).append(r.index)
+                    free[j][1] -= take
+                    need -= take
+                    if free[j][1] == 0:
+                        j += 1
+            self.added[site] = 0
+            self.retired[site] = 0
+            self._last[site] = (world.env.now, 0.0)
+            mgr = CapacityManager(
+                world.env, ledger, site, order_terms[site], self.params,
+                load=lambda site=site: self._load(site),
+                forecast_gpus=lambda t, site=site: self._forecast_gpus(site, t),
+                on_ready=lambda tr, site=site: self._ready(site, tr),
+                on_leaving=lambda tr, eff, site=site: self._leaving(site, tr, eff),
+                initial=trs)
+            self.managers[site] = mgr
+            self.gpus_start[site] = mgr.gpus_in_force()
+            self.gpus_peak[site] = self.gpus_start[site]
+
+    # ------------------------------------------------------------------ signals
+    def _site_reps(self, site: str):
+        return [r for r in self.world.replicas if (r.site or "-") == site]
+
+    def _sat(self, di: int) -> float:
+        """Saturation output tokens/s per GPU of deployment ``di``."""
+        v = self._sat_per_gpu.get(di)
+        if v is None:
+            from sim.runner import saturation_tokens_per_s
+            from sim.engine import Replica
+            w = self.world
+            dep = w.scenario.deployments[di]
+            probe = next((r for r in w.replicas if r.deployment == di), None)
+            if probe is None:   # no replica yet: a detached one, never scheduled
+                from sim.step import make_step_model
+                b = dep.batching
+                probe = Replica(w.env, -1, "probe", make_step_model(dep), max_num_seqs=b.max_num_seqs,
+                                max_batched_tokens=b.max_batched_tokens, block_size_tokens=b.block_size_tokens,
+                                chunked_prefill=b.chunked_prefill, per_iteration=False,
+                                on_complete=lambda r, t: None, gpus=dep.tp)
+            v = self._sat_per_gpu[di] = saturation_tokens_per_s(probe) / dep.tp
+        return v
+
+    def _load(self, site: str) -> tuple[float, float]:
+        """Throughput utilisation of the site's replicas since the last look, and requests
+        waiting (not yet admitted, or parked/queued at the router) per accepting replica."""
+        w = self.world
+        now = w.env.now
+        t_last, tok_last = self._last[site]
+        tokens = 0.0
+        cap_s = 0.0
+        waiting = 0
+        accepting = 0
+        for r in self._site_reps(site):
+            tokens += r.output_tokens + (r.partial_run(now)[1] if r.retired_s is None and r.up else 0)
+            end = now if r.retired_s is None else min(now, r.retired_s)
+            span = end - max(t_last, r.added_s)
+            if span > 0 and r.up:
+                cap_s += self._sat(r.deployment) * r.gpus * span
+            if r.up and r.accepting:
+                accepting += 1
+                waiting += len(r.waiting)
+        for wi, ws in enumerate(self.work_sites):
+            if site in ws:
+                share = 1.0 / len(ws)
+                waiting += share * (len(w.router.parked[wi]) + len(w.router.queues[wi]))
+        self._last[site] = (now, tokens)
+        u = (tokens - tok_last) / cap_s if cap_s > 0 else (1.0 if waiting else 0.0)
+        q = waiting / accepting if accepting else (math.inf if waiting else 0.0)
+        return u, q
+
+    def _forecast_gpus(self, site: str, t: float) -> float:
+        w = self.world
+        dt = self.params.check_interval_s
+        tokens_per_s = 0.0
+        for wi, wl in enumerate(w.scenario.workloads):
+            ws = self.work_sites[wi]
+            if site not in ws:
+                continue
+            proc = w.arrival_procs[wi]
+            if proc is None:
+                proc = wl.arrivals.build()
+            if hasattr(proc, "expected_count"):
+                rate = proc.expected_count(t, t + dt) / dt
+            else:
+                rate = proc.mean_rate_per_s()
+            st = w.metrics.streams[wi]
+            if st.arrivals > 0:
+                mean_out = st.arrived_output_tokens / st.arrivals
+            elif wl.output_tokens is not None:
+                mean_out = wl.output_tokens.build().mean()
+            else:
+                mean_out = 0.0
+            tokens_per_s += rate * mean_out / len(ws)
+        di = self._growing(site)
+        sat = self._sat(di)
+        return tokens_per_s / sat if sat > 0 else 0.0
+
+    # ------------------------------------------------------------------ placement
+    def _growing(self, site: str) -> int:
+        deps = self.site_deps[site]
+        sc = self.world.scenario
+        if self.spec.deployment is not None:
+            named = [di for di in deps if sc.deployments[di].name == self.spec.deployment]
+            if named:
+                return named[0]
+        if len(deps) == 1:
+            return deps[0]
+        best, score = deps[0], -1.0
+        for di in deps:
+            reps = [r for r in self.world.replicas if r.deployment == di and r.up and r.accepting]
+            load = sum(r.outstanding_tokens for r in reps) / max(len(reps), 1) if reps else math.inf
+            if load > score:
+                best, score = di, load
+        return best
+
+    def _ready(self, site: str, tr: Tranche):
+        w = self.world
+        di = self._growing(site)
+        tp = w.scenario.deployments[di].tp
+        new = [w.add_replica(di) for _ in range(tr.gpus // tp)]
+        self.holders[tr.id] = [r.index for r in new]
+        self.added[site] += len(new)
+        if self.faults is not None and new:
+            self.faults.add_replicas(new)
+        self.gpus_peak[site] = max(self.gpus_peak[site], self.managers[site].gpus_in_force())
+
+    def _leaving(self, site: str, tr: Tranche, eff: float):
+        w = self.world
+        idx = [i for i in self.holders.get(tr.id, []) if w.replicas[i].retired_s is None]
+        for i in idx:
+            w.drain_replica(i)
+        w.env.process(self._retire_at(site, idx, eff))
+
+    def _retire_at(self, site: str, idx: list[int], eff: float):
+        w = self.world
+        yield w.env.timeout(max(0.0, eff - w.env.now))
+        for i in idx:
+            rep = w.replicas[i]
+            if rep.retired_s is not None:
+                continue
+            self.migrated += w.retire_replica(i)
+            self.retired[site] += 1
+            if self.faults is not None:
+                self.faults.retire(rep)
+
+    # ------------------------------------------------------------------ report
+    def report(self) -> dict:
+        out = {"policy": self.params.kind, "migrated_requests": self.migrated, "sites": {}}
+        for site, mgr in self.managers.items():
+            out["sites"][site] = {
+                "gpus_start": self.gpus_start[site],
+                "gpus_end": mgr.gpus_in_force(),
+                "gpus_peak": self.gpus_peak[site],
+                "orders": mgr.orders, "releases": mgr.releases,
+                "replicas_added": self.added[site], "replicas_retired": self.retired[site],
+                "events": [[t, kind, g] for t, kind, g in mgr.events],
+            }
+        return out

@@ -104,6 +104,9 @@ class Replica:
         self.on_busy = on_busy
         self.on_slots_free = on_slots_free   # central-queue router: pull waiting requests
         self.up = True
+        self.accepting = True           # False while draining (capacity leaving): no new requests
+        self.added_s = env.now          # when the replica joined the fleet
+        self.retired_s: float | None = None  # when its capacity left (None: still in the fleet)
         self.outstanding_tokens = 0     # router load: sum of prompt+output of assigned, unfinished
         self.n_assigned = 0
         self.busy_s = 0.0

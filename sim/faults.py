@@ -120,6 +120,8 @@ class _Unit:
     rate_per_s: float
     replicas: list[Any]
     down: bool = False
+    t0: float = 0.0                    # exposure starts (capacity that arrives later)
+    retired_s: float | None = None     # exposure ends (its capacity left)
 
 
 @dataclass
@@ -155,6 +157,10 @@ class FaultInjector:
         self.up_s: dict[int, float] = {id(r): 0.0 for r in self.replicas}
         self.units: list[_Unit] = []
         self.t0 = env.now
+        self._added_s: dict[int, float] = {id(r): env.now for r in self.replicas}
+        self._retired_s: dict[int, float] = {}
+        self._site_units: dict[str, _Unit] = {}
+        self._nodes_per_site: dict[str, int] = {}
         if callable(rng) and not isinstance(rng, np.random.Generator):
             self._gen = rng
         else:
@@ -166,12 +172,74 @@ class FaultInjector:
             by_site.setdefault(r.site or "-", []).append(r)
             self.units.append(_Unit("gpu", r.name, config.gpu_rate_per_s * r.gpus, [r]))
         for site, reps in by_site.items():
-            for k, node in enumerate(pack_nodes(reps, config.gpus_per_node)):
-                self.units.append(_Unit("node", f"{site}/node{k}", config.node_rate_per_s, node[0]))
-            self.units.append(_Unit("site", site, config.site_rate_per_s, reps))
+            nodes = pack_nodes(reps, config.gpus_per_node)
+            for k, node in enumerate(nodes):
+                self.units.append(_Unit("node", f"{site}/node{k}", config.node_rate_per_s, node[0], t0=env.now))
+            self._nodes_per_site[site] = len(nodes)
+            su = _Unit("site", site, config.site_rate_per_s, reps, t0=env.now)
+            self._site_units[site] = su
+            self.units.append(su)
         for u in self.units:
+            u.t0 = env.now
             if u.rate_per_s > 0:
                 env.process(self._process(u, self._gen(f"faults/{u.kind}/{u.name}")))
+
+    # ------------------------------------------------------------------ capacity changes
+    def add_replicas(self, replicas: list[Any]) -> None:
+        """Replicas that joined during the run (capacity arrived): their own GPU units,
+        new nodes (packed like the initial ones) and their site's outage process."""
+        env, cfg = self.env, self.cfg
+        now = env.now
+        new_units: list[_Unit] = []
+        by_site: dict[str, list[Any]] = {}
+        for r in replicas:
+            k = id(r)
+            self.replicas.append(r)
+            self._causes[k] = 0
+            self._up_since[k] = now
+            self.up_s[k] = 0.0
+            self._added_s[k] = now
+            by_site.setdefault(r.site or "-", []).append(r)
+            new_units.append(_Unit("gpu", r.name, cfg.gpu_rate_per_s * r.gpus, [r], t0=now))
+        for site, reps in by_site.items():
+            k0 = self._nodes_per_site.get(site, 0)
+            nodes = pack_nodes(reps, cfg.gpus_per_node)
+            for j, node in enumerate(nodes):
+                new_units.append(_Unit("node", f"{site}/node{k0 + j}", cfg.node_rate_per_s, node[0], t0=now))
+            self._nodes_per_site[site] = k0 + len(nodes)
+            su = self._site_units.get(site)
+            if su is None:
+                su = self._site_units[site] = _Unit("site", site, cfg.site_rate_per_s, [], t0=now)
+                new_units.append(su)
+            su.replicas.extend(reps)
+            if su.down:   # arrived during a site outage: down until the site is back
+                for r in reps:
+                    self._causes[id(r)] += 1
+                    self._up_since[id(r)] = None
+                    self.on_down(r, now)
+        for u in new_units:
+            self.units.append(u)
+            if u.rate_per_s > 0:
+                env.process(self._process(u, self._gen(f"faults/{u.kind}/{u.name}")))
+
+    def retire(self, replica: Any) -> None:
+        """The replica's capacity left: stop its exposure (and its units' when all theirs left)."""
+        now = self.env.now
+        k = id(replica)
+        if k in self._retired_s:
+            return
+        since = self._up_since.get(k)
+        if since is not None:
+            self.up_s[k] += now - since
+            self._up_since[k] = None
+        self._retired_s[k] = now
+        for u in self.units:
+            if u.retired_s is None and u.kind != "site" and replica in u.replicas \
+                    and all(id(r) in self._retired_s for r in u.replicas):
+                if u.down:
+                    u.downtime_s = getattr(u, "downtime_s", 0.0) + (now - u.down_since)
+                    u.down = False
+                u.retired_s = now
 
     # ------------------------------------------------------------------ processes
     def _process(self, u: _Unit, rng: np.random.Generator):
@@ -179,6 +247,8 @@ class FaultInjector:
         while True:
             last = env.now
             yield env.timeout(rng.exponential(1.0 / u.rate_per_s))
+            if u.retired_s is not None:
+                return
             if u.down:  # thinned: the unit is already down (its exposure excluded)
                 continue
             self._fail(u)
@@ -196,6 +266,8 @@ class FaultInjector:
         self.log.events.append((now, u.kind, u.name))
         for r in u.replicas:
             k = id(r)
+            if k in self._retired_s:
+                continue
             self._causes[k] += 1
             if self._causes[k] == 1:
                 since = self._up_since[k]
@@ -206,10 +278,14 @@ class FaultInjector:
     def _repair_after(self, u: _Unit, dur: float):
         yield self.env.timeout(dur)
         now = self.env.now
+        if u.retired_s is not None:
+            return
         u.down = False
         u.downtime_s = getattr(u, "downtime_s", 0.0) + (now - u.down_since)
         for r in u.replicas:
             k = id(r)
+            if k in self._retired_s:
+                continue
             self._causes[k] -= 1
             if self._causes[k] == 0:
                 self._up_since[k] = now
@@ -234,8 +310,9 @@ class FaultInjector:
         return self.up_s[k] + (now - since if since is not None else 0.0)
 
     def unit_up_s(self, u: _Unit, now: float) -> float:
+        end = now if u.retired_s is None else u.retired_s
         down = getattr(u, "downtime_s", 0.0) + (now - u.down_since if u.down else 0.0)
-        return (now - self.t0) - down
+        return (end - u.t0) - down
 
     def expected_failures(self, now: float) -> dict[str, float]:
         """Poisson mean of the failure counts so far: sum of rate x up time per unit."""
@@ -246,10 +323,11 @@ class FaultInjector:
 
     def availability(self, now: float) -> dict[str, Any]:
         """Share of replica-time (weighted by GPUs) up, overall and per site."""
-        span = now - self.t0
         tot = up = 0.0
         per_site: dict[str, list[float]] = {}
         for r in self.replicas:
+            k = id(r)
+            span = self._retired_s.get(k, now) - self._added_s[k]
             u = self.replica_up_s(r, now) * r.gpus
             t = span * r.gpus
             tot += t

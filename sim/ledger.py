@@ -394,6 +394,9 @@ class WorldEconomics:
         for dep in sc.deployments:
             need[dep.site or "-"] += dep.gpus
         self.implicit_contracts = not any(s.contracts for s in sc.sites)
+        site_tranches: dict[str, list[Tranche]] = defaultdict(list)
+        order_terms: dict[str, Terms] = {}
+        cp = sc.capacity_policy
         for site_name, gpus in need.items():
             site = sites.get(site_name)
             contracts = site.contracts if site is not None else []
@@ -402,13 +405,21 @@ class WorldEconomics:
                     from sim.errors import UserError
                     raise UserError(f"sites: deployments at {site_name!r} use {gpus} GPUs but the site has "
                                     f"no contracts (add [[sites.contracts]] for it)")
-                self.ledger.add_tranche(Tranche(site_name, rental_terms("on_demand"), gpus, env.now))
+                order_terms[site_name] = rental_terms("on_demand")
+                tr = Tranche(site_name, order_terms[site_name], gpus, env.now)
+                self.ledger.add_tranche(tr)
+                site_tranches[site_name].append(tr)
                 continue
         for site in sc.sites:
             have = 0
             for c in site.contracts:
-                self.ledger.add_tranche(Tranche(site.name, terms_from_spec(c, site.jurisdiction), c.gpus, env.now))
+                terms = terms_from_spec(c, site.jurisdiction)
+                tr = Tranche(site.name, terms, c.gpus, env.now)
+                self.ledger.add_tranche(tr)
+                site_tranches[site.name].append(tr)
                 have += c.gpus
+                if site.name not in order_terms and (cp.contract is None or cp.contract == c.name):
+                    order_terms[site.name] = terms
             if site.contracts and need.get(site.name, 0) > have:
                 from sim.errors import UserError
                 raise UserError(f"sites[{site.name}].contracts: deployments there use {need[site.name]} GPUs "
@@ -429,6 +440,10 @@ class WorldEconomics:
             self.fault_cfg = config_from_spec(sc.faults)
             self.faults = FaultInjector(env, world.replicas, self.fault_cfg, world.streams.generator,
                                         self._down, self._up)
+        self.capacity = None
+        if cp.kind != "fixed":
+            from sim.capacity import FleetCapacity
+            self.capacity = FleetCapacity(world, self.ledger, cp, dict(site_tranches), order_terms, self.faults)
         self.requeued = 0
         self.tick_s = tick_s
         env.process(self._ticker())
@@ -483,6 +498,8 @@ class WorldEconomics:
         self.ledger.close(now)
         out = self.ledger.report()
         out["contracts_implicit"] = self.implicit_contracts
+        if self.capacity is not None:
+            out["capacity"] = self.capacity.report()
         if self.faults is not None:
             out["availability"] = self.faults.availability(now)
         else:

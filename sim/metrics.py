@@ -184,6 +184,13 @@ class Metrics:
         self.completion_bins = [0] * nb
         self.reject_bins = [0] * nb
 
+    def add_replica(self):
+        """Bins for a replica that joined the fleet during the run (index = previous count)."""
+        nb = self.nbins
+        self.busy.append([0.0] * nb)
+        self.tokens.append([0.0] * nb)
+        self.kv_block_s.append([0.0] * nb)
+
     def _grow(self, b: int):
         extra = max(b + 1 - self.nbins, self.nbins)
         for lst in (*self.busy, *self.tokens, *self.kv_block_s):
@@ -387,9 +394,15 @@ class Metrics:
                 "kv_occupancy": np.divide(np.array(self.kv_block_s[i][:nb]), widths * max(rep.total_blocks, 1),
                                           out=np.zeros(nb), where=widths > 0),
             }))
+        in_fleet = np.zeros(nb)
+        for rep in replicas:
+            hi_r = rep.retired_s if rep.retired_s is not None else math.inf
+            ov = np.minimum(starts + widths, hi_r) - np.maximum(starts, rep.added_s)
+            in_fleet += np.clip(ov, 0.0, None) * rep.gpus
         fleet = pd.DataFrame({
             "bin_start_s": starts,
             "replica": "__fleet__",
+            "gpus_in_fleet": np.divide(in_fleet, widths, out=np.zeros(nb), where=widths > 0),
             "arrivals": self.arrival_bins[:nb],
             "completions": self.completion_bins[:nb],
             "rejections": self.reject_bins[:nb],

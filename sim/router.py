@@ -52,7 +52,7 @@ class Router:
     def submit(self, r: Request):
         cands = self.eligible[r.workload]
         if not self.all_up:
-            cands = [c for c in cands if c.up]
+            cands = [c for c in cands if c.up and c.accepting]
         if not cands:
             self._park(r)
             return
@@ -100,6 +100,8 @@ class Router:
 
     def pull(self, rep: Replica):
         """A replica has free sequence slots: hand it the oldest queued eligible requests."""
+        if not rep.accepting:
+            return
         queues = self.queues
         serves = self.serves[rep.index]
         while rep.free_slots() > 0:
@@ -127,13 +129,25 @@ class Router:
             lst.remove(r)
             self.on_reject(r, "no_eligible_capacity", self.env.now)
 
+    def add_replica(self, rep: Replica, workloads: list[int]):
+        """A replica joined the fleet (capacity arrived); ``workloads`` may use it."""
+        self.serves.append(list(workloads))
+        for w in workloads:
+            self.eligible[w].append(rep)
+        if self.central:
+            rep.on_slots_free = self.pull
+        self.replica_state_changed()
+        if self.central:
+            self.pull(rep)
+
     def replica_state_changed(self):
-        """Call after a replica fails or is repaired: retries parked requests."""
-        self.all_up = all(rep.up for rep in self.replicas)
+        """Call after a replica fails, is repaired, joins or starts draining: retries
+        parked requests."""
+        self.all_up = all(rep.up and rep.accepting for rep in self.replicas)
         for w, lst in enumerate(self.parked):
             if not lst:
                 continue
-            cands = [c for c in self.eligible[w] if c.up]
+            cands = [c for c in self.eligible[w] if c.up and c.accepting]
             if not cands:
                 continue
             self.parked[w] = []

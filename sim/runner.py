@@ -62,48 +62,92 @@ class World:
         self.metrics = Metrics(scenario.workloads, sum(d.replicas for d in scenario.deployments),
                                sim.horizon_s, sim.warmup_s, sim.timeseries_interval_s,
                                sim.request_sample_size, self.streams.generator("metrics/sample"))
-        per_iteration = sim.engine_mode == "per_iteration"
-        m = self.metrics
+        self._per_iteration = sim.engine_mode == "per_iteration"
+        self._sites = sites
+        self._step_models: dict[int, object] = {}
         self.dep_of_replica: list[int] = []
         for di, dep in enumerate(scenario.deployments):
-            model = make_step_model(dep)
-            b = dep.batching
-            for k in range(dep.replicas):
-                rep = Replica(env, len(self.replicas), f"{dep.name}/{k}", model,
-                              max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
-                              block_size_tokens=b.block_size_tokens, chunked_prefill=b.chunked_prefill,
-                              per_iteration=per_iteration, on_complete=m.on_complete,
-                              on_busy=m.on_busy, gpus=dep.tp, site=dep.site, deployment=di)
-                self.replicas.append(rep)
-                self.dep_of_replica.append(di)
+            for _ in range(dep.replicas):
+                self._new_replica(di)
         # residency-eligible replicas and network round trips, per workload
-        eligible: list[list[int]] = []
-        self.rtt_s: list[list[float]] = []
-        self.max_tokens: list[int] = []
-        for w in scenario.workloads:
-            idx = []
-            for rep in self.replicas:
-                dep = scenario.deployments[rep.deployment]
-                site = sites.get(dep.site) if dep.site else None
-                if dep.model == w.model and site_allows(site, w.residency):
-                    idx.append(rep.index)
-            eligible.append(idx)
-            rtt = []
-            for rep in self.replicas:
-                dep = scenario.deployments[rep.deployment]
-                site = sites.get(dep.site) if dep.site else None
-                rtt.append(2.0 * site.network_latency_s.get(w.region, 0.0) if site else 0.0)
-            self.rtt_s.append(rtt)
-            caps = [self.replicas[i].total_blocks * self.replicas[i].bs for i in idx]
-            self.max_tokens.append(min(caps) if caps else 0)
-        self.eligible = eligible
-        self.router = Router(env, self.replicas, eligible, scenario.router.policy,
+        self.eligible: list[list[int]] = [[] for _ in scenario.workloads]
+        self.rtt_s: list[list[float]] = [[] for _ in scenario.workloads]
+        self.max_tokens: list[int] = [0] * len(scenario.workloads)
+        for rep in self.replicas:
+            self._index_replica(rep)
+        self.router = Router(env, self.replicas, self.eligible, scenario.router.policy,
                              self.streams.generator("router"), scenario.router.max_wait_s,
                              self._reject, self.rtt_s)
         self.next_rid = 0
         self.arrival_procs: list = [None] * len(scenario.workloads)
         for wi, w in enumerate(scenario.workloads):
             env.process(self._arrivals(wi, w))
+
+    # ------------------------------------------------------------------ fleet
+    def _new_replica(self, di: int) -> Replica:
+        dep = self.scenario.deployments[di]
+        model = self._step_models.get(di)
+        if model is None:
+            model = self._step_models[di] = make_step_model(dep)
+        b = dep.batching
+        m = self.metrics
+        k = sum(1 for d in self.dep_of_replica if d == di)
+        rep = Replica(self.env, len(self.replicas), f"{dep.name}/{k}", model,
+                      max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
+                      block_size_tokens=b.block_size_tokens, chunked_prefill=b.chunked_prefill,
+                      per_iteration=self._per_iteration, on_complete=m.on_complete,
+                      on_busy=m.on_busy, gpus=dep.tp, site=dep.site, deployment=di)
+        self.replicas.append(rep)
+        self.dep_of_replica.append(di)
+        return rep
+
+    def _index_replica(self, rep: Replica) -> list[int]:
+        """Add ``rep`` to the eligibility, round-trip and KV-cap tables; return the
+        workloads that may use it."""
+        sc = self.scenario
+        dep = sc.deployments[rep.deployment]
+        site = self._sites.get(dep.site) if dep.site else None
+        ws = []
+        for wi, w in enumerate(sc.workloads):
+            self.rtt_s[wi].append(2.0 * site.network_latency_s.get(w.region, 0.0) if site else 0.0)
+            if dep.model == w.model and site_allows(site, w.residency):
+                self.eligible[wi].append(rep.index)
+                ws.append(wi)
+                cap = rep.total_blocks * rep.bs
+                others = len(self.eligible[wi]) > 1
+                self.max_tokens[wi] = min(self.max_tokens[wi], cap) if others else cap
+        return ws
+
+    def add_replica(self, deployment: int) -> Replica:
+        """A new replica of deployment ``deployment`` joins the fleet now (capacity arrived):
+        the router may send it requests at once."""
+        rep = self._new_replica(deployment)
+        self.metrics.add_replica()
+        ws = self._index_replica(rep)
+        self.router.add_replica(rep, ws)
+        return rep
+
+    def drain_replica(self, index: int):
+        """Stop sending new requests to a replica; what it holds runs to completion."""
+        rep = self.replicas[index]
+        rep.accepting = False
+        self.router.replica_state_changed()
+
+    def retire_replica(self, index: int) -> int:
+        """The replica's capacity leaves now: whatever it still holds is requeued through
+        the router keeping the tokens it emitted (a live migration), then it is gone for
+        good. Returns the number of requests moved."""
+        rep = self.replicas[index]
+        if rep.retired_s is not None:
+            return 0
+        rep.accepting = False
+        held = rep.fail(self.env.now, keep_generated=True) if rep.up else []
+        rep.up = False
+        rep.retired_s = self.env.now
+        self.router.replica_state_changed()
+        for r in held:
+            self.router.submit(r)
+        return len(held)
 
     # ------------------------------------------------------------------ traffic
     def _reject(self, r: Request, reason: str, now: float):
@@ -122,7 +166,7 @@ class World:
         self.arrival_procs[wi] = proc
         metrics = self.metrics
         router = self.router
-        cap = self.max_tokens[wi]
+        max_tokens = self.max_tokens   # grows when capacity arrives
         for times, prompts, outputs in proc.chunks(rng_t, horizon):
             n = len(times)
             if prompts is None:
@@ -136,6 +180,7 @@ class World:
                 r = Request(self.next_rid, wi, t, p, o)
                 self.next_rid += 1
                 metrics.on_arrival(r, t)
+                cap = max_tokens[wi]
                 if p + o > cap:
                     self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
                     continue
@@ -156,7 +201,7 @@ class World:
 
     def repair_replica(self, index: int):
         rep = self.replicas[index]
-        if rep.up:
+        if rep.up or rep.retired_s is not None:
             return
         rep.repair(self.env.now)
         self.router.replica_state_changed()
@@ -199,8 +244,13 @@ class World:
         total = m.total()
         offline = all(w.arrivals.kind == "offline" for w in sc.workloads)
         duration = (m.last_completion_s if offline else sc.simulation.horizon_s) or 0.0
-        gpus = sum(d.gpus for d in sc.deployments)
         now = self.env.now
+        # each replica counts for the time it was in the fleet (capacity policies add and
+        # retire replicas during the run); the fixed fleet is in for the whole duration
+        life = [max(0.0, min(duration, r.retired_s if r.retired_s is not None else math.inf) - r.added_s)
+                for r in self.replicas]
+        gpu_s = sum(l_ * r.gpus for l_, r in zip(life, self.replicas))
+        gpus = sum(r.gpus for r in self.replicas if r.retired_s is None)
         partial = [rep.partial_run(now) for rep in self.replicas]
         busy_s = [rep.busy_s + p[0] for rep, p in zip(self.replicas, partial)]
         rep_tokens = [rep.output_tokens + p[1] for rep, p in zip(self.replicas, partial)]
@@ -225,8 +275,10 @@ class World:
             "first_arrival_s": m.first_arrival_s,
             "last_completion_s": m.last_completion_s,
             "gpus": gpus,
-            "replicas": len(self.replicas),
-            "gpu_utilisation": busy_gpu_s / (gpus * duration) if gpus and duration > 0 else 0.0,
+            "replicas": sum(1 for r in self.replicas if r.retired_s is None),
+            "replicas_ever": len(self.replicas),
+            "gpu_hours": gpu_s / 3600.0,
+            "gpu_utilisation": busy_gpu_s / gpu_s if gpu_s > 0 else 0.0,
             "throughput_utilisation": None,
             "throughput_output_tokens_per_s": out_tokens / duration if duration > 0 else 0.0,
             "throughput_requests_per_s": total.completed / duration if duration > 0 else 0.0,
@@ -274,36 +326,41 @@ class World:
             reps = [r for r in self.replicas if r.site == sn]
             key = sn if sn is not None else "(unsited)"
             site = next((s_ for s_ in sc.sites if s_.name == sn), None)
-            g = sum(r.gpus for r in reps)
+            g = sum(r.gpus for r in reps if r.retired_s is None)
+            g_s = sum(life[r.index] * r.gpus for r in reps)
             summary["sites"][key] = {
                 "jurisdiction": site.jurisdiction if site else None,
                 "certifications": list(site.certifications) if site else [],
-                "replicas": len(reps), "gpus": g,
-                "gpu_utilisation": (sum(busy_s[r.index] * r.gpus for r in reps) / (g * duration))
-                if g and duration > 0 else 0.0,
+                "replicas": sum(1 for r in reps if r.retired_s is None), "gpus": g,
+                "gpu_hours": g_s / 3600.0,
+                "gpu_utilisation": (sum(busy_s[r.index] * r.gpus for r in reps) / g_s) if g_s > 0 else 0.0,
                 "completed": sum(r.completed for r in reps),
                 "output_tokens": sum(rep_tokens[r.index] for r in reps),
             }
         for di, dep in enumerate(sc.deployments):
             reps = [r for r in self.replicas if r.deployment == di]
             busy = sum(busy_s[r.index] for r in reps)
-            kv = [sum(m.kv_block_s[r.index]) / (duration * max(r.total_blocks, 1)) if duration > 0 else 0.0
+            rep_s = sum(life[r.index] for r in reps)
+            kv = [sum(m.kv_block_s[r.index]) / (life[r.index] * max(r.total_blocks, 1)) if life[r.index] > 0 else 0.0
                   for r in reps]
             peak = saturation_tokens_per_s(reps[0]) if reps else 0.0
+            live = sum(1 for r in reps if r.retired_s is None)
             summary["deployments"][dep.name] = {
                 "model": dep.model, "gpu": dep.gpu, "precision": dep.precision, "tp": dep.tp,
-                "site": dep.site, "replicas": len(reps), "gpus": dep.gpus,
+                "site": dep.site, "replicas": live, "gpus": live * dep.tp,
+                "replica_hours": rep_s / 3600.0,
                 "kv_capacity_tokens": reps[0].total_blocks * reps[0].bs if reps else 0,
                 "busy_s": busy,
-                "utilisation": busy / (len(reps) * duration) if reps and duration > 0 else 0.0,
+                "utilisation": busy / rep_s if rep_s > 0 else 0.0,
                 "output_tokens": sum(rep_tokens[r.index] for r in reps),
-                "saturation_output_tokens_per_s": peak * len(reps),
-                "throughput_utilisation": (sum(rep_tokens[r.index] for r in reps) / (peak * len(reps) * duration))
-                if reps and peak > 0 and duration > 0 else 0.0,
+                "saturation_output_tokens_per_s": peak * live,
+                "saturation_output_tokens": peak * rep_s,
+                "throughput_utilisation": (sum(rep_tokens[r.index] for r in reps) / (peak * rep_s))
+                if peak > 0 and rep_s > 0 else 0.0,
                 "kv_occupancy_mean": sum(kv) / len(kv) if kv else 0.0,
             }
-        sat = sum(d["saturation_output_tokens_per_s"] for d in summary["deployments"].values())
-        summary["throughput_utilisation"] = out_tokens / (sat * duration) if sat > 0 and duration > 0 else 0.0
+        sat_tokens = sum(d["saturation_output_tokens"] for d in summary["deployments"].values())
+        summary["throughput_utilisation"] = out_tokens / sat_tokens if sat_tokens > 0 else 0.0
         return summary
 
     def residency_violations(self) -> int:

@@ -209,11 +209,14 @@ class FaultsSpec(Spec):
 
 
 class CapacityPolicySpec(Spec):
-    kind: Literal["fixed", "threshold", "forecast"] = Field(default="fixed", description="fixed: the contracts' GPUs only; threshold: order/release on utilisation; forecast: order lead-time ahead of a demand forecast.")
-    contract: str | None = Field(default=None, description="Name of the contract whose terms new orders use (None: the first contract of the site).")
+    kind: Literal["fixed", "threshold", "forecast"] = Field(default="fixed", description="fixed: the contracts' GPUs only; threshold: order/release on throughput utilisation and queueing; forecast: order lead-time ahead of the workloads' expected demand. Replicas are added as GPUs arrive and drained before they leave (docs/economics.md).")
+    contract: str | None = Field(default=None, description="Name of the contract whose terms new orders use (None: the first contract of the site; a site without contracts orders on-demand rental).")
+    deployment: str | None = Field(default=None, description="Deployment whose replicas are added on new GPUs (None: at each site, its deployment with the most outstanding work per replica when the GPUs arrive).")
+    max_queue_per_replica: float = Field(default=4.0, ge=0.0, description="threshold: also order when more requests than this wait (unadmitted, or parked at the router) per accepting replica at the site. assumption.")
+    drain_s: float = Field(default=600.0, ge=0.0, description="A released tranche stays at least this long after the release decision so its replicas finish what they hold (no new requests meanwhile); anything left then is migrated with its emitted tokens. assumption: 10 min, far above end-to-end latencies of the default workloads.")
     check_interval_s: float = Field(default=3600.0, gt=0.0, description="How often the policy looks, seconds. assumption.")
-    high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when busy share is above this. assumption.")
-    low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release when busy share is below this. assumption.")
+    high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when the site's throughput utilisation (output tokens / saturation tokens, docs/metrics.md) since the last look is above this. assumption.")
+    low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release a tranche when throughput utilisation is below this and nothing waits. assumption.")
     step_gpus: int = Field(default=8, ge=1, description="GPUs per order or release (one node). assumption.")
     min_gpus: int = Field(default=0, ge=0, description="Run setting: never release below this many GPUs at a site.")
     max_gpus: int = Field(default=1 << 20, ge=1, description="Run setting: never order above this many GPUs at a site (default: no cap).")
@@ -431,8 +434,23 @@ class Scenario(Spec):
             cn = [c.name for c in s.contracts]
             if len(set(cn)) != len(cn):
                 raise ValueError(f"sites[{i}].contracts: names must be unique within a site, got {cn}")
-        if self.capacity_policy.low_utilisation >= self.capacity_policy.high_utilisation:
+        cp = self.capacity_policy
+        if cp.low_utilisation >= cp.high_utilisation:
             raise ValueError("capacity_policy.low_utilisation must be < high_utilisation")
+        if cp.kind != "fixed":
+            dnames = [d.name for d in self.deployments]
+            if cp.deployment is not None and cp.deployment not in dnames:
+                raise ValueError(f"capacity_policy.deployment: {cp.deployment!r} is not a deployment; deployments: {dnames}")
+            if cp.contract is not None:
+                for i, s_ in enumerate(self.sites):
+                    if s_.contracts and cp.contract not in [c.name for c in s_.contracts]:
+                        raise ValueError(f"capacity_policy.contract: site {s_.name!r} has no contract named {cp.contract!r}; "
+                                         f"it has {[c.name for c in s_.contracts]}")
+            grow = [d for d in self.deployments if cp.deployment is None or d.name == cp.deployment]
+            big = max(grow, key=lambda d: d.tp)
+            if cp.step_gpus < big.tp:
+                raise ValueError(f"capacity_policy.step_gpus: {cp.step_gpus} GPUs cannot hold one replica of "
+                                 f"deployment {big.name!r} (tp={big.tp}); use a multiple of {big.tp}")
         served = {d.model for d in self.deployments}
         for i, w in enumerate(self.workloads):
             if w.model not in served:

@@ -1,0 +1,206 @@
+"""The capacity policy inside a run: replicas join as ordered GPUs arrive (after the lead
+time) and are drained before their GPUs leave; nothing is lost, residency holds, money is
+conserved and the bill follows the tranches."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.contracts import HOUR_S, rental_terms
+from sim.runner import run
+from sim.scenario import ScenarioError, scenario_from_dict
+
+LENGTHS = {"prompt_tokens": {"dist": "lognormal", "mu": 6.0, "sigma": 0.6, "max": 4000},
+           "output_tokens": {"dist": "lognormal", "mu": 4.5, "sigma": 0.8, "max": 600}}
+
+
+def scenario(rate=40.0, horizon=1800.0, policy=None, contracts=None, replicas=1, faults=None,
+             arrivals=None, seed=1, sites=None, residency=None):
+    sites = sites or [{"name": "par", "jurisdiction": "FR", "certifications": ["SecNumCloud"],
+                       "contracts": contracts if contracts is not None else [
+                           {"kind": "rental", "name": "base", "term": "committed", "gpus": 2 * replicas},
+                           {"kind": "rental", "name": "burst", "term": "on_demand", "gpus": 0,
+                            "lead_time_s": 300.0}]}]
+    d = {
+        "name": "cap",
+        "simulation": {"horizon_s": horizon, "seed": seed, "timeseries_interval_s": 60.0},
+        "sites": sites,
+        "deployments": [{"name": "mx", "site": sites[0]["name"], "model": "mixtral-8x7b", "tp": 2,
+                         "replicas": replicas}],
+        "workloads": [{"name": "bank", "model": "mixtral-8x7b", "vertical": "finance",
+                       "arrivals": arrivals or {"kind": "poisson", "rate_per_s": rate},
+                       "residency": residency or {"allowed_jurisdictions": ["FR"]}, **LENGTHS}],
+        "capacity_policy": {"kind": "threshold", "contract": "burst", "check_interval_s": 60.0,
+                            "step_gpus": 2, "min_gpus": 2 * replicas, "max_gpus": 16,
+                            "high_utilisation": 0.5, "low_utilisation": 0.1, **(policy or {})},
+    }
+    if faults:
+        d["faults"] = faults
+    return scenario_from_dict(d, "test")
+
+
+def conserved(s):
+    return s["arrivals"] == s["completed"] + s["rejected"] + s["in_flight"]
+
+
+def events(s, kind):
+    return [e for e in s["economics"]["capacity"]["sites"]["par"]["events"] if e[1] == kind]
+
+
+def test_overload_orders_gpus_and_replicas_join_after_the_lead_time():
+    res = run(scenario(rate=60.0, horizon=1500.0))
+    s = res.summary
+    cap = s["economics"]["capacity"]["sites"]["par"]
+    assert cap["orders"] >= 2 and cap["replicas_added"] >= 2
+    orders, arrivals = events(s, "order"), events(s, "arrive")
+    # one order in transit at a time; each arrives exactly its lead time (300 s) after
+    for (t_o, _, g_o), (t_a, _, g_a) in zip(orders, arrivals):
+        assert t_a == pytest.approx(t_o + 300.0) and g_a == g_o == 2
+    # new replicas served requests, and only from when they joined
+    df = res.requests
+    per_rep = df[(df["replica"] != "mx/0") & (df["replica"] != "")]
+    assert len(per_rep) > 0
+    first_join = arrivals[0][0]
+    assert per_rep["admitted_s"].min() >= first_join - 1e-9
+    assert conserved(s) and s["residency_violations"] == 0
+    # GPU-hours follow the fleet: 2 GPUs all along + 2 per arrival from its time
+    expect_h = (2 * 1500.0 + sum(g * (1500.0 - t) for t, _, g in arrivals)) / HOUR_S
+    assert s["gpu_hours"] == pytest.approx(expect_h, rel=1e-9)
+
+
+def test_release_drains_the_replica_before_its_gpus_leave_and_the_bill_stops_then():
+    # 2 replicas on 2 tranches, light load: the on-demand tranche is released at the first look
+    contracts = [{"kind": "rental", "name": "base", "term": "committed", "gpus": 2},
+                 {"kind": "rental", "name": "burst", "term": "on_demand", "gpus": 2}]
+    sc = scenario(rate=2.0, horizon=1200.0, replicas=2, contracts=contracts,
+                  policy={"min_gpus": 2, "drain_s": 300.0, "low_utilisation": 0.3})
+    res = run(sc)
+    s = res.summary
+    rel, leave = events(s, "release"), events(s, "leave")
+    assert len(rel) == 1 and len(leave) == 1
+    t_rel, t_leave = rel[0][0], leave[0][0]
+    assert t_rel == pytest.approx(60.0) and t_leave == pytest.approx(360.0)   # drain_s after the decision
+    df = res.requests
+    on_released = df[df["replica"] == "mx/1"]   # placed on the second tranche
+    # no request that arrived after the release decision went to the draining replica
+    assert (on_released["arrival_s"] <= t_rel + 1e-9).all()
+    assert s["economics"]["capacity"]["migrated_requests"] == 0   # light load: all finished in the drain
+    assert s["replicas"] == 1 and conserved(s)
+    # the on-demand tranche is billed until it left, the committed one for the whole run
+    od = rental_terms("x", "on_demand").fixed_eur_per_gpu_h
+    cm = rental_terms("x", "committed").fixed_eur_per_gpu_h
+    expect_cents = (2 * 1200.0 * cm + 2 * t_leave * od) / HOUR_S * 100
+    assert s["economics"]["rental_cents"] == pytest.approx(expect_cents, abs=2)
+    assert s["gpu_hours"] == pytest.approx((2 * 1200.0 + 2 * t_leave) / HOUR_S)
+
+
+def test_short_drain_migrates_requests_keeping_their_tokens():
+    contracts = [{"kind": "rental", "name": "base", "term": "committed", "gpus": 2},
+                 {"kind": "rental", "name": "burst", "term": "on_demand", "gpus": 2}]
+    # long outputs so that requests are mid-generation when the GPUs leave (drain_s = 0)
+    d = scenario(rate=3.0, horizon=900.0, replicas=2, contracts=contracts,
+                 policy={"min_gpus": 2, "drain_s": 0.0, "low_utilisation": 0.45}).model_dump(mode="python")
+    d["workloads"][0]["output_tokens"] = {"dist": "constant", "value": 2000}
+    d["workloads"][0]["prompt_tokens"] = {"dist": "constant", "value": 200}
+    res = run(scenario_from_dict(d, "test"))
+    s = res.summary
+    assert s["economics"]["capacity"]["migrated_requests"] > 0
+    assert conserved(s) and s["rejected"] == 0
+    moved = res.requests[res.requests["restarts"] > 0]
+    assert len(moved) > 0
+    # preserved: the moved requests had emitted tokens before the GPUs left (at the first
+    # look, 60 s) and finished with exactly their output length; with no preemptions, the
+    # only prefill beyond the prompts is the emitted tokens carried to the new replica
+    done = moved[moved["completion_s"] > 0]
+    assert (done["output_tokens"] == 2000).all()
+    assert (moved["first_token_s"] < 60.0).all()
+    assert s["preemptions"] == 0
+    assert s["prefill_tokens_total"] - s["prompt_tokens_total"] > 100 * len(moved)
+
+
+def test_forecast_policy_orders_lead_time_ahead_of_the_morning_ramp():
+    # 168-hour profile: quiet until 08:00 Monday, then 6x the night rate; the run starts 06:00
+    prof = [1.0] * 8 + [6.0] * 16 + [1.0] * 144
+    mean = sum(prof) / len(prof)
+    arr = {"kind": "nhpp", "rate_per_s": 15.0 * mean / 6.0, "profile": prof, "start_hour_of_week": 6.0}
+    d = scenario(horizon=3.0 * HOUR_S, arrivals=arr,
+                 policy={"kind": "forecast", "check_interval_s": 900.0, "headroom": 0.5}).model_dump(mode="python")
+    d["sites"][0]["contracts"][1]["lead_time_s"] = 1800.0
+    d["workloads"][0]["prompt_tokens"] = {"dist": "constant", "value": 100}
+    d["workloads"][0]["output_tokens"] = {"dist": "constant", "value": 1000}   # 15 req/s x 1000 tok at peak
+    res = run(scenario_from_dict(d, "test"))
+    s = res.summary
+    arrivals, orders = events(s, "arrive"), events(s, "order")
+    assert arrivals, "the forecast policy never ordered"
+    ramp = 2 * HOUR_S
+    # ordered a lead time (30 min) ahead: the GPUs are in when demand jumps, not after
+    assert min(t for t, _, _ in orders) <= ramp - 1800.0
+    assert sum(g for t, _, g in arrivals if t <= ramp) >= 2
+    # and the peak hour meets its SLA on the grown fleet
+    df = res.requests
+    peak = df[df["arrival_s"] > ramp + 600.0]
+    assert (peak["ttft_s"] <= 2.0).mean() > 0.95
+    assert conserved(s) and s["residency_violations"] == 0
+
+
+def test_same_seed_same_summary_with_policy_and_faults():
+    faults = {"enabled": True, "gpu_failures_per_gpu_day": 40.0, "repair_median_s": 120.0}
+    a = run(scenario(rate=50.0, horizon=900.0, faults=faults)).summary
+    b = run(scenario(rate=50.0, horizon=900.0, faults=faults)).summary
+    ja = json.dumps(a, sort_keys=True, default=str)
+    jb = json.dumps(b, sort_keys=True, default=str)
+    assert ja == jb
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rate=st.floats(5.0, 70.0), seed=st.integers(1, 10_000),
+       gpu_rate=st.sampled_from([0.0, 30.0, 200.0]), drain=st.sampled_from([0.0, 30.0, 300.0]),
+       kind=st.sampled_from(["threshold", "forecast"]), lead=st.sampled_from([0.0, 60.0, 300.0]))
+def test_property_nothing_lost_residency_holds_money_conserved(rate, seed, gpu_rate, drain, kind, lead):
+    """Random load, faults and policy settings: every request is completed, rejected or
+    still in flight; none is served outside its residency; revenue minus costs equals the
+    margin to the cent, in total and per site; failures and capacity changes interleave."""
+    sites = [{"name": "par", "jurisdiction": "FR", "certifications": ["SecNumCloud"],
+              "contracts": [{"kind": "rental", "name": "base", "term": "committed", "gpus": 2},
+                            {"kind": "rental", "name": "burst", "term": "on_demand", "gpus": 2,
+                             "lead_time_s": lead}]},
+             {"name": "fra", "jurisdiction": "DE", "contracts": [
+                 {"kind": "rental", "name": "burst", "term": "on_demand", "gpus": 2, "lead_time_s": lead}]}]
+    d = scenario(rate=rate, horizon=600.0, replicas=1, seed=seed, sites=sites,
+                 faults={"enabled": True, "gpu_failures_per_gpu_day": gpu_rate, "repair_median_s": 60.0,
+                         "requeue": "preserve"},
+                 policy={"kind": kind, "drain_s": drain, "min_gpus": 0, "check_interval_s": 60.0,
+                         "low_utilisation": 0.3}).model_dump(mode="python")
+    d["deployments"] = [{"name": "mx-par", "site": "par", "model": "mixtral-8x7b", "tp": 2, "replicas": 2},
+                        {"name": "mx-fra", "site": "fra", "model": "mixtral-8x7b", "tp": 2, "replicas": 1}]
+    d["workloads"].append({"name": "anyone", "model": "mixtral-8x7b", "vertical": "general",
+                           "arrivals": {"kind": "poisson", "rate_per_s": rate / 2}, **LENGTHS})
+    res = run(scenario_from_dict(d, "prop"))
+    s = res.summary
+    assert conserved(s)
+    assert s["residency_violations"] == 0
+    # the FR-only tenant was never served in Germany (replicas of mx-fra, added ones included)
+    df = res.requests
+    assert not df[(df["workload"] == "bank") & df["replica"].str.startswith("mx-fra/")].shape[0]
+    e = s["economics"]
+    assert e["revenue_cents"] - e["costs_cents"] == e["margin_cents"]
+    for part in ("by_site", "by_month", "by_vertical"):
+        assert sum(v["margin_cents"] for v in e[part].values()) == e["margin_cents"]
+        assert sum(v["costs_cents"] for v in e[part].values()) == e["costs_cents"]
+
+
+def test_policy_errors_are_one_line():
+    base = scenario().model_dump(mode="python")
+    bad = json.loads(json.dumps(base))
+    bad["capacity_policy"]["step_gpus"] = 1
+    with pytest.raises(ScenarioError) as ei:
+        scenario_from_dict(bad, "x.toml")
+    assert "step_gpus" in str(ei.value) and "tp=2" in str(ei.value) and "\n" not in str(ei.value)
+    bad = json.loads(json.dumps(base))
+    bad["capacity_policy"]["contract"] = "nope"
+    with pytest.raises(ScenarioError) as ei:
+        scenario_from_dict(bad, "x.toml")
+    assert "'nope'" in str(ei.value) and "base" in str(ei.value)
