@@ -4,9 +4,11 @@ Every ``check_interval_s`` it observes the site (busy share of the GPUs in force
 last look, and optionally a demand forecast) and decides:
 
 * ``fixed`` -- nothing: the contracts' GPUs only;
-* ``threshold`` -- busy share above ``high_utilisation``: order ``step_gpus`` (one order in
-  transit at a time); below ``low_utilisation``: ask to release the tranche that can leave
-  soonest, never going under ``min_gpus``;
+* ``threshold`` -- utilisation above ``high_utilisation`` (or too many requests waiting):
+  order ``step_gpus`` (one order in transit at a time); below ``low_utilisation`` with
+  nothing waiting: ask to release the tranche that can leave soonest, never going under
+  ``min_gpus`` and only if the same load on the GPUs that stay is still under
+  ``high_utilisation`` (no order/release flapping);
 * ``forecast`` -- keep ``ceil(forecast x (1 + headroom))`` GPUs: order what the forecast at
   ``now + lead_time`` needs beyond what is in force or in transit; release a tranche when
   the forecast peak until that tranche could leave stays covered without it.
@@ -51,7 +53,8 @@ class CapacityManager:
     at the site (for the threshold policy); ``forecast_gpus(t)`` the GPUs demand needs at
     time ``t`` (for the forecast policy).  ``load()``, if given, replaces ``busy_gpu_s`` for
     the threshold policy: it returns ``(utilisation, queue_per_replica)`` since its last call
-    (:class:`FleetCapacity` passes throughput utilisation and the waiting requests)."""
+    (:class:`FleetCapacity` passes throughput utilisation and the waiting requests), or None
+    when nothing has been measured yet (no decision)."""
 
     def __init__(self, env, ledger, site: str, order_terms: Terms, params: PolicyParams,
                  busy_gpu_s: Callable[[], float] | None = None,
@@ -79,6 +82,7 @@ class CapacityManager:
         self.orders = 0
         self.releases = 0
         self.events: list[tuple[float, str, int]] = []   # (time, order|arrive|release|leave, GPUs)
+        self.release_grid_points = 2000   # forecast policy: points checked until a tranche could leave
         for tr in initial or []:
             self.tranches.append(tr)
             if ledger is not None and tr not in ledger.tranches:
@@ -157,7 +161,10 @@ class CapacityManager:
     def _threshold(self):
         now = self.env.now
         if self.load is not None:
-            u, q = self.load()
+            sig = self.load()
+            if sig is None:      # nothing measured yet: no decision
+                return
+            u, q = sig
         else:
             busy = self.busy_gpu_s()
             g = self.gpus_in_force()
@@ -170,8 +177,12 @@ class CapacityManager:
         if hot and not self.in_transit and staying + self.p.step_gpus <= self.p.max_gpus:
             self.order(self.p.step_gpus)
         elif u < self.p.low_utilisation and q == 0:
+            g_now = self.gpus_in_force()
             for tr in self._releasable():
-                if staying - tr.gpus >= self.p.min_gpus:
+                left = staying - tr.gpus
+                # hysteresis: the same load on what stays must stay under high_utilisation
+                u_after = (u * g_now / left if left > 0 else (math.inf if u > 0 else 0.0))
+                if left >= self.p.min_gpus and u_after < self.p.high_utilisation:
                     self.release(tr)
                     break
 
@@ -194,7 +205,8 @@ class CapacityManager:
         # release: only if the forecast peak until the tranche could leave stays covered
         for tr in self._releasable():
             eff = tr.release_effective_s(now)
-            horizon_peak = max(need(t) for t in _grid(now, eff + p.check_interval_s, p.check_interval_s))
+            horizon_peak = max(need(t) for t in _grid(now, eff + p.check_interval_s, p.check_interval_s,
+                                                       self.release_grid_points))
             if have - tr.gpus >= horizon_peak:
                 self.release(tr)
                 have -= tr.gpus
@@ -206,6 +218,84 @@ def _grid(a: float, b: float, step: float, max_points: int = 2000):
     n = max(1, min(max_points, int(math.ceil((b - a) / step)) + 1))
     h = (b - a) / (n - 1) if n > 1 else 0.0
     return [a + i * h for i in range(n)]
+
+
+# ====================================================================== fluid capacity
+def replica_request_capacity_per_s(rep, mean_prompt_tokens: float, mean_output_tokens: float) -> float:
+    """Requests per second one replica sustains at full batch for requests of these mean
+    lengths (a fluid estimate for sizing; the simulation is the referee).
+
+    Batch ``B``: ``max_num_seqs``, or fewer if the KV cache holds fewer sequences at the mean
+    attended context ``C = prompt + output / 2``.  Each request costs ``output`` decode
+    steps shared by ``B`` sequences, ``output x t_decode(B, B C) / B``, plus its prefill:
+    the extra time of an iteration that also prefills the whole prompt,
+    ``t_mixed(B, B C, prompt) - t_decode(B, B C)``.  Unlike output-token saturation, this
+    counts prefill work, which dominates for long prompts."""
+    from sim.step import prefill_attn_pairs
+    p = max(1.0, float(mean_prompt_tokens))
+    o = max(1.0, float(mean_output_tokens))
+    ctx = p + o / 2.0
+    b = int(min(rep.max_num_seqs, max(1, rep.total_blocks * rep.bs // int(ctx))))
+    kv = int(b * ctx)
+    t_dec = rep.model.step_time_s(b, kv)
+    pi = int(round(p))
+    t_mix = rep.model.step_time_s(b, kv, pi, prefill_attn_pairs(0, pi, rep.window))
+    per_request_s = o * t_dec / b + max(0.0, t_mix - t_dec)
+    return 1.0 / per_request_s if per_request_s > 0 else 0.0
+
+
+def probe_replica(env, dep):
+    """A detached replica of deployment spec ``dep`` (never scheduled): its step model,
+    batch limits and KV capacity, for capacity arithmetic."""
+    from sim.engine import Replica
+    from sim.step import make_step_model
+    b = dep.batching
+    return Replica(env, -1, "probe", make_step_model(dep), max_num_seqs=b.max_num_seqs,
+                   max_batched_tokens=b.max_batched_tokens, block_size_tokens=b.block_size_tokens,
+                   chunked_prefill=b.chunked_prefill, per_iteration=False,
+                   on_complete=lambda r, t: None, gpus=dep.tp)
+
+
+# ====================================================================== tranches of a scenario
+def initial_tranches(scenario, start_s: float = 0.0) -> tuple[dict[str, list[Tranche]], dict[str, Terms]]:
+    """The tranches in force at ``start_s`` per site (each site's contracts; with no contracts
+    anywhere, each site's deployed GPUs as on-demand rental) and the terms new orders use at
+    each site (``capacity_policy.contract``, else the site's first contract, else on-demand).
+    A site whose deployments need more GPUs than its contracts give is a one-line error."""
+    from collections import defaultdict
+
+    from sim.contracts import rental_terms, terms_from_spec
+    from sim.errors import UserError
+
+    sc = scenario
+    cp = sc.capacity_policy
+    sites = {s.name: s for s in sc.sites}
+    need: dict[str, int] = defaultdict(int)
+    for dep in sc.deployments:
+        need[dep.site or "-"] += dep.gpus
+    implicit = not any(s.contracts for s in sc.sites)
+    out: dict[str, list[Tranche]] = defaultdict(list)
+    order_terms: dict[str, Terms] = {}
+    for site_name, gpus in need.items():
+        site = sites.get(site_name)
+        if site is None or not site.contracts:
+            if not implicit and gpus:
+                raise UserError(f"sites: deployments at {site_name!r} use {gpus} GPUs but the site has "
+                                f"no contracts (add [[sites.contracts]] for it)")
+            order_terms[site_name] = rental_terms("on_demand")
+            out[site_name].append(Tranche(site_name, order_terms[site_name], gpus, start_s))
+    for site in sc.sites:
+        have = 0
+        for c in site.contracts:
+            terms = terms_from_spec(c, site.jurisdiction)
+            out[site.name].append(Tranche(site.name, terms, c.gpus, start_s))
+            have += c.gpus
+            if site.name not in order_terms and (cp.contract is None or cp.contract == c.name):
+                order_terms[site.name] = terms
+        if site.contracts and need.get(site.name, 0) > have:
+            raise UserError(f"sites[{site.name}].contracts: deployments there use {need[site.name]} GPUs "
+                            f"but contracts provide {have}")
+    return dict(out), order_terms
 
 
 # ====================================================================== inside a run
@@ -223,13 +313,14 @@ class FleetCapacity:
     emitted tokens (``migrated_requests``).  No request is lost and residency still holds:
     requeues go through the router's eligibility lists.
 
-    Signals: ``threshold`` reads the site's *throughput* utilisation since its last look
-    (output tokens / saturation tokens of the replicas in force, see
-    :func:`sim.runner.saturation_tokens_per_s`; busy share saturates near 1 under
-    continuous batching) and the requests waiting per accepting replica; ``forecast`` reads
-    the workloads' expected arrival rate over the next check interval (the NHPP profile,
-    burst-free; the mean for other processes) x their mean output tokens, split evenly over
-    the sites that may serve them, in GPUs at saturation.
+    Signals: ``threshold`` reads the site's *request utilisation* since its last look
+    (requests completed / what its replicas could complete at full batch for the site's
+    length mix, :func:`replica_request_capacity_per_s`; busy share saturates near 1 under
+    continuous batching and output-token saturation ignores prefill) and the requests
+    waiting per accepting replica; ``forecast`` reads the workloads'
+    expected arrival rate over the next check interval (the NHPP profile, burst-free; the
+    mean for other processes), split evenly over the sites that may serve them, in GPUs at
+    the fluid request capacity of :func:`replica_request_capacity_per_s`.
     """
 
     def __init__(self, world, ledger, spec, site_tranches: dict[str, list[Tranche]],
@@ -244,7 +335,6 @@ class FleetCapacity:
         self.migrated = 0
         self.added: dict[str, int] = {}
         self.retired: dict[str, int] = {}
-        self._sat_per_gpu: dict[int, float] = {}
         self._last: dict[str, tuple[float, float]] = {}
         self.gpus_start: dict[str, int] = {}
         self.gpus_peak: dict[str, int] = {}
@@ -296,57 +386,62 @@ class FleetCapacity:
     def _site_reps(self, site: str):
         return [r for r in self.world.replicas if (r.site or "-") == site]
 
-    def _sat(self, di: int) -> float:
-        """Saturation output tokens/s per GPU of deployment ``di``."""
-        v = self._sat_per_gpu.get(di)
-        if v is None:
-            from sim.runner import saturation_tokens_per_s
-            from sim.engine import Replica
-            w = self.world
-            dep = w.scenario.deployments[di]
-            probe = next((r for r in w.replicas if r.deployment == di), None)
-            if probe is None:   # no replica yet: a detached one, never scheduled
-                from sim.step import make_step_model
-                b = dep.batching
-                probe = Replica(w.env, -1, "probe", make_step_model(dep), max_num_seqs=b.max_num_seqs,
-                                max_batched_tokens=b.max_batched_tokens, block_size_tokens=b.block_size_tokens,
-                                chunked_prefill=b.chunked_prefill, per_iteration=False,
-                                on_complete=lambda r, t: None, gpus=dep.tp)
-            v = self._sat_per_gpu[di] = saturation_tokens_per_s(probe) / dep.tp
-        return v
+    def _site_mix(self, site: str) -> tuple[float, float] | None:
+        """Mean prompt and output tokens of the requests that arrived so far for the
+        workloads this site may serve (weighted by their arrivals and the site's share)."""
+        w = self.world
+        n = p = o = 0.0
+        for wi, ws in enumerate(self.work_sites):
+            if site in ws:
+                st = w.metrics.streams[wi]
+                share = 1.0 / len(ws)
+                n += share * st.arrivals
+                p += share * st.arrived_prompt_tokens
+                o += share * st.arrived_output_tokens
+        return (p / n, o / n) if n > 0 else None
 
     def _load(self, site: str) -> tuple[float, float]:
-        """Throughput utilisation of the site's replicas since the last look, and requests
+        """Request utilisation of the site's replicas since the last look (requests
+        completed / the requests they could complete at full batch,
+        :func:`replica_request_capacity_per_s` for the site's length mix), and requests
         waiting (not yet admitted, or parked/queued at the router) per accepting replica."""
         w = self.world
         now = w.env.now
-        t_last, tok_last = self._last[site]
-        tokens = 0.0
-        cap_s = 0.0
-        waiting = 0
+        t_last, done_last = self._last[site]
+        mix = self._site_mix(site)
+        caps: dict[int, float] = {}
+        done = 0
+        cap_req = 0.0
+        waiting = 0.0
         accepting = 0
         for r in self._site_reps(site):
-            tokens += r.output_tokens + (r.partial_run(now)[1] if r.retired_s is None and r.up else 0)
+            done += r.completed
             end = now if r.retired_s is None else min(now, r.retired_s)
             span = end - max(t_last, r.added_s)
-            if span > 0 and r.up:
-                cap_s += self._sat(r.deployment) * r.gpus * span
+            if span > 0 and r.up and mix is not None:
+                if r.deployment not in caps:
+                    caps[r.deployment] = replica_request_capacity_per_s(r, *mix)
+                cap_req += caps[r.deployment] * span
             if r.up and r.accepting:
                 accepting += 1
                 waiting += len(r.waiting)
         for wi, ws in enumerate(self.work_sites):
             if site in ws:
-                share = 1.0 / len(ws)
-                waiting += share * (len(w.router.parked[wi]) + len(w.router.queues[wi]))
-        self._last[site] = (now, tokens)
-        u = (tokens - tok_last) / cap_s if cap_s > 0 else (1.0 if waiting else 0.0)
+                waiting += (len(w.router.parked[wi]) + len(w.router.queues[wi])) / len(ws)
+        self._last[site] = (now, done)
+        u = (done - done_last) / cap_req if cap_req > 0 else (1.0 if waiting else 0.0)
         q = waiting / accepting if accepting else (math.inf if waiting else 0.0)
         return u, q
 
     def _forecast_gpus(self, site: str, t: float) -> float:
+        """GPUs of the growing deployment that the expected arrivals over the next look need
+        at full batch (:func:`replica_request_capacity_per_s`), each workload split evenly
+        over the sites that may serve it."""
         w = self.world
         dt = self.params.check_interval_s
-        tokens_per_s = 0.0
+        di = self._growing(site)
+        rep = self._probe(di)
+        gpus = 0.0
         for wi, wl in enumerate(w.scenario.workloads):
             ws = self.work_sites[wi]
             if site not in ws:
@@ -360,15 +455,21 @@ class FleetCapacity:
                 rate = proc.mean_rate_per_s()
             st = w.metrics.streams[wi]
             if st.arrivals > 0:
+                mean_in = st.arrived_prompt_tokens / st.arrivals
                 mean_out = st.arrived_output_tokens / st.arrivals
-            elif wl.output_tokens is not None:
-                mean_out = wl.output_tokens.build().mean()
+            elif wl.output_tokens is not None and wl.prompt_tokens is not None:
+                mean_in = float(wl.prompt_tokens.build().mean)
+                mean_out = float(wl.output_tokens.build().mean)
             else:
-                mean_out = 0.0
-            tokens_per_s += rate * mean_out / len(ws)
-        di = self._growing(site)
-        sat = self._sat(di)
-        return tokens_per_s / sat if sat > 0 else 0.0
+                continue
+            cap = replica_request_capacity_per_s(rep, mean_in, mean_out)
+            if cap > 0:
+                gpus += rate / len(ws) / cap * rep.gpus
+        return gpus
+
+    def _probe(self, di: int):
+        probe = next((r for r in self.world.replicas if r.deployment == di), None)
+        return probe if probe is not None else probe_replica(self.world.env, self.world.scenario.deployments[di])
 
     # ------------------------------------------------------------------ placement
     def _growing(self, site: str) -> int:

@@ -22,6 +22,7 @@ Windows are independent simulations (queues start empty, warm-up discarded); the
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,31 @@ def window_busy_gpu_s(world: World) -> float:
     return total
 
 
+def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict[str, float]]:
+    """Per site, after the warm-up: busy GPU-seconds, requests completed, and the requests
+    its replicas could have completed at full batch for the window's length mix
+    (:func:`sim.capacity.replica_request_capacity_per_s`): request utilisation."""
+    from sim.capacity import replica_request_capacity_per_s
+    warm = world.scenario.simulation.warmup_s
+    now = world.env.now
+    span = now - warm if warm > 0 else now
+    n = sum(st.arrivals for st in world.metrics.streams)
+    mix = ((sum(st.arrived_prompt_tokens for st in world.metrics.streams) / n,
+            sum(st.arrived_output_tokens for st in world.metrics.streams) / n) if n else None)
+    out: dict[str, dict[str, float]] = {}
+    caps: dict[int, float] = {}
+    for rep in world.replicas:
+        st = out.setdefault(rep.site or "-", {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
+        b = world.metrics.busy[rep.index]
+        st["busy_gpu_s"] += ((sum(b[1:]) if warm > 0 else sum(b)) + rep.partial_run(now)[0]) * rep.gpus
+        st["completed"] += rep.completed - done_at_warmup[rep.index]
+        if mix is not None:
+            if rep.deployment not in caps:
+                caps[rep.deployment] = replica_request_capacity_per_s(rep, *mix)
+            st["capacity_requests"] += caps[rep.deployment] * span
+    return out
+
+
 def simulate_period(base: Scenario, workloads: list[dict], period_s: float, windows: int,
                     window_s: float, warmup_s: float, phase: float, seed_of, continuous: bool = False) -> dict:
     """Estimate one period (a month) of traffic from ``windows`` sampled windows.
@@ -134,7 +160,7 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
         windows, window_s = 1, period_s
     out = {"scale": period_s / (windows * window_s), "workloads": {}, "arrivals": 0, "completed": 0,
            "rejected": 0, "busy_gpu_s": 0.0, "gpu_s": 0.0, "ttft_p99": [], "residency_violations": 0,
-           "window_s": window_s, "windows": windows}
+           "window_s": window_s, "windows": windows, "sites": {}}
     gpus = sum(d.gpus for d in base.deployments)
     for k in range(windows):
         how = 0.0 if continuous else (k + phase) * WEEK_H / windows
@@ -143,9 +169,17 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
         if wsc is None:
             continue
         world = World(wsc, seed_of(k))
+        warm = wsc.simulation.warmup_s
+        if warm > 0:
+            world.env.run(until=warm)
+        done_at_warmup = [r.completed for r in world.replicas]
         world.run()
         s = world.summary()
         out["busy_gpu_s"] += window_busy_gpu_s(world)
+        for site, st in window_site_stats(world, done_at_warmup).items():
+            acc_s = out["sites"].setdefault(site, {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
+            for k_, v_ in st.items():
+                acc_s[k_] += v_
         for name, ws in s["workloads"].items():
             # only what arrived after the warm-up is measured and scaled
             acc = out["workloads"].setdefault(name, {"measured": 0, "met": 0.0, "prompt_tokens": 0,
@@ -190,6 +224,186 @@ def _month_cost_eur(scenario: Scenario, busy_share: float, hours: float) -> dict
     return total
 
 
+class PolicyFleet:
+    """The capacity policy of a forecast (``capacity_policy.kind`` threshold or forecast).
+
+    One :class:`sim.capacity.CapacityManager` per site with deployments runs in the market's
+    environment (the forecast's clock), so orders and releases follow lead times, minimum
+    terms and notice in seconds, and every tranche is billed by a :class:`sim.ledger.Ledger`
+    from its arrival to its end.  Each month's traffic windows run on the fleet in force at
+    mid-month: the site's growing deployment (``capacity_policy.deployment``, else the
+    site's first) gets ``(GPUs in force - the other deployments' GPUs) // tp`` replicas.
+
+    Signals, at month scale (policies look at most once a day, see ``LOOK_S``):
+
+    * threshold: the site's request utilisation measured in last month's windows (requests
+      completed / what its replicas could complete at full batch), rescaled
+      to the GPUs in force now (demand held, capacity changed: ``u x GPUs measured / GPUs
+      now``); and queueing, seen at month scale as SLA attainment: a month whose attainment
+      fell under its tenants' lowest target makes each site not under ``low_utilisation``
+      order once;
+    * forecast: the peak-hour request rate of the sovereign contracts already signed and in
+      force at the time looked at (contract rate x the vertical's profile peak, split evenly
+      over the sites its residency allows), in GPUs at the fluid request capacity of a
+      replica for the vertical's mean lengths (:func:`sim.capacity.replica_request_capacity_per_s`).
+    """
+
+    LOOK_S = 86400.0   # run setting: a month-scale fleet needs no hourly looks
+
+    def __init__(self, scenario: Scenario, env, market, spec):
+        from sim.capacity import CapacityManager, PolicyParams, initial_tranches
+        from sim.ledger import Ledger
+        import dataclasses
+
+        self.scenario = scenario
+        self.env = env
+        self.market = market
+        self.spec = spec
+        self.busy_cum: dict[str, float] = {}
+        self.ledger = Ledger(month_s=MONTH_S, fleet=self._views, start_s=0.0)
+        site_tranches, order_terms = initial_tranches(scenario, 0.0)
+        for trs in site_tranches.values():
+            for tr in trs:
+                self.ledger.add_tranche(tr)
+        cp = scenario.capacity_policy
+        params = PolicyParams.from_spec(cp)
+        params = dataclasses.replace(params, check_interval_s=max(params.check_interval_s, self.LOOK_S))
+        self.site_deps: dict[str, list[int]] = {}
+        for di, dep in enumerate(scenario.deployments):
+            self.site_deps.setdefault(dep.site or "-", []).append(di)
+        self.growing: dict[str, int] = {}
+        for site, deps in self.site_deps.items():
+            named = [di for di in deps if scenario.deployments[di].name == cp.deployment]
+            self.growing[site] = named[0] if named else deps[0]
+        self.measured: dict[str, tuple[float, int]] = {}   # site -> (throughput util, GPUs measured)
+        self.attainment_short: set[str] = set()
+        self.managers: dict[str, CapacityManager] = {}
+        self._tenant_cache: dict[tuple[str, int], tuple[float, float, set[str]]] = {}
+        for site in self.site_deps:
+            mgr = CapacityManager(env, self.ledger, site, order_terms[site], params,
+                                  load=lambda site=site: self._load(site),
+                                  forecast_gpus=lambda t, site=site: self._forecast_gpus(site, t),
+                                  initial=site_tranches.get(site, []))
+            mgr.release_grid_points = 120
+            self.managers[site] = mgr
+        self.gpus_start = {site: m.gpus_in_force(0.0) for site, m in self.managers.items()}
+
+    # ------------------------------------------------------------------ the fleet of a month
+    def replicas_at(self, t: float) -> dict[int, int]:
+        sc = self.scenario
+        out = {di: dep.replicas for di, dep in enumerate(sc.deployments)}
+        for site, mgr in self.managers.items():
+            g = mgr.gpus_in_force(t)
+            di = self.growing[site]
+            others = sum(sc.deployments[j].gpus for j in self.site_deps[site] if j != di)
+            out[di] = max(0, (g - others) // sc.deployments[di].tp)
+        return out
+
+    def base_for(self, t: float) -> Scenario:
+        from sim.scenario import with_overrides
+        reps = self.replicas_at(t)
+        return with_overrides(self.scenario, {f"deployments.{di}.replicas": n for di, n in reps.items()})
+
+    def gpus_at(self, t: float) -> int:
+        return sum(m.gpus_in_force(t) for m in self.managers.values())
+
+    # ------------------------------------------------------------------ signals
+    def _load(self, site: str) -> tuple[float, float] | None:
+        if site not in self.measured:
+            return None       # the first month is not measured yet
+        u, g_meas = self.measured[site]
+        g_now = self.managers[site].gpus_in_force()
+        u_now = u * g_meas / g_now if g_now > 0 else (1.0 if u > 0 else 0.0)
+        q = 0.0
+        if site in self.attainment_short:
+            self.attainment_short.discard(site)   # one order per short month
+            if u_now >= self.managers[site].p.low_utilisation:
+                q = math.inf
+        return u_now, q
+
+    def _vertical(self, contract, di: int) -> tuple[float, float, set[str]]:
+        """(profile peak multiplier, GPUs of deployment ``di`` per request/s at full batch,
+        sites its residency allows) of a tenant of ``contract``'s vertical."""
+        key = (contract.vertical, di)
+        if key not in self._tenant_cache:
+            from sim.capacity import probe_replica, replica_request_capacity_per_s
+            from sim.runner import site_allows
+            from sim.scenario import WorkloadSpec
+            w = WorkloadSpec.model_validate(_tenant(contract, self.spec))
+            proc = w.arrivals.build()
+            peak = float(np.max(proc.multipliers())) if hasattr(proc, "multipliers") else 1.0
+            dep = self.scenario.deployments[di]
+            cap = replica_request_capacity_per_s(probe_replica(self.env, dep), w.prompt_tokens.build().mean,
+                                                 w.output_tokens.build().mean)
+            sites = {s_.name: s_ for s_ in self.scenario.sites}
+            ok = set()
+            for d_ in self.scenario.deployments:
+                site = sites.get(d_.site) if d_.site else None
+                if d_.model == w.model and site_allows(site, w.residency):
+                    ok.add(d_.site or "-")
+            self._tenant_cache[key] = (peak, dep.tp / cap if cap > 0 else 0.0, ok)
+        return self._tenant_cache[key]
+
+    def _forecast_gpus(self, site: str, t: float) -> float:
+        di = self.growing[site]
+        gpus = 0.0
+        for c in self.market.sovereign_contracts(t):
+            peak, gpus_per_rps, ok = self._vertical(c, di)
+            if site in ok:
+                gpus += c.rate_per_s * peak / len(ok) * gpus_per_rps
+        return gpus
+
+    # ------------------------------------------------------------------ after a month
+    def record(self, m: int, per: dict, targets: list[float]):
+        """Feed the month's measurements to the policies and bill the month."""
+        t_mid = (m + 0.5) * MONTH_S
+        for site, mgr in self.managers.items():
+            st = per["sites"].get(site)
+            g = mgr.gpus_in_force(t_mid)
+            if st is not None and st["capacity_requests"] > 0:
+                self.measured[site] = (st["completed"] / st["capacity_requests"], g)
+            elif g > 0:
+                self.measured[site] = (0.0, g)   # no traffic reached the site this month
+            u_busy = 0.0
+            if st is not None:
+                gpu_s_site = g * per["window_s"] * per["windows"]
+                u_busy = min(1.0, st["busy_gpu_s"] / gpu_s_site) if gpu_s_site > 0 else 0.0
+            self.busy_cum[site] = self.busy_cum.get(site, 0.0) + u_busy * g * MONTH_S
+        att = per["sla_attainment"]
+        if att is not None and targets and att < min(targets):
+            self.attainment_short = set(self.managers)
+        self.ledger.advance((m + 1) * MONTH_S)
+
+    def _views(self):
+        from sim.ledger import _BusyView
+        return [_BusyView(i + 1, site, 1, self.busy_cum.get(site, 0.0)) for i, site in enumerate(sorted(self.managers))]
+
+    def month_costs(self, months: int) -> dict[int, dict[str, float]]:
+        self.ledger.close(months * MONTH_S)
+        rep = self.ledger.report()["by_month"]
+        out = {}
+        for m in range(months):
+            r = rep.get(str(m))
+            if r is None:
+                out[m] = {"fixed_eur": 0.0, "power_eur": 0.0}
+                continue
+            fixed = sum(r[f"{ln}_cents"] for ln in ("rental", "partner", "depreciation", "colocation")) / 100
+            out[m] = {"fixed_eur": fixed, "power_eur": r["power_cents"] / 100}
+        return out
+
+    def events_in(self, m: int, kind: str) -> int:
+        lo, hi = m * MONTH_S, (m + 1) * MONTH_S
+        return sum(g for mgr in self.managers.values() for t, k, g in mgr.events if k == kind and lo <= t < hi)
+
+    def report(self) -> dict:
+        end = self.env.now
+        return {"policy": self.scenario.capacity_policy.kind, "sites": {
+            site: {"gpus_start": self.gpus_start[site], "gpus_end": mgr.gpus_in_force(end - 1e-9),
+                   "orders": mgr.orders, "releases": mgr.releases,
+                   "events": [[t, k, g] for t, k, g in mgr.events]}
+            for site, mgr in self.managers.items()}}
+
+
 def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,
                  progress: bool = False, figures: bool = True) -> ForecastResult:
     """The monthly forecast of ``scenario`` (which needs ``[forecast]``; ``[market]`` is
@@ -210,6 +424,7 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
     market = Market(env, scenario.market, streams, delivered.attainment_of)
     rng_phase = streams.generator("forecast/phase")
     months = spec.months
+    fleet = PolicyFleet(scenario, env, market, spec) if scenario.capacity_policy.kind != "fixed" else None
     hours = MONTH_S / HOUR_S
     rows = []
     bar = None
@@ -225,7 +440,8 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
         contracts = market.sovereign_contracts(t0 + 0.5 * MONTH_S)
         by_name = {f"c{c.id}": c for c in contracts}
         workloads = [_tenant(c, spec) for c in contracts]
-        per = simulate_period(scenario, workloads, MONTH_S, spec.windows_per_month, spec.window_s,
+        base = fleet.base_for(t0 + 0.5 * MONTH_S) if fleet is not None else scenario
+        per = simulate_period(base, workloads, MONTH_S, spec.windows_per_month, spec.window_s,
                               spec.warmup_s, u, lambda k, m=m: _window_seed(streams, m, k),
                               continuous=spec.continuous)
         scale = per["scale"]
@@ -240,7 +456,9 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
             output += acc["output_tokens"]
         revenue *= scale
         util = per["gpu_utilisation"]
-        cost = _month_cost_eur(scenario, util, hours)
+        if fleet is not None:
+            fleet.record(m, per, [c.sla.attainment_target for c in contracts])
+        cost = _month_cost_eur(base, util, hours)   # replaced by the ledger's when a policy runs
         cost_total = cost["fixed_eur"] + cost["power_eur"]
         log = market.monthly_log[m] if m < len(market.monthly_log) else {}
         tokens = (prompt + output) * scale
@@ -256,7 +474,10 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
             "requests": arrivals * scale,
             "rejected_share": per["rejected"] / arrivals if arrivals else 0.0,
             "tokens": tokens,
-            "gpus": sum(d.gpus for d in scenario.deployments),
+            "gpus": sum(d.gpus for d in base.deployments),
+            "gpus_in_force": fleet.gpus_at(t0 + 0.5 * MONTH_S) if fleet is not None else sum(d.gpus for d in scenario.deployments),
+            "gpus_ordered": fleet.events_in(m, "order") if fleet is not None else 0,
+            "gpus_released": fleet.events_in(m, "release") if fleet is not None else 0,
             "gpu_utilisation": util,
             "sla_attainment": per["sla_attainment"],
             "ttft_p99_s": float(np.max(per["ttft_p99"])) if per["ttft_p99"] else None,
@@ -275,7 +496,18 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
     if bar is not None:
         bar.close()
     monthly = pd.DataFrame(rows)
+    if fleet is not None:
+        # every tranche billed from arrival to end by the ledger, power from the simulated busy share
+        costs = fleet.month_costs(months)
+        monthly["capacity_cost_eur"] = [costs[m]["fixed_eur"] for m in monthly["month"]]
+        monthly["power_cost_eur"] = [costs[m]["power_eur"] for m in monthly["month"]]
+        monthly["cost_eur"] = monthly["capacity_cost_eur"] + monthly["power_cost_eur"]
+        monthly["gross_margin_eur"] = monthly["revenue_eur"] - monthly["cost_eur"]
+        monthly["gross_margin_share"] = [g / r if r > 0 else None for g, r in zip(monthly["gross_margin_eur"], monthly["revenue_eur"])]
+        monthly["cost_eur_per_mtok"] = [c / (t / 1e6) if t > 0 else None for c, t in zip(monthly["cost_eur"], monthly["tokens"])]
     summary = _summary(scenario, seed, monthly, market)
+    if fleet is not None:
+        summary["capacity"] = fleet.report()
     result = ForecastResult(monthly=monthly, summary=summary, scenario=scenario, seed=seed,
                             out_dir=out, market=market)
     result.wall_s = time.perf_counter() - t_start

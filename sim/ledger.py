@@ -383,47 +383,17 @@ class WorldEconomics:
     :mod:`sim.metrics`)."""
 
     def __init__(self, world, tick_s: float = HOUR_S):
-        from sim.contracts import rental_terms, terms_from_spec
-
         self.world = world
         sc = world.scenario
         env = world.env
         self.ledger = Ledger(fleet=self._fleet, start_s=env.now)
-        sites = {s.name: s for s in sc.sites}
-        need: dict[str, int] = defaultdict(int)
-        for dep in sc.deployments:
-            need[dep.site or "-"] += dep.gpus
+        from sim.capacity import initial_tranches
         self.implicit_contracts = not any(s.contracts for s in sc.sites)
-        site_tranches: dict[str, list[Tranche]] = defaultdict(list)
-        order_terms: dict[str, Terms] = {}
+        site_tranches, order_terms = initial_tranches(sc, env.now)
+        for trs in site_tranches.values():
+            for tr in trs:
+                self.ledger.add_tranche(tr)
         cp = sc.capacity_policy
-        for site_name, gpus in need.items():
-            site = sites.get(site_name)
-            contracts = site.contracts if site is not None else []
-            if not contracts:
-                if not self.implicit_contracts and gpus:
-                    from sim.errors import UserError
-                    raise UserError(f"sites: deployments at {site_name!r} use {gpus} GPUs but the site has "
-                                    f"no contracts (add [[sites.contracts]] for it)")
-                order_terms[site_name] = rental_terms("on_demand")
-                tr = Tranche(site_name, order_terms[site_name], gpus, env.now)
-                self.ledger.add_tranche(tr)
-                site_tranches[site_name].append(tr)
-                continue
-        for site in sc.sites:
-            have = 0
-            for c in site.contracts:
-                terms = terms_from_spec(c, site.jurisdiction)
-                tr = Tranche(site.name, terms, c.gpus, env.now)
-                self.ledger.add_tranche(tr)
-                site_tranches[site.name].append(tr)
-                have += c.gpus
-                if site.name not in order_terms and (cp.contract is None or cp.contract == c.name):
-                    order_terms[site.name] = terms
-            if site.contracts and need.get(site.name, 0) > have:
-                from sim.errors import UserError
-                raise UserError(f"sites[{site.name}].contracts: deployments there use {need[site.name]} GPUs "
-                                f"but contracts provide {have}")
         for w in sc.workloads:
             self.ledger.set_price(w.name, price_for(sc.pricing, w))
         for rep in world.replicas:

@@ -101,7 +101,8 @@ def _fmt(v, unit="s"):
 
 def format_summary(s: dict) -> str:
     lines = [f"scenario {s['scenario']}  seed {s['seed']}  horizon {s['horizon_s'] / 3600:.1f} h  "
-             f"{s['gpus']} GPUs in {s['replicas']} replicas"]
+             f"{s['gpus']} GPUs in {s['replicas']} replicas"
+             + (" at the end" if s.get("replicas_ever", s["replicas"]) != s["replicas"] else "")]
     lines.append(f"requests: {s['arrivals']} arrived, {s['completed']} completed, "
                  f"{s['rejected']} rejected, {s['in_flight']} in flight at the horizon")
     lines.append(f"GPU utilisation {s['gpu_utilisation'] * 100:.1f} %   "
@@ -117,6 +118,15 @@ def format_summary(s: dict) -> str:
                      + (f" ({share * 100:.1f} %)" if share is not None else "")
                      + (f"   cost {cpm:.3f} EUR per million tokens" if cpm is not None else "")
                      + f"   availability {av.get('replica_availability', 1.0) * 100:.2f} %")
+        cap = e.get("capacity")
+        if cap:
+            for site, c in cap["sites"].items():
+                lines.append(f"capacity ({cap['policy']}) at {site}: {c['gpus_start']} -> {c['gpus_end']} GPUs "
+                             f"(peak {c['gpus_peak']}), {c['orders']} orders, {c['releases']} releases, "
+                             f"{c['replicas_added']} replicas added, {c['replicas_retired']} drained and retired")
+            lines.append(f"GPU-hours {s.get('gpu_hours', 0):,.1f}   throughput utilisation "
+                         f"{(s.get('throughput_utilisation') or 0) * 100:.1f} %   requests migrated off leaving "
+                         f"GPUs {cap['migrated_requests']}")
     lines.append("")
     hdr = f"{'workload':<16}{'done':>9}{'TTFT p50':>10}{'p99':>10}{'TPOT p50':>10}{'p99':>10}{'SLA met':>9}{'target':>8}"
     lines.append(hdr)
