@@ -396,8 +396,10 @@ class WorldEconomics:
         cp = sc.capacity_policy
         for w in sc.workloads:
             self.ledger.set_price(w.name, price_for(sc.pricing, w))
+        # one wrapped callback for the replicas there are and those capacity adds later
+        world.replica_on_complete = self._wrap_complete(world.replica_on_complete)
         for rep in world.replicas:
-            rep.on_complete = self._wrap_complete(rep.on_complete)
+            rep.on_complete = world.replica_on_complete
         orig_reject = world.metrics.on_reject
 
         def on_reject(r, reason, now):

@@ -63,6 +63,8 @@ class World:
                                sim.horizon_s, sim.warmup_s, sim.timeseries_interval_s,
                                sim.request_sample_size, self.streams.generator("metrics/sample"))
         self._per_iteration = sim.engine_mode == "per_iteration"
+        # completion callback of every replica, present and future (the ledger wraps it)
+        self.replica_on_complete = self.metrics.on_complete
         self._sites = sites
         self._step_models: dict[int, object] = {}
         self.dep_of_replica: list[int] = []
@@ -95,7 +97,7 @@ class World:
         rep = Replica(self.env, len(self.replicas), f"{dep.name}/{k}", model,
                       max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
                       block_size_tokens=b.block_size_tokens, chunked_prefill=b.chunked_prefill,
-                      per_iteration=self._per_iteration, on_complete=m.on_complete,
+                      per_iteration=self._per_iteration, on_complete=self.replica_on_complete,
                       on_busy=m.on_busy, gpus=dep.tp, site=dep.site, deployment=di)
         self.replicas.append(rep)
         self.dep_of_replica.append(di)

@@ -43,7 +43,11 @@ def scenario(rate=40.0, horizon=1800.0, policy=None, contracts=None, replicas=1,
 
 
 def conserved(s):
-    return s["arrivals"] == s["completed"] + s["rejected"] + s["in_flight"]
+    """Requests are conserved, and the ledger billed every completed request (on the
+    replicas capacity added too)."""
+    e = s["economics"]
+    return (s["arrivals"] == s["completed"] + s["rejected"] + s["in_flight"]
+            and e["output_tokens"] == s["completed_output_tokens"])
 
 
 def events(s, kind):
