@@ -7,12 +7,13 @@ on a committed base of 4 H100s (committed rental, EUR 2.34/GPU-h) plus on-demand
 (EUR 3.17/GPU-h, 15-minute lead time: an assumption).  Four ways to run the day:
 
 * ``fixed-base``: the 4 committed GPUs only;
-* ``fixed-peak``: 8 committed GPUs all day (the peak fleet the threshold policy reaches);
+* ``fixed-peak``: 10 committed GPUs all day (the peak fleet the threshold policy reaches);
 * ``threshold``: the scenario's policy: look every 15 min, order 2 on-demand GPUs when
-  throughput utilisation exceeds 0.6 or more than 4 requests wait per replica, release when
-  it is under 0.25 and nothing waits (drained for 10 min first);
+  request utilisation (completed / fluid capacity) exceeds 0.6 or more than 4 requests wait
+  per replica, release when it is under 0.25 and nothing waits (drained for 10 min first);
 * ``forecast``: order a lead time ahead of the tenant's expected demand (its NHPP profile),
-  keeping ``headroom`` over the GPUs the expected output tokens need at saturation.
+  keeping 20 % headroom (the default) over the GPUs that demand needs at a replica's fluid
+  request capacity (``sim.capacity.replica_request_capacity_per_s``).
 
 Replicas join when ordered GPUs arrive and are drained before released GPUs leave
 (:class:`sim.capacity.FleetCapacity`).  Same seeds for every variant (common random
@@ -29,11 +30,7 @@ import _common  # noqa: F401  (sets sys.path and the matplotlib backend)
 from _common import apply_sets, executor, main_wrapper, out_dir, parser, save_png, sweep_dir, write_csv, write_report
 
 SCENARIO = _common.ROOT / "experiments" / "scenarios" / "autoscale_day.toml"
-PEAK_GPUS = 8
-# assumption: the saturation estimate behind the forecast signal assumes 1024-token contexts
-# (sim.runner.SATURATION_CONTEXT_TOKENS); this tenant's contexts are longer, so the forecast
-# variant keeps 100 % headroom (the schema default, 20 %, would run it near saturation).
-FORECAST_HEADROOM = 1.0
+PEAK_GPUS = 10
 FULL = dict(replications=2, horizon_s=86400.0, overrides={})
 # quick: 3 h from 06:00 Monday at a tenth of the rate, so the morning ramp is in the window
 QUICK = dict(replications=1, horizon_s=3 * 3600.0,
@@ -47,7 +44,7 @@ def variants(base_gpus: int) -> dict[str, dict]:
         "fixed-peak": {"capacity_policy.kind": "fixed", "sites.0.contracts.0.gpus": PEAK_GPUS,
                        "deployments.0.replicas": PEAK_GPUS // tp},
         "threshold": {},
-        "forecast": {"capacity_policy.kind": "forecast", "capacity_policy.headroom": FORECAST_HEADROOM},
+        "forecast": {"capacity_policy.kind": "forecast"},
     }
 
 

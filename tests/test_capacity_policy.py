@@ -151,12 +151,18 @@ def test_forecast_policy_orders_lead_time_ahead_of_the_morning_ramp():
 
 
 def test_same_seed_same_summary_with_policy_and_faults():
-    faults = {"enabled": True, "gpu_failures_per_gpu_day": 40.0, "repair_median_s": 120.0}
+    faults = {"enabled": True, "gpu_failures_per_gpu_day": 400.0, "repair_median_s": 60.0}
     a = run(scenario(rate=50.0, horizon=900.0, faults=faults)).summary
     b = run(scenario(rate=50.0, horizon=900.0, faults=faults)).summary
     ja = json.dumps(a, sort_keys=True, default=str)
     jb = json.dumps(b, sort_keys=True, default=str)
     assert ja == jb
+    # replicas added mid-run are exposed to failures from their arrival: the count agrees
+    # with its Poisson mean (rate x up time of every unit, added ones included)
+    av = a["economics"]["availability"]
+    assert a["economics"]["capacity"]["sites"]["par"]["replicas_added"] >= 1
+    n, mu = av["failures"]["gpu"], av["expected_failures"]["gpu"]
+    assert mu > 5 and abs(n - mu) < 4.5 * mu ** 0.5 + 1
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
