@@ -121,7 +121,7 @@ def format_summary(s: dict) -> str:
         cap = e.get("capacity")
         if cap:
             for site, c in cap["sites"].items():
-                lines.append(f"capacity ({cap['policy']}) at {site}: {c['gpus_start']} -> {c['gpus_end']} GPUs "
+                lines.append(f"capacity ({cap['policy']}) at {'(unsited)' if site == '-' else site}: {c['gpus_start']} -> {c['gpus_end']} GPUs "
                              f"(peak {c['gpus_peak']}), {c['orders']} orders, {c['releases']} releases, "
                              f"{c['replicas_added']} replicas added, {c['replicas_retired']} drained and retired")
             lines.append(f"GPU-hours {s.get('gpu_hours', 0):,.1f}   throughput utilisation "

@@ -450,7 +450,7 @@ class Scenario(Spec):
             big = max(grow, key=lambda d: d.tp)
             if cp.step_gpus < big.tp:
                 raise ValueError(f"capacity_policy.step_gpus: {cp.step_gpus} GPUs cannot hold one replica of "
-                                 f"deployment {big.name!r} (tp={big.tp}); use a multiple of {big.tp}")
+                                 f"deployment {big.name!r} (tp={big.tp}); use {big.tp} or a multiple of it")
         served = {d.model for d in self.deployments}
         for i, w in enumerate(self.workloads):
             if w.model not in served:
