@@ -236,3 +236,22 @@ def test_fluid_request_capacity_matches_the_simulated_saturation_throughput():
     under = run(with_overrides(sc, {"deployments.0.replicas": 1, "simulation.horizon_s": 400.0,
                                     "workloads.0.arrivals.rate_per_s": 0.8 * cap})).summary
     assert under["ttft_s"]["p99"] < 1.0 and under["in_flight"] < 0.05 * cap * 400.0
+
+
+def test_sovsim_run_reports_the_capacity_policy(tmp_path, capsys):
+    from pathlib import Path
+
+    from sim.cli import main
+    sc = str(Path(__file__).resolve().parent.parent / "experiments" / "scenarios" / "autoscale_day.toml")
+    # 06:30-07:30 Monday: the morning ramp (about 25 -> 80 req/s)
+    assert main(["run", sc, "--out", str(tmp_path / "r"), "--set", "simulation.horizon_s=3600",
+                 "--set", "workloads.0.arrivals.start_hour_of_week=6.5",
+                 "--set", "capacity_policy.check_interval_s=300"]) == 0
+    out = capsys.readouterr().out
+    assert "capacity (threshold) at par-1: 4 -> " in out and "GPU-hours" in out
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["economics"]["capacity"]["sites"]["par-1"]["orders"] >= 1
+    import pandas as pd
+    ts = pd.read_parquet(tmp_path / "r" / "timeseries.parquet")
+    fleet = ts[ts["replica"] == "__fleet__"]
+    assert fleet["gpus_in_fleet"].iloc[0] == pytest.approx(4.0) and fleet["gpus_in_fleet"].max() > 4.0
