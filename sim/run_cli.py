@@ -105,7 +105,9 @@ def format_summary(s: dict) -> str:
              + (" at the end" if s.get("replicas_ever", s["replicas"]) != s["replicas"] else "")]
     lines.append(f"requests: {s['arrivals']} arrived, {s['completed']} completed, "
                  f"{s['rejected']} rejected, {s['in_flight']} in flight at the horizon")
-    lines.append(f"GPU utilisation {s['gpu_utilisation'] * 100:.1f} %   "
+    ru = s.get("request_utilisation")
+    lines.append(f"GPU utilisation {s['gpu_utilisation'] * 100:.1f} % busy"
+                 + (f", {ru * 100:.1f} % of request capacity" if ru is not None else "") + "   "
                  f"output {s['throughput_output_tokens_per_s']:.0f} tokens/s   "
                  f"preemptions {s['preemptions']}")
     e = s.get("economics")

@@ -363,7 +363,33 @@ class World:
             }
         sat_tokens = sum(d["saturation_output_tokens"] for d in summary["deployments"].values())
         summary["throughput_utilisation"] = out_tokens / sat_tokens if sat_tokens > 0 else 0.0
+        summary["request_utilisation"] = self._request_utilisation(summary, life)
         return summary
+
+    def _request_utilisation(self, summary: dict, life: list[float]) -> float | None:
+        """Requests completed / the requests the fleet could complete at full batch over its
+        replicas' time in the fleet, for the arrival mix of the workloads each deployment
+        serves (:func:`sim.capacity.replica_request_capacity_per_s`). Also per deployment."""
+        from sim.capacity import replica_request_capacity_per_s
+        m = self.metrics
+        cap_total = 0.0
+        done_total = 0
+        for di, dep in enumerate(self.scenario.deployments):
+            reps = [r for r in self.replicas if r.deployment == di]
+            ws = {w for w, idx in enumerate(self.eligible) if any(self.replicas[i].deployment == di for i in idx)}
+            n = sum(m.streams[w].arrivals for w in ws)
+            d = summary["deployments"][dep.name]
+            if not reps or n == 0:
+                d["request_utilisation"] = None
+                continue
+            p = sum(m.streams[w].arrived_prompt_tokens for w in ws) / n
+            o = sum(m.streams[w].arrived_output_tokens for w in ws) / n
+            cap = replica_request_capacity_per_s(reps[0], p, o) * sum(life[r.index] for r in reps)
+            done = sum(r.completed for r in reps)
+            d["request_utilisation"] = done / cap if cap > 0 else None
+            cap_total += cap
+            done_total += done
+        return done_total / cap_total if cap_total > 0 else None
 
     def residency_violations(self) -> int:
         """Requests found on a replica their rule does not allow (must be 0)."""

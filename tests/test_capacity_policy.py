@@ -236,6 +236,9 @@ def test_fluid_request_capacity_matches_the_simulated_saturation_throughput():
     under = run(with_overrides(sc, {"deployments.0.replicas": 1, "simulation.horizon_s": 400.0,
                                     "workloads.0.arrivals.rate_per_s": 0.8 * cap})).summary
     assert under["ttft_s"]["p99"] < 1.0 and under["in_flight"] < 0.05 * cap * 400.0
+    # the summary's request_utilisation is that ratio: ~1 saturated, ~0.8 at 0.8x
+    assert over["request_utilisation"] == pytest.approx(1.0, abs=0.05)
+    assert under["request_utilisation"] == pytest.approx(0.8, abs=0.05)
 
 
 def test_sovsim_run_reports_the_capacity_policy(tmp_path, capsys):
