@@ -16,8 +16,8 @@ last look, and optionally a demand forecast) and decides:
 Orders arrive after the contract's lead time; a release takes effect after its notice and
 never before the tranche's minimum term.  ``on_ready(tranche)`` is called when GPUs arrive
 (place replicas on them), ``on_leaving(tranche, effective_s)`` when a release is asked
-(drain the replicas before ``effective_s``).  Every tranche is on the ledger from its start
-to its end, so the money follows the decisions.
+(drain the replicas before ``effective_s``), ``on_left(tranche)`` when it has left.  Every
+tranche is on the ledger from its start to its end, so the money follows the decisions.
 """
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ class CapacityManager:
                  on_ready: Callable[[Tranche], None] | None = None,
                  on_leaving: Callable[[Tranche, float], None] | None = None,
                  initial: list[Tranche] | None = None,
+                 on_left: Callable[[Tranche], None] | None = None,
                  load: Callable[[], tuple[float, float]] | None = None):
         if params.kind == "threshold" and busy_gpu_s is None and load is None:
             raise ValueError("threshold policy needs busy_gpu_s")
@@ -77,6 +78,7 @@ class CapacityManager:
         self.forecast_gpus = forecast_gpus
         self.on_ready = on_ready or (lambda tr: None)
         self.on_leaving = on_leaving or (lambda tr, t: None)
+        self.on_left = on_left or (lambda tr: None)
         self.tranches: list[Tranche] = []
         self.in_transit: list[Tranche] = []
         self.orders = 0
@@ -141,6 +143,7 @@ class CapacityManager:
     def _leave(self, tr: Tranche, eff: float):
         yield self.env.timeout(max(0.0, eff - self.env.now))
         self.events.append((self.env.now, "leave", tr.gpus))
+        self.on_left(tr)
 
     def _releasable(self) -> list[Tranche]:
         now = self.env.now
@@ -247,13 +250,9 @@ def replica_request_capacity_per_s(rep, mean_prompt_tokens: float, mean_output_t
 def probe_replica(env, dep):
     """A detached replica of deployment spec ``dep`` (never scheduled): its step model,
     batch limits and KV capacity, for capacity arithmetic."""
-    from sim.engine import Replica
+    from sim.runner import replica_from_spec
     from sim.step import make_step_model
-    b = dep.batching
-    return Replica(env, -1, "probe", make_step_model(dep), max_num_seqs=b.max_num_seqs,
-                   max_batched_tokens=b.max_batched_tokens, block_size_tokens=b.block_size_tokens,
-                   chunked_prefill=b.chunked_prefill, per_iteration=False,
-                   on_complete=lambda r, t: None, gpus=dep.tp)
+    return replica_from_spec(env, dep, make_step_model(dep))
 
 
 # ====================================================================== tranches of a scenario
@@ -338,20 +337,12 @@ class FleetCapacity:
         self._last: dict[str, tuple[float, float]] = {}
         self.gpus_start: dict[str, int] = {}
         self.gpus_peak: dict[str, int] = {}
-        sites = {s.name: s for s in sc.sites}
         self.site_deps: dict[str, list[int]] = {}
         for di, dep in enumerate(sc.deployments):
             self.site_deps.setdefault(dep.site or "-", []).append(di)
         # where each workload may be served (for the forecast signal's split)
-        from sim.runner import site_allows
-        self.work_sites: list[set[str]] = []
-        for w in sc.workloads:
-            ok = set()
-            for dep in sc.deployments:
-                site = sites.get(dep.site) if dep.site else None
-                if dep.model == w.model and site_allows(site, w.residency):
-                    ok.add(dep.site or "-")
-            self.work_sites.append(ok)
+        from sim.runner import serving_sites
+        self.work_sites = [serving_sites(sc, w.model, w.residency) for w in sc.workloads]
         for site, deps in self.site_deps.items():
             trs = site_tranches.get(site, [])
             # initial placement: the site's replicas fill its tranches GPU by GPU, in order
@@ -376,7 +367,8 @@ class FleetCapacity:
                 load=lambda site=site: self._load(site),
                 forecast_gpus=lambda t, site=site: self._forecast_gpus(site, t),
                 on_ready=lambda tr, site=site: self._ready(site, tr),
-                on_leaving=lambda tr, eff, site=site: self._leaving(site, tr, eff),
+                on_leaving=self._leaving,
+                on_left=lambda tr, site=site: self._left(site, tr),
                 initial=trs)
             self.managers[site] = mgr
             self.gpus_start[site] = mgr.gpus_in_force()
@@ -500,17 +492,14 @@ class FleetCapacity:
             self.faults.add_replicas(new)
         self.gpus_peak[site] = max(self.gpus_peak[site], self.managers[site].gpus_in_force())
 
-    def _leaving(self, site: str, tr: Tranche, eff: float):
-        w = self.world
-        idx = [i for i in self.holders.get(tr.id, []) if w.replicas[i].retired_s is None]
-        for i in idx:
-            w.drain_replica(i)
-        w.env.process(self._retire_at(site, idx, eff))
+    def _leaving(self, tr: Tranche, eff: float):
+        for i in self.holders.get(tr.id, []):
+            if self.world.replicas[i].retired_s is None:
+                self.world.drain_replica(i)
 
-    def _retire_at(self, site: str, idx: list[int], eff: float):
+    def _left(self, site: str, tr: Tranche):
         w = self.world
-        yield w.env.timeout(max(0.0, eff - w.env.now))
-        for i in idx:
+        for i in self.holders.get(tr.id, []):
             rep = w.replicas[i]
             if rep.retired_s is not None:
                 continue

@@ -150,12 +150,14 @@ def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict
 
 
 def simulate_period(base: Scenario, workloads: list[dict], period_s: float, windows: int,
-                    window_s: float, warmup_s: float, phase: float, seed_of, continuous: bool = False) -> dict:
+                    window_s: float, warmup_s: float, phase: float, seed_of, continuous: bool = False,
+                    site_stats: bool = False) -> dict:
     """Estimate one period (a month) of traffic from ``windows`` sampled windows.
 
     Window ``k`` starts at hour-of-week ``(k + phase) * 168 / windows``; totals scale by
     ``period_s / (windows * window_s)``.  ``continuous`` simulates the whole period once
-    instead.  Returns per-workload sums (unscaled) and fleet busy/GPU seconds."""
+    instead.  Returns per-workload sums (unscaled) and fleet busy/GPU seconds; with
+    ``site_stats``, per-site busy time and request utilisation too (capacity policies)."""
     if continuous:
         windows, window_s = 1, period_s
     out = {"scale": period_s / (windows * window_s), "workloads": {}, "arrivals": 0, "completed": 0,
@@ -169,17 +171,18 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
         if wsc is None:
             continue
         world = World(wsc, seed_of(k))
-        warm = wsc.simulation.warmup_s
-        if warm > 0:
-            world.env.run(until=warm)
-        done_at_warmup = [r.completed for r in world.replicas]
+        if site_stats:
+            if wsc.simulation.warmup_s > 0:
+                world.env.run(until=wsc.simulation.warmup_s)
+            done_at_warmup = [r.completed for r in world.replicas]
         world.run()
         s = world.summary()
         out["busy_gpu_s"] += window_busy_gpu_s(world)
-        for site, st in window_site_stats(world, done_at_warmup).items():
-            acc_s = out["sites"].setdefault(site, {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
-            for k_, v_ in st.items():
-                acc_s[k_] += v_
+        if site_stats:
+            for site, st in window_site_stats(world, done_at_warmup).items():
+                acc_s = out["sites"].setdefault(site, {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
+                for k_, v_ in st.items():
+                    acc_s[k_] += v_
         for name, ws in s["workloads"].items():
             # only what arrived after the warm-up is measured and scaled
             acc = out["workloads"].setdefault(name, {"measured": 0, "met": 0.0, "prompt_tokens": 0,
@@ -327,7 +330,7 @@ class PolicyFleet:
         key = (contract.vertical, di)
         if key not in self._tenant_cache:
             from sim.capacity import probe_replica, replica_request_capacity_per_s
-            from sim.runner import site_allows
+            from sim.runner import serving_sites
             from sim.scenario import WorkloadSpec
             w = WorkloadSpec.model_validate(_tenant(contract, self.spec))
             proc = w.arrivals.build()
@@ -335,12 +338,7 @@ class PolicyFleet:
             dep = self.scenario.deployments[di]
             cap = replica_request_capacity_per_s(probe_replica(self.env, dep), w.prompt_tokens.build().mean,
                                                  w.output_tokens.build().mean)
-            sites = {s_.name: s_ for s_ in self.scenario.sites}
-            ok = set()
-            for d_ in self.scenario.deployments:
-                site = sites.get(d_.site) if d_.site else None
-                if d_.model == w.model and site_allows(site, w.residency):
-                    ok.add(d_.site or "-")
+            ok = serving_sites(self.scenario, w.model, w.residency)
             self._tenant_cache[key] = (peak, dep.tp / cap if cap > 0 else 0.0, ok)
         return self._tenant_cache[key]
 
@@ -443,7 +441,7 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
         base = fleet.base_for(t0 + 0.5 * MONTH_S) if fleet is not None else scenario
         per = simulate_period(base, workloads, MONTH_S, spec.windows_per_month, spec.window_s,
                               spec.warmup_s, u, lambda k, m=m: _window_seed(streams, m, k),
-                              continuous=spec.continuous)
+                              continuous=spec.continuous, site_stats=fleet is not None)
         scale = per["scale"]
         revenue = 0.0
         prompt = output = 0

@@ -140,10 +140,17 @@ class Router:
         if self.central:
             self.pull(rep)
 
+    def remove_replica(self, rep: Replica):
+        """A replica left the fleet for good (its capacity was released): no candidate lists
+        hold it any more, so the fast all-up path comes back once the others are up."""
+        for w in self.serves[rep.index]:
+            self.eligible[w].remove(rep)
+        self.replica_state_changed()
+
     def replica_state_changed(self):
         """Call after a replica fails, is repaired, joins or starts draining: retries
         parked requests."""
-        self.all_up = all(rep.up and rep.accepting for rep in self.replicas)
+        self.all_up = all(rep.up and rep.accepting for rep in self.replicas if rep.retired_s is None)
         for w, lst in enumerate(self.parked):
             if not lst:
                 continue

@@ -35,6 +35,25 @@ def site_allows(site: SiteSpec | None, rule: ResidencySpec) -> bool:
     return True
 
 
+def replica_from_spec(env, dep, step_model, index: int = -1, name: str = "probe",
+                      per_iteration: bool = False, on_complete=lambda r, t: None, **kw) -> Replica:
+    """A :class:`Replica` of deployment spec ``dep`` (its batching limits and TP); with the
+    defaults, a detached one that is never scheduled (for capacity arithmetic)."""
+    b = dep.batching
+    return Replica(env, index, name, step_model, max_num_seqs=b.max_num_seqs,
+                   max_batched_tokens=b.max_batched_tokens, block_size_tokens=b.block_size_tokens,
+                   chunked_prefill=b.chunked_prefill, per_iteration=per_iteration,
+                   on_complete=on_complete, gpus=dep.tp, **kw)
+
+
+def serving_sites(scenario: Scenario, model: str, rule: ResidencySpec) -> set[str]:
+    """Names of the sites (``"-"`` for unsited deployments) with a deployment of ``model``
+    that ``rule`` allows."""
+    sites = {s.name: s for s in scenario.sites}
+    return {dep.site or "-" for dep in scenario.deployments
+            if dep.model == model and site_allows(sites.get(dep.site) if dep.site else None, rule)}
+
+
 @dataclass
 class RunResult:
     summary: dict
@@ -91,14 +110,10 @@ class World:
         model = self._step_models.get(di)
         if model is None:
             model = self._step_models[di] = make_step_model(dep)
-        b = dep.batching
-        m = self.metrics
         k = sum(1 for d in self.dep_of_replica if d == di)
-        rep = Replica(self.env, len(self.replicas), f"{dep.name}/{k}", model,
-                      max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
-                      block_size_tokens=b.block_size_tokens, chunked_prefill=b.chunked_prefill,
-                      per_iteration=self._per_iteration, on_complete=self.replica_on_complete,
-                      on_busy=m.on_busy, gpus=dep.tp, site=dep.site, deployment=di)
+        rep = replica_from_spec(self.env, dep, model, len(self.replicas), f"{dep.name}/{k}",
+                                per_iteration=self._per_iteration, on_complete=self.replica_on_complete,
+                                on_busy=self.metrics.on_busy, site=dep.site, deployment=di)
         self.replicas.append(rep)
         self.dep_of_replica.append(di)
         return rep
@@ -146,7 +161,7 @@ class World:
         held = rep.fail(self.env.now, keep_generated=True) if rep.up else []
         rep.up = False
         rep.retired_s = self.env.now
-        self.router.replica_state_changed()
+        self.router.remove_replica(rep)
         for r in held:
             self.router.submit(r)
         return len(held)
