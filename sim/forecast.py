@@ -287,7 +287,7 @@ class PolicyFleet:
                                   load=lambda site=site: self._load(site),
                                   forecast_gpus=lambda t, site=site: self._forecast_gpus(site, t),
                                   initial=site_tranches.get(site, []))
-            mgr.release_grid_points = 120
+            mgr.release_grid_points = 120   # run setting: daily looks need no finer release check
             self.managers[site] = mgr
         self.gpus_start = {site: m.gpus_in_force(0.0) for site, m in self.managers.items()}
 
