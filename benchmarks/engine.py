@@ -53,7 +53,7 @@ def pool_scenario(n_requests: int, step_model: str = "constant"):
 
 
 def bench_engine(n_requests: int, step_model: str) -> dict:
-    from sim.runner import World
+    from sim.serving.world import World
     sc = pool_scenario(n_requests, step_model)
     t0 = time.perf_counter()
     w = World(sc, 1)

@@ -42,7 +42,7 @@ def parser(script: str, doc: str | None) -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def executor(args):
     """The executor the flags ask for (None = in-process), closed on exit."""
-    from sim.sweep import make_executor
+    from sim.study.sweep import make_executor
 
     ex, close = make_executor(args.workers, args.scheduler)
     try:
@@ -88,8 +88,8 @@ def save_png(fig, out: Path, name: str, dpi: int = 120) -> Path:
 
 def write_report(out: Path, title: str, summary: dict, figures, scenario, extra_sources: list[dict] | None = None) -> Path:
     """``out/report.html``: figures, headline numbers, sources table and resolved scenario."""
-    from sim.report import scenario_sources_rows, write_html_report
-    from sim.sweep import resolved_json
+    from sim.study.report import scenario_sources_rows, write_html_report
+    from sim.study.sweep import resolved_json
 
     rows = list(extra_sources or []) + scenario_sources_rows(scenario)
     return write_html_report(out, title, summary, figures, resolved_json(scenario), rows)
@@ -97,14 +97,14 @@ def write_report(out: Path, title: str, summary: dict, figures, scenario, extra_
 
 def apply_sets(scenario, args):
     """The scenario with the ``--set FIELD=VALUE`` overrides applied (validated)."""
-    from sim.sweep import apply_sets as _apply
+    from sim.study.sweep import apply_sets as _apply
 
     return _apply(scenario, args.set)
 
 
 def main_wrapper(main):
     """Run ``main(argv)``; a UserError prints one line and exits 2, like ``sovsim``."""
-    from sim.errors import UserError
+    from sim.core.errors import UserError
 
     try:
         return main()

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from sim.scenario import load_scenario, with_overrides
-    from sim.sweep import mean_ci95, run_sweep
+    from sim.study.sweep import mean_ci95, run_sweep
 
     base = with_overrides(apply_sets(load_scenario(SCENARIO), args),
                           {"simulation.horizon_s": cfg["horizon_s"], **cfg["overrides"]})

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from sim.scenario import load_scenario, with_overrides
-    from sim.sweep import run_sweep
+    from sim.study.sweep import run_sweep
 
     base = with_overrides(apply_sets(load_scenario("day"), args), {
         "simulation.horizon_s": cfg["horizon_s"],

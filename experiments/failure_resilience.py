@@ -57,10 +57,10 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
-    from sim.capacity_search import vertical_attainment
-    from sim.faults import llama3_rates
+    from sim.study.capacity_search import vertical_attainment
+    from sim.economics.faults import llama3_rates
     from sim.scenario import load_scenario, with_overrides
-    from sim.sweep import mean_ci95, run_sweep
+    from sim.study.sweep import mean_ci95, run_sweep
 
     rates = llama3_rates()
     g1, n1 = rates.gpu_per_gpu_day, rates.node_per_node_day

@@ -55,8 +55,8 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim import demand  # noqa: E402
-from sim.runner import run  # noqa: E402
+from sim.demand import verticals as demand  # noqa: E402
+from sim.study.run import run  # noqa: E402
 from sim.scenario import Scenario, scenario_from_dict, with_overrides  # noqa: E402
 
 VERTICALS = ("finance", "healthcare", "public_sector", "general")

@@ -47,8 +47,8 @@ def gpu_hour_price_eur(gpu: str):
     GPU-hour does not depend on how busy it is)."""
     import pandas as pd
 
-    from sim.contracts import rental_terms
-    from sim.resources import model_file
+    from sim.economics.contracts import rental_terms
+    from sim.core.resources import model_file
 
     if gpu not in PRICE_ROWS:
         return None, NO_PRICE.get(gpu, f"no price row for {gpu} in models/economics/gpu_prices.csv")
@@ -72,9 +72,9 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
-    from sim.capacity_search import capacity_search
+    from sim.study.capacity_search import capacity_search
     from sim.scenario import load_scenario, with_overrides
-    from sim.sweep import mean_ci95, run_sweep
+    from sim.study.sweep import mean_ci95, run_sweep
 
     base = with_overrides(apply_sets(load_scenario("day"), args), {
         "simulation.horizon_s": cfg["horizon_s"], "simulation.warmup_s": cfg["warmup_s"],

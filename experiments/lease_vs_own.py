@@ -43,10 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sim.capacity import CapacityManager, PolicyParams  # noqa: E402
-from sim.contracts import (DAY_S, HOUR_S, YEAR_S, Tranche, break_even_utilisation, d,  # noqa: E402
-                           owned_terms, rental_terms)
-from sim.ledger import Ledger, Price, default_credit_tiers  # noqa: E402
+from sim.economics.capacity import CapacityManager, PolicyParams  # noqa: E402
+from sim.economics.contracts import (DAY_S, HOUR_S, YEAR_S, Tranche, break_even_utilisation, d, owned_terms, rental_terms)
+from sim.economics.ledger import Ledger, Price, default_credit_tiers  # noqa: E402
 
 SITE = "par-1"
 JURISDICTION = "FR"
@@ -70,7 +69,7 @@ def demand_gpus(t: float, peak: float, years: float) -> float:
 def probe_tokens_per_busy_gpu_s(path: Path) -> tuple[float, float, dict]:
     """Run the engine on the probe scenario: tokens per busy GPU-second, and the share of
     output tokens among them."""
-    from sim.runner import run
+    from sim.study.run import run
     from sim.scenario import load_scenario
     sc = load_scenario(path)
     res = run(sc)

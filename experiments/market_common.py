@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sim.errors import UserError  # noqa: E402
-from sim.market_spec import MarketSpec, default_market_spec  # noqa: E402
+from sim.core.errors import UserError  # noqa: E402
+from sim.scenario.market import MarketSpec, default_market_spec  # noqa: E402
 from sim.scenario import Scenario, load_scenario, scenario_from_dict  # noqa: E402
 
 RESULTS = ROOT / "results" / "market"
@@ -51,11 +51,11 @@ def forecast(task: tuple) -> "object":
     """One (scenario, seed, market_only, months, sla, fallback) point -> monthly DataFrame."""
     scenario, seed, market_only, months, sla, fallback = task
     if market_only:
-        from sim.market import market_only_forecast
+        from sim.market.market import market_only_forecast
         df, _ = market_only_forecast(scenario.market, seed, months, sla_attainment=sla, fallback=fallback)
         return df
     try:
-        from sim.forecast import run_forecast
+        from sim.forecast.forecast import run_forecast
     except ImportError:
         raise UserError("sim.forecast.run_forecast is not available in this tree yet: rerun with --market-only") from None
     from sim.scenario import with_overrides

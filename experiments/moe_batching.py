@@ -24,9 +24,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim import catalog, measurements  # noqa: E402
-from sim.perf import PerfModel, load_params  # noqa: E402
-from sim.wholebatch import static_batch_latency_s  # noqa: E402
+from sim.perf import catalog  # noqa: E402
+from sim.calibration import measurements
+from sim.perf.roofline import PerfModel, load_params  # noqa: E402
+from sim.calibration.wholebatch import static_batch_latency_s  # noqa: E402
 
 CONTEXT_TOKENS = 1000
 BATCHES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from market_common import add_common_args, base_scenario, check_args, main_guard, mean_ci, run_all, with_market
-from sim.market_spec import _parse, fallback_parameters, read_table, set_parameter
+from sim.scenario.market import _parse, fallback_parameters, read_table, set_parameter
 
 OUTCOMES = {
     "cum_margin_eur": ("gross_margin_eur", "sum"),

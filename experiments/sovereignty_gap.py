@@ -34,7 +34,7 @@ import numpy as np
 
 from market_common import (add_common_args, base_scenario, check_args, main_guard, mean_ci, run_all,
                            with_market)
-from sim.market_spec import MarketSpec, fallback_parameters
+from sim.scenario.market import MarketSpec, fallback_parameters
 
 GAP_SPEEDS = {
     # name -> midpoint month of every hyperscaler curve (None: keep the table's; "never": no closing)

@@ -25,8 +25,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim import throughput_fit as tf  # noqa: E402
-from sim.errors import UserError  # noqa: E402
+from sim.calibration import throughput_fit as tf  # noqa: E402
+from sim.core.errors import UserError  # noqa: E402
 
 
 def main(argv=None) -> int:

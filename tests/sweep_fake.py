@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from sim.errors import UserError
+from sim.core.errors import UserError
 
 
 def fake_point(scenario_json: str, seed: int) -> dict:

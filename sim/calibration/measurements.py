@@ -1,0 +1,128 @@
+"""The measured data the step-time model is fitted and checked on (``models/measurements/``).
+
+:func:`import_measurements` is the one-off tool that built that folder from the shared
+calibration set (``sovsim calibrate --import-from DIR``): it keeps only the rows and
+columns the fit uses (median timings, shapes) so the package stays small, and records the
+SHA-256 of every source file in ``models/measurements/SOURCES.csv``.  Nothing at run time
+reads outside the package.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from sim.core.errors import UserError
+from sim.core.resources import model_file
+
+VIDUR_GPUS = {"a100": "a100-sxm-80gb", "h100": "h100-sxm"}
+VIDUR_MODELS = {  # vidur folder -> catalog id
+    "meta-llama/Meta-Llama-3-8B": "llama-3-8b",
+    "meta-llama/Meta-Llama-3-70B": "llama-3-70b",
+    "meta-llama/Llama-2-7b-hf": "llama-2-7b",
+    "meta-llama/Llama-2-70b-hf": "llama-2-70b",
+    "codellama/CodeLlama-34b-Instruct-hf": "codellama-34b",
+    "internlm/internlm-20b": "internlm-20b",
+    "Qwen/Qwen-72B": "qwen-72b",
+    "microsoft/phi-2": "phi-2",
+}
+VIDUR_OPS = ["emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
+             "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj", "add"]
+NODES = {"a100_dgx": "a100-sxm-80gb", "h100_dgx": "h100-sxm"}
+PUBLIC_FILES = [
+    "moe_kernel_timings.csv", "mixtral_routing_statistics.csv", "gpu_datasheet_specs.csv",
+    "vllm_github_pr_and_ci_measurements.csv", "argonne_llm_inference_bench_static_batch.csv",
+    "trtllm_static_batching_v0.9_v0.5.csv", "trtllm_perf_overview_v0.14_throughput.csv",
+    "trtllm_perf_overview_v0.17_throughput.csv", "trtllm_online_serving_v0.14.csv",
+    "trtllm_perf_overview_v1.0_throughput.csv",
+]
+
+
+def _sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def import_measurements(src: Path, dest: Path | None = None) -> list[Path]:
+    """Build ``models/measurements`` from the shared calibration folder ``src``."""
+    src = Path(src)
+    if not (src / "vidur").is_dir() or not (src / "public").is_dir():
+        raise UserError(f"--import-from: {src} has no vidur/ and public/ folders")
+    dest = Path(dest) if dest else model_file("measurements")
+    dest.mkdir(parents=True, exist_ok=True)
+    sources: list[dict] = []
+    written: list[Path] = []
+
+    # vidur operator timings: medians only, A100 and H100, every model and TP
+    frames = []
+    for vg, gid in VIDUR_GPUS.items():
+        for folder, mid in VIDUR_MODELS.items():
+            f = src / "vidur" / "compute" / vg / folder / "mlp.csv"
+            d = pd.read_csv(f)
+            cols = {f"time_stats.{op}.median": f"{op}_ms" for op in VIDUR_OPS
+                    if f"time_stats.{op}.median" in d.columns}
+            out = d[list(cols) + ["num_tokens", "num_tensor_parallel_workers"]].rename(columns=cols)
+            out.insert(0, "model", mid)
+            out.insert(0, "gpu", gid)
+            frames.append(out.rename(columns={"num_tensor_parallel_workers": "tp"}))
+            sources.append({"file": "vidur_ops.csv", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+    ops = pd.concat(frames, ignore_index=True)
+    p = dest / "vidur_ops.csv"
+    ops.to_csv(p, index=False)
+    written.append(p)
+
+    # all-reduce inside one DGX node
+    frames = []
+    for node, gid in NODES.items():
+        f = src / "vidur" / "network" / node / "all_reduce.csv"
+        d = pd.read_csv(f)
+        d = d[d.devices_per_node == d.num_workers]
+        out = d[["num_workers", "size", "time_stats.all_reduce.median"]].rename(
+            columns={"num_workers": "tp", "size": "size_bytes", "time_stats.all_reduce.median": "all_reduce_ms"})
+        out.insert(0, "gpu", gid)
+        frames.append(out)
+        sources.append({"file": "vidur_all_reduce.csv", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+    p = dest / "vidur_all_reduce.csv"
+    pd.concat(frames, ignore_index=True).to_csv(p, index=False)
+    written.append(p)
+
+    # attention kernels (A100, 70B shape at TP2), medians
+    f = src / "vidur" / "historic" / "e2d00e9a" / "a100" / "attention.csv"
+    d = pd.read_csv(f)
+    out = d[["n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers", "batch_size",
+             "prefill_chunk_size", "kv_cache_size", "is_prefill", "time_stats.attn_decode.median",
+             "time_stats.attn_prefill.median"]].rename(columns={
+                 "num_tensor_parallel_workers": "tp", "time_stats.attn_decode.median": "attn_decode_ms",
+                 "time_stats.attn_prefill.median": "attn_prefill_ms"})
+    out.insert(0, "gpu", "a100-sxm-80gb")
+    p = dest / "vidur_attention_a100.csv"
+    out.to_csv(p, index=False)
+    written.append(p)
+    sources.append({"file": p.name, "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+
+    # CPU overheads per iteration (A100 host), byte for byte
+    f = src / "vidur" / "historic" / "57720caf" / "a100" / "cpu_overheads.csv"
+    p = dest / "vidur_cpu_overheads_a100.csv"
+    shutil.copyfile(f, p)
+    written.append(p)
+    sources.append({"file": p.name, "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+
+    # public files, byte for byte
+    (dest / "public").mkdir(exist_ok=True)
+    for name in PUBLIC_FILES:
+        f = src / "public" / name
+        p = dest / "public" / name
+        shutil.copyfile(f, p)
+        written.append(p)
+        sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+    pd.DataFrame(sources).to_csv(dest / "SOURCES.csv", index=False)
+    written.append(dest / "SOURCES.csv")
+    return written
+
+
+def read(name: str) -> pd.DataFrame:
+    p = model_file("measurements", name)
+    if not p.is_file():
+        raise UserError(f"measurement file {name} is missing from {p.parent} (run `sovsim calibrate --import-from DIR`)")
+    return pd.read_csv(p)

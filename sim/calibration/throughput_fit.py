@@ -1,0 +1,302 @@
+"""Refit of the in-flight-batching TensorRT-LLM framework profile on end-to-end throughput
+(``sovsim calibrate --throughput``; docs/perf.md, "Framework profiles").
+
+The step-time model's framework term is ``a`` seconds per iteration plus ``b`` seconds per
+sequence in the iteration.  The default ``trtllm`` profile used to be fitted on TensorRT-LLM
+v0.9 *static-batching* rows (now kept as ``trtllm-v0.9``); at the 2048-sequence batches of an
+offline benchmark its 16 us/sequence alone added ~33 ms per iteration and the full engine
+under-predicted the dense perf-overview throughput tables by ~20 %.
+
+Here ``(a, b)`` are fitted on the dense rows of ONE perf-overview version (trtllm-bench,
+in-flight batching) and scored on the other versions' rows.  The offline benchmark sends every
+request at t = 0, so the engine's schedule does not depend on step durations and the makespan
+is exactly affine in ``(a, b)``::
+
+    T(a, b) = T0 + a * N_iterations + b * N_sequence_iterations
+
+Three engine runs per row (``(0,0)``, ``(da,0)``, ``(0,db)``) give ``T0`` and the two counts;
+every fit and every held-out score after that is closed form (checked against a direct run in
+tests/test_perf.py).  Only the two framework parameters are fitted; operator efficiencies stay
+as ``sovsim calibrate`` wrote them.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.perf import catalog
+from sim.calibration import measurements
+from sim.core.errors import UserError
+from sim.core.resources import model_file
+from sim.perf.roofline import load_params
+from sim.study.throughput import throughput
+
+# perf-overview names -> catalog ids. Llama 3.3 70B has Llama 3.1 70B's architecture (same
+# layers, hidden, heads, KV heads, FFN, vocabulary in config.json): mapped to it (assumption).
+MODELS = {"LLaMA v3.1 8B": "llama-3.1-8b", "LLaMA v3.1 70B": "llama-3.1-70b", "LLaMA v3 70B": "llama-3-70b",
+          "Mistral 7B": "mistral-7b", "Llama 3.1 8B": "llama-3.1-8b", "Llama 3.3 70B": "llama-3.1-70b"}
+# v1.0 writes "H100"/"H200": the perf-overview page benchmarks SXM parts (assumption)
+GPUS = {"H100 SXM 80GB HBM3": "h100-sxm", "H200 SXM 141GB HBM3": "h200", "A100-SXM4-80GB": "a100-sxm-80gb",
+        "H100": "h100-sxm", "H200": "h200"}
+VERSIONS = {"v0.14": "public/trtllm_perf_overview_v0.14_throughput.csv",
+            "v0.17": "public/trtllm_perf_overview_v0.17_throughput.csv",
+            "v1.0": "public/trtllm_perf_overview_v1.0_throughput.csv"}
+FIT_VERSION = "v0.17"  # the committed fit: TensorRT backend, in-flight batching; A100 FP16 + H100/H200 FP8
+# trtllm-bench engine settings (assumption: engine-build defaults max_batch_size 2048,
+# max_num_tokens 8192; kv_cache_free_gpu_mem_fraction 0.95 per the perf-overview page)
+MAX_NUM_SEQS = 2048
+MAX_BATCHED_TOKENS = 8192
+GPU_MEMORY_UTILIZATION = 0.95
+REQUESTS_CAP = 3000  # bounded request count (the doc used 1000-30000): enough to reach steady state
+DA_S, DB_S = 1e-3, 1e-5  # finite steps of the affine decomposition (exact: T is affine)
+BOUNDS = ([0.0, 0.0], [0.02, 1e-4])  # a in [0, 20 ms], b in [0, 100 us]: assumption (physical range)
+SCALE_BOUNDS = (0.5, 1.5)  # kernel-time scale vs the fitted operator kernels: assumption
+PROFILE = "trtllm"
+OLD_PROFILE = "trtllm-v0.9"
+
+
+def cases(versions=tuple(VERSIONS)) -> pd.DataFrame:
+    """Dense perf-overview rows on catalog GPUs/models, pipeline parallelism 1."""
+    frames = []
+    for v in versions:
+        d = measurements.read(VERSIONS[v])
+        d = d[d.model.isin(list(MODELS)) & d.gpu.isin(list(GPUS)) & (d.pp == 1)
+              & d.precision.isin(["FP8", "FP16"])]
+        frames.append(pd.DataFrame({
+            "version": v, "model": d.model.map(MODELS), "gpu": d.gpu.map(GPUS),
+            "precision": np.where(d.precision == "FP8", "fp8", "fp16"), "tp": d.tp.astype(int),
+            "isl_tokens": d.isl_tokens.astype(int), "osl_tokens": d.osl_tokens.astype(int),
+            "measured_tok_s": d.output_throughput_tok_s.astype(float)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@contextmanager
+def framework_overheads(a_s: float, b_s: float, scale: float = 1.0):
+    """Temporarily set the per-iteration / per-sequence overheads and the kernel-time scale of
+    every loaded GPU's calibration (the engine builds its step model from
+    :func:`sim.perf.load_params`)."""
+    saved = []
+    for gid in catalog.gpus():
+        try:
+            p = load_params(gid)
+        except UserError:
+            continue
+        saved.append((p, p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale))
+        p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a_s, b_s, scale
+    try:
+        yield
+    finally:
+        for p, a0, b0, s0 in saved:
+            p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a0, b0, s0
+
+
+def makespan(r) -> tuple[float, float]:
+    o = throughput(r.model, r.gpu, int(r.tp), int(r.tp), int(r.isl_tokens), int(r.osl_tokens), r.precision,
+                   requests=min(REQUESTS_CAP, 4 * MAX_NUM_SEQS), max_num_seqs=MAX_NUM_SEQS,
+                   max_batched_tokens=MAX_BATCHED_TOKENS, gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
+    return o["last_completion_s"], o["output_tokens_total"]
+
+
+def affine_terms(d: pd.DataFrame, log=print) -> pd.DataFrame:
+    """Per row: ``t0_s`` (makespan without framework overhead), ``iterations``,
+    ``seq_iterations`` and ``output_tokens``; rows whose weights do not fit get NaN + a note."""
+    out = d.copy()
+    cols = {k: np.full(len(d), np.nan) for k in ("t0_s", "iterations", "seq_iterations", "output_tokens")}
+    notes = [""] * len(d)
+    t_start = time.perf_counter()
+    for i, r in enumerate(d.itertuples(index=False)):
+        try:
+            with framework_overheads(0.0, 0.0):
+                t0, tok = makespan(r)
+            with framework_overheads(DA_S, 0.0):
+                ta, _ = makespan(r)
+            with framework_overheads(0.0, DB_S):
+                tb, _ = makespan(r)
+        except UserError as e:
+            notes[i] = str(e)
+            continue
+        cols["t0_s"][i], cols["output_tokens"][i] = t0, tok
+        cols["iterations"][i], cols["seq_iterations"][i] = (ta - t0) / DA_S, (tb - t0) / DB_S
+    for k, v in cols.items():
+        out[k] = v
+    out["note"] = notes
+    log(f"affine terms of {len(d)} rows in {time.perf_counter() - t_start:.0f} s")
+    return out
+
+
+def predict(terms: pd.DataFrame, a_s: float, b_s: float, scale: float = 1.0) -> np.ndarray:
+    """Output tokens/s of every row under overheads ``(a_s, b_s)`` and kernel-time scale
+    ``scale`` (closed form: the schedule does not depend on step durations)."""
+    return (terms.output_tokens / (scale * terms.t0_s + a_s * terms.iterations
+                                   + b_s * terms.seq_iterations)).to_numpy()
+
+
+def fit(terms: pd.DataFrame, with_scale: bool = True) -> tuple[float, float, float]:
+    """(a_s, b_s, kernel_time_scale): bounded robust least squares on log(predicted / measured);
+    each (GPU, precision) group weighted equally so the largest table does not decide alone.
+    ``with_scale=False``: overheads only (scale 1)."""
+    from scipy.optimize import least_squares
+    d = terms[np.isfinite(terms.t0_s)]
+    if d.empty:
+        raise UserError("throughput fit: no usable rows")
+    w = 1.0 / np.sqrt(d.groupby(["gpu", "precision"]).gpu.transform("count").to_numpy())
+    y = np.log(d.measured_tok_s.to_numpy())
+
+    def res(x):
+        return w * (np.log(predict(d, x[0] * 1e-3, x[1] * 1e-6, x[2] if with_scale else 1.0)) - y)
+    # scaled variables: ms, us, scale
+    lo = [BOUNDS[0][0] * 1e3, BOUNDS[0][1] * 1e6, SCALE_BOUNDS[0]]
+    hi = [BOUNDS[1][0] * 1e3, BOUNDS[1][1] * 1e6, SCALE_BOUNDS[1]]
+    if not with_scale:
+        lo[2], hi[2] = 1.0 - 1e-12, 1.0 + 1e-12
+    r = least_squares(res, [1.0, 5.0, 1.0], bounds=(lo, hi), loss="soft_l1", f_scale=0.05)
+    return float(r.x[0] * 1e-3), float(r.x[1] * 1e-6), float(r.x[2]) if with_scale else 1.0
+
+
+def summary_lines(df: pd.DataFrame, err_col: str) -> list[str]:
+    ok = df[np.isfinite(df[err_col])]
+    e = ok[err_col]
+    lines = [f"  all: {len(ok)} rows, median APE {100 * e.abs().median():.1f}%, signed {100 * e.median():+.1f}%"]
+    for key, g in ok.groupby(["gpu", "precision"]):
+        lines.append(f"  {key[0]} {key[1]}: {len(g)} rows, median APE {100 * g[err_col].abs().median():.1f}%, "
+                     f"signed {100 * g[err_col].median():+.1f}%")
+    return lines
+
+
+def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Path | None = None,
+            log=print) -> dict:
+    """Affine terms for every dense row of every version, leave-one-version-out fits, the
+    committed fit on ``fit_version``; writes the profile and the report."""
+    if fit_version not in VERSIONS:
+        raise UserError(f"--fit-version: {fit_version!r} unknown; allowed: {', '.join(VERSIONS)}")
+    t0 = time.perf_counter()
+    terms = affine_terms(cases(), log=log)
+    # the previous default (v0.9 static batching) for the "before" column
+    old = load_params("h100-sxm").framework_profiles.get(OLD_PROFILE) \
+        or load_params("h100-sxm").framework_profiles.get(PROFILE)
+    terms["pred_old_tok_s"] = predict(terms, old["iteration_overhead_s"], old["per_seq_overhead_s"])
+    terms["err_old"] = terms.pred_old_tok_s / terms.measured_tok_s - 1.0
+    fits, fits2 = {}, {}
+    for v in VERSIONS:
+        a, b, sc = fit(terms[terms.version == v])
+        fits[v] = (a, b, sc)
+        terms[f"pred_fit_{v}_tok_s"] = predict(terms, a, b, sc)
+        fits2[v] = fit(terms[terms.version == v], with_scale=False)
+        terms[f"pred_fit2_{v}_tok_s"] = predict(terms, *fits2[v])
+        log(f"fit on {v}: {a * 1e3:.3f} ms/iteration + {b * 1e6:.2f} us/seq, kernel-time scale {sc:.3f} "
+            f"(overheads only: {fits2[v][0] * 1e3:.3f} ms + {fits2[v][1] * 1e6:.2f} us)")
+    a, b, sc = fits[fit_version]
+    terms["pred_tok_s"] = terms[f"pred_fit_{fit_version}_tok_s"]
+    terms["err"] = terms.pred_tok_s / terms.measured_tok_s - 1.0
+    terms["held_out"] = terms.version != fit_version
+    # leave-one-version-out: each row predicted by the fit on another version (mean of the two)
+    lovo = np.full(len(terms), np.nan)
+    for v in VERSIONS:
+        sel = (terms.version == v).to_numpy()
+        others = [terms[f"pred_fit_{u}_tok_s"].to_numpy()[sel] for u in VERSIONS if u != v]
+        lovo[sel] = np.exp(np.mean(np.log(others), axis=0))
+    terms["err_lovo"] = lovo / terms.measured_tok_s - 1.0
+
+    held = terms[terms.held_out]
+    prov = {"iteration_overhead_s": a, "per_seq_overhead_s": b, "kernel_time_scale": sc,
+            "fitted_on": f"TensorRT-LLM perf-overview {fit_version} dense throughput rows "
+                         f"({int(np.isfinite(terms[~terms.held_out].t0_s).sum())} rows: "
+                         f"{', '.join(sorted(set(terms[~terms.held_out].model)))}), full engine, "
+                         f"trtllm-bench settings; held out: "
+                         f"{', '.join(v for v in VERSIONS if v != fit_version)} "
+                         f"({int(np.isfinite(held.t0_s).sum())} rows, median APE "
+                         f"{100 * held.err.abs().median():.1f}%); written by sovsim calibrate --throughput"}
+    if write:
+        for gid in ("a100-sxm-80gb", "h100-sxm"):
+            path = model_file("calibration", f"{gid}.json")
+            data = json.loads(path.read_text())
+            profs = data.setdefault("framework_profiles", {})
+            if OLD_PROFILE not in profs and PROFILE in profs and "v0.9" in profs[PROFILE].get("fitted_on", ""):
+                profs[OLD_PROFILE] = profs.pop(PROFILE)
+            profs[PROFILE] = prov
+            data["iteration_overhead_s"], data["per_seq_overhead_s"], data["kernel_time_scale"] = a, b, sc
+            data.setdefault("meta", {})["framework_default"] = (
+                f"{PROFILE} (in-flight batching, {prov['fitted_on']})")
+            path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        load_params.cache_clear()
+        log(f"wrote profile {PROFILE!r} to models/calibration/*.json")
+    out = {"terms": terms, "fits": fits, "fits2": fits2, "fit_version": fit_version, "profile": prov, "old": old,
+           "seconds": time.perf_counter() - t0}
+    if results_dir is not None:
+        write_report(out, Path(results_dir), log=log)
+    return out
+
+
+def _lovo_rows(t: pd.DataFrame, fits: dict, tag: str) -> tuple[list[str], list[float]]:
+    lines, apes = [], []
+    for v, (av, bv, sv) in fits.items():
+        for u in VERSIONS:
+            if u == v:
+                continue
+            g = t[(t.version == u) & np.isfinite(t.t0_s)]
+            e = g[f"pred_{tag}_{v}_tok_s"] / g.measured_tok_s - 1.0
+            apes.append(float(e.abs().median()))
+            lines.append(f"| {v} | {av * 1e3:.3f} | {bv * 1e6:.2f} | {sv:.3f} | {u} | {len(g)} | "
+                         f"{100 * e.abs().median():.1f}% | {100 * e.median():+.1f}% |")
+    return lines, apes
+
+
+def write_report(out: dict, results_dir: Path, log=print) -> None:
+    t, fv, fits, old = out["terms"], out["fit_version"], out["fits"], out["old"]
+    results_dir.mkdir(parents=True, exist_ok=True)
+    csv = results_dir / "throughput_trtllm_dense.csv"
+    cols = ["version", "held_out", "model", "gpu", "precision", "tp", "isl_tokens", "osl_tokens", "measured_tok_s",
+            "pred_tok_s", "err", "pred_old_tok_s", "err_old", "err_lovo", "t0_s", "iterations", "seq_iterations",
+            "output_tokens"] + [f"pred_fit_{v}_tok_s" for v in VERSIONS] + ["note"]
+    t[cols].to_csv(csv, index=False, float_format="%.6g")
+    held = t[t.held_out]
+    a, b, sc = fits[fv]
+    head = "| fit on | ms/iteration | us/seq | kernel-time scale | held-out version | rows | median APE | signed |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    l3, apes3 = _lovo_rows(t, fits, "fit")
+    l2, apes2 = _lovo_rows(t, out["fits2"], "fit2")
+    md = ["# `sovsim throughput` vs TensorRT-LLM dense throughput tables (perf overview)\n",
+          "Written by `sovsim calibrate --throughput` (`sim/throughput_fit.py`). Each row: the full serving "
+          f"engine on the calibrated step model, one replica of TP GPUs, {REQUESTS_CAP} fixed-length requests at "
+          f"t = 0, max_num_seqs {MAX_NUM_SEQS}, max_batched_tokens {MAX_BATCHED_TOKENS}, gpu_memory_utilization "
+          f"{GPU_MEMORY_UTILIZATION} (assumptions for trtllm-bench). err = predicted / measured - 1 (negative: "
+          "the model is slower). Only the framework profile is fitted (per-iteration and per-sequence CPU "
+          "overhead, kernel-time scale vs the fitted operator kernels); the makespan is exactly affine in "
+          "them (3 engine runs per row), so every fit below is closed form. Operator efficiencies are untouched.\n",
+          f"Committed profile `{PROFILE}`: fitted on the **{fv} rows only**: {a * 1e3:.3f} ms per iteration + "
+          f"{b * 1e6:.2f} us per sequence, kernel-time scale {sc:.3f} (before: `{OLD_PROFILE}`, static batching, "
+          f"{old['iteration_overhead_s'] * 1e3:.3f} ms + {old['per_seq_overhead_s'] * 1e6:.2f} us, scale 1).\n",
+          f"## Held-out rows ({', '.join(v for v in VERSIONS if v != fv)}; never seen by the fit)\n",
+          "Before (old v0.9 static-batching profile):", "```", *summary_lines(held, "err_old"), "```",
+          f"After (profile fitted on {fv}):", "```", *summary_lines(held, "err"), "```", "Per held-out version:", "```"]
+    for v in VERSIONS:
+        if v != fv:
+            md += [f" {v} before:"] + summary_lines(held[held.version == v], "err_old")
+            md += [f" {v} after:"] + summary_lines(held[held.version == v], "err")
+    md += ["```", "\n## Leave-one-version-out (model form chosen on the mean of these folds)\n",
+           f"With kernel-time scale (committed form): mean fold median APE {100 * np.mean(apes3):.1f}%\n",
+           head, rule, *l3, "",
+           f"Overheads only (scale fixed at 1): mean fold median APE {100 * np.mean(apes2):.1f}%\n",
+           head, rule, *l2, "",
+           "Every row predicted by the committed-form fits on the other versions (geometric mean of the two):",
+           "```", *summary_lines(t, "err_lovo"), "```", "",
+           f"## Fitting rows ({fv}; in-sample, for reference)\n", "```",
+           *summary_lines(t[~t.held_out], "err"), "```", "",
+           "## By version and ISL/OSL (committed profile)\n", "| version | ISL/OSL | rows | median APE | signed |",
+           "|---|---|---|---|---|"]
+    ok = t[np.isfinite(t.err)]
+    for (v, i, o), g in ok.groupby(["version", "isl_tokens", "osl_tokens"]):
+        md.append(f"| {v} | {i}/{o} | {len(g)} | {100 * g.err.abs().median():.1f}% | {100 * g.err.median():+.1f}% |")
+    md += ["", "## By version and model (committed profile)\n", "| version | model | rows | median APE | signed |",
+           "|---|---|---|---|---|"]
+    for (v, m), g in ok.groupby(["version", "model"]):
+        md.append(f"| {v} | {m} | {len(g)} | {100 * g.err.abs().median():.1f}% | {100 * g.err.median():+.1f}% |")
+    md.append(f"\nRows whose weights do not fit the GPU (skipped): {int((~np.isfinite(t.t0_s)).sum())}. "
+              f"Run time {out['seconds']:.0f} s.\n")
+    (results_dir / "throughput_trtllm_dense.md").write_text("\n".join(md))
+    log(f"wrote {csv} and {csv.with_suffix('.md')}")

@@ -1,0 +1,223 @@
+"""``sovsim run`` and ``sovsim schema``."""
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+
+from sim.core.errors import UserError
+from sim.forecast.forecast import format_forecast, run_forecast
+from sim.scenario import Scenario, load_scenario, with_overrides
+from sim.study.report import scenario_sources_rows, write_html_report, write_run_report
+from sim.study.run import _json_default, run
+
+
+def register(sub):
+    p = sub.add_parser("run", help="simulate a scenario (default: the shipped default scenario)",
+                       description="Simulate a scenario and write config.json, summary.json, "
+                                   "timeseries.parquet, requests.parquet and figures to --out.")
+    p.add_argument("scenario", nargs="?", help="scenario TOML file (default: the shipped default)")
+    p.add_argument("--seed", type=int, help="root seed (default: the scenario's simulation.seed)")
+    p.add_argument("--out", help="output folder (default: runs/<scenario name>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a scenario field by dotted path, e.g. deployments.0.replicas=8 "
+                        "(VALUE is parsed as TOML, else taken as a string); repeatable")
+    p.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("schema", help="print the scenario reference: every field, its type, default and meaning")
+    s.add_argument("--markdown", action="store_true", help="print as a Markdown table (docs/scenario-reference.md)")
+    s.set_defaults(func=cmd_schema)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    import tomllib
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected FIELD=VALUE, e.g. deployments.0.replicas=8")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def scenario_from_args(args):
+    """The scenario a run command names (file or packaged name), with its --set overrides;
+    checks --seed."""
+
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed {args.seed}: must be a non-negative integer")
+    scenario = load_scenario(args.scenario)
+    if args.set:
+        scenario = with_overrides(scenario, parse_overrides(args.set))
+    return scenario
+
+
+def cmd_run(args) -> int:
+
+    scenario = scenario_from_args(args)
+    out = Path(args.out) if args.out else Path("runs") / scenario.name
+    progress = not args.quiet and sys.stderr.isatty()
+    if scenario.forecast is not None:
+        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
+        cfg = json.loads((out / "config.json").read_text())
+        figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
+        write_html_report(out, f"sovsim forecast: {scenario.name} (seed {result.seed})", result.summary,
+                          figs, cfg, scenario_sources_rows(scenario))
+        result.files.append("report.html")
+        if args.json:
+            print(json.dumps(result.summary, default=_json_default))
+        elif not args.quiet:
+            print(format_forecast(result))
+            print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
+        return 0
+    result = run(scenario, seed=args.seed, out_dir=out, progress=progress)
+    write_run_report(result)
+    result.files.append("report.html")
+    if args.json:
+        print(json.dumps(result.summary, default=_json_default))
+    elif not args.quiet:
+        print(format_summary(result.summary))
+        print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
+    return 0
+
+
+def _fmt(v, unit="s"):
+    if v is None:
+        return "-"
+    if unit == "s":
+        return f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
+    return f"{v:.3g}"
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"scenario {s['scenario']}  seed {s['seed']}  horizon {s['horizon_s'] / 3600:.1f} h  "
+             f"{s['gpus']} GPUs in {s['replicas']} replicas"
+             + (" at the end" if s.get("replicas_ever", s["replicas"]) != s["replicas"] else "")]
+    lines.append(f"requests: {s['arrivals']} arrived, {s['completed']} completed, "
+                 f"{s['rejected']} rejected, {s['in_flight']} in flight at the horizon")
+    ru = s.get("request_utilisation")
+    lines.append(f"GPU utilisation {s['gpu_utilisation'] * 100:.1f} % busy"
+                 + (f", {ru * 100:.1f} % of request capacity" if ru is not None else "") + "   "
+                 f"output {s['throughput_output_tokens_per_s']:.0f} tokens/s   "
+                 f"preemptions {s['preemptions']}")
+    e = s.get("economics")
+    if e:
+        av = e.get("availability", {})
+        share = e.get("margin_share")
+        cpm = e.get("cost_eur_per_mtok")
+        lines.append(f"revenue {e['revenue_eur']:,.2f} EUR   costs {e['costs_eur']:,.2f} EUR   "
+                     f"gross margin {e['margin_eur']:,.2f} EUR"
+                     + (f" ({share * 100:.1f} %)" if share is not None else "")
+                     + (f"   cost {cpm:.3f} EUR per million tokens" if cpm is not None else "")
+                     + f"   availability {av.get('replica_availability', 1.0) * 100:.2f} %")
+        cap = e.get("capacity")
+        if cap:
+            for site, c in cap["sites"].items():
+                lines.append(f"capacity ({cap['policy']}) at {'(unsited)' if site == '-' else site}: {c['gpus_start']} -> {c['gpus_end']} GPUs "
+                             f"(peak {c['gpus_peak']}), {c['orders']} orders, {c['releases']} releases, "
+                             f"{c['replicas_added']} replicas added, {c['replicas_retired']} drained and retired")
+            lines.append(f"GPU-hours {s.get('gpu_hours', 0):,.1f}   throughput utilisation "
+                         f"{(s.get('throughput_utilisation') or 0) * 100:.1f} %   requests migrated off leaving "
+                         f"GPUs {cap['migrated_requests']}")
+    lines.append("")
+    hdr = f"{'workload':<16}{'done':>9}{'TTFT p50':>10}{'p99':>10}{'TPOT p50':>10}{'p99':>10}{'SLA met':>9}{'target':>8}"
+    lines.append(hdr)
+    for name, w in s["workloads"].items():
+        att = w["sla_attainment"]
+        lines.append(f"{name:<16}{w['completed']:>9}{_fmt(w['ttft_s']['p50']):>10}{_fmt(w['ttft_s']['p99']):>10}"
+                     f"{_fmt(w['tpot_s']['p50']):>10}{_fmt(w['tpot_s']['p99']):>10}"
+                     f"{('-' if att is None else f'{att * 100:.1f} %'):>9}{w['sla_target'] * 100:>7.0f}%")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- schema reference
+def _type_name(ann) -> str:
+    origin = typing.get_origin(ann)
+    args = typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(_type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        return f"dict[{_type_name(args[0])}, {_type_name(args[1])}]"
+    if ann is type(None):
+        return "none"
+    return getattr(ann, "__name__", str(ann))
+
+
+def schema_rows():
+    """(path, type, default, constraints, description) for every field, depth first."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+
+    rows = []
+    seen = set()
+
+    def members(ann):
+        origin = typing.get_origin(ann)
+        args = typing.get_args(ann)
+        if origin is typing.Annotated:
+            return members(args[0])
+        if origin in (list, tuple, typing.Union, getattr(__import__("types"), "UnionType", None)):
+            out = []
+            for a in args:
+                out += members(a)
+            return out
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return [ann]
+        return []
+
+    def walk(model, prefix):
+        for name, f in model.model_fields.items():
+            path = f"{prefix}{name}"
+            default = "" if f.default is PydanticUndefined and f.default_factory is None else (
+                "(table)" if f.default_factory is not None else repr(f.default))
+            if f.is_required():
+                default = "required"
+            cons = ", ".join(str(m) for m in f.metadata) if f.metadata else ""
+            rows.append((path, _type_name(f.annotation), default, cons, f.description or ""))
+            subs = members(f.annotation)
+            for sm in subs:
+                key = (path, sm.__name__)
+                if key in seen:
+                    continue
+                seen.add(key)
+                tag = ""
+                for fn, ff in sm.model_fields.items():
+                    if typing.get_origin(ff.annotation) is typing.Literal and fn in ("kind", "dist"):
+                        tag = f"[{fn}={typing.get_args(ff.annotation)[0]}]"
+                sep = "[]." if typing.get_origin(f.annotation) is list else "."
+                walk(sm, f"{path}{tag}{sep}" if tag else f"{path}{sep}")
+
+    walk(Scenario, "")
+    return rows
+
+
+def cmd_schema(args) -> int:
+    rows = schema_rows()
+    if args.markdown:
+        print("# Scenario reference\n")
+        print("Generated by `sovsim schema --markdown`. Every field of a scenario TOML file; "
+              "unknown fields are errors.\n")
+        print("| field | type | default | constraints | meaning (source) |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in rows:
+            print("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+        return 0
+    for path, typ, default, cons, desc in rows:
+        print(f"{path}  ({typ}; default {default}{'; ' + cons if cons else ''})")
+        if desc:
+            print(f"    {desc}")
+    return 0

@@ -1,0 +1,1 @@
+"""Demand: length distributions, arrival processes, fitted laws, trace replay and the verticals."""

@@ -1,0 +1,1 @@
+"""The customer market: RFPs, buyer choice against competitors, contracts with buyers."""

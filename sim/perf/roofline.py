@@ -1,0 +1,418 @@
+"""Step-time model: how long one continuous-batching iteration takes (see docs/perf.md).
+
+Per transformer layer, on one GPU of a tensor-parallel replica, every operator costs a
+roofline with fitted efficiencies and a fixed per-kernel overhead::
+
+    t_op = c_op + (t_bytes^p + t_flops^p)^(1/p),  t_bytes = bytes/(BW*eta_bw), t_flops = flops/(F*eta_f)
+
+(``p`` -> infinity is the plain ``max``; the fitted ``p`` rounds the corner where real kernels
+are neither purely bandwidth- nor compute-bound).  Attention adds a decode term that is
+*exactly affine* in the attended KV tokens and a prefill term linear in (query, key) pairs;
+tensor parallelism adds two all-reduces per layer; a MoE layer reads the weights of the
+expected number of distinct experts its tokens touch, ``sum_i 1-(1-pi_i)^n`` with
+``pi_i`` the chance a token picks expert ``i`` (uniform: ``E(1-(1-k/E)^n)``).  A framework
+overhead per iteration and per sequence closes the sum; a framework profile may also carry ``kernel_time_scale``, its kernels' GPU time
+relative to the fitted operator kernels (docs/perf.md, "Framework profiles").
+
+Parameters come per GPU from ``models/calibration/<gpu>.json`` (written by
+``sovsim calibrate``); ``kind = "roofline"`` uses datasheet ceilings only (efficiency 1, no
+overheads).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sim.perf import catalog
+from sim.perf.catalog import ACTIVATION_BYTES, BYTES_PER_PARAM, GPU, LLM
+from sim.core.errors import UserError
+from sim.core.resources import model_file
+from sim.perf.step import ConstantStepModel, StepTimeModel
+
+# activation reserve per GPU besides weights and KV (assumption; see docs/perf.md)
+NON_TORCH_RESERVE_BYTES = 1.5 * 2**30  # CUDA context, NCCL buffers, CUDA graphs: assumption
+LOGIT_BYTES = 4.0  # fp32 logits of the sampled rows: assumption (vLLM computes logits in fp32)
+
+# measured model shapes (vidur operator timings): hidden and FFN range
+MEASURED_MODELS = ("llama-3-8b", "llama-3-70b", "llama-2-7b", "llama-2-70b", "codellama-34b",
+                   "internlm-20b", "qwen-72b", "phi-2")
+
+
+# ------------------------------------------------------------------ parameters
+@dataclass
+class Params:
+    """Fitted efficiencies and overheads of one GPU (see ``sovsim calibrate``)."""
+
+    gpu: str = "datasheet"
+    gemm_eta_bw: float = 1.0
+    gemm_eta_flops: float = 1.0
+    gemm_p: float = 64.0
+    gemm_overhead_s: float = 0.0
+    ew_eta_bw: dict = field(default_factory=lambda: {"norm": 1.0, "rope": 1.0, "act": 1.0, "add": 1.0, "emb": 1.0})
+    ew_overhead_s: dict = field(default_factory=lambda: {"norm": 0.0, "rope": 0.0, "act": 0.0, "add": 0.0, "emb": 0.0})
+    ew_p: dict = field(default_factory=lambda: {"norm": 64.0, "rope": 64.0, "act": 64.0, "add": 64.0, "emb": 64.0})
+    attn_decode_eta_bw: float = 1.0
+    attn_decode_overhead_s: float = 0.0
+    attn_decode_per_seq_s: float = 0.0
+    attn_prefill_eta_flops: float = 1.0
+    attn_prefill_overhead_s: float = 0.0
+    attn_prefill_extra_keys: float = 0.0
+    moe_eta_bw: float = 1.0
+    moe_eta_flops: float = 1.0
+    moe_overhead_s: float = 0.0
+    moe_skew: float = 0.0
+    allreduce: dict = field(default_factory=dict)  # {"2": {"latency_s":..., "bw_gb_s":...}}
+    iteration_overhead_s: float = 0.0
+    per_seq_overhead_s: float = 0.0
+    # GPU time of the serving software's kernels relative to the fitted operator kernels (vidur:
+    # 2024 PyTorch/vLLM lineage): part of a framework profile, 1.0 = the operator fit as is
+    kernel_time_scale: float = 1.0
+    framework_profiles: dict = field(default_factory=dict)  # {"vllm": {...}, "trtllm": {...}}
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Params":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@lru_cache(maxsize=None)
+def load_params(gpu_id: str) -> Params:
+    """Calibrated parameters for a GPU card (its ``calibration_from`` card's fit)."""
+    card = catalog.gpu(gpu_id)
+    p = model_file("calibration", f"{card.calibration_from}.json")
+    if not p.is_file():
+        raise UserError(f"gpu: no calibration for {gpu_id!r} ({p.name} missing; run `sovsim calibrate`)")
+    return Params.from_json(json.loads(p.read_text()))
+
+
+# ------------------------------------------------------------------ MoE coverage
+def expert_probs(experts: int, top_k: int, skew: float) -> list[float]:
+    """Chance ``pi_i`` that one token routes to expert ``i`` (sum = ``top_k``).
+
+    ``skew`` in [0, 1): linear spread of per-expert load shares from ``(1-skew)/E`` to
+    ``(1+skew)/E`` (0 = uniform routing), capped at 1 per expert."""
+    if experts <= 1:
+        return [1.0]
+    shares = [1.0 + skew * (2.0 * i / (experts - 1) - 1.0) for i in range(experts)]
+    tot = sum(shares)
+    return [min(1.0, top_k * s / tot) for s in shares]
+
+
+def expected_distinct_experts(experts: int, top_k: int, n_tokens: float, skew: float = 0.0) -> float:
+    """Expected distinct experts touched by ``n_tokens`` independent tokens, top-k routing:
+    ``sum_i 1 - (1 - pi_i)^n``; uniform routing gives ``E (1 - (1 - k/E)^n)``."""
+    if n_tokens <= 0:
+        return 0.0
+    if experts <= 1:
+        return 1.0
+    return sum(1.0 - (1.0 - p) ** n_tokens for p in expert_probs(experts, top_k, skew))
+
+
+# ------------------------------------------------------------------ extrapolation
+def _measured_shape_range() -> tuple[int, int, int, int]:
+    cards = [catalog.llm(m) for m in MEASURED_MODELS]
+    return (min(c.hidden for c in cards), max(c.hidden for c in cards),
+            min(c.ffn for c in cards), max(c.ffn for c in cards))
+
+
+def extrapolation_reasons(gpu_id: str, model_id: str) -> list[str]:
+    """Why a prediction for (gpu, model) lies outside the measured set (empty = inside)."""
+    return _reasons(catalog.gpu(gpu_id), catalog.llm(model_id))
+
+
+def _reasons(g: GPU, m: LLM) -> list[str]:
+    gpu_id, model_id = g.id, m.id
+    out = []
+    if not g.measured:
+        out.append(f"GPU {gpu_id} has no measurements: {g.calibration_from} efficiencies on its datasheet ceilings")
+    hmin, hmax, fmin, fmax = _measured_shape_range()
+    if not (hmin <= m.hidden <= hmax and fmin <= m.ffn <= fmax):
+        out.append(f"model {model_id} shape (hidden {m.hidden}, ffn {m.ffn}) is outside the measured "
+                   f"range (hidden {hmin}-{hmax}, ffn {fmin}-{fmax})")
+    if m.is_moe and g.calibration_from != "h100-sxm":
+        out.append("MoE kernel efficiency measured on H100 only; transferred by ratio to this GPU")
+    return out
+
+
+def is_extrapolated(gpu_id: str, model_id: str) -> bool:
+    return bool(extrapolation_reasons(gpu_id, model_id))
+
+
+# ------------------------------------------------------------------ the model
+class PerfModel(StepTimeModel):
+    """Roofline step-time model of one replica (``tp`` GPUs) of ``llm`` on ``gpu``."""
+
+    def __init__(self, llm: LLM, gpu: GPU, tp: int, precision: str, params: Params,
+                 max_num_seqs: int = 256, max_batched_tokens: int = 8192,
+                 gpu_memory_utilization: float = 0.9, kv_cache_tokens: int | None = None,
+                 name: str = "deployment", framework: str | None = None):
+        catalog.check_precision(precision)
+        if framework is not None:  # serving-software profile: its fitted CPU overheads
+            prof = params.framework_profiles.get(framework)
+            if prof is None:
+                raise UserError(f"framework: {framework!r} has no fitted profile; allowed: "
+                                f"{', '.join(params.framework_profiles) or 'none (datasheet roofline)'}")
+            params = dataclasses.replace(params, iteration_overhead_s=prof["iteration_overhead_s"],
+                                         per_seq_overhead_s=prof["per_seq_overhead_s"],
+                                         kernel_time_scale=prof.get("kernel_time_scale", 1.0))
+        if tp < 1:
+            raise UserError(f"{name}: tp must be >= 1 (got {tp})")
+        self.llm, self.gpu, self.tp, self.precision, self.p = llm, gpu, tp, precision, params
+        self.name = name
+        self.window_tokens = llm.sliding_window
+        self.extrapolation = _reasons(gpu, llm)
+        if tp > 8:
+            self.extrapolation.append(f"tp {tp} > 8: all-reduce beyond one 8-GPU node extrapolated")
+        self._decode_cache: dict[int, tuple[float, float]] = {}
+        self._tokens_cache: dict[int, float] = {}
+        self._seq_cache: dict[int, float] = {}
+
+        m, P = llm, params
+        bw = gpu.hbm_bandwidth_bytes_s
+        self._bw = bw
+        self._F = gpu.dense_flops(precision)
+        self._F16 = gpu.dense_flops("bf16")
+        self._bpp = BYTES_PER_PARAM[precision]
+        L = m.layers
+        self._L = L
+        # per-GPU GEMM shapes (K, N) of one layer
+        self._attn_gemms = [(m.hidden, (m.q_dim + 2 * m.kv_dim) / tp), (m.q_dim / tp, m.hidden)]
+        up = (2 if m.gated_mlp else 1) * m.ffn / tp
+        self._mlp_gemms = [(m.hidden, up), (m.ffn / tp, m.hidden)]
+        # elementwise bytes per token (16-bit activations), one layer, per GPU
+        a = ACTIVATION_BYTES
+        self._ew = [
+            ("norm", 2 * 2 * m.hidden * a),                       # two RMSNorms, read + write
+            ("rope", 2 * (m.q_dim + m.kv_dim) / tp * a),          # rotate q and k in place
+            # SiLU-and-mul of a dense MLP (a MoE layer's is inside the fused-experts kernel)
+            ("act", 0.0 if m.is_moe else (3 if m.gated_mlp else 2) * (m.ffn / tp) * a),
+            ("add", 2 * 3 * m.hidden * a),                        # two residual adds
+        ]
+        self._ew_kernels = {"norm": 2, "rope": 1, "act": 0 if m.is_moe else 1, "add": 2}
+        # attention: per attended token per layer (per GPU)
+        kv_heads_gpu = max(m.kv_heads, tp) / tp
+        self._kv_bytes_tok_layer = 2.0 * kv_heads_gpu * m.head_dim * self._bpp
+        self._attn_flops_pair_layer = 4.0 * (m.heads / tp) * m.head_dim
+        slope_b = self._kv_bytes_tok_layer / (bw * P.attn_decode_eta_bw)
+        slope_f = self._attn_flops_pair_layer / (self._F16 * P.attn_decode_eta_bw)
+        self._ks = P.kernel_time_scale
+        self._decode_slope = self._ks * L * max(slope_b, slope_f)
+        # MoE
+        self._moe_probs = expert_probs(m.experts, m.top_k, P.moe_skew) if m.is_moe else None
+        self._expert_bytes = m.expert_params / tp * self._bpp
+        self._expert_flops_tok = 2.0 * m.expert_params / tp
+        # all-reduce: two per layer on hidden-size activations
+        self._ar_lat, self._ar_bw = self._allreduce_coeffs()
+
+        # memory
+        mem = gpu.memory_bytes
+        self.weight_bytes_per_gpu = m.weight_bytes(precision) / tp
+        moe_act = (m.top_k if m.is_moe else 1) * 2 * m.ffn / tp
+        act_peak = max_batched_tokens * (4 * m.hidden + (m.q_dim + 2 * m.kv_dim) / tp + moe_act) * a
+        self.reserve_bytes_per_gpu = NON_TORCH_RESERVE_BYTES + act_peak + max_num_seqs * m.vocab / tp * LOGIT_BYTES
+        budget = mem * gpu_memory_utilization
+        if self.weight_bytes_per_gpu + self.reserve_bytes_per_gpu > budget:
+            raise UserError(
+                f"{name}: {m.id} at {precision} with tp={tp} needs "
+                f"{(self.weight_bytes_per_gpu + self.reserve_bytes_per_gpu) / 2**30:.1f} GB per GPU "
+                f"(weights {self.weight_bytes_per_gpu / 2**30:.1f} GB + reserve "
+                f"{self.reserve_bytes_per_gpu / 2**30:.1f} GB) but {gpu.id} has {gpu.memory_gb:g} GB "
+                f"x gpu_memory_utilization {gpu_memory_utilization:g} = {budget / 2**30:.1f} GB; raise tp or use fp8")
+        self.kv_bytes_per_token = m.kv_bytes_per_token(precision, tp)
+        free = tp * (budget - self.weight_bytes_per_gpu - self.reserve_bytes_per_gpu)
+        self.kv_capacity_tokens = int(kv_cache_tokens) if kv_cache_tokens else int(free // self.kv_bytes_per_token)
+
+    # -------------------------------------------------------------- pieces
+    def _allreduce_coeffs(self) -> tuple[float, float]:
+        if self.tp <= 1:
+            return 0.0, math.inf
+        table = self.p.allreduce
+        if not table:  # datasheet: ring all-reduce on half the bidirectional NVLink bandwidth
+            bus = self.gpu.nvlink_bandwidth_gb_s * 1e9 / 2
+            return 0.0, bus * self.tp / (2.0 * (self.tp - 1))
+        keys = sorted(int(k) for k in table)
+        k = str(self.tp) if str(self.tp) in table else str(min(keys, key=lambda x: (abs(x - self.tp), -x)))
+        lat, algbw = table[k]["latency_s"], table[k]["bw_gb_s"] * 1e9
+        # another GPU on the same fit: scale bandwidth by its NVLink ratio
+        src = catalog.gpu(self.p.gpu) if self.p.gpu in catalog.gpus() else None
+        if src is not None and src.id != self.gpu.id:
+            algbw *= self.gpu.nvlink_bandwidth_gb_s / src.nvlink_bandwidth_gb_s
+        if int(k) != self.tp:  # ring algbw ~ bus * tp / (2 (tp-1))
+            algbw *= (self.tp / (self.tp - 1)) / (int(k) / (int(k) - 1))
+        return lat, algbw
+
+    def _blend(self, tb: float, tf: float, p: float) -> float:
+        if tb <= 0.0:
+            return tf
+        if tf <= 0.0:
+            return tb
+        big = tb if tb > tf else tf
+        return big * ((tb / big) ** p + (tf / big) ** p) ** (1.0 / p)
+
+    def _gemm_s(self, n: float, K: float, N: float) -> tuple[float, float, float]:
+        """(overhead, bandwidth-side, compute-side) seconds of one GEMM of n tokens."""
+        P = self.p
+        tb = (K * N * self._bpp + n * (K + N) * ACTIVATION_BYTES) / (self._bw * P.gemm_eta_bw)
+        tf = 2.0 * n * K * N / (self._F * P.gemm_eta_flops)
+        t = self._blend(tb, tf, P.gemm_p)
+        return P.gemm_overhead_s, (t if tb >= tf else 0.0), (t if tb < tf else 0.0)
+
+    def _moe_s(self, n: float) -> tuple[float, float, float]:
+        P, m = self.p, self.llm
+        d = sum(1.0 - (1.0 - q) ** n for q in self._moe_probs)
+        tb = (d * self._expert_bytes + n * m.top_k * 2 * m.hidden * ACTIVATION_BYTES) / (self._bw * P.moe_eta_bw)
+        tf = n * m.top_k * self._expert_flops_tok / (self._F * P.moe_eta_flops)
+        t = self._blend(tb, tf, P.gemm_p)
+        # router GEMM (hidden x experts) and top-k: one small kernel
+        return P.moe_overhead_s + P.gemm_overhead_s, (t if tb >= tf else 0.0), (t if tb < tf else 0.0)
+
+    def _tokens_parts(self, n: int) -> dict[str, float]:
+        """Everything in an iteration that depends on the token count only (all layers)."""
+        P, L = self.p, self._L
+        ovh = wts = cmp = 0.0
+        gemms = self._attn_gemms + ([] if self.llm.is_moe else self._mlp_gemms)
+        for K, N in gemms:
+            o, b, f = self._gemm_s(n, K, N)
+            ovh += o; wts += b; cmp += f
+        if self.llm.is_moe:
+            o, b, f = self._moe_s(n)
+            ovh += o; wts += b; cmp += f
+        ew = 0.0
+        for kind, bytes_tok in self._ew:  # per kernel: blend of a latency floor and bandwidth
+            k = self._ew_kernels[kind]
+            if k:
+                ew += k * self._blend(P.ew_overhead_s[kind], n * bytes_tok / k / (self._bw * P.ew_eta_bw[kind]), P.ew_p[kind])
+        comm = 0.0
+        if self.tp > 1:
+            comm = 2.0 * (self._ar_lat + n * self.llm.hidden * ACTIVATION_BYTES / self._ar_bw)
+        # embedding lookup (once per iteration)
+        emb = self._blend(P.ew_overhead_s["emb"], n * 2 * self.llm.hidden * ACTIVATION_BYTES
+                          / (self._bw * P.ew_eta_bw["emb"]), P.ew_p["emb"])
+        ks = self._ks
+        return {"weights": ks * L * wts, "compute": ks * (L * (cmp + ew) + emb), "communication": ks * L * comm,
+                "overhead": ks * L * ovh}
+
+    def _tokens_s(self, n: int) -> float:
+        t = self._tokens_cache.get(n)
+        if t is None:
+            t = sum(self._tokens_parts(n).values())
+            self._tokens_cache[n] = t
+        return t
+
+    def _seq_parts(self, n_seq: int) -> dict[str, float]:
+        """LM head on the sampled rows, decode-attention per-sequence cost, framework overhead."""
+        P, m = self.p, self.llm
+        o, b, f = self._gemm_s(n_seq, m.hidden, m.vocab / self.tp)
+        comm = 0.0
+        if self.tp > 1:  # gather of the vocab-parallel logits
+            comm = self._ar_lat + n_seq * m.vocab * LOGIT_BYTES / self._ar_bw
+        ks = self._ks  # GPU kernels scale; the framework's CPU overheads do not
+        return {"weights": ks * b, "compute": ks * f, "communication": ks * comm,
+                "overhead": ks * o + P.iteration_overhead_s + P.per_seq_overhead_s * n_seq}
+
+    def _seq_s(self, n_seq: int) -> float:
+        t = self._seq_cache.get(n_seq)
+        if t is None:
+            t = sum(self._seq_parts(n_seq).values())
+            self._seq_cache[n_seq] = t
+        return t
+
+    def _decode_attn_base(self, batch: int) -> float:
+        P = self.p
+        return self._ks * self._L * (P.attn_decode_overhead_s + P.attn_decode_per_seq_s * batch) if batch > 0 else 0.0
+
+    def _prefill_attn_s(self, tokens: int, pairs: float) -> float:
+        P = self.p
+        return self._ks * self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens)
+                                     * self._attn_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
+
+    # -------------------------------------------------------------- interface
+    def decode_coeffs(self, batch: int) -> tuple[float, float]:
+        c = self._decode_cache.get(batch)
+        if c is None:
+            base = self._tokens_s(batch) + self._seq_s(batch) + self._decode_attn_base(batch)
+            c = (base, self._decode_slope)
+            self._decode_cache[batch] = c
+        return c
+
+    def mixed_step_s(self, n_decode: int, decode_kv_tokens: int, prefill_tokens: int,
+                     prefill_attn_pairs: float) -> float:
+        n = n_decode + prefill_tokens
+        t = self._tokens_s(n) + self._seq_s(n_decode + 1) + self._prefill_attn_s(prefill_tokens, prefill_attn_pairs)
+        if n_decode > 0:
+            t += self._decode_attn_base(n_decode) + self._decode_slope * decode_kv_tokens
+        return t
+
+    def breakdown(self, n_decode: int, decode_kv_tokens: int, prefill_tokens: int = 0,
+                  prefill_attn_pairs: float = 0.0) -> dict[str, float]:
+        n = n_decode + prefill_tokens
+        n_seq = n_decode + (1 if prefill_tokens > 0 else 0)
+        out = {"weights": 0.0, "kv": 0.0, "compute": 0.0, "communication": 0.0, "overhead": 0.0}
+        if n <= 0:
+            return out
+        for parts in (self._tokens_parts(n), self._seq_parts(n_seq)):
+            for k, v in parts.items():
+                out[k] += v
+        if n_decode > 0:
+            out["overhead"] += self._decode_attn_base(n_decode)
+            out["kv"] += self._decode_slope * decode_kv_tokens
+        if prefill_tokens > 0:
+            pf = self._prefill_attn_s(prefill_tokens, prefill_attn_pairs)
+            out["overhead"] += self._ks * self._L * self.p.attn_prefill_overhead_s
+            out["compute"] += pf - self._ks * self._L * self.p.attn_prefill_overhead_s
+        return out
+
+    def expected_experts(self, n_tokens: int) -> float:
+        if not self.llm.is_moe:
+            return 1.0
+        return sum(1.0 - (1.0 - q) ** n_tokens for q in self._moe_probs)
+
+
+def build_model(model_id: str, gpu_id: str, tp: int = 1, precision: str = "bf16",
+                kind: str = "calibrated", params: Params | None = None, **kw) -> PerfModel:
+    """Convenience constructor from catalog ids (used by the CLI, experiments, tests);
+    ``params`` overrides the calibrated parameters (the calibration itself uses it)."""
+    m, g = catalog.llm(model_id), catalog.gpu(gpu_id)
+    if params is not None:
+        pass
+    elif kind == "calibrated":
+        params = load_params(gpu_id)
+    elif kind == "roofline":
+        params = Params()
+    else:
+        raise UserError(f"step_time.kind: {kind!r} is not a perf-model kind; allowed: calibrated, roofline")
+    return PerfModel(m, g, tp, precision, params, **kw)
+
+
+def build_step_model(dep) -> PerfModel:
+    """The engine's entry point: a step-time model for a :class:`sim.scenario.DeploymentSpec`."""
+    catalog.llm(dep.model, field=f"deployments[{dep.name}].model")
+    catalog.gpu(dep.gpu, field=f"deployments[{dep.name}].gpu")
+    b = dep.batching
+    # framework overheads: the calibration's default profile (docs/perf.md)
+    return build_model(dep.model, dep.gpu, dep.tp, dep.precision, dep.step_time.kind,
+                       max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
+                       gpu_memory_utilization=b.gpu_memory_utilization,
+                       kv_cache_tokens=dep.step_time.kv_cache_tokens, name=f"deployment {dep.name!r}")
+
+
+def make_step_model(dep) -> StepTimeModel:
+    """The step-time model of a deployment (``sim.scenario.DeploymentSpec``): the constant
+    model for queueing-theory validation, else the calibrated roofline."""
+    st = dep.step_time
+    if st.kind == "constant":
+        return ConstantStepModel(
+            decode_step_s=st.decode_step_s,
+            prefill_per_token_s=st.prefill_per_token_s,
+            per_kv_token_s=st.per_kv_token_s,
+            kv_capacity_tokens=st.kv_cache_tokens if st.kv_cache_tokens is not None else 1 << 40,
+            window_tokens=st.window_tokens,
+        )
+    return build_step_model(dep)

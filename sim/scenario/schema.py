@@ -1,0 +1,596 @@
+"""The scenario: a typed, validated description of one simulation run.
+
+Scenarios are TOML files loaded into :class:`Scenario`.  Validation happens here, at the
+boundary; the rest of the package trusts the objects it gets.  Every field carries a
+description; ``sovsim schema`` prints them as a reference table.
+
+A bad field raises :class:`ScenarioError` whose message is one line naming the field and
+what is allowed.
+"""
+from __future__ import annotations
+
+import tomllib
+import types
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sim.demand import distributions as dist
+from sim.core.errors import UserError
+from sim.scenario.market import MarketSpec
+from sim.demand import verticals as demand
+from sim.demand.arrivals import MarkovBurst, NHPPProcess, OfflineProcess, PoissonProcess, TraceReplayProcess
+from sim.demand.traces import load_trace
+from sim.demand.verticals import PROFILE_NAMES, length_distribution, trace_path
+
+
+class ScenarioError(UserError):
+    """A scenario (file or field) is invalid. ``str(err)`` is one line for the user."""
+
+
+class Spec(BaseModel):
+    """Base of every schema block: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------ distributions
+class ConstantLength(Spec):
+    dist: Literal["constant"] = Field(description="Every request has the same length.")
+    value: int = Field(ge=1, description="Tokens.")
+
+    def build(self) -> dist.Distribution:
+        return dist.Constant(self.value)
+
+
+class GeometricLength(Spec):
+    dist: Literal["geometric"] = Field(description="Geometric on {1, 2, ...} (memoryless: one stop chance per token).")
+    mean: float = Field(ge=1.0, description="Mean tokens (= 1/p).")
+
+    def build(self) -> dist.Distribution:
+        return dist.Geometric(self.mean)
+
+
+class UniformLength(Spec):
+    dist: Literal["uniform"] = Field(description="Uniform integers in [low, high].")
+    low: int = Field(ge=1, description="Smallest length, tokens.")
+    high: int = Field(ge=1, description="Largest length, tokens (inclusive).")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+    def build(self) -> dist.Distribution:
+        return dist.UniformInt(self.low, self.high)
+
+
+class LogNormalLength(Spec):
+    dist: Literal["lognormal"] = Field(description="ceil(lognormal(mu, sigma)), clipped to [1, max].")
+    mu: float = Field(description="Mean of log(tokens).")
+    sigma: float = Field(gt=0.0, description="Standard deviation of log(tokens).")
+    max: int = Field(default=1 << 20, ge=1, description="Upper clip, tokens. Run setting (default: effectively no clip).")
+
+    def build(self) -> dist.Distribution:
+        return dist.LogNormalInt(self.mu, self.sigma, self.max)
+
+
+class EmpiricalLength(Spec):
+    dist: Literal["empirical"] = Field(description="Resample the listed values with replacement.")
+    values: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="Observed token counts.")
+
+    def build(self) -> dist.Distribution:
+        return dist.Empirical(tuple(self.values))
+
+
+class FittedLength(Spec):
+    dist: Literal["fitted"] = Field(
+        description="A length law fitted on a production trace by `sovsim fit-demand` (models/demand/length_fits.json; "
+                    "GOF table in models/demand/length_gof.csv).")
+    source: Literal["azure-code-prompt", "azure-code-output", "azure-conv-prompt", "azure-conv-output",
+                    "mooncake-conv-prompt", "mooncake-conv-output"] = Field(
+        description="Trace and column: Azure LLM inference 2023 code/conv services (CC-BY 4.0) or Mooncake conversation "
+                    "trace (Apache-2.0), prompt or output tokens; see models/traces/*/PROVENANCE.md.")
+    family: Literal["best", "lognormal", "gamma", "weibull", "negbinom", "empirical"] = Field(
+        default="best",
+        description="best: the family with the lowest AIC in the fit; a named family; or empirical (resample the trace's values).")
+    max: int | None = Field(default=None, ge=1, description="Re-clip to this many tokens (e.g. a model's context window); default: the trace's maximum.")
+
+    def build(self) -> dist.Distribution:
+        return length_distribution(self.source, self.family, self.max)
+
+
+LengthSpec = Annotated[
+    Union[ConstantLength, GeometricLength, UniformLength, LogNormalLength, EmpiricalLength, FittedLength],
+    Field(discriminator="dist"),
+]
+
+
+# ------------------------------------------------------------------ blocks
+class SimulationSpec(Spec):
+    horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds. Run setting.")
+    warmup_s: float = Field(default=0.0, ge=0.0, description="Requests arriving before this time are served but left out of latency statistics. Run setting.")
+    seed: int = Field(default=1, ge=0, description="Root seed of the run's SeedSequence (overridden by --seed). Run setting.")
+    engine_mode: Literal["event_skipping", "per_iteration"] = Field(
+        default="event_skipping",
+        description="event_skipping: one event per batch-composition change (fast); per_iteration: one event per iteration (reference).")
+    request_sample_size: int = Field(default=20000, ge=0, description="Per-request records kept (uniform reservoir sample over the run). Run setting.")
+    timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds. Run setting.")
+
+
+class BatchingSpec(Spec):
+    max_num_seqs: int = Field(default=256, ge=1, description="Cap on running sequences per replica (vLLM max_num_seqs). Source: vLLM default 256.")
+    max_batched_tokens: int = Field(default=8192, ge=1, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
+    block_size_tokens: int = Field(default=16, ge=1, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0, description="Share of GPU memory the engine may use (weights + KV). Source: vLLM default 0.9.")
+    chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone). Source: vLLM V1 enables chunked prefill by default.")
+
+
+class StepTimeSpec(Spec):
+    kind: Literal["calibrated", "roofline", "constant"] = Field(
+        default="calibrated",
+        description="calibrated: roofline with efficiencies fitted to GPU measurements (sim.perf); roofline: datasheet ceilings only; constant: fixed iteration time (queueing validation).")
+    decode_step_s: float | None = Field(default=None, gt=0.0, description="constant only: time of an iteration that carries decodes, seconds.")
+    prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds. Run setting (validation model).")
+    per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds. Run setting (validation model).")
+    kv_cache_tokens: int | None = Field(default=None, ge=1, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
+    window_tokens: int | None = Field(default=None, ge=1, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
+
+    @model_validator(mode="after")
+    def _constant_needs_step(self):
+        if self.kind == "constant" and self.decode_step_s is None:
+            raise ValueError("kind = 'constant' needs decode_step_s (seconds, > 0)")
+        return self
+
+
+# ------------------------------------------------------------------ economics (issue 5)
+# Defaults live in sim.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
+# None here takes that default. models/economics/README.md is the readable table.
+class _ContractTerms(Spec):
+    name: str = Field(min_length=1, description="Label of this contract (unique within the site).")
+    gpus: int = Field(ge=0, description="GPUs under this contract at the start of the run.")
+    lead_time_s: float | None = Field(default=None, ge=0.0, description="Time from ordering more GPUs on these terms to their arrival, seconds (None: default per kind, see models/economics/README.md).")
+    min_term_s: float | None = Field(default=None, ge=0.0, description="Minimum time a tranche is billed once it starts, seconds (None: default per kind).")
+    notice_s: float | None = Field(default=None, ge=0.0, description="Notice between asking to release a tranche and the end of billing, seconds (None: default per kind).")
+
+
+class RentalContractSpec(_ContractTerms):
+    kind: Literal["rental"] = Field(description="GPU rental by the GPU-hour from a cloud provider.")
+    term: Literal["on_demand", "committed"] = Field(default="on_demand", description="on_demand: billed per second used; committed: a term at a discount.")
+    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, description="On-demand list price, EUR per GPU-hour (None: Scaleway H100-SXM-8-80G EUR 25.3308/h / 8, models/economics/gpu_prices.csv).")
+    committed_discount: float | None = Field(default=None, ge=0.0, lt=1.0, description="committed only: discount on the list price (None: 0.26, DigitalOcean 12-month reserve, gpu_prices.csv).")
+
+
+class OwnedColoContractSpec(_ContractTerms):
+    kind: Literal["owned_colo"] = Field(description="Own servers in leased co-location: depreciation + colocation + metered power.")
+    capex_eur_per_gpu: float | None = Field(default=None, gt=0.0, description="Purchase price per GPU incl. its host share, EUR (None: H100 card EUR 33,395 x 1.4; card from gpu_prices.csv, host share an assumption).")
+    life_years: float | None = Field(default=None, gt=0.0, description="Straight-line depreciation life, years (None: 4, assumption).")
+    colo_eur_per_kw_month: float | None = Field(default=None, ge=0.0, description="Colocation rent per contracted kW per month, EUR (None: 155, midpoint of Frankfurt 130-180, colocation.csv, tertiary).")
+    colo_kw_per_gpu: float | None = Field(default=None, gt=0.0, description="Contracted power per GPU, kW (None: DGX H100 max 10.2 kW / 8, power.csv).")
+    power_eur_per_kwh: float | None = Field(default=None, ge=0.0, description="Electricity price, EUR/kWh (None: by the site's jurisdiction, FR 0.1534 / DE 0.178 / else EU-27 0.2179, electricity.csv).")
+    pue: float | None = Field(default=None, ge=1.0, description="Power usage effectiveness of the colo (None: 1.58, power.csv colocation range 1.58-1.80).")
+    busy_w_per_gpu: float | None = Field(default=None, ge=0.0, description="Draw of a GPU with its host share while its replica has a non-empty batch, W (None: DGX H100 typical 7.5 kW / 8, power.csv).")
+    idle_w_per_gpu: float | None = Field(default=None, ge=0.0, description="Draw of an idle GPU with its host share, W (None: 60, measured 2x H100 NVL server idle 120 W / 2, power.csv).")
+
+
+class PartnerReservedContractSpec(_ContractTerms):
+    kind: Literal["partner_reserved"] = Field(description="Reserved capacity on a partner cloud, billed monthly.")
+    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, description="EUR per GPU-hour (None: OVHcloud h100-380 monthly billing EUR 1,940 / 730 h, gpu_prices.csv).")
+
+
+ContractSpec = Annotated[Union[RentalContractSpec, OwnedColoContractSpec, PartnerReservedContractSpec],
+                         Field(discriminator="kind")]
+
+
+class SLACreditTier(Spec):
+    below_attainment: float = Field(gt=0.0, le=1.0, description="The tier applies when the month's SLA attainment of a workload is under this share.")
+    credit_share: float = Field(ge=0.0, le=1.0, description="Share of that workload's month revenue credited back.")
+
+
+class PricingSpec(Spec):
+    vertical: str = Field(default="*", description="Buyer vertical this price applies to ('*' = any).")
+    model: str = Field(default="*", description="LLM catalog id this price applies to ('*' = any).")
+    workload: str | None = Field(default=None, description="Workload name (overrides vertical/model matching).")
+    input_eur_per_mtok: float = Field(ge=0.0, description="Price of one million prompt tokens, EUR.")
+    output_eur_per_mtok: float = Field(ge=0.0, description="Price of one million output tokens, EUR.")
+    sla_credits: list[SLACreditTier] | None = Field(default=None, description="Credit tiers; the deepest tier that applies is paid (None: 10% under the workload's attainment target, 25% under 0.95; assumption).")
+
+
+class FaultsSpec(Spec):
+    enabled: bool = Field(default=False, description="Run setting: inject GPU, node and site failures (off by default so runs without a [faults] block are unchanged).")
+    gpu_failures_per_gpu_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one GPU (fails its replica), per day (None: GPU-attributed rows of the Llama 3 interruption table, 268 / (16,384 x 54) = 3.03e-4; see docs/economics.md).")
+    node_failures_per_node_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one node (fails all its replicas), per day (None: host + network + unplanned-maintenance rows of the Llama 3 table, 88 / (2,048 x 54) = 7.96e-4).")
+    gpus_per_node: int = Field(default=8, ge=1, description="GPUs per node; replicas are packed onto nodes in order. Source: DGX/HGX H100 has 8.")
+    repair_median_s: float = Field(default=4 * 3600.0, gt=0.0, description="Median repair time, seconds (lognormal). assumption: 4 h (swap or reboot; no MTTR recorded in models/economics).")
+    repair_sigma: float = Field(default=1.0, gt=0.0, description="Lognormal sigma of repair times. assumption.")
+    site_outages_per_year: float = Field(default=0.5, ge=0.0, description="Whole-site outage rate per site, per year. assumption (no figure recorded).")
+    site_outage_median_s: float = Field(default=4 * 3600.0, gt=0.0, description="Median whole-site outage, seconds (lognormal, sigma 1). assumption.")
+    requeue: Literal["preserve", "recompute"] = Field(default="preserve", description="Requests on a failed replica are requeued keeping their emitted tokens (preserve) or restarting generation (recompute).")
+
+
+class CapacityPolicySpec(Spec):
+    kind: Literal["fixed", "threshold", "forecast"] = Field(default="fixed", description="fixed: the contracts' GPUs only; threshold: order/release on throughput utilisation and queueing; forecast: order lead-time ahead of the workloads' expected demand. Replicas are added as GPUs arrive and drained before they leave (docs/economics.md).")
+    contract: str | None = Field(default=None, description="Name of the contract whose terms new orders use (None: the first contract of the site; a site without contracts orders on-demand rental).")
+    deployment: str | None = Field(default=None, description="Deployment whose replicas are added on new GPUs (None: at each site, its deployment with the most outstanding work per replica when the GPUs arrive).")
+    max_queue_per_replica: float = Field(default=4.0, ge=0.0, description="threshold: also order when more requests than this wait (unadmitted, or parked at the router) per accepting replica at the site. assumption.")
+    drain_s: float = Field(default=600.0, ge=0.0, description="A released tranche stays at least this long after the release decision so its replicas finish what they hold (no new requests meanwhile); anything left then is migrated with its emitted tokens. assumption: 10 min, far above end-to-end latencies of the default workloads.")
+    check_interval_s: float = Field(default=3600.0, gt=0.0, description="How often the policy looks, seconds. assumption.")
+    high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when the site's throughput utilisation (output tokens / saturation tokens, docs/metrics.md) since the last look is above this. assumption.")
+    low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release a tranche when throughput utilisation is below this and nothing waits. assumption.")
+    step_gpus: int = Field(default=8, ge=1, description="GPUs per order or release (one node). assumption.")
+    min_gpus: int = Field(default=0, ge=0, description="Run setting: never release below this many GPUs at a site.")
+    max_gpus: int = Field(default=1 << 20, ge=1, description="Run setting: never order above this many GPUs at a site (default: no cap).")
+    headroom: float = Field(default=0.2, ge=0.0, description="forecast: capacity kept above forecast demand (share). assumption.")
+
+
+class SiteSpec(Spec):
+    name: str = Field(min_length=1, description="Site label, e.g. par-1.")
+    jurisdiction: str = Field(min_length=2, max_length=2, description="ISO 3166 country code of the site (FR, DE, NL, IT, ...).")
+    certifications: list[str] = Field(default_factory=list, description="Certifications the site holds (SecNumCloud, BSI-C5, HDS, ISO27001, ...).")
+    network_latency_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="One-way network latency from each buyer region (key) to this site, seconds; added to TTFT. Missing region: 0.")
+    contracts: list[ContractSpec] = Field(default_factory=list, description="Capacity contracts at this site (rental, owned_colo, partner_reserved). Empty: deployments here are costed as on-demand rental.")
+
+
+class ResidencySpec(Spec):
+    allowed_jurisdictions: list[str] | None = Field(default=None, description="Country codes where this stream's data may be processed; None = anywhere.")
+    required_certifications: list[str] = Field(default_factory=list, description="Certifications a site must hold to serve this stream.")
+
+
+class DeploymentSpec(Spec):
+    name: str = Field(min_length=1, description="Label of this pool of identical replicas.")
+    site: str | None = Field(default=None, description="Name of the site (see [[sites]]) hosting these replicas; None = an unnamed site with no jurisdiction.")
+    model: str = Field(description="LLM catalog id (see `sovsim catalog`), e.g. mixtral-8x7b.")
+    gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm. assumption: H100 SXM, the most offered GPU at EU providers (see models/README.md).")
+    precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision. assumption: fp8, as in most published H100/H200 serving results.")
+    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica. assumption: 1 unless the model needs more memory.")
+    replicas: int = Field(default=1, ge=0, description="Number of replicas (GPUs used = replicas x tp). Run setting.")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Continuous-batching settings.")
+    step_time: StepTimeSpec = Field(default_factory=StepTimeSpec, description="Which iteration-time model to use.")
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.tp
+
+
+class RouterSpec(Spec):
+    policy: Literal["least_outstanding", "power_of_two", "round_robin", "central_queue"] = Field(
+        default="least_outstanding",
+        description="least_outstanding: fewest outstanding tokens (prompt + output of assigned, unfinished requests); power_of_two: the less loaded of two random eligible replicas; round_robin; central_queue: requests wait at the router (FCFS) until an eligible replica has a free sequence slot, then go to the least loaded such replica (with max_num_seqs = 1 this is exactly M/M/c).")
+    max_wait_s: float = Field(default=60.0, ge=0.0, description="How long a request waits when no eligible replica is up before it is rejected with reason no_eligible_capacity. assumption.")
+
+
+class SLASpec(Spec):
+    ttft_s: float = Field(default=2.0, gt=0.0, description="Time-to-first-token target, seconds. Source: MLPerf Inference Server constraint for Llama-2-70B (2 s).")
+    tpot_s: float = Field(default=0.2, gt=0.0, description="Time-per-output-token target, seconds. Source: MLPerf Inference Server constraint for Llama-2-70B (200 ms).")
+    attainment_target: float = Field(default=0.99, gt=0.0, le=1.0, description="Share of requests that must meet both targets. Source: MLPerf Server uses the 99th percentile.")
+
+
+class PoissonArrivals(Spec):
+    kind: Literal["poisson"] = Field(description="Homogeneous Poisson arrivals.")
+    rate_per_s: float = Field(gt=0.0, description="Mean requests per second.")
+
+    def build(self):
+        return PoissonProcess(self.rate_per_s)
+
+
+class OfflineArrivals(Spec):
+    kind: Literal["offline"] = Field(description="All requests arrive at t = 0 (trtllm-bench / MLPerf Offline style).")
+    count: int = Field(ge=1, description="Number of requests.")
+
+    def build(self):
+        return OfflineProcess(self.count)
+
+
+class BurstSpec(Spec):
+    multiplier: float = Field(ge=1.0, description="Rate in the burst state relative to the normal state (both scaled so the mean rate is unchanged). "
+                                                  "Fitted values: models/demand/burst.json.")
+    mean_burst_s: float = Field(gt=0.0, description="Mean duration of a burst, seconds (exponential sojourn).")
+    mean_gap_s: float = Field(gt=0.0, description="Mean time between bursts, seconds (exponential sojourn).")
+
+    def build(self):
+        return MarkovBurst(self.multiplier, self.mean_burst_s, self.mean_gap_s)
+
+
+class NHPPArrivals(Spec):
+    kind: Literal["nhpp"] = Field(description="Non-homogeneous Poisson arrivals with an hour-of-week profile (thinning), optionally Markov-modulated bursts.")
+    rate_per_s: float = Field(gt=0.0, description="Long-run mean requests per second (the profile and burst state have mean 1).")
+    profile: Union[str, list[float]] = Field(
+        default="general",
+        description="Named profile (azure-code / azure-conv: fitted on Azure LLM inference 2024 per-minute counts; the verticals: "
+                    "documented transformations of azure-conv, see docs/demand.md) or 168 hour-of-week multipliers "
+                    "(Monday 00 UTC first; normalised to mean 1).")
+    start_hour_of_week: float = Field(default=0.0, ge=0.0, lt=168.0,
+                                      description="Hour of week at t = 0 (0 = Monday 00:00 UTC). assumption: runs start on Monday midnight.")
+    burst: Union[BurstSpec, str, None] = Field(
+        default=None,
+        description="Optional two-state burst modulation (MMPP): a fitted one by name (models/demand/burst.json) or explicit values; None = plain NHPP.")
+
+    @field_validator("profile")
+    @classmethod
+    def _check_profile(cls, v):
+        if isinstance(v, str):
+            if v not in PROFILE_NAMES:
+                raise ValueError(f"{v!r} is not a fitted profile; allowed: {', '.join(PROFILE_NAMES)} or a list of 168 multipliers")
+        elif len(v) != 168:
+            raise ValueError(f"needs 168 hour-of-week multipliers (Monday 00 UTC first), got {len(v)}")
+        elif any(not (x >= 0) or x == float("inf") for x in v) or sum(v) <= 0:
+            raise ValueError("multipliers must be finite, >= 0 and not all 0")
+        return v
+
+    @field_validator("burst")
+    @classmethod
+    def _check_burst(cls, v):
+        if isinstance(v, str) and v not in ("azure-code", "azure-conv"):
+            raise ValueError(f"{v!r} is not a fitted burst state; allowed: azure-code, azure-conv or a table "
+                             "{multiplier, mean_burst_s, mean_gap_s}")
+        return v
+
+    def build(self):
+        prof = demand.profile(self.profile) if isinstance(self.profile, str) else self.profile
+        if self.burst is None:
+            b = None
+        elif isinstance(self.burst, str):
+            b = demand.burst(self.burst)
+        else:
+            b = self.burst.build()
+        return NHPPProcess(self.rate_per_s, tuple(float(v) for v in prof), self.start_hour_of_week, b)
+
+
+class TraceArrivals(Spec):
+    kind: Literal["trace"] = Field(description="Replay a CSV trace of (timestamp, prompt tokens, output tokens); lengths come from the trace.")
+    path: str = Field(min_length=1, description="CSV file (relative to the working directory), or a bundled trace: azure-code, azure-conv, mooncake-conv.")
+    time_scale: float = Field(default=1.0, gt=0.0, description="Multiply every arrival time by this (0.5 = twice as fast). Run setting.")
+    rate_scale: float = Field(default=1.0, gt=0.0, description="Multiply the number of requests, keeping the time profile (< 1 thins, > 1 adds jittered copies). Run setting.")
+    on_bad_rows: Literal["refuse", "skip"] = Field(default="refuse", description="Malformed rows: refuse (error naming the line) or skip (dropped, counted and listed in the run's report).")
+    repeat: bool = Field(default=False, description="Loop the trace until the horizon (period = span + one mean gap). Run setting.")
+
+    def build(self):
+        return TraceReplayProcess(load_trace(trace_path(self.path), self.on_bad_rows), self.time_scale, self.rate_scale, self.repeat)
+
+
+ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]
+
+
+class WorkloadSpec(Spec):
+    name: str = Field(min_length=1, description="Label of this request stream (a tenant).")
+    model: str = Field(description="LLM catalog id the requests ask for; routed only to deployments serving it.")
+    arrivals: ArrivalSpec = Field(description="Arrival process.")
+    prompt_tokens: LengthSpec | None = Field(default=None, description="Prompt length distribution (required unless arrivals.kind = 'trace', whose rows carry lengths).")
+    output_tokens: LengthSpec | None = Field(default=None, description="Output length distribution (tokens generated, >= 1; required unless arrivals.kind = 'trace').")
+    sla: SLASpec = Field(default_factory=SLASpec, description="Latency targets of this stream.")
+    vertical: str = Field(default="general", description="Buyer vertical (finance, healthcare, public_sector, general). Label.")
+    region: str = Field(default="eu", description="Buyer region; keys the sites' network_latency_s. Label.")
+    residency: ResidencySpec = Field(default_factory=ResidencySpec, description="Where this stream may be served; a request is never served elsewhere.")
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.arrivals.kind != "trace":
+            for f in ("prompt_tokens", "output_tokens"):
+                if getattr(self, f) is None:
+                    raise ValueError(f"{f} is required (only arrivals.kind = 'trace' carries its own lengths)")
+        else:
+            for f in ("prompt_tokens", "output_tokens"):
+                if getattr(self, f) is not None:
+                    raise ValueError(f"{f} must be left out with arrivals.kind = 'trace' (the trace's rows give the lengths)")
+        return self
+
+
+class ForecastSpec(Spec):
+    months: int = Field(default=36, ge=1, le=240, description="Months to forecast. Run setting.")
+    windows_per_month: int = Field(default=12, ge=1, le=168, description="Traffic windows simulated per month, spread over the week by stratified sampling (avoid 7, 14, 21...: they alias with the day). Run setting: 12 windows of 80 s estimate the default demand's monthly requests within about 5 % (docs/forecast.md).")
+    window_s: float = Field(default=80.0, gt=0.0, description="Measured length of each traffic window, seconds. Run setting (accuracy vs runtime; docs/forecast.md).")
+    warmup_s: float = Field(default=20.0, ge=0.0, description="Warm-up simulated before each window and discarded, seconds. Run setting.")
+    continuous: bool = Field(default=False, description="Simulate every second of every month instead of windows (slow; the reference the windows are tested against). Run setting.")
+    model: str | None = Field(default=None, description="Serve every tenant with this catalog model instead of its vertical's default. Run setting.")
+
+
+class Scenario(Spec):
+    name: str = Field(default="scenario", description="Scenario label.")
+    description: str = Field(default="", description="Free text.")
+    simulation: SimulationSpec = Field(default_factory=SimulationSpec, description="Horizon, seed and engine mode.")
+    router: RouterSpec = Field(default_factory=RouterSpec, description="Routing across replicas.")
+    sites: list[SiteSpec] = Field(default_factory=list, description="EU co-location sites.")
+    deployments: list[DeploymentSpec] = Field(min_length=1, description="Pools of replicas.")
+    workloads: list[WorkloadSpec] = Field(default_factory=list, description="Request streams (at least one, unless [forecast] derives them from the market's contracts).")
+    market: Union[MarketSpec, None] = Field(  # typing.Union: _unwrap walks it for error messages
+        default=None,
+        description="Optional customer market (RFPs, competitor offers, contracts; sim.market). Absent: no market layer. "
+                    "An empty [market] table takes every default from models/market/parameters.csv (each row gives its source or 'assumption').")
+    forecast: Union[ForecastSpec, None] = Field(
+        default=None,
+        description="Optional multi-month forecast (sim.forecast): the market runs continuously, traffic in sampled windows, tenants from the sovereign provider's contracts. `sovsim run` then prints the monthly forecast.")
+    pricing: list[PricingSpec] = Field(default_factory=list, description="Tenant prices; the first matching entry (workload, then vertical+model, then wildcards) applies. None matching: Mixtral on OVHcloud AI Endpoints, EUR 0.70 / 0.70 per 1M tokens (api_prices.csv).")
+    faults: FaultsSpec = Field(default_factory=FaultsSpec, description="GPU, node and site failures.")
+    capacity_policy: CapacityPolicySpec = Field(default_factory=CapacityPolicySpec, description="How capacity is ordered and released over the run.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"deployment names must be unique, got {names}")
+        wnames = [w.name for w in self.workloads]
+        if len(set(wnames)) != len(wnames):
+            raise ValueError(f"workload names must be unique, got {wnames}")
+        snames = [s.name for s in self.sites]
+        if len(set(snames)) != len(snames):
+            raise ValueError(f"site names must be unique, got {snames}")
+        for i, d in enumerate(self.deployments):
+            if d.site is not None and d.site not in snames:
+                raise ValueError(f"deployments[{i}].site: {d.site!r} is not a site; sites: {snames}")
+        if not self.workloads and self.forecast is None:
+            raise ValueError("workloads: at least one [[workloads]] entry is needed (or a [forecast] block, whose tenants come from the market)")
+        for i, s in enumerate(self.sites):
+            cn = [c.name for c in s.contracts]
+            if len(set(cn)) != len(cn):
+                raise ValueError(f"sites[{i}].contracts: names must be unique within a site, got {cn}")
+        cp = self.capacity_policy
+        if cp.low_utilisation >= cp.high_utilisation:
+            raise ValueError("capacity_policy.low_utilisation must be < high_utilisation")
+        if cp.kind != "fixed":
+            dnames = [d.name for d in self.deployments]
+            if cp.deployment is not None and cp.deployment not in dnames:
+                raise ValueError(f"capacity_policy.deployment: {cp.deployment!r} is not a deployment; deployments: {dnames}")
+            if cp.contract is not None:
+                for i, s_ in enumerate(self.sites):
+                    if s_.contracts and cp.contract not in [c.name for c in s_.contracts]:
+                        raise ValueError(f"capacity_policy.contract: site {s_.name!r} has no contract named {cp.contract!r}; "
+                                         f"it has {[c.name for c in s_.contracts]}")
+            grow = [d for d in self.deployments if cp.deployment is None or d.name == cp.deployment]
+            big = max(grow, key=lambda d: d.tp)
+            if cp.step_gpus < big.tp:
+                raise ValueError(f"capacity_policy.step_gpus: {cp.step_gpus} GPUs cannot hold one replica of "
+                                 f"deployment {big.name!r} (tp={big.tp}); use {big.tp} or a multiple of it")
+        served = {d.model for d in self.deployments}
+        for i, w in enumerate(self.workloads):
+            if w.model not in served:
+                raise ValueError(f"workloads[{i}].model: {w.model!r} is served by no deployment (served: {sorted(served)})")
+        return self
+
+
+# ------------------------------------------------------------------ loading
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    errors = err.errors()
+    # an unknown field explains the rest (a typo'd name is also "missing"): report it first
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    e = errors[0]
+    loc = ""
+    for part in e["loc"]:
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        else:
+            # discriminated unions insert the tag into the location; keep real field names
+            loc += ("." if loc else "") + str(part)
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+        parent = _parent_model(Scenario, [p for p in e["loc"][:-1]])
+        if parent is not None:
+            msg += f"; allowed: {', '.join(sorted(parent.model_fields))}"
+    elif "input" in e and e["type"] not in ("missing",):
+        inp = e["input"]
+        if not isinstance(inp, (dict, list)):
+            msg += f" (got {inp!r})"
+    more = len(err.errors()) - 1
+    tail = f" (+{more} more error{'s' if more > 1 else ''})" if more else ""
+    where = f"{source}: " if source else ""
+    return f"{where}{loc or 'scenario'}: {msg}{tail}"
+
+
+def _parent_model(model, path):
+    """Walk the schema along a validation location to the model holding the last field."""
+    import typing
+    cur = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if cur is None or not hasattr(cur, "model_fields"):
+            return None
+        if part in cur.model_fields:
+            ann = cur.model_fields[part].annotation
+            cur = _unwrap(ann)
+        else:
+            # discriminator tag of a union: pick the member with that literal
+            cur = _union_member(cur, part) if cur is not None else None
+    return cur
+
+
+def _unwrap(ann):
+    import typing
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(ann)[0])
+    if origin in (list, tuple):
+        return _unwrap(typing.get_args(ann)[0])
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+        return tuple(_unwrap(a) for a in args)
+    return ann
+
+
+def _union_member(members, tag):
+    if not isinstance(members, tuple):
+        return None
+    for m in members:
+        for f in m.model_fields.values():
+            if typing_literal_has(f.annotation, tag):
+                return m
+    return None
+
+
+def typing_literal_has(ann, value) -> bool:
+    import typing
+    return typing.get_origin(ann) is Literal and value in typing.get_args(ann)
+
+
+def scenario_from_dict(data: dict[str, Any], source: str = "") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(_format_validation_error(err, source)) from None
+
+
+def packaged_scenarios() -> list[str]:
+    """Names of the scenarios shipped in the package (``sovsim run NAME``)."""
+    return sorted(p.name[:-5] for p in resources.files("sim.scenarios").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_scenario(path: str | Path | None = None) -> Scenario:
+    """Load a TOML scenario: a file path, or the name of a packaged scenario
+    (``default``: the 36-month forecast; ``day``: one day of Mixtral traffic); ``None``
+    loads ``default``."""
+    if path is None:
+        path = "default"
+    p = Path(path)
+    if p.is_file():
+        text = p.read_text()
+        source = str(p)
+    elif str(path) in packaged_scenarios():
+        text = resources.files("sim.scenarios").joinpath(f"{path}.toml").read_text()
+        source = f"{path}.toml"
+    else:
+        raise ScenarioError(f"{p}: no such scenario file (packaged scenarios: {', '.join(packaged_scenarios())})")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(f"{source}: not valid TOML: {err}") from None
+    return scenario_from_dict(data, source)
+
+
+def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
+    """A copy of ``scenario`` with dotted-path fields replaced, re-validated.
+
+    ``{"deployments.0.replicas": 8, "simulation.seed": 3}``."""
+    data = scenario.model_dump(mode="python")
+    for dotted, value in overrides.items():
+        cur: Any = data
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(cur, list):
+                try:
+                    idx = int(part)
+                    cur[idx]
+                except (ValueError, IndexError):
+                    raise ScenarioError(f"{dotted}: {part!r} is not an index of a list of {len(cur)}") from None
+                if last:
+                    cur[idx] = value
+                else:
+                    cur = cur[idx]
+            elif isinstance(cur, dict):
+                if part not in cur:
+                    raise ScenarioError(f"{dotted}: unknown field {part!r}; allowed: {', '.join(sorted(cur))}")
+                if last:
+                    cur[part] = value
+                else:
+                    cur = cur[part]
+            else:
+                raise ScenarioError(f"{dotted}: {'.'.join(parts[:i])} is not a table")
+    return scenario_from_dict(data, "override")

@@ -1,0 +1,538 @@
+"""The serving engine: one replica's iteration-level continuous batching (the hot path).
+
+A replica is one model instance on ``tp`` GPUs.  It runs vLLM-style continuous batching:
+
+* at every iteration boundary the scheduler (:meth:`Replica._schedule`) first makes room
+  for the running decodes (one new KV slot each; when the paged cache has no free block the
+  newest running sequence is preempted and later recomputed), then spends the per-iteration
+  token budget on prefill chunks of sequences already admitted, then admits waiting
+  sequences first-come-first-served while their prompt's KV blocks fit and the running cap
+  allows;
+* an iteration takes the time :mod:`sim.step` gives for its composition.
+
+**Event skipping.**  When an iteration carries only decodes, every following iteration
+does too until something changes the composition: a sequence completes, the cache runs
+out of blocks, a sequence's attention reaches the sliding window, or an arrival becomes
+admissible.  All four are computable in closed form, so the replica schedules *one* event
+for the whole run (:meth:`StepTimeModel.decode_run_s`).  ``per_iteration`` mode caps runs
+at one step; both modes execute the same scheduler at every boundary they visit, and an
+arrival cuts a run exactly at the boundary where the per-iteration scheduler would admit
+it, so both give the same timestamps up to float rounding.
+
+Decode state is kept in aggregates so that a run costs O(1) and a composition change
+O(log n): a decode-step counter ``x``; for each decoding sequence an offset ``u`` with
+``cached_tokens = u + x``; running sums of attended tokens; a histogram of ``u mod
+block_size`` from which the blocks used at any future step follow in O(block_size).
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Callable
+
+from sim.perf.step import StepTimeModel, prefill_attn_pairs
+
+# request states (Request.state); a rejected request is never on a replica again
+WAITING, PREFILL, DECODE, DONE, REJECTED = 0, 1, 2, 3, 4
+
+
+class Request:
+    """One inference request; the tidy per-request record is derived from these fields."""
+
+    __slots__ = (
+        "rid", "workload", "arrival_s", "prompt_tokens", "output_tokens", "generated",
+        "admitted_s", "first_token_s", "completion_s", "replica", "preemptions", "state",
+        "target", "prefilled", "blocks", "g0", "d0", "u", "finish_x", "cross_x", "capped",
+        "chunk", "outcome", "reason", "latency_s", "restarts",
+    )
+
+    def __init__(self, rid: int, workload: int, arrival_s: float, prompt_tokens: int,
+                 output_tokens: int, latency_s: float = 0.0):
+        self.rid = rid
+        self.workload = workload
+        self.arrival_s = arrival_s
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.latency_s = latency_s      # network latency added to TTFT and E2E
+        self.generated = 0              # tokens emitted so far (valid while not decoding)
+        self.admitted_s = -1.0          # first admission to a batch (start of service)
+        self.first_token_s = -1.0
+        self.completion_s = -1.0
+        self.replica = -1
+        self.preemptions = 0
+        self.restarts = 0               # requeues after a replica failure
+        self.state = WAITING
+        self.target = prompt_tokens     # tokens to (re)compute in prefill
+        self.prefilled = 0
+        self.blocks = 0                 # KV blocks held while prefilling
+        self.g0 = 0
+        self.d0 = 0
+        self.u = 0
+        self.finish_x = 0
+        self.cross_x = 0
+        self.capped = False
+        self.chunk = 0
+        self.outcome = ""
+        self.reason = ""
+
+
+class Replica:
+    """One model replica with its own continuous-batching scheduler."""
+
+    def __init__(self, env, index: int, name: str, step_model: StepTimeModel, *,
+                 max_num_seqs: int, max_batched_tokens: int, block_size_tokens: int,
+                 chunked_prefill: bool, per_iteration: bool,
+                 on_complete: Callable[[Request, float], None],
+                 on_busy: Callable[["Replica", float, float, int, float], None] | None = None,
+                 gpus: int = 1, site: str | None = None, deployment: int = 0,
+                 on_slots_free: Callable[["Replica"], None] | None = None):
+        self.env = env
+        self.index = index
+        self.name = name
+        self.gpus = gpus
+        self.site = site
+        self.deployment = deployment
+        self.model = step_model
+        self.max_num_seqs = max_num_seqs
+        self.max_batched_tokens = max_batched_tokens
+        self.bs = block_size_tokens
+        self.chunked_prefill = chunked_prefill
+        self.per_iteration = per_iteration
+        self.total_blocks = step_model.kv_capacity_tokens // block_size_tokens
+        self.window = step_model.window_tokens
+        self.on_complete = on_complete
+        self.on_busy = on_busy
+        self.on_slots_free = on_slots_free   # central-queue router: pull waiting requests
+        self.up = True
+        self.accepting = True           # False while draining (capacity leaving): no new requests
+        self.added_s = env.now          # when the replica joined the fleet
+        self.retired_s: float | None = None  # when its capacity left (None: still in the fleet)
+        self.outstanding_tokens = 0     # router load: sum of prompt+output of assigned, unfinished
+        self.n_assigned = 0
+        self.busy_s = 0.0
+        self.output_tokens = 0
+        self.completed = 0
+        self.prefill_tokens = 0
+        self.iterations = 0
+        self.events = 0
+        self._reset_state()
+
+    def _reset_state(self):
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, Request] = {}    # admission order: newest last
+        self.prefilling: list[Request] = []
+        self.x = 0
+        self.n_dec = 0
+        self.n_below = 0
+        self.n_capped = 0
+        self.s_below = 0
+        self.q_sum = 0
+        self.res_cnt = [0] * self.bs
+        self.prefill_blocks = 0
+        self.fin_heap: list = []
+        self.cross_heap: list = []
+        self.pending = None
+        self.busy = False
+        self.run_t0 = 0.0
+        self.run_k = 0
+        self.run_kv0 = 0
+        self.run_growth = 0
+        self.run_decode_only = False
+        self.run_chunks: list[Request] = []
+
+    # ------------------------------------------------------------------ block accounting
+    def used_dec(self, x: int) -> int:
+        """KV blocks held by the decoding sequences once ``x`` decode steps are counted."""
+        n = self.n_dec
+        if n == 0:
+            return 0
+        bs = self.bs
+        big, s = divmod(x, bs)
+        used = self.q_sum + n * big + n
+        if s == 0:
+            used -= self.res_cnt[0]
+        elif s >= 2:
+            used += sum(self.res_cnt[bs + 1 - s:])
+        return used
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.bs)
+
+    def kv_used_blocks(self) -> int:
+        return self.used_dec(self.x) + self.prefill_blocks
+
+    # ------------------------------------------------------------------ decode set
+    def _add_decoder(self, r: Request):
+        x = self.x
+        r.state = DECODE
+        r.g0 = r.generated
+        r.d0 = x
+        u = r.prompt_tokens + r.generated - x - 1
+        r.u = u
+        q, rho = divmod(u, self.bs)
+        self.q_sum += q
+        self.res_cnt[rho] += 1
+        self.n_dec += 1
+        r.finish_x = x + (r.output_tokens - r.generated)
+        heapq.heappush(self.fin_heap, (r.finish_x, r.rid, r))
+        w = self.window
+        if w is not None and u + 1 + x > w:
+            r.capped = True
+            self.n_capped += 1
+        else:
+            r.capped = False
+            self.s_below += u + 1
+            self.n_below += 1
+            if w is not None:
+                r.cross_x = w - u
+                heapq.heappush(self.cross_heap, (r.cross_x, r.rid, r))
+
+    def _remove_decoder(self, r: Request):
+        q, rho = divmod(r.u, self.bs)
+        self.q_sum -= q
+        self.res_cnt[rho] -= 1
+        self.n_dec -= 1
+        if r.capped:
+            self.n_capped -= 1
+        else:
+            self.s_below -= r.u + 1
+            self.n_below -= 1
+        r.generated = r.g0 + self.x - r.d0
+        r.state = WAITING  # caller sets the final state
+
+    def _kv_tokens(self) -> int:
+        """Attended tokens of the decodes at the current counter."""
+        kv = self.s_below + self.n_below * self.x
+        if self.n_capped:
+            kv += self.window * self.n_capped
+        return kv
+
+    def _process_crossings(self):
+        heap = self.cross_heap
+        x = self.x
+        while heap and heap[0][0] <= x:
+            cx, _, r = heapq.heappop(heap)
+            if r.state != DECODE or r.capped or r.cross_x != cx or r.replica != self.index:
+                continue
+            r.capped = True
+            self.s_below -= r.u + 1
+            self.n_below -= 1
+            self.n_capped += 1
+
+    def _next_finish(self) -> int:
+        heap = self.fin_heap
+        while heap:
+            fx, _, r = heap[0]
+            if r.state == DECODE and r.finish_x == fx and r.replica == self.index:
+                return fx
+            heapq.heappop(heap)
+        return -1
+
+    def _next_cross(self) -> int:
+        heap = self.cross_heap
+        while heap:
+            cx, _, r = heap[0]
+            if r.state == DECODE and not r.capped and r.cross_x == cx and r.replica == self.index:
+                return cx
+            heapq.heappop(heap)
+        return -1
+
+    # ------------------------------------------------------------------ arrivals
+    def enqueue(self, r: Request):
+        """A routed request joins this replica's waiting queue."""
+        r.replica = self.index
+        r.state = WAITING
+        self.outstanding_tokens += r.prompt_tokens + r.output_tokens
+        self.n_assigned += 1
+        had_waiting = bool(self.waiting)
+        self.waiting.append(r)
+        if not self.busy:
+            if self.pending is None:
+                self._kick()
+            return
+        if had_waiting or not self.run_decode_only or self.run_k <= 1:
+            return
+        # a decode run is in progress: cut it at the first boundary where r is admitted
+        if len(self.running) >= self.max_num_seqs or self.n_dec >= self.max_batched_tokens:
+            return
+        model = self.model
+        elapsed = self.env.now - self.run_t0
+        j = model.decode_steps_before(self.n_dec, self.run_kv0, self.run_growth, elapsed, self.run_k)
+        if j < 1:
+            j = 1
+        if j >= self.run_k:
+            return
+        need = self.blocks_for(r.target)
+        free = self.total_blocks - self.prefill_blocks - self.used_dec(self.x + j + 1)
+        if need > free:
+            return
+        t_end = self.run_t0 + model.decode_run_s(self.n_dec, self.run_kv0, self.run_growth, j)
+        self.run_k = j
+        self._arm(t_end - self.env.now)
+
+    def _kick(self):
+        """Start scheduling at the current instant, after same-time arrivals are queued."""
+        self.busy = True
+        self.run_t0 = self.env.now
+        self.run_k = 0
+        self.run_decode_only = False
+        self.run_chunks = []
+        ev = self.env.timeout(0.0)
+        ev.callbacks.append(self._on_kick)
+        self.pending = ev
+
+    def _on_kick(self, ev):
+        if ev is not self.pending:
+            return
+        self.pending = None
+        self.busy = False
+        self._schedule()
+
+    def _arm(self, delay: float):
+        ev = self.env.timeout(delay if delay > 0.0 else 0.0)
+        ev.callbacks.append(self._on_boundary)
+        self.pending = ev
+        self.events += 1
+
+    # ------------------------------------------------------------------ the scheduler
+    def _preempt_newest(self):
+        rid, v = self.running.popitem()
+        if v.state == DECODE:
+            self._remove_decoder(v)
+        else:  # prefilling
+            self.prefilling.remove(v)
+            self.prefill_blocks -= v.blocks
+            v.blocks = 0
+        v.state = WAITING
+        v.target = v.prompt_tokens + v.generated
+        v.prefilled = 0
+        v.preemptions += 1
+        self.waiting.appendleft(v)
+
+    def _schedule(self):
+        """Plan the iteration starting now (the scheduler of every boundary)."""
+        if self.window is not None and self.cross_heap:
+            self._process_crossings()
+        x = self.x
+        total = self.total_blocks
+        preempted = False
+        # 1. room for one more KV slot per running decode
+        while self.n_dec and self.used_dec(x + 1) + self.prefill_blocks > total:
+            self._preempt_newest()
+            preempted = True
+        n_dec = self.n_dec
+        budget = self.max_batched_tokens - n_dec
+        chunks: list[Request] = []
+        prefill_tokens = 0
+        pairs = 0.0
+        window = self.window
+        # 2. continue prefills already admitted
+        if self.prefilling and budget > 0:
+            for r in self.prefilling:
+                if budget <= 0:
+                    break
+                c = r.target - r.prefilled
+                if c > budget:
+                    c = budget
+                r.chunk = c
+                budget -= c
+                prefill_tokens += c
+                pairs += prefill_attn_pairs(r.prefilled, c, window)
+                chunks.append(r)
+        # 3. admit waiting requests, first come first served
+        if self.waiting and not preempted:
+            running = self.running
+            while self.waiting and len(running) < self.max_num_seqs and budget > 0:
+                r = self.waiting[0]
+                need = -(-r.target // self.bs)
+                if need > total - self.prefill_blocks - self.used_dec(x + 1):
+                    break
+                if not self.chunked_prefill and r.target > budget and chunks:
+                    break
+                self.waiting.popleft()
+                r.state = PREFILL
+                r.blocks = need
+                r.prefilled = 0
+                self.prefill_blocks += need
+                running[r.rid] = r
+                self.prefilling.append(r)
+                if r.admitted_s < 0.0:
+                    r.admitted_s = self.env.now
+                c = r.target
+                if self.chunked_prefill and c > budget:
+                    c = budget
+                r.chunk = c
+                budget -= c
+                prefill_tokens += c
+                pairs += prefill_attn_pairs(0, c, window)
+                chunks.append(r)
+        model = self.model
+        self.run_t0 = self.env.now
+        if chunks:
+            kv = self._kv_tokens() if n_dec else 0
+            dt = model.mixed_step_s(n_dec, kv, prefill_tokens, pairs)
+            self.run_k = 1
+            self.run_decode_only = False
+            self.run_chunks = chunks
+            self.busy = True
+            self._arm(dt)
+            return
+        if n_dec == 0:
+            self.busy = False
+            return
+        # 4. a decode-only run: as many steps as nothing changes
+        k = self._next_finish() - x
+        if self.per_iteration or (preempted and self.waiting):
+            k = 1
+        if k > 1 and window is not None:
+            cx = self._next_cross()
+            if cx >= 0 and cx - x < k:
+                k = cx - x
+        if k > 1:
+            k = self._steps_before_shortage(k)
+        kv0 = self._kv_tokens()
+        growth = self.n_below
+        self.run_k = k
+        self.run_kv0 = kv0
+        self.run_growth = growth
+        self.run_decode_only = True
+        self.run_chunks = []
+        self.busy = True
+        self._arm(model.decode_run_s(n_dec, kv0, growth, k))
+
+    def _steps_before_shortage(self, k: int) -> int:
+        """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks."""
+        x = self.x
+        free = self.total_blocks - self.prefill_blocks
+        n = self.n_dec
+        # cheap bound: each sequence needs at most ceil(steps / bs) + 1 new blocks
+        if self.used_dec(x + 1) + n * (k // self.bs + 1) <= free:
+            return k
+        if self.used_dec(x + k) <= free:
+            return k
+        lo, hi = 1, k  # used_dec(x+lo) <= free (checked by the scheduler), used_dec(x+hi) > free
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.used_dec(x + mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    # ------------------------------------------------------------------ iteration end
+    def _on_boundary(self, ev):
+        if ev is not self.pending:
+            return
+        self.pending = None
+        now = self.env.now
+        t0 = self.run_t0
+        k = self.run_k
+        n_dec = self.n_dec
+        tokens = n_dec * k
+        self.iterations += k
+        self.busy_s += now - t0
+        self.x += k
+        x = self.x
+        on_complete = self.on_complete
+        if self.run_chunks:
+            for r in self.run_chunks:
+                r.prefilled += r.chunk
+                self.prefill_tokens += r.chunk
+                if r.prefilled >= r.target:
+                    self.prefilling.remove(r)
+                    self.prefill_blocks -= r.blocks
+                    r.blocks = 0
+                    r.generated += 1
+                    tokens += 1
+                    if r.first_token_s < 0.0:
+                        r.first_token_s = now
+                    if r.generated >= r.output_tokens:
+                        self._finish(r, now)
+                    else:
+                        self._add_decoder(r)
+            self.run_chunks = []
+        self.output_tokens += tokens
+        if self.on_busy is not None:
+            self.on_busy(self, t0, now, tokens, self.kv_used_blocks())
+        # completions of decoders
+        heap = self.fin_heap
+        while heap and heap[0][0] <= x:
+            fx, _, r = heapq.heappop(heap)
+            if r.state != DECODE or r.finish_x != fx or r.replica != self.index:
+                continue
+            self._remove_decoder(r)
+            self._finish(r, now)
+        if self.on_slots_free is not None and len(self.running) + len(self.waiting) < self.max_num_seqs:
+            self.on_slots_free(self)
+        self._schedule()
+
+    def _finish(self, r: Request, now: float):
+        del self.running[r.rid]
+        r.state = DONE
+        r.completion_s = now
+        r.outcome = "completed"
+        self.completed += 1
+        self.outstanding_tokens -= r.prompt_tokens + r.output_tokens
+        self.n_assigned -= 1
+        self.on_complete(r, now)
+
+    def partial_run(self, now: float) -> tuple[float, int]:
+        """Busy seconds and emitted tokens of the iteration run in progress, up to ``now``
+        (completed iteration boundaries only, for tokens)."""
+        if not self.busy or self.pending is None:
+            return 0.0, 0
+        busy = now - self.run_t0
+        if not self.run_decode_only or self.run_k <= 0:
+            return busy, 0
+        j = self._boundaries_done(now)
+        return busy, self.n_dec * j
+
+    def _boundaries_done(self, now: float) -> int:
+        """Complete iterations of the current decode run at time ``now``."""
+        model = self.model
+        j = model.decode_steps_before(self.n_dec, self.run_kv0, self.run_growth,
+                                      now - self.run_t0, self.run_k)
+        while j > 0 and self.run_t0 + model.decode_run_s(self.n_dec, self.run_kv0,
+                                                         self.run_growth, j) > now:
+            j -= 1
+        return j
+
+    # ------------------------------------------------------------------ faults
+    def fail(self, now: float, keep_generated: bool = True) -> list[Request]:
+        """Take the replica down: return every request it held (running first, oldest
+        first, then waiting), with the tokens each had emitted at the last completed
+        iteration boundary recorded in ``generated`` (or reset when ``keep_generated`` is
+        false: the whole output is recomputed).  Requests are never lost: the caller
+        requeues them."""
+        if self.busy and self.pending is not None and self.run_decode_only and self.run_k > 0:
+            j = self._boundaries_done(now)
+            self.x += j
+            self.output_tokens += self.n_dec * j
+        if self.busy:
+            self.busy_s += now - self.run_t0
+        out: list[Request] = []
+        for r in list(self.running.values()):
+            if r.state == DECODE:
+                r.generated = r.g0 + self.x - r.d0
+            out.append(r)
+        out.extend(self.waiting)
+        for r in out:
+            r.state = WAITING
+            r.prefilled = 0
+            r.blocks = 0
+            r.replica = -1
+            r.restarts += 1
+            if not keep_generated:
+                r.generated = 0
+            r.target = r.prompt_tokens + r.generated
+        self.outstanding_tokens = 0
+        self.n_assigned = 0
+        self.up = False
+        self._reset_state()
+        return out
+
+    def repair(self, now: float):
+        self.up = True
+
+    def free_slots(self) -> int:
+        return self.max_num_seqs - len(self.running) - len(self.waiting)

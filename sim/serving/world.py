@@ -1,0 +1,401 @@
+"""The serving world: one simpy.Environment holding replicas, router, arrivals and metrics.
+
+The world knows nothing of money or of capacity contracts.  Layers above it observe it
+through explicit hooks (:meth:`World.observe`: a request completed, a request rejected) and
+change its fleet only through its public operations (:meth:`World.add_replica`,
+:meth:`World.drain_replica`, :meth:`World.retire_replica`, :meth:`World.fail_replica`,
+:meth:`World.repair_replica`).
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import simpy
+from tqdm import tqdm
+
+from sim.core.rng import RandomStreams
+from sim.perf.roofline import make_step_model
+from sim.scenario import Scenario
+from sim.serving.engine import REJECTED, Replica, Request
+from sim.serving.fluid import replica_request_capacity_per_s, saturation_tokens_per_s
+from sim.serving.metrics import Metrics, Stream
+from sim.serving.replica import replica_from_spec
+from sim.serving.residency import site_allows
+from sim.serving.router import Router
+
+
+class World:
+    """One simpy.Environment holding replicas, router, arrivals and metrics."""
+
+    def __init__(self, scenario: Scenario, seed: int):
+        self.scenario = scenario
+        self.seed = seed
+        sim = scenario.simulation
+        self.env = env = simpy.Environment()
+        self.streams = RandomStreams(seed)
+        sites = {s.name: s for s in scenario.sites}
+        self.replicas: list[Replica] = []
+        self.workloads = scenario.workloads
+        self.metrics = Metrics(scenario.workloads, sum(d.replicas for d in scenario.deployments),
+                               sim.horizon_s, sim.warmup_s, sim.timeseries_interval_s,
+                               sim.request_sample_size, self.streams.generator("metrics/sample"))
+        self._per_iteration = sim.engine_mode == "per_iteration"
+        # observers of completions and rejections (World.observe); the metrics come first
+        self._complete_observers: list = []
+        self._reject_observers: list = []
+        # completion callback of every replica, present and future
+        self.replica_on_complete = self.metrics.on_complete
+        self._closed = False   # summary() has counted the requests still in flight
+        self._sites = sites
+        self._step_models: dict[int, object] = {}
+        self.dep_of_replica: list[int] = []
+        for di, dep in enumerate(scenario.deployments):
+            for _ in range(dep.replicas):
+                self._new_replica(di)
+        # residency-eligible replicas and network round trips, per workload
+        self.eligible: list[list[int]] = [[] for _ in scenario.workloads]
+        self.rtt_s: list[list[float]] = [[] for _ in scenario.workloads]
+        self.max_tokens: list[int] = [0] * len(scenario.workloads)
+        for rep in self.replicas:
+            self._index_replica(rep)
+        self.router = Router(env, self.replicas, self.eligible, scenario.router.policy,
+                             self.streams.generator("router"), scenario.router.max_wait_s,
+                             self._reject, self.rtt_s)
+        self.next_rid = 0
+        self.arrival_procs: list = [None] * len(scenario.workloads)
+        for wi, w in enumerate(scenario.workloads):
+            env.process(self._arrivals(wi, w))
+
+    # ------------------------------------------------------------------ observers
+    def observe(self, on_complete=None, on_reject=None) -> None:
+        """Subscribe to the world's events: ``on_complete(request, now)`` after each completed
+        request, ``on_reject(request, reason, now)`` after each rejection (the metrics have
+        recorded it first).  Observers are called in subscription order."""
+        if on_complete is not None:
+            self._complete_observers.append(on_complete)
+            observers = tuple(self._complete_observers)
+            record = self.metrics.on_complete
+
+            def completed(r, now):
+                record(r, now)
+                for fn in observers:
+                    fn(r, now)
+            self.replica_on_complete = completed
+            for rep in self.replicas:
+                rep.on_complete = completed
+        if on_reject is not None:
+            self._reject_observers.append(on_reject)
+
+    # ------------------------------------------------------------------ fleet
+    def _new_replica(self, di: int) -> Replica:
+        dep = self.scenario.deployments[di]
+        model = self._step_models.get(di)
+        if model is None:
+            model = self._step_models[di] = make_step_model(dep)
+        k = sum(1 for d in self.dep_of_replica if d == di)
+        rep = replica_from_spec(self.env, dep, model, len(self.replicas), f"{dep.name}/{k}",
+                                per_iteration=self._per_iteration, on_complete=self.replica_on_complete,
+                                on_busy=self.metrics.on_busy, site=dep.site, deployment=di)
+        self.replicas.append(rep)
+        self.dep_of_replica.append(di)
+        return rep
+
+    def _index_replica(self, rep: Replica) -> list[int]:
+        """Add ``rep`` to the eligibility, round-trip and KV-cap tables; return the
+        workloads that may use it."""
+        sc = self.scenario
+        dep = sc.deployments[rep.deployment]
+        site = self._sites.get(dep.site) if dep.site else None
+        ws = []
+        for wi, w in enumerate(sc.workloads):
+            self.rtt_s[wi].append(2.0 * site.network_latency_s.get(w.region, 0.0) if site else 0.0)
+            if dep.model == w.model and site_allows(site, w.residency):
+                self.eligible[wi].append(rep.index)
+                ws.append(wi)
+                cap = rep.total_blocks * rep.bs
+                others = len(self.eligible[wi]) > 1
+                self.max_tokens[wi] = min(self.max_tokens[wi], cap) if others else cap
+        return ws
+
+    def add_replica(self, deployment: int) -> Replica:
+        """A new replica of deployment ``deployment`` joins the fleet now (capacity arrived):
+        the router may send it requests at once."""
+        rep = self._new_replica(deployment)
+        self.metrics.add_replica()
+        ws = self._index_replica(rep)
+        self.router.add_replica(rep, ws)
+        return rep
+
+    def drain_replica(self, index: int):
+        """Stop sending new requests to a replica; what it holds runs to completion."""
+        rep = self.replicas[index]
+        rep.accepting = False
+        self.router.replica_state_changed()
+
+    def retire_replica(self, index: int) -> int:
+        """The replica's capacity leaves now: whatever it still holds is requeued through
+        the router keeping the tokens it emitted (a live migration), then it is gone for
+        good. Returns the number of requests moved."""
+        rep = self.replicas[index]
+        if rep.retired_s is not None:
+            return 0
+        rep.accepting = False
+        held = rep.fail(self.env.now, keep_generated=True) if rep.up else []
+        rep.up = False
+        rep.retired_s = self.env.now
+        self.router.remove_replica(rep)
+        for r in held:
+            self.router.submit(r)
+        return len(held)
+
+    # ------------------------------------------------------------------ traffic
+    def _reject(self, r: Request, reason: str, now: float):
+        r.state = REJECTED
+        self.metrics.on_reject(r, reason, now)
+        for fn in self._reject_observers:
+            fn(r, reason, now)
+
+    def _arrivals(self, wi: int, w):
+        env = self.env
+        horizon = self.scenario.simulation.horizon_s
+        proc = w.arrivals.build()
+        rng_t = self.streams.generator(f"workload/{w.name}/arrivals")
+        rng_len = self.streams.generator(f"workload/{w.name}/lengths")
+        # trace replay carries its own lengths; other processes need the distributions
+        prompt_d = w.prompt_tokens.build() if w.prompt_tokens is not None else None
+        output_d = w.output_tokens.build() if w.output_tokens is not None else None
+        self.arrival_procs[wi] = proc
+        metrics = self.metrics
+        router = self.router
+        max_tokens = self.max_tokens   # grows when capacity arrives
+        for times, prompts, outputs in proc.chunks(rng_t, horizon):
+            n = len(times)
+            if prompts is None:
+                prompts = prompt_d.sample(rng_len, n)
+            if outputs is None:
+                outputs = output_d.sample(rng_len, n)
+            for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
+                dt = t - env.now
+                if dt > 0.0:
+                    yield env.timeout(dt)
+                r = Request(self.next_rid, wi, t, p, o)
+                self.next_rid += 1
+                metrics.on_arrival(r, t)
+                cap = max_tokens[wi]
+                if p + o > cap:
+                    self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
+                    continue
+                router.submit(r)
+
+    # ------------------------------------------------------------------ faults
+    def fail_replica(self, index: int, keep_generated: bool = True) -> int:
+        """Take a replica down now and requeue everything it held through the router (so
+        residency rules still hold). Returns the number of requests requeued."""
+        rep = self.replicas[index]
+        if not rep.up:
+            return 0
+        held = rep.fail(self.env.now, keep_generated=keep_generated)
+        self.router.replica_state_changed()
+        for r in held:
+            self.router.submit(r)
+        return len(held)
+
+    def repair_replica(self, index: int):
+        rep = self.replicas[index]
+        if rep.up or rep.retired_s is not None:
+            return
+        rep.repair(self.env.now)
+        self.router.replica_state_changed()
+        if self.router.central:
+            self.router.pull(rep)
+
+    def in_flight(self) -> list[Request]:
+        out = []
+        for rep in self.replicas:
+            out.extend(rep.running.values())
+            out.extend(rep.waiting)
+        for lst in self.router.parked:
+            out.extend(lst)
+        out.extend(self.router.queued())
+        return out
+
+    # ------------------------------------------------------------------ run
+    def run(self, progress: bool = False):
+        horizon = self.scenario.simulation.horizon_s
+        if not progress:
+            self.env.run(until=horizon)
+            return
+        slices = 200
+        with tqdm(total=horizon, unit="sim-s", delay=2.0, file=sys.stderr,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]") as bar:
+            for i in range(1, slices + 1):
+                t = horizon * i / slices
+                self.env.run(until=t)
+                bar.update(t - bar.n)
+
+    def summary(self) -> dict:
+        sc = self.scenario
+        m = self.metrics
+        inflight = self.in_flight()
+        m.flush()
+        if not getattr(self, "_inflight_counted", False):
+            m.count_inflight_misses(inflight, self.env.now)
+            self._inflight_counted = True
+        total = m.total()
+        offline = all(w.arrivals.kind == "offline" for w in sc.workloads)
+        duration = (m.last_completion_s if offline else sc.simulation.horizon_s) or 0.0
+        now = self.env.now
+        # each replica counts for the time it was in the fleet (capacity policies add and
+        # retire replicas during the run); the fixed fleet is in for the whole duration
+        life = [max(0.0, min(duration, r.retired_s if r.retired_s is not None else math.inf) - r.added_s)
+                for r in self.replicas]
+        gpu_s = sum(l_ * r.gpus for l_, r in zip(life, self.replicas))
+        gpus = sum(r.gpus for r in self.replicas if r.retired_s is None)
+        partial = [rep.partial_run(now) for rep in self.replicas]
+        busy_s = [rep.busy_s + p[0] for rep, p in zip(self.replicas, partial)]
+        rep_tokens = [rep.output_tokens + p[1] for rep, p in zip(self.replicas, partial)]
+        busy_gpu_s = sum(b * rep.gpus for b, rep in zip(busy_s, self.replicas))
+        out_tokens = sum(rep_tokens)
+        s = total.summary()
+        summary = {
+            "scenario": sc.name,
+            "seed": self.seed,
+            "engine_mode": sc.simulation.engine_mode,
+            "horizon_s": sc.simulation.horizon_s,
+            "duration_s": duration,
+            "arrivals": total.arrivals,
+            "completed": total.completed,
+            "rejected": s["rejected"],
+            "rejected_by_reason": s["rejected_by_reason"],
+            "in_flight": len(inflight),
+            "output_tokens_total": out_tokens,
+            "prefill_tokens_total": sum(rep.prefill_tokens for rep in self.replicas),
+            "prompt_tokens_total": total.prompt_tokens,
+            "completed_output_tokens": total.output_tokens,
+            "first_arrival_s": m.first_arrival_s,
+            "last_completion_s": m.last_completion_s,
+            "gpus": gpus,
+            "replicas": sum(1 for r in self.replicas if r.retired_s is None),
+            "replicas_ever": len(self.replicas),
+            "gpu_hours": gpu_s / 3600.0,
+            "gpu_utilisation": busy_gpu_s / gpu_s if gpu_s > 0 else 0.0,
+            "throughput_utilisation": None,
+            "throughput_output_tokens_per_s": out_tokens / duration if duration > 0 else 0.0,
+            "throughput_requests_per_s": total.completed / duration if duration > 0 else 0.0,
+            "preemptions": total.preemptions,
+            "measured": s["measured"],
+            "ttft_s": s["ttft_s"],
+            "tpot_s": s["tpot_s"],
+            "e2e_s": s["e2e_s"],
+            "wait_s": s["wait_s"],
+            "sla_attainment": s["sla_attainment"],
+            "ttft_attainment": s["ttft_attainment"],
+            "tpot_attainment": s["tpot_attainment"],
+            "residency_violations": self.residency_violations(),
+            "workloads": {},
+            "deployments": {},
+            "engine": {
+                "events": sum(rep.events for rep in self.replicas),
+                "iterations": sum(rep.iterations for rep in self.replicas),
+            },
+        }
+        for wi, w in enumerate(sc.workloads):
+            ws = m.streams[wi].summary(w.sla.attainment_target)
+            ws.update({"vertical": w.vertical, "model": w.model,
+                       "ttft_target_s": w.sla.ttft_s, "tpot_target_s": w.sla.tpot_s,
+                       "eligible_replicas": len(self.eligible[wi])})
+            proc = self.arrival_procs[wi]
+            if proc is not None and hasattr(proc, "report"):
+                ws["trace"] = proc.report()  # skipped rows and their line numbers
+            summary["workloads"][w.name] = ws
+        verticals: dict[str, list[int]] = {}
+        for wi, w in enumerate(sc.workloads):
+            verticals.setdefault(w.vertical, []).append(wi)
+        summary["verticals"] = {}
+        for v, idx in verticals.items():
+            st = Stream()
+            for wi in idx:
+                st.merge(m.streams[wi])
+            vs = st.summary()
+            vs["workloads"] = [sc.workloads[i].name for i in idx]
+            summary["verticals"][v] = vs
+        summary["sites"] = {}
+        site_names = [s_.name for s_ in sc.sites] + (
+            [None] if any(d.site is None for d in sc.deployments) else [])
+        for sn in site_names:
+            reps = [r for r in self.replicas if r.site == sn]
+            key = sn if sn is not None else "(unsited)"
+            site = next((s_ for s_ in sc.sites if s_.name == sn), None)
+            g = sum(r.gpus for r in reps if r.retired_s is None)
+            g_s = sum(life[r.index] * r.gpus for r in reps)
+            summary["sites"][key] = {
+                "jurisdiction": site.jurisdiction if site else None,
+                "certifications": list(site.certifications) if site else [],
+                "replicas": sum(1 for r in reps if r.retired_s is None), "gpus": g,
+                "gpu_hours": g_s / 3600.0,
+                "gpu_utilisation": (sum(busy_s[r.index] * r.gpus for r in reps) / g_s) if g_s > 0 else 0.0,
+                "completed": sum(r.completed for r in reps),
+                "output_tokens": sum(rep_tokens[r.index] for r in reps),
+            }
+        for di, dep in enumerate(sc.deployments):
+            reps = [r for r in self.replicas if r.deployment == di]
+            busy = sum(busy_s[r.index] for r in reps)
+            rep_s = sum(life[r.index] for r in reps)
+            kv = [sum(m.kv_block_s[r.index]) / (life[r.index] * max(r.total_blocks, 1)) if life[r.index] > 0 else 0.0
+                  for r in reps]
+            peak = saturation_tokens_per_s(reps[0]) if reps else 0.0
+            live = sum(1 for r in reps if r.retired_s is None)
+            summary["deployments"][dep.name] = {
+                "model": dep.model, "gpu": dep.gpu, "precision": dep.precision, "tp": dep.tp,
+                "site": dep.site, "replicas": live, "gpus": live * dep.tp,
+                "replica_hours": rep_s / 3600.0,
+                "kv_capacity_tokens": reps[0].total_blocks * reps[0].bs if reps else 0,
+                "busy_s": busy,
+                "utilisation": busy / rep_s if rep_s > 0 else 0.0,
+                "output_tokens": sum(rep_tokens[r.index] for r in reps),
+                "saturation_output_tokens_per_s": peak * live,
+                "saturation_output_tokens": peak * rep_s,
+                "throughput_utilisation": (sum(rep_tokens[r.index] for r in reps) / (peak * rep_s))
+                if peak > 0 and rep_s > 0 else 0.0,
+                "kv_occupancy_mean": sum(kv) / len(kv) if kv else 0.0,
+            }
+        sat_tokens = sum(d["saturation_output_tokens"] for d in summary["deployments"].values())
+        summary["throughput_utilisation"] = out_tokens / sat_tokens if sat_tokens > 0 else 0.0
+        summary["request_utilisation"] = self._request_utilisation(summary, life)
+        return summary
+
+    def _request_utilisation(self, summary: dict, life: list[float]) -> float | None:
+        """Requests completed / the requests the fleet could complete at full batch over its
+        replicas' time in the fleet, for the arrival mix of the workloads each deployment
+        serves (:func:`sim.serving.fluid.replica_request_capacity_per_s`). Also per deployment."""
+        m = self.metrics
+        cap_total = 0.0
+        done_total = 0
+        for di, dep in enumerate(self.scenario.deployments):
+            reps = [r for r in self.replicas if r.deployment == di]
+            ws = {w for w, idx in enumerate(self.eligible) if any(self.replicas[i].deployment == di for i in idx)}
+            n = sum(m.streams[w].arrivals for w in ws)
+            d = summary["deployments"][dep.name]
+            if not reps or n == 0:
+                d["request_utilisation"] = None
+                continue
+            p = sum(m.streams[w].arrived_prompt_tokens for w in ws) / n
+            o = sum(m.streams[w].arrived_output_tokens for w in ws) / n
+            cap = replica_request_capacity_per_s(reps[0], p, o) * sum(life[r.index] for r in reps)
+            done = sum(r.completed for r in reps)
+            d["request_utilisation"] = done / cap if cap > 0 else None
+            cap_total += cap
+            done_total += done
+        return done_total / cap_total if cap_total > 0 else None
+
+    def residency_violations(self) -> int:
+        """Requests found on a replica their rule does not allow (must be 0)."""
+        bad = 0
+        for rep in self.replicas:
+            for r in list(rep.running.values()) + list(rep.waiting):
+                if rep.index not in self.eligible[r.workload]:
+                    bad += 1
+        return bad + self.router.violations
+
+

@@ -1,0 +1,1 @@
+"""Studies: one run, sweeps, capacity search, throughput, statistics, reports and figures."""

@@ -1,0 +1,238 @@
+"""Capacity search: the smallest GPU count that meets every vertical's SLA target.
+
+The search variable is ``n``, the replica count given to every deployment in a *scope*:
+
+* ``total`` (default): every deployment of the scenario gets ``n`` replicas;
+* ``site:NAME``: the deployments at site NAME get ``n`` replicas, the others keep theirs;
+* ``deployment:NAME``: that one deployment gets ``n`` replicas.
+
+GPUs of the scope = sum over its deployments of ``n x tp``.
+
+At each ``n`` the scenario runs with R replications (the sweep machinery: common random
+numbers, cached points, any executor).  A vertical's attainment is the share of its requests
+that met both TTFT and TPOT targets, pooled over its workloads (weighted by arrivals).  ``n``
+is *feasible* when every vertical's mean attainment over replications (or, with
+``conservative``, the lower end of its 95% confidence interval) reaches its target.
+
+Attainment is assumed non-decreasing in ``n`` (more replicas never hurt under the router
+policies in ``sim.router``); with common random numbers the estimate is close to monotone too,
+so bisection applies: find an infeasible ``lo`` and a feasible ``hi`` by doubling, then halve.
+Every evaluated ``n`` is reported so a non-monotone curve is visible.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sim.core.errors import UserError
+from sim.scenario import Scenario, with_overrides
+from sim.study.sweep import mean_ci95, run_point, run_sweep
+from sim.study.sweep import atomic_write_json
+
+
+@dataclass
+class Evaluation:
+    replicas: int
+    gpus: int
+    attainment: dict[str, tuple[float, float, float]]  # vertical -> (mean, lo, hi)
+    feasible: bool
+
+
+@dataclass
+class CapacityResult:
+    scope: str
+    deployments: list[str]
+    targets: dict[str, float]
+    replicas: int | None  # smallest feasible n, None if not found up to max_replicas
+    gpus: int | None
+    evaluations: list[Evaluation] = field(default_factory=list)
+    cost: dict[str, Any] | None = None
+    cost_note: str = ""
+
+
+def parse_targets(specs: list[str] | None, scenario: Scenario) -> dict[str, float]:
+    """``vertical=attainment`` pairs; default: per vertical, the strictest workload target."""
+    verticals = sorted({w.vertical for w in scenario.workloads})
+    if not specs:
+        out: dict[str, float] = {}
+        for w in scenario.workloads:
+            out[w.vertical] = max(out.get(w.vertical, 0.0), w.sla.attainment_target)
+        return out
+    out = {}
+    for spec in specs:
+        name, sep, val = spec.partition("=")
+        name = name.strip()
+        if not sep:
+            raise UserError(f"--target {spec!r}: expected VERTICAL=ATTAINMENT, e.g. finance=0.99")
+        if name not in verticals:
+            raise UserError(f"--target {spec!r}: no workload has vertical {name!r}; verticals: {', '.join(verticals)}")
+        try:
+            x = float(val)
+        except ValueError:
+            raise UserError(f"--target {spec!r}: attainment must be a number in (0, 1]") from None
+        if not 0.0 < x <= 1.0:
+            raise UserError(f"--target {spec!r}: attainment must be in (0, 1]")
+        out[name] = x
+    return out
+
+
+def scope_deployments(scenario: Scenario, scope: str) -> list[int]:
+    """Indices of the deployments whose replica count is the search variable."""
+    if scope == "total":
+        return list(range(len(scenario.deployments)))
+    kind, _, name = scope.partition(":")
+    if kind == "site":
+        idx = [i for i, d in enumerate(scenario.deployments) if d.site == name]
+        if not idx:
+            sites = sorted({d.site for d in scenario.deployments if d.site})
+            raise UserError(f"--scope {scope}: no deployment at site {name!r}; sites with deployments: {', '.join(sites) or 'none'}")
+        return idx
+    if kind == "deployment":
+        idx = [i for i, d in enumerate(scenario.deployments) if d.name == name]
+        if not idx:
+            raise UserError(f"--scope {scope}: no deployment {name!r}; deployments: {', '.join(d.name for d in scenario.deployments)}")
+        return idx
+    raise UserError(f"--scope {scope!r}: expected total, site:NAME or deployment:NAME")
+
+
+def vertical_attainment(summary: dict, scenario: Scenario) -> dict[str, float]:
+    """SLA attainment per vertical from one run summary: the runner's pooled ``verticals``
+    block when present, else the workloads' attainments weighted by arrivals."""
+    per_v = summary.get("verticals")
+    if per_v:
+        return {v: (float(per_v[v]["sla_attainment"]) if per_v.get(v, {}).get("sla_attainment") is not None
+                    else float("nan")) for v in {w.vertical for w in scenario.workloads}}
+    per_w = summary.get("workloads", {})
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for w in scenario.workloads:
+        ws = per_w.get(w.name)
+        if ws is None:
+            raise UserError(f"run summary has no workload {w.name!r}: cannot score its SLA")
+        weight = float(ws.get("arrivals", ws.get("completed", 1)) or 0)
+        att = ws.get("sla_attainment")
+        if att is None or weight == 0:
+            continue
+        num[w.vertical] = num.get(w.vertical, 0.0) + weight * float(att)
+        den[w.vertical] = den.get(w.vertical, 0.0) + weight
+    return {v: (num[v] / den[v] if den.get(v) else float("nan")) for v in {w.vertical for w in scenario.workloads}}
+
+
+def capacity_search(
+    scenario: Scenario,
+    targets: dict[str, float],
+    *,
+    scope: str = "total",
+    replications: int = 3,
+    out_dir: str | Path,
+    max_replicas: int = 256,
+    conservative: bool = False,
+    root_seed: int | None = None,
+    executor: cf.Executor | None = None,
+    point_fn: Callable[[str, int], dict] = run_point,
+    progress: bool | None = None,
+) -> CapacityResult:
+    idx = scope_deployments(scenario, scope)
+    names = [scenario.deployments[i].name for i in idx]
+    tp_sum = sum(scenario.deployments[i].tp for i in idx)
+    out = Path(out_dir)
+    cache: dict[int, Evaluation] = {}
+    summaries: dict[int, list[dict]] = {}  # n -> the replications' run summaries
+
+    def evaluate(n: int) -> Evaluation:
+        if n in cache:
+            return cache[n]
+        grid = {f"deployments.{i}.replicas": [n] for i in idx}
+        res = run_sweep(scenario, grid, replications, out, root_seed=root_seed, executor=executor,
+                        point_fn=point_fn, progress=progress, write_tables=False,
+                        write_manifest=False)
+        scen_n = with_overrides(scenario, {k: v[0] for k, v in grid.items()})
+        summaries[n] = [res.records[t.key]["summary"] for t in res.tasks]
+        per_rep = [vertical_attainment(s_, scen_n) for s_ in summaries[n]]
+        att = {v: mean_ci95(np.array([r[v] for r in per_rep])) for v in targets}
+        ok = all((att[v][1] if conservative and replications > 1 else att[v][0]) >= targets[v]
+                 for v in targets)
+        ev = Evaluation(n, n * tp_sum, att, ok)
+        cache[n] = ev
+        return ev
+
+    # bracket: lo infeasible (or 0), hi feasible
+    lo, hi = 0, None
+    n = 1
+    while n <= max_replicas:
+        if evaluate(n).feasible:
+            hi = n
+            break
+        lo = n
+        n = min(n * 2, max_replicas) if n < max_replicas else max_replicas + 1
+    if hi is not None:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if evaluate(mid).feasible:
+                hi = mid
+            else:
+                lo = mid
+    evals = [cache[k] for k in sorted(cache)]
+    result = CapacityResult(scope, names, targets, hi, None if hi is None else hi * tp_sum, evals)
+    result.cost, result.cost_note = _cost(summaries.get(hi) if hi is not None else None)
+    _write(out, result)
+    return result
+
+
+# economics fields averaged over the replications at the answer (from ``summary["economics"]``)
+COST_FIELDS = ("revenue_eur", "costs_eur", "margin_eur", "margin_share", "cost_eur_per_mtok",
+               "cost_eur_per_mtok_output")
+
+
+def _cost(summaries: list[dict] | None) -> tuple[dict | None, str]:
+    """Cost and margin of the answer, read from the ledger block (``summary["economics"]``,
+    attached by ``sim.runner.run`` through ``sim.ledger.WorldEconomics``) of the R runs that
+    were already made at the smallest feasible replica count: no extra run.  Each field is the
+    mean and 95% CI over replications; ``*_eur`` totals cover the simulated horizon and the
+    whole fleet of the scenario (every deployment, not only the scope), costed by its
+    contracts (on-demand rental when the scenario has none).  ``costs_eur_per_h`` scales the
+    cost to one hour of simulated time (over the run's ``duration_s``)."""
+    if not summaries:
+        return None, "no cost: no replica count met the targets"
+    econ = [s_.get("economics") for s_ in summaries]
+    if any(not e for e in econ):
+        return None, "no cost: the run summaries carry no economics block from the ledger (sim.ledger)"
+    out: dict[str, Any] = {"replications": len(econ), "source": "sim.ledger via sim.runner.run, runs at the answer"}
+    for f in COST_FIELDS:
+        vals = np.array([np.nan if e.get(f) is None else float(e[f]) for e in econ])
+        m, lo, hi = mean_ci95(vals)
+        out[f] = {"mean": m, "ci95_lo": lo, "ci95_hi": hi}
+    # the ledger closes when the run ends (``duration_s``: the horizon, or later while draining)
+    dur = np.array([float(s_.get("duration_s") or s_.get("horizon_s") or np.nan) for s_ in summaries])
+    m, lo, hi = mean_ci95(np.array([e["costs_eur"] for e in econ], dtype=float) / dur * 3600.0)
+    out["costs_eur_per_h"] = {"mean": m, "ci95_lo": lo, "ci95_hi": hi}
+    c, mg = out["costs_eur"], out["margin_share"]
+    note = (f"cost over the horizon EUR {c['mean']:.2f} [{c['ci95_lo']:.2f}, {c['ci95_hi']:.2f}] "
+            f"(EUR {out['costs_eur_per_h']['mean']:.2f}/h), margin share {mg['mean']:.3f} "
+            f"[{mg['ci95_lo']:.3f}, {mg['ci95_hi']:.3f}], "
+            f"EUR {out['cost_eur_per_mtok']['mean']:.3f} per million tokens (input+output); "
+            f"whole fleet, from the ledger, mean [95% CI] over {len(econ)} replications")
+    return out, note
+
+
+def _write(out: Path, r: CapacityResult) -> None:
+
+    rows = []
+    for e in r.evaluations:
+        row: dict[str, Any] = {"replicas": e.replicas, "gpus": e.gpus, "feasible": e.feasible}
+        for v, (m, lo, hi) in sorted(e.attainment.items()):
+            row[f"{v}_attainment_mean"], row[f"{v}_attainment_ci95_lo"], row[f"{v}_attainment_ci95_hi"] = m, lo, hi
+        rows.append(row)
+    atomic_write_json(out / "capacity.json", {
+        "scope": r.scope, "deployments": r.deployments, "targets": r.targets,
+        "replicas": r.replicas, "gpus": r.gpus, "cost": r.cost, "cost_note": r.cost_note,
+        "evaluations": json.loads(json.dumps(rows, allow_nan=True)),
+    })
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(out / "capacity_evaluations.csv", index=False)

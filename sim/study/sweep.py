@@ -1,0 +1,427 @@
+"""Parameter sweeps: a grid over scenario fields x replications, on any Executor.
+
+A sweep is a base scenario, a grid of dotted scenario fields (``deployments.0.replicas``) each
+with a list of values, and a number of replications.  Every combination of grid values is a
+*point*; every (point, replication) pair is a *task* that runs the simulator once.
+
+Randomness and common random numbers
+    The replication seeds come from one root ``numpy.random.SeedSequence``: replication ``r``
+    gets the same seed at every grid point, so differences between points are paired (common
+    random numbers).  The root seed defaults to the base scenario's ``simulation.seed``.
+
+Execution
+    Tasks run through any :class:`concurrent.futures.Executor`: a local process pool by
+    default, a Dask cluster with ``distributed.Client(address).get_executor()``.  The task
+    function is a top-level, picklable function (default :func:`run_point`); tests pass a
+    cheap fake.  Results travel back to the submitting process, which writes them, so the
+    workers need no shared file system.
+
+Persistence and resume
+    Each finished task is written atomically (temporary file, then ``os.replace``) to
+    ``SWEEP_DIR/points/KEY.json`` where KEY hashes the resolved scenario JSON and the seed.
+    A rerun skips every task whose file exists and parses, so a killed sweep computes only
+    what is missing; a file that does not parse (it cannot be half-written, but it may have
+    been damaged by hand) is recomputed.
+
+Tables
+    ``replications.parquet``: one row per task (point, replication, seed, flattened summary).
+    ``points.parquet``: one row per grid point, sorted by point index: the grid values and,
+    for every numeric summary field, ``FIELD_mean``, ``FIELD_ci95_lo``, ``FIELD_ci95_hi``
+    (Student-t 95% interval of the mean over replications; NaN with one replication).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import itertools
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from sim.core.errors import UserError
+from sim.scenario import Scenario, scenario_from_dict, with_overrides
+from sim import __version__
+from sim.forecast.forecast import run_forecast
+from sim.study.run import _json_default, run
+
+POINTS_SUBDIR = "points"
+SWEEP_FORMAT = 1
+
+
+# ------------------------------------------------------------------ the task function
+def run_point(scenario_json: str, seed: int) -> dict:
+    """Run the simulator once; return its JSON-able summary.  Top-level so it pickles."""
+
+    scenario = scenario_from_dict(json.loads(scenario_json), "sweep point")
+    if scenario.forecast is not None:  # a forecast scenario sweeps its forecast summary
+        result = run_forecast(scenario, seed=seed, out_dir=None, progress=False, figures=False)
+    else:
+        result = run(scenario, seed=seed, out_dir=None, progress=False)
+    # round-trip through JSON so what is cached is exactly what a rerun reads back
+
+    return json.loads(json.dumps(result.summary, default=_json_default))
+
+
+# ------------------------------------------------------------------ grid parsing
+def _parse_value(text: str) -> Any:
+    t = text.strip()
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    if t[:1] in "[{\"":
+        try:
+            return json.loads(t)
+        except json.JSONDecodeError:
+            pass
+    return t
+
+
+def parse_grid_arg(spec: str) -> tuple[str, list[Any]]:
+    """``field=v1,v2,...`` or ``field=LO..HI`` (inclusive integers) or ``field=LO..HI..STEP``."""
+    if "=" not in spec:
+        raise UserError(f"--grid {spec!r}: expected FIELD=v1,v2,... or FIELD=LO..HI[..STEP]")
+    name, _, values = spec.partition("=")
+    name = name.strip()
+    if not name or not values.strip():
+        raise UserError(f"--grid {spec!r}: expected FIELD=v1,v2,... or FIELD=LO..HI[..STEP]")
+    if ".." in values and "," not in values:
+        parts = values.split("..")
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError:
+            raise UserError(f"--grid {spec!r}: a range LO..HI[..STEP] takes integers") from None
+        if len(nums) not in (2, 3) or (len(nums) == 3 and nums[2] <= 0) or nums[1] < nums[0]:
+            raise UserError(f"--grid {spec!r}: a range is LO..HI[..STEP] with LO <= HI and STEP > 0")
+        step = nums[2] if len(nums) == 3 else 1
+        return name, list(range(nums[0], nums[1] + 1, step))
+    return name, [_parse_value(v) for v in values.split(",") if v.strip() != ""]
+
+
+def apply_sets(scenario: Scenario, sets: Iterable[str]) -> Scenario:
+    """``scenario`` with ``FIELD=VALUE`` overrides (the ``--set`` flag) applied and validated."""
+    overrides: dict[str, Any] = {}
+    for s in sets:
+        k, sep, v = s.partition("=")
+        if not sep or not k.strip():
+            raise UserError(f"--set {s!r}: expected FIELD=VALUE")
+        overrides[k.strip()] = _parse_value(v)
+    return with_overrides(scenario, overrides) if overrides else scenario
+
+
+def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, values = parse_grid_arg(spec)
+        if name in grid:
+            raise UserError(f"--grid {name}: given twice")
+        if not values:
+            raise UserError(f"--grid {name}: no values")
+        grid[name] = values
+    return grid
+
+
+# ------------------------------------------------------------------ points and seeds
+def replication_seeds(root_seed: int, replications: int) -> list[int]:
+    """Distinct seeds for ``replications`` replications, spawned from one SeedSequence.
+
+    Replication ``r`` uses the same seed at every grid point (common random numbers)."""
+    if replications < 1:
+        raise UserError(f"--replications {replications}: must be >= 1")
+    children = np.random.SeedSequence(int(root_seed)).spawn(replications)
+    # 63-bit non-negative ints: valid as simulation.seed (ge=0) and as a SeedSequence entropy
+    return [int(c.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for c in children]
+
+
+def resolved_json(scenario: Scenario) -> str:
+    """Canonical JSON of a validated scenario (sorted keys): the identity of a point."""
+    return json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def task_key(scenario_json: str, seed: int) -> str:
+    """Hash of the resolved scenario, the seed and the package version.
+
+    The version is in the key so that a release with different model code does not reuse
+    old results; between releases, delete a sweep folder after changing the simulator."""
+
+    h = hashlib.sha256()
+    h.update(f"sovsim {__version__}\0".encode())
+    h.update(scenario_json.encode())
+    h.update(b"\0seed=")
+    h.update(str(int(seed)).encode())
+    return h.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    overrides: dict[str, Any]
+    scenario_json: str
+
+
+@dataclass(frozen=True)
+class Task:
+    point: int
+    replication: int
+    seed: int
+    key: str
+
+
+def expand_grid(base: Scenario, grid: dict[str, list[Any]]) -> list[Point]:
+    """Cartesian product of the grid, first field slowest; every point validated now."""
+    names = list(grid)
+    points = []
+    for i, combo in enumerate(itertools.product(*(grid[n] for n in names)) if names else [()]):
+        overrides = dict(zip(names, combo))
+        scen = with_overrides(base, overrides) if overrides else base
+        points.append(Point(i, overrides, resolved_json(scen)))
+    return points
+
+
+# ------------------------------------------------------------------ persistence
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_record(path: Path) -> dict | None:
+    """A finished task's record, or None if missing or unreadable (then it is recomputed)."""
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(rec, dict) or "summary" not in rec or "key" not in rec:
+        return None
+    return rec
+
+
+# ------------------------------------------------------------------ executors
+def make_executor(workers: int | None = None, scheduler: str | None = None,
+                  connect_timeout_s: float = 10.0) -> tuple[cf.Executor | None, Callable[[], None]]:
+    """``(executor, close)``.  ``scheduler`` -> Dask; ``workers == 0`` -> in-process (None)."""
+    if scheduler:
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover - dask is an optional extra
+            raise UserError("--scheduler needs dask.distributed (pip install 'sovsim[dask]')") from None
+        try:
+            client = Client(scheduler, timeout=f"{connect_timeout_s}s")
+        except (OSError, TimeoutError) as err:
+            raise UserError(f"--scheduler {scheduler}: cannot connect ({err})") from None
+        ex = client.get_executor()
+        return ex, client.close
+    if workers == 0:
+        return None, lambda: None
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers {workers}: must be >= 0 (0 = in this process)")
+    ex = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    return ex, lambda: ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _execute(fn: Callable, scenario_json: str, seed: int) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    summary = fn(scenario_json, seed)
+    return summary, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ the sweep
+@dataclass
+class SweepResult:
+    out_dir: Path
+    points: list[Point]
+    tasks: list[Task]
+    computed: int  # tasks run this time
+    reused: int  # tasks read from the folder
+    wall_s: float
+    points_table: Any = None  # pandas.DataFrame
+    replications_table: Any = None
+    records: dict[str, dict] = field(default_factory=dict)
+
+
+def run_sweep(
+    base: Scenario,
+    grid: dict[str, list[Any]],
+    replications: int,
+    out_dir: str | Path,
+    *,
+    root_seed: int | None = None,
+    executor: cf.Executor | None = None,
+    point_fn: Callable[[str, int], dict] = run_point,
+    progress: bool | None = None,
+    write_tables: bool = True,
+    write_manifest: bool = True,
+) -> SweepResult:
+    """Run (or resume) a sweep into ``out_dir``; see the module docstring.
+
+    ``executor=None`` runs the tasks in this process.  ``progress=None`` shows a bar only on a
+    terminal."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    pdir = out / POINTS_SUBDIR
+    pdir.mkdir(parents=True, exist_ok=True)
+    root = base.simulation.seed if root_seed is None else int(root_seed)
+    seeds = replication_seeds(root, replications)
+    points = expand_grid(base, grid)
+    tasks = [Task(p.index, r, s, task_key(p.scenario_json, s)) for p in points for r, s in enumerate(seeds)]
+    if write_manifest:
+        atomic_write_json(out / "sweep.json", {
+            "format": SWEEP_FORMAT,
+            "base_scenario": json.loads(resolved_json(base)),
+            "grid": grid,
+            "replications": replications,
+            "root_seed": root,
+            "seeds": seeds,
+            "points": [{"index": p.index, "overrides": p.overrides} for p in points],
+        })
+
+    records: dict[str, dict] = {}
+    todo: list[Task] = []
+    for t in tasks:
+        rec = load_record(pdir / f"{t.key}.json")
+        if rec is not None and rec.get("key") == t.key:
+            records[t.key] = rec
+        else:
+            todo.append(t)
+    reused = len(records)
+    by_index = {p.index: p for p in points}
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), initial=reused, unit="run", desc="sweep",
+               disable=(None if progress is None else not progress), dynamic_ncols=True)
+
+    def finish(t: Task, summary: dict, elapsed_s: float) -> None:
+        p = by_index[t.point]
+        rec = {"key": t.key, "point": t.point, "replication": t.replication, "seed": t.seed,
+               "overrides": p.overrides, "elapsed_s": elapsed_s, "summary": summary}
+        atomic_write_json(pdir / f"{t.key}.json", rec)
+        records[t.key] = rec
+        bar.update(1)
+
+    try:
+        if executor is None:
+            for t in todo:
+                try:
+                    out_ = _execute(point_fn, by_index[t.point].scenario_json, t.seed)
+                except UserError as err:
+                    raise UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}") from None
+                finish(t, *out_)
+        else:
+            futures = {executor.submit(_execute, point_fn, by_index[t.point].scenario_json, t.seed): t
+                       for t in todo}
+            try:
+                for fut in cf.as_completed(futures):
+                    t = futures[fut]
+                    try:
+                        out_ = fut.result()
+                    except UserError as err:
+                        raise UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}") from None
+                    finish(t, *out_)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    finally:
+        bar.close()
+
+    res = SweepResult(out, points, tasks, computed=len(todo), reused=reused,
+                      wall_s=time.perf_counter() - t0, records=records)
+    res.replications_table = replications_table(points, tasks, records, grid)
+    res.points_table = points_table(res.replications_table, list(grid))
+    if write_tables:
+        res.replications_table.to_parquet(out / "replications.parquet", index=False)
+        res.points_table.to_parquet(out / "points.parquet", index=False)
+    return res
+
+
+# ------------------------------------------------------------------ tables
+def flatten(d: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict as ``a.b.c`` keys (bools and None become skipped)."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, name + "."))
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, (int, float)):
+            out[name] = float(v)
+    return out
+
+
+def replications_table(points: Sequence[Point], tasks: Sequence[Task], records: dict[str, dict],
+                       grid: dict[str, list[Any]]):
+    import pandas as pd
+
+    by_index = {p.index: p for p in points}
+    rows = []
+    for t in tasks:
+        rec = records[t.key]
+        row = {"point": t.point, "replication": t.replication, "seed": t.seed}
+        for name in grid:
+            v = by_index[t.point].overrides[name]
+            row[name] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+        row["elapsed_s"] = rec.get("elapsed_s", float("nan"))
+        row.update(flatten(rec["summary"]))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values(["point", "replication"], kind="stable").reset_index(drop=True)
+
+
+def mean_ci95(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and Student-t 95% interval of the mean (NaN bounds for fewer than 2 finite values)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = v.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    m = float(v.mean())
+    if n < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return m, m - half, m + half
+
+
+def points_table(reps, grid_fields: list[str]):
+    """One row per grid point (sorted by index): grid values, n, and mean/CI of each metric."""
+    import pandas as pd
+
+    id_cols = {"point", "replication", "seed", *grid_fields}
+    metrics = [c for c in reps.columns if c not in id_cols and pd.api.types.is_numeric_dtype(reps[c])]
+    rows = []
+    for idx, g in reps.groupby("point", sort=True):
+        row: dict[str, Any] = {"point": int(idx)}
+        for name in grid_fields:
+            row[name] = g[name].iloc[0]
+        row["replications"] = len(g)
+        for m in metrics:
+            mean, lo, hi = mean_ci95(g[m].to_numpy())
+            row[f"{m}_mean"], row[f"{m}_ci95_lo"], row[f"{m}_ci95_hi"] = mean, lo, hi
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("point").reset_index(drop=True)
