@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from sim.core.errors import UserError
+from sim.core.stats import mean_ci
 from sim.scenario import Scenario, scenario_from_dict, with_overrides
 from sim import __version__
 from sim.forecast.forecast import run_forecast
@@ -392,20 +393,10 @@ def replications_table(points: Sequence[Point], tasks: Sequence[Task], records: 
     return df.sort_values(["point", "replication"], kind="stable").reset_index(drop=True)
 
 
-def mean_ci95(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and Student-t 95% interval of the mean (NaN bounds for fewer than 2 finite values)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    n = v.size
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    m = float(v.mean())
-    if n < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return m, m - half, m + half
+def mean_ci95(values: np.ndarray, bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """Mean and Student-t 95% interval of the mean (:func:`sim.core.stats.mean_ci`)."""
+    r = mean_ci(values, 0.95, bounds)
+    return r.mean, r.low, r.high
 
 
 def points_table(reps, grid_fields: list[str]):
