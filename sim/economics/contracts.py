@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from sim.core.errors import UserError
+
 HOUR_S = 3600.0
 DAY_S = 86400.0
 #: A billing month: 730 h (= 8760 h / 12), the convention OVHcloud uses for its
@@ -230,6 +232,12 @@ def owned_terms(name: str = "owned", jurisdiction: str | None = None, capex_eur_
     life_s = (d("own_life_years") if life_years is None else life_years) * YEAR_S
     colo = d("colo_eur_per_kw_month") if colo_eur_per_kw_month is None else colo_eur_per_kw_month
     kw = d("colo_kw_per_gpu") if colo_kw_per_gpu is None else colo_kw_per_gpu
+    busy = d("busy_w_per_gpu") if busy_w_per_gpu is None else busy_w_per_gpu
+    idle = d("idle_w_per_gpu") if idle_w_per_gpu is None else idle_w_per_gpu
+    if busy < idle:
+        raise UserError(f"contract {name!r}: busy_w_per_gpu ({busy:g} W{'' if busy_w_per_gpu is not None else ', default'}) "
+                        f"is below idle_w_per_gpu ({idle:g} W{'' if idle_w_per_gpu is not None else ', default'}); "
+                        "allowed: busy_w_per_gpu >= idle_w_per_gpu")
     return Terms(
         "owned_colo", name,
         {"depreciation": capex / life_s, "colocation": colo * kw / MONTH_S},
@@ -237,8 +245,8 @@ def owned_terms(name: str = "owned", jurisdiction: str | None = None, capex_eur_
         d("colo_min_term_s") if min_term_s is None else min_term_s,
         d("colo_notice_s") if notice_s is None else notice_s,
         metered_power=True,
-        busy_w_per_gpu=d("busy_w_per_gpu") if busy_w_per_gpu is None else busy_w_per_gpu,
-        idle_w_per_gpu=d("idle_w_per_gpu") if idle_w_per_gpu is None else idle_w_per_gpu,
+        busy_w_per_gpu=busy,
+        idle_w_per_gpu=idle,
         pue=d("pue") if pue is None else pue,
         power_eur_per_kwh=power_price_default(jurisdiction) if power_eur_per_kwh is None else power_eur_per_kwh,
         capex_eur_per_gpu=capex, life_s=life_s,

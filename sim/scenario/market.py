@@ -25,7 +25,17 @@ _TABLE_NOTE = "Default and source: models/market/parameters.csv."
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields are errors; numbers are finite and strict (no string or boolean is
+    converted; an integer is accepted where a float is expected)."""
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):   # numpy scalars (computed sensitivity values) to Python numbers
+            return {k: (v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v)
+                    for k, v in data.items()}
+        return data
 
 
 class MarketSLASpec(_Spec):
@@ -57,9 +67,9 @@ class VerticalMarketSpec(_Spec):
     @model_validator(mode="after")
     def _check(self):
         if self.procurement_months_max < self.procurement_months_min:
-            raise ValueError(f"procurement_months_max ({self.procurement_months_max}) must be >= procurement_months_min ({self.procurement_months_min})")
+            raise ValueError(f"@procurement_months_max: {self.procurement_months_max:g} is below procurement_months_min ({self.procurement_months_min:g}); allowed: procurement_months_max >= procurement_months_min")
         if self.churn_base_prob + self.need_end_prob > 1.0:
-            raise ValueError(f"churn_base_prob + need_end_prob must be <= 1, got {self.churn_base_prob} + {self.need_end_prob}")
+            raise ValueError(f"@need_end_prob: churn_base_prob + need_end_prob = {self.churn_base_prob:g} + {self.need_end_prob:g} is above 1; allowed: a sum <= 1")
         return self
 
 
@@ -104,7 +114,7 @@ class CompetitorSpec(_Spec):
         if self.name == "sovereign":
             raise ValueError("competitor name 'sovereign' is reserved for the simulated provider")
         if self.price_cut_factor_max < self.price_cut_factor_min:
-            raise ValueError(f"price_cut_factor_max ({self.price_cut_factor_max}) must be >= price_cut_factor_min ({self.price_cut_factor_min})")
+            raise ValueError(f"@price_cut_factor_max: {self.price_cut_factor_max:g} is below price_cut_factor_min ({self.price_cut_factor_min:g}); allowed: price_cut_factor_max >= price_cut_factor_min")
         return self
 
 
@@ -114,6 +124,14 @@ class MarketEventSpec(_Spec):
     provider: str = Field(min_length=1, description="'sovereign' (price_cut only) or a competitor name.")
     factor: float = Field(default=1.0, gt=0.0, description="Run setting (the event's input): price_cut multiplier of both list prices (0.8 = a 20% cut); default 1 = no change.")
     duration_months: float = Field(default=0.0, ge=0.0, description="Run setting (the event's input): shortage length, months without bids; default 0 = none.")
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self):
+        if self.kind == "shortage" and self.factor != 1.0:
+            raise ValueError(f"@factor: applies to kind = 'price_cut' only, not 'shortage'; allowed: leave it out, or kind = 'price_cut'")
+        if self.kind == "price_cut" and self.duration_months != 0.0:
+            raise ValueError(f"@duration_months: applies to kind = 'shortage' only, not 'price_cut'; allowed: leave it out, or kind = 'shortage'")
+        return self
 
 
 def _default(section: str):
@@ -267,6 +285,9 @@ def set_parameter(spec: MarketSpec, block: str, name: str, key: str, value: Any)
         target = target[p]
     if parts[-1] not in target:
         raise KeyError(f"{block}.{name}.{key}")
+    old = target[parts[-1]]
+    if isinstance(old, int) and not isinstance(old, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)   # a count varied over a float range (the sensitivity experiment)
     target[parts[-1]] = value
     return MarketSpec.model_validate(data)
 

@@ -15,9 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.demand import distributions as dist
+from sim.perf import catalog
+from sim.perf.roofline import build_step_model
 from sim.core.errors import UserError
 from sim.scenario.market import MarketSpec
 from sim.demand import verticals as demand
@@ -31,15 +34,75 @@ class ScenarioError(UserError):
 
 
 class Spec(BaseModel):
-    """Base of every schema block: unknown fields are errors, values are immutable."""
+    """Base of every schema block: unknown fields are errors, values are immutable, numbers
+    are finite and strict (no string or boolean is converted into a number; an integer is
+    accepted where a float is expected)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        return plain_values(data)
+
+
+def plain_values(data: Any) -> Any:
+    """numpy scalars to Python numbers and tuples to lists (programs build scenarios from
+    computed values; strict validation would refuse those types, not their values)."""
+    if isinstance(data, dict):
+        return {k: _plain(v) for k, v in data.items()}
+    return data
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def fail(field: str, what: str, allowed: str):
+    """Raise the one-line refusal of a cross-field rule: ``field: what; allowed: ...``.
+    ``field`` is relative to the model whose validator raises (the error's location)."""
+    raise ValueError(f"@{field}: {what}; allowed: {allowed}")
+
+
+# Absurd-size bounds: far beyond any real value, so a typo (1e9 for 16) is refused with the
+# range instead of reaching numpy or the engine. assumption (not physical limits).
+MAX_TOKENS = 1 << 24          # token counts and lengths (16.8 M; the longest context windows are ~1 M)
+MAX_LOG_TOKENS = 20.0         # lognormal mu bound: exp(20) = 4.9e8 tokens before the clip
+MAX_SIGMA = 10.0              # lognormal sigmas (lengths, repair times, contract sizes)
+MAX_EUR = 1e9                 # any single price or capex, EUR
+MAX_POWER_W = 1e5             # draw of one GPU with its host share, W
+
+# ISO 3166-1 alpha-2 codes (officially assigned, ISO 3166 Maintenance Agency, 249 codes)
+ISO_3166_ALPHA2 = frozenset("""
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
+BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE
+EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM
+HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC
+LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA
+NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW
+SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO
+TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
+""".split())
+
+
+def check_jurisdiction(code: str) -> str:
+    if code in ISO_3166_ALPHA2:
+        return code
+    if code.upper() in ISO_3166_ALPHA2:
+        raise ValueError(f"{code!r} is not an upper-case ISO 3166 alpha-2 code; allowed: {code.upper()!r}")
+    raise ValueError(f"{code!r} is not an ISO 3166 alpha-2 country code; allowed: upper-case codes such as FR, DE, NL, IT")
 
 
 # ------------------------------------------------------------------ distributions
 class ConstantLength(Spec):
     dist: Literal["constant"] = Field(description="Every request has the same length.")
-    value: int = Field(ge=1, description="Tokens.")
+    value: int = Field(ge=1, le=MAX_TOKENS, description="Tokens.")
 
     def build(self) -> dist.Distribution:
         return dist.Constant(self.value)
@@ -47,7 +110,7 @@ class ConstantLength(Spec):
 
 class GeometricLength(Spec):
     dist: Literal["geometric"] = Field(description="Geometric on {1, 2, ...} (memoryless: one stop chance per token).")
-    mean: float = Field(ge=1.0, description="Mean tokens (= 1/p).")
+    mean: float = Field(ge=1.0, le=MAX_TOKENS, description="Mean tokens (= 1/p).")
 
     def build(self) -> dist.Distribution:
         return dist.Geometric(self.mean)
@@ -55,13 +118,13 @@ class GeometricLength(Spec):
 
 class UniformLength(Spec):
     dist: Literal["uniform"] = Field(description="Uniform integers in [low, high].")
-    low: int = Field(ge=1, description="Smallest length, tokens.")
-    high: int = Field(ge=1, description="Largest length, tokens (inclusive).")
+    low: int = Field(ge=1, le=MAX_TOKENS, description="Smallest length, tokens.")
+    high: int = Field(ge=1, le=MAX_TOKENS, description="Largest length, tokens (inclusive).")
 
     @model_validator(mode="after")
     def _order(self):
         if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+            fail("high", f"{self.high} is below low ({self.low})", f"high >= low")
         return self
 
     def build(self) -> dist.Distribution:
@@ -70,9 +133,9 @@ class UniformLength(Spec):
 
 class LogNormalLength(Spec):
     dist: Literal["lognormal"] = Field(description="ceil(lognormal(mu, sigma)), clipped to [1, max].")
-    mu: float = Field(description="Mean of log(tokens).")
-    sigma: float = Field(gt=0.0, description="Standard deviation of log(tokens).")
-    max: int = Field(default=1 << 20, ge=1, description="Upper clip, tokens. Run setting (default: effectively no clip).")
+    mu: float = Field(ge=-MAX_LOG_TOKENS, le=MAX_LOG_TOKENS, description="Mean of log(tokens).")
+    sigma: float = Field(gt=0.0, le=MAX_SIGMA, description="Standard deviation of log(tokens).")
+    max: int = Field(default=1 << 20, ge=1, le=MAX_TOKENS, description="Upper clip, tokens. Run setting (default: effectively no clip).")
 
     def build(self) -> dist.Distribution:
         return dist.LogNormalInt(self.mu, self.sigma, self.max)
@@ -80,7 +143,7 @@ class LogNormalLength(Spec):
 
 class EmpiricalLength(Spec):
     dist: Literal["empirical"] = Field(description="Resample the listed values with replacement.")
-    values: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="Observed token counts.")
+    values: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]] = Field(min_length=1, description="Observed token counts.")
 
     def build(self) -> dist.Distribution:
         return dist.Empirical(tuple(self.values))
@@ -97,7 +160,7 @@ class FittedLength(Spec):
     family: Literal["best", "lognormal", "gamma", "weibull", "negbinom", "empirical"] = Field(
         default="best",
         description="best: the family with the lowest AIC in the fit; a named family; or empirical (resample the trace's values).")
-    max: int | None = Field(default=None, ge=1, description="Re-clip to this many tokens (e.g. a model's context window); default: the trace's maximum.")
+    max: int | None = Field(default=None, ge=1, le=MAX_TOKENS, description="Re-clip to this many tokens (e.g. a model's context window); default: the trace's maximum.")
 
     def build(self) -> dist.Distribution:
         return length_distribution(self.source, self.family, self.max)
@@ -113,36 +176,44 @@ LengthSpec = Annotated[
 class SimulationSpec(Spec):
     horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds. Run setting.")
     warmup_s: float = Field(default=0.0, ge=0.0, description="Requests arriving before this time are served but left out of latency statistics. Run setting.")
-    seed: int = Field(default=1, ge=0, description="Root seed of the run's SeedSequence (overridden by --seed). Run setting.")
+    seed: int = Field(default=1, ge=0, lt=2**63, description="Root seed of the run's SeedSequence (overridden by --seed). Run setting.")
     engine_mode: Literal["event_skipping", "per_iteration"] = Field(
         default="event_skipping",
         description="event_skipping: one event per batch-composition change (fast); per_iteration: one event per iteration (reference).")
-    request_sample_size: int = Field(default=20000, ge=0, description="Per-request records kept (uniform reservoir sample over the run). Run setting.")
+    request_sample_size: int = Field(default=20000, ge=0, le=10_000_000, description="Per-request records kept (uniform reservoir sample over the run). Run setting.")
     timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds. Run setting.")
 
 
 class BatchingSpec(Spec):
-    max_num_seqs: int = Field(default=256, ge=1, description="Cap on running sequences per replica (vLLM max_num_seqs). Source: vLLM default 256.")
-    max_batched_tokens: int = Field(default=8192, ge=1, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
-    block_size_tokens: int = Field(default=16, ge=1, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
+    max_num_seqs: int = Field(default=256, ge=1, le=65536, description="Cap on running sequences per replica (vLLM max_num_seqs). Source: vLLM default 256.")
+    max_batched_tokens: int = Field(default=8192, ge=1, le=MAX_TOKENS, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
+    block_size_tokens: int = Field(default=16, ge=1, le=1024, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0, description="Share of GPU memory the engine may use (weights + KV). Source: vLLM default 0.9.")
     chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone). Source: vLLM V1 enables chunked prefill by default.")
+
+
+CONSTANT_ONLY = ("decode_step_s", "prefill_per_token_s", "per_kv_token_s", "window_tokens")
 
 
 class StepTimeSpec(Spec):
     kind: Literal["calibrated", "roofline", "constant"] = Field(
         default="calibrated",
         description="calibrated: roofline with efficiencies fitted to GPU measurements (sim.perf); roofline: datasheet ceilings only; constant: fixed iteration time (queueing validation).")
-    decode_step_s: float | None = Field(default=None, gt=0.0, description="constant only: time of an iteration that carries decodes, seconds.")
-    prefill_per_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per prefill token, seconds. Run setting (validation model).")
-    per_kv_token_s: float = Field(default=0.0, ge=0.0, description="constant only: added time per attended KV token, seconds. Run setting (validation model).")
-    kv_cache_tokens: int | None = Field(default=None, ge=1, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
-    window_tokens: int | None = Field(default=None, ge=1, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
+    decode_step_s: float | None = Field(default=None, gt=0.0, le=3600.0, description="constant only: time of an iteration that carries decodes, seconds.")
+    prefill_per_token_s: float = Field(default=0.0, ge=0.0, le=60.0, description="constant only: added time per prefill token, seconds. Run setting (validation model).")
+    per_kv_token_s: float = Field(default=0.0, ge=0.0, le=60.0, description="constant only: added time per attended KV token, seconds. Run setting (validation model).")
+    kv_cache_tokens: int | None = Field(default=None, ge=1, le=1 << 40, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
+    window_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
 
     @model_validator(mode="after")
     def _constant_needs_step(self):
         if self.kind == "constant" and self.decode_step_s is None:
-            raise ValueError("kind = 'constant' needs decode_step_s (seconds, > 0)")
+            fail("decode_step_s", "kind = 'constant' needs it", "seconds, > 0")
+        if self.kind != "constant":
+            for name in CONSTANT_ONLY:
+                if getattr(self, name) != type(self).model_fields[name].default:
+                    fail(name, f"applies to kind = 'constant' only, not {self.kind!r}",
+                         f"leave it out, or kind = 'constant'")
         return self
 
 
@@ -151,8 +222,8 @@ class StepTimeSpec(Spec):
 # None here takes that default. models/economics/README.md is the readable table.
 class _ContractTerms(Spec):
     name: str = Field(min_length=1, description="Label of this contract (unique within the site).")
-    gpus: int = Field(ge=0, description="GPUs under this contract at the start of the run.")
-    lead_time_s: float | None = Field(default=None, ge=0.0, description="Time from ordering more GPUs on these terms to their arrival, seconds (None: default per kind, see models/economics/README.md).")
+    gpus: int = Field(ge=0, le=1 << 20, description="GPUs under this contract at the start of the run.")
+    lead_time_s: float | None = Field(default=None, ge=0.0, le=1e10, description="Time from ordering more GPUs on these terms to their arrival, seconds (None: default per kind, see models/economics/README.md).")
     min_term_s: float | None = Field(default=None, ge=0.0, description="Minimum time a tranche is billed once it starts, seconds (None: default per kind).")
     notice_s: float | None = Field(default=None, ge=0.0, description="Notice between asking to release a tranche and the end of billing, seconds (None: default per kind).")
 
@@ -160,25 +231,40 @@ class _ContractTerms(Spec):
 class RentalContractSpec(_ContractTerms):
     kind: Literal["rental"] = Field(description="GPU rental by the GPU-hour from a cloud provider.")
     term: Literal["on_demand", "committed"] = Field(default="on_demand", description="on_demand: billed per second used; committed: a term at a discount.")
-    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, description="On-demand list price, EUR per GPU-hour (None: Scaleway H100-SXM-8-80G EUR 25.3308/h / 8, models/economics/gpu_prices.csv).")
+    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, le=MAX_EUR, description="On-demand list price, EUR per GPU-hour (None: Scaleway H100-SXM-8-80G EUR 25.3308/h / 8, models/economics/gpu_prices.csv).")
     committed_discount: float | None = Field(default=None, ge=0.0, lt=1.0, description="committed only: discount on the list price (None: 0.26, DigitalOcean 12-month reserve, gpu_prices.csv).")
+
+    @model_validator(mode="after")
+    def _discount_needs_commitment(self):
+        if self.term != "committed" and self.committed_discount is not None:
+            fail("committed_discount", f"applies to term = 'committed' only, not {self.term!r}",
+                 "leave it out, or term = 'committed'")
+        return self
 
 
 class OwnedColoContractSpec(_ContractTerms):
     kind: Literal["owned_colo"] = Field(description="Own servers in leased co-location: depreciation + colocation + metered power.")
-    capex_eur_per_gpu: float | None = Field(default=None, gt=0.0, description="Purchase price per GPU incl. its host share, EUR (None: H100 card EUR 33,395 x 1.4; card from gpu_prices.csv, host share an assumption).")
-    life_years: float | None = Field(default=None, gt=0.0, description="Straight-line depreciation life, years (None: 4, assumption).")
-    colo_eur_per_kw_month: float | None = Field(default=None, ge=0.0, description="Colocation rent per contracted kW per month, EUR (None: 155, midpoint of Frankfurt 130-180, colocation.csv, tertiary).")
-    colo_kw_per_gpu: float | None = Field(default=None, gt=0.0, description="Contracted power per GPU, kW (None: DGX H100 max 10.2 kW / 8, power.csv).")
-    power_eur_per_kwh: float | None = Field(default=None, ge=0.0, description="Electricity price, EUR/kWh (None: by the site's jurisdiction, FR 0.1534 / DE 0.178 / else EU-27 0.2179, electricity.csv).")
-    pue: float | None = Field(default=None, ge=1.0, description="Power usage effectiveness of the colo (None: 1.58, power.csv colocation range 1.58-1.80).")
-    busy_w_per_gpu: float | None = Field(default=None, ge=0.0, description="Draw of a GPU with its host share while its replica has a non-empty batch, W (None: DGX H100 typical 7.5 kW / 8, power.csv).")
-    idle_w_per_gpu: float | None = Field(default=None, ge=0.0, description="Draw of an idle GPU with its host share, W (None: 60, measured 2x H100 NVL server idle 120 W / 2, power.csv).")
+    capex_eur_per_gpu: float | None = Field(default=None, gt=0.0, le=MAX_EUR, description="Purchase price per GPU incl. its host share, EUR (None: H100 card EUR 33,395 x 1.4; card from gpu_prices.csv, host share an assumption).")
+    life_years: float | None = Field(default=None, gt=0.0, le=100.0, description="Straight-line depreciation life, years (None: 4, assumption).")
+    colo_eur_per_kw_month: float | None = Field(default=None, ge=0.0, le=MAX_EUR, description="Colocation rent per contracted kW per month, EUR (None: 155, midpoint of Frankfurt 130-180, colocation.csv, tertiary).")
+    colo_kw_per_gpu: float | None = Field(default=None, gt=0.0, le=MAX_POWER_W / 1000.0, description="Contracted power per GPU, kW (None: DGX H100 max 10.2 kW / 8, power.csv).")
+    power_eur_per_kwh: float | None = Field(default=None, ge=0.0, le=1000.0, description="Electricity price, EUR/kWh (None: by the site's jurisdiction, FR 0.1534 / DE 0.178 / else EU-27 0.2179, electricity.csv).")
+    pue: float | None = Field(default=None, ge=1.0, le=10.0, description="Power usage effectiveness of the colo (None: 1.58, power.csv colocation range 1.58-1.80).")
+    busy_w_per_gpu: float | None = Field(default=None, ge=0.0, le=MAX_POWER_W, description="Draw of a GPU with its host share while its replica has a non-empty batch, W (None: DGX H100 typical 7.5 kW / 8, power.csv).")
+    idle_w_per_gpu: float | None = Field(default=None, ge=0.0, le=MAX_POWER_W, description="Draw of an idle GPU with its host share, W (None: 60, measured 2x H100 NVL server idle 120 W / 2, power.csv).")
+
+    @model_validator(mode="after")
+    def _power_order(self):
+        if self.busy_w_per_gpu is not None and self.idle_w_per_gpu is not None \
+                and self.busy_w_per_gpu < self.idle_w_per_gpu:
+            fail("busy_w_per_gpu", f"{self.busy_w_per_gpu:g} W is below idle_w_per_gpu ({self.idle_w_per_gpu:g} W)",
+                 "busy_w_per_gpu >= idle_w_per_gpu")
+        return self
 
 
 class PartnerReservedContractSpec(_ContractTerms):
     kind: Literal["partner_reserved"] = Field(description="Reserved capacity on a partner cloud, billed monthly.")
-    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, description="EUR per GPU-hour (None: OVHcloud h100-380 monthly billing EUR 1,940 / 730 h, gpu_prices.csv).")
+    price_eur_per_gpu_h: float | None = Field(default=None, gt=0.0, le=MAX_EUR, description="EUR per GPU-hour (None: OVHcloud h100-380 monthly billing EUR 1,940 / 730 h, gpu_prices.csv).")
 
 
 ContractSpec = Annotated[Union[RentalContractSpec, OwnedColoContractSpec, PartnerReservedContractSpec],
@@ -194,8 +280,8 @@ class PricingSpec(Spec):
     vertical: str = Field(default="*", description="Buyer vertical this price applies to ('*' = any).")
     model: str = Field(default="*", description="LLM catalog id this price applies to ('*' = any).")
     workload: str | None = Field(default=None, description="Workload name (overrides vertical/model matching).")
-    input_eur_per_mtok: float = Field(ge=0.0, description="Price of one million prompt tokens, EUR.")
-    output_eur_per_mtok: float = Field(ge=0.0, description="Price of one million output tokens, EUR.")
+    input_eur_per_mtok: float = Field(ge=0.0, le=MAX_EUR, description="Price of one million prompt tokens, EUR.")
+    output_eur_per_mtok: float = Field(ge=0.0, le=MAX_EUR, description="Price of one million output tokens, EUR.")
     sla_credits: list[SLACreditTier] | None = Field(default=None, description="Credit tiers; the deepest tier that applies is paid (None: 10% under the workload's attainment target, 25% under 0.95; assumption).")
 
 
@@ -203,9 +289,9 @@ class FaultsSpec(Spec):
     enabled: bool = Field(default=False, description="Run setting: inject GPU, node and site failures (off by default so runs without a [faults] block are unchanged).")
     gpu_failures_per_gpu_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one GPU (fails its replica), per day (None: GPU-attributed rows of the Llama 3 interruption table, 268 / (16,384 x 54) = 3.03e-4; see docs/economics.md).")
     node_failures_per_node_day: float | None = Field(default=None, ge=0.0, description="Failure rate of one node (fails all its replicas), per day (None: host + network + unplanned-maintenance rows of the Llama 3 table, 88 / (2,048 x 54) = 7.96e-4).")
-    gpus_per_node: int = Field(default=8, ge=1, description="GPUs per node; replicas are packed onto nodes in order. Source: DGX/HGX H100 has 8.")
+    gpus_per_node: int = Field(default=8, ge=1, le=1024, description="GPUs per node; replicas are packed onto nodes in order. Source: DGX/HGX H100 has 8.")
     repair_median_s: float = Field(default=4 * 3600.0, gt=0.0, description="Median repair time, seconds (lognormal). assumption: 4 h (swap or reboot; no MTTR recorded in models/economics).")
-    repair_sigma: float = Field(default=1.0, gt=0.0, description="Lognormal sigma of repair times. assumption.")
+    repair_sigma: float = Field(default=1.0, gt=0.0, le=MAX_SIGMA, description="Lognormal sigma of repair times. assumption.")
     site_outages_per_year: float = Field(default=0.5, ge=0.0, description="Whole-site outage rate per site, per year. assumption (no figure recorded).")
     site_outage_median_s: float = Field(default=4 * 3600.0, gt=0.0, description="Median whole-site outage, seconds (lognormal, sigma 1). assumption.")
     requeue: Literal["preserve", "recompute"] = Field(default="preserve", description="Requests on a failed replica are requeued keeping their emitted tokens (preserve) or restarting generation (recompute).")
@@ -220,25 +306,38 @@ class CapacityPolicySpec(Spec):
     check_interval_s: float = Field(default=3600.0, gt=0.0, description="How often the policy looks, seconds. assumption.")
     high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when the site's throughput utilisation (output tokens / saturation tokens, docs/metrics.md) since the last look is above this. assumption.")
     low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release a tranche when throughput utilisation is below this and nothing waits. assumption.")
-    step_gpus: int = Field(default=8, ge=1, description="GPUs per order or release (one node). assumption.")
-    min_gpus: int = Field(default=0, ge=0, description="Run setting: never release below this many GPUs at a site.")
-    max_gpus: int = Field(default=1 << 20, ge=1, description="Run setting: never order above this many GPUs at a site (default: no cap).")
+    step_gpus: int = Field(default=8, ge=1, le=1 << 20, description="GPUs per order or release (one node). assumption.")
+    min_gpus: int = Field(default=0, ge=0, le=1 << 20, description="Run setting: never release below this many GPUs at a site.")
+    max_gpus: int = Field(default=1 << 20, ge=1, le=1 << 20, description="Run setting: never order above this many GPUs at a site (default: no cap).")
     headroom: float = Field(default=0.2, ge=0.0, description="forecast: capacity kept above forecast demand (share). assumption.")
 
 
 class SiteSpec(Spec):
     name: str = Field(min_length=1, description="Site label, e.g. par-1.")
-    jurisdiction: str = Field(min_length=2, max_length=2, description="ISO 3166 country code of the site (FR, DE, NL, IT, ...).")
+    jurisdiction: str = Field(description="ISO 3166 alpha-2 country code of the site, upper case (FR, DE, NL, IT, ...).")
     certifications: list[str] = Field(default_factory=list, description="Certifications the site holds (SecNumCloud, BSI-C5, HDS, ISO27001, ...).")
-    network_latency_s: dict[str, float] = Field(
+    network_latency_s: dict[str, Annotated[float, Field(ge=0.0, le=60.0)]] = Field(
         default_factory=dict,
         description="One-way network latency from each buyer region (key) to this site, seconds; added to TTFT. Missing region: 0.")
     contracts: list[ContractSpec] = Field(default_factory=list, description="Capacity contracts at this site (rental, owned_colo, partner_reserved). Empty: deployments here are costed as on-demand rental.")
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _iso(cls, v):
+        return check_jurisdiction(v)
 
 
 class ResidencySpec(Spec):
     allowed_jurisdictions: list[str] | None = Field(default=None, description="Country codes where this stream's data may be processed; None = anywhere.")
     required_certifications: list[str] = Field(default_factory=list, description="Certifications a site must hold to serve this stream.")
+
+    @field_validator("allowed_jurisdictions")
+    @classmethod
+    def _iso(cls, v):
+        if v is not None:
+            for code in v:
+                check_jurisdiction(code)
+        return v
 
 
 class DeploymentSpec(Spec):
@@ -248,9 +347,43 @@ class DeploymentSpec(Spec):
     gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm. assumption: H100 SXM, the most offered GPU at EU providers (see models/README.md).")
     precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision. assumption: fp8, as in most published H100/H200 serving results.")
     tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica. assumption: 1 unless the model needs more memory.")
-    replicas: int = Field(default=1, ge=0, description="Number of replicas (GPUs used = replicas x tp). Run setting.")
+    replicas: int = Field(default=1, ge=0, le=1 << 20, description="Number of replicas (GPUs used = replicas x tp). Run setting.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Continuous-batching settings.")
     step_time: StepTimeSpec = Field(default_factory=StepTimeSpec, description="Which iteration-time model to use.")
+
+    @model_validator(mode="after")
+    def _catalog(self):
+        if self.gpu not in catalog.gpus():
+            fail("gpu", f"unknown GPU {self.gpu!r}", ", ".join(catalog.gpus()))
+        if self.step_time.kind == "constant":
+            return self   # the validation model: the model id is a label, no memory model
+        if self.model not in catalog.llms():
+            fail("model", f"unknown model {self.model!r}", ", ".join(catalog.llms()))
+        m = catalog.llm(self.model)
+        if m.heads % self.tp:
+            ok = [t for t in range(1, min(m.heads, 64) + 1) if m.heads % t == 0]
+            fail("tp", f"{self.tp} does not divide the {m.heads} attention heads of {self.model}",
+                 ", ".join(str(t) for t in ok))
+        self._check_memory()
+        return self
+
+    def _check_memory(self):
+        """Weights + activation reserve + the KV cache must fit in the GPUs' usable memory."""
+        try:
+            pm = build_step_model(self)
+        except UserError as err:
+            raise ValueError(f"{err}") from None
+        kv = self.step_time.kv_cache_tokens
+        if kv is not None:
+            g = catalog.gpu(self.gpu)
+            free = self.tp * (g.memory_bytes * self.batching.gpu_memory_utilization
+                              - pm.weight_bytes_per_gpu - pm.reserve_bytes_per_gpu)
+            most = int(free // pm.kv_bytes_per_token)
+            if kv > most:
+                fail("step_time.kv_cache_tokens",
+                     f"{kv:,} tokens of KV cache need {kv * pm.kv_bytes_per_token / 2**30:.1f} GB but deployment "
+                     f"{self.name!r} ({self.model} {self.precision} tp={self.tp} on {self.gpu}) has "
+                     f"{max(free, 0) / 2**30:.1f} GB left after weights and reserve", f"at most {most:,} tokens")
 
     @property
     def gpus(self) -> int:
@@ -261,7 +394,7 @@ class RouterSpec(Spec):
     policy: Literal["least_outstanding", "power_of_two", "round_robin", "central_queue"] = Field(
         default="least_outstanding",
         description="least_outstanding: fewest outstanding tokens (prompt + output of assigned, unfinished requests); power_of_two: the less loaded of two random eligible replicas; round_robin; central_queue: requests wait at the router (FCFS) until an eligible replica has a free sequence slot, then go to the least loaded such replica (with max_num_seqs = 1 this is exactly M/M/c).")
-    max_wait_s: float = Field(default=60.0, ge=0.0, description="How long a request waits when no eligible replica is up before it is rejected with reason no_eligible_capacity. assumption.")
+    max_wait_s: float = Field(default=60.0, ge=0.0, le=1e9, description="How long a request waits when no eligible replica is up before it is rejected with reason no_eligible_capacity. assumption.")
 
 
 class SLASpec(Spec):
@@ -280,14 +413,14 @@ class PoissonArrivals(Spec):
 
 class OfflineArrivals(Spec):
     kind: Literal["offline"] = Field(description="All requests arrive at t = 0 (trtllm-bench / MLPerf Offline style).")
-    count: int = Field(ge=1, description="Number of requests.")
+    count: int = Field(ge=1, le=1 << 40, description="Number of requests.")
 
     def build(self):
         return OfflineProcess(self.count)
 
 
 class BurstSpec(Spec):
-    multiplier: float = Field(ge=1.0, description="Rate in the burst state relative to the normal state (both scaled so the mean rate is unchanged). "
+    multiplier: float = Field(ge=1.0, le=1e4, description="Rate in the burst state relative to the normal state (both scaled so the mean rate is unchanged). "
                                                   "Fitted values: models/demand/burst.json.")
     mean_burst_s: float = Field(gt=0.0, description="Mean duration of a burst, seconds (exponential sojourn).")
     mean_gap_s: float = Field(gt=0.0, description="Mean time between bursts, seconds (exponential sojourn).")
@@ -388,6 +521,13 @@ class ForecastSpec(Spec):
     continuous: bool = Field(default=False, description="Simulate every second of every month instead of windows (slow; the reference the windows are tested against). Run setting.")
     model: str | None = Field(default=None, description="Serve every tenant with this catalog model instead of its vertical's default. Run setting.")
 
+    @field_validator("model")
+    @classmethod
+    def _catalog(cls, v):
+        if v is not None and v not in catalog.llms():
+            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(catalog.llms())}")
+        return v
+
 
 class Scenario(Spec):
     name: str = Field(default="scenario", description="Scenario label.")
@@ -428,9 +568,21 @@ class Scenario(Spec):
             cn = [c.name for c in s.contracts]
             if len(set(cn)) != len(cn):
                 raise ValueError(f"sites[{i}].contracts: names must be unique within a site, got {cn}")
+        sim_ = self.simulation
+        if sim_.warmup_s >= sim_.horizon_s and self.forecast is None:
+            fail("simulation.warmup_s", f"{sim_.warmup_s:g} s leaves nothing of the {sim_.horizon_s:g} s horizon to measure",
+                 "0 <= warmup_s < horizon_s")
+        gpn = self.faults.gpus_per_node
+        for i, d in enumerate(self.deployments):
+            if d.tp > gpn:
+                fail(f"deployments[{i}].tp", f"{d.tp} GPUs per replica exceed the {gpn} GPUs of a node (faults.gpus_per_node)",
+                     f"tp <= {gpn}")
         cp = self.capacity_policy
         if cp.low_utilisation >= cp.high_utilisation:
-            raise ValueError("capacity_policy.low_utilisation must be < high_utilisation")
+            fail("capacity_policy.low_utilisation", f"{cp.low_utilisation:g} is not below high_utilisation ({cp.high_utilisation:g})",
+                 "low_utilisation < high_utilisation")
+        if cp.min_gpus > cp.max_gpus:
+            fail("capacity_policy.min_gpus", f"{cp.min_gpus} is above max_gpus ({cp.max_gpus})", "min_gpus <= max_gpus")
         if cp.kind != "fixed":
             dnames = [d.name for d in self.deployments]
             if cp.deployment is not None and cp.deployment not in dnames:
@@ -453,29 +605,125 @@ class Scenario(Spec):
 
 
 # ------------------------------------------------------------------ loading
+_TYPE_WORDS = {
+    "float_type": "a number (integer or decimal; strings and booleans are not converted)",
+    "int_type": "an integer (strings, booleans and decimals are not converted)",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+_RANGE_TYPES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _range_text(info) -> str:
+    """The allowed range of a field from its constraints: '> 0 and <= 1024'."""
+    parts = []
+    for m in getattr(info, "metadata", ()) or ():
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                parts.append(f"{sym} {v:g}" if isinstance(v, float) else f"{sym} {v}")
+    return " and ".join(parts)
+
+
+def _got(inp) -> str:
+    if isinstance(inp, bool):
+        return f"{str(inp).lower()} (a boolean)"
+    if isinstance(inp, str):
+        return f"{inp!r} (a string)"
+    if isinstance(inp, (dict, list)):
+        return "a table" if isinstance(inp, dict) else "a list"
+    return repr(inp)
+
+
+def _walk_location(loc) -> tuple[str, Any]:
+    """The user's field path of a validation location (union tags dropped) and the FieldInfo
+    of its last field (None if unknown)."""
+    import typing
+    path, cur, info = "", Scenario, None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            if part in cur.model_fields:
+                info = cur.model_fields[part]
+                path += ("." if path else "") + part
+                cur = _unwrap_keep_dict(info.annotation)
+            continue  # a tag or validator name inside the model
+        if isinstance(cur, tuple):
+            member = _union_member(cur, part) or next(
+                (m for m in cur if getattr(m, "__name__", None) == part), None)
+            cur = member   # a union tag: not part of the user's path
+            continue
+        if typing.get_origin(cur) is dict:
+            path += f".{part}"
+            cur = _unwrap_keep_dict(typing.get_args(cur)[1])
+            continue
+        # a tag of a union of plain types (str | list[float]): drop it
+    return path, info
+
+
+def _unwrap_keep_dict(ann):
+    import typing
+    if typing.get_origin(ann) is dict:
+        return ann
+    if typing.get_origin(ann) is Annotated:
+        return _unwrap_keep_dict(typing.get_args(ann)[0])
+    return _unwrap(ann)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     errors = err.errors()
-    # an unknown field explains the rest (a typo'd name is also "missing"): report it first
-    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    # an unknown field explains the rest (a typo'd name is also "missing"): report it first;
+    # then the deepest location (inside a union, the member that got furthest)
+    errors.sort(key=lambda e: (e["type"] != "extra_forbidden", -len(e["loc"])))
     e = errors[0]
-    loc = ""
-    for part in e["loc"]:
-        if isinstance(part, int):
-            loc += f"[{part}]"
-        else:
-            # discriminated unions insert the tag into the location; keep real field names
-            loc += ("." if loc else "") + str(part)
+    loc, info = _walk_location(e["loc"])
+    typ, ctx, inp = e["type"], e.get("ctx") or {}, e.get("input")
     msg = e["msg"]
-    if e["type"] == "extra_forbidden":
+    if typ == "extra_forbidden":
+        loc = f"{loc}{'.' if loc else ''}{e['loc'][-1]}"
         msg = "unknown field"
         parent = _parent_model(Scenario, [p for p in e["loc"][:-1]])
         if parent is not None:
             msg += f"; allowed: {', '.join(sorted(parent.model_fields))}"
-    elif "input" in e and e["type"] not in ("missing",):
-        inp = e["input"]
-        if not isinstance(inp, (dict, list)):
-            msg += f" (got {inp!r})"
-    more = len(err.errors()) - 1
+    elif typ in ("value_error", "assertion_error"):
+        msg = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
+        if msg.startswith("@"):   # fail(): a path relative to the model that raised
+            rel, msg = msg[1:].split(": ", 1)
+            loc = f"{loc}{'' if rel.startswith('[') or not loc else '.'}{rel}"
+        elif not loc or msg.startswith(loc):
+            head, sep, rest = msg.partition(": ")
+            if sep and " " not in head:
+                loc, msg = head, rest
+    elif typ == "finite_number":
+        rng = _range_text(info)
+        msg = f"{inp!r} is not finite; allowed: a finite number" + (f" {rng}" if rng else "")
+    elif typ in _TYPE_WORDS:
+        rng = _range_text(info) if typ in ("float_type", "int_type") else ""
+        msg = f"{_got(inp)} is not {_TYPE_WORDS[typ].split(' (')[0]}; allowed: {_TYPE_WORDS[typ]}" + (f", {rng}" if rng else "")
+    elif typ in _RANGE_TYPES:
+        sym = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+        rng = _range_text(info) or " and ".join(f"{sym[k]} {v}" for k, v in ctx.items() if k in sym)
+        msg = f"{inp!r} is out of range; allowed: {rng}"
+    elif typ == "literal_error":
+        msg = f"{_got(inp)} is not allowed; allowed: {ctx.get('expected', '')}"
+    elif typ == "union_tag_invalid":
+        msg = (f"{ctx.get('tag')!r} is not a known {ctx.get('discriminator', 'kind').strip(chr(39))}; "
+               f"allowed: {ctx.get('expected_tags', '')}")
+    elif typ == "union_tag_not_found":
+        msg = f"needs a {ctx.get('discriminator', 'kind').strip(chr(39))} field; allowed: one of the documented kinds (sovsim schema)"
+    elif typ == "missing":
+        msg = "required field is missing; allowed: see `sovsim schema`"
+    elif typ in ("too_short", "too_long"):
+        msg = f"{'too few' if typ == 'too_short' else 'too many'} items; allowed: " + msg.split("should have ", 1)[-1].split(" after")[0]
+    elif "input" in e and not isinstance(inp, (dict, list)):
+        msg += f" (got {inp!r})"
+    more = len(errors) - 1
     tail = f" (+{more} more error{'s' if more > 1 else ''})" if more else ""
     where = f"{source}: " if source else ""
     return f"{where}{loc or 'scenario'}: {msg}{tail}"
@@ -518,7 +766,7 @@ def _union_member(members, tag):
     if not isinstance(members, tuple):
         return None
     for m in members:
-        for f in m.model_fields.values():
+        for f in getattr(m, "model_fields", {}).values():
             if typing_literal_has(f.annotation, tag):
                 return m
     return None

@@ -167,7 +167,7 @@ def test_header_and_file_errors(tmp_path):
 
 def test_scenario_trace_arrivals(tmp_path):
     path = _write(tmp_path / "bad.csv", "timestamp_s,prompt_tokens,output_tokens", BAD)
-    base = {"deployments": [{"name": "d", "model": "m"}]}
+    base = {"deployments": [{"name": "d", "model": "m", "step_time": {"kind": "constant", "decode_step_s": 0.02}}]}
     w = {"name": "w", "model": "m", "arrivals": {"kind": "trace", "path": str(path), "on_bad_rows": "skip", "time_scale": 2.0}}
     sc = scenario_from_dict({**base, "workloads": [w]})
     with pytest.warns(TraceWarning):
