@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sim import __version__
 from sim.core.errors import UserError
+from sim.scenario.estimate import ENV as WORK_ENV
 
 # modules contributing subcommands, in help order
 COMMAND_MODULES = [
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    saved = os.environ.get(WORK_ENV)   # --max-work sets it for this command only
     try:
         return int(args.func(args) or 0)
     except UserError as err:
@@ -53,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sovsim: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if saved is None:
+            os.environ.pop(WORK_ENV, None)
+        else:
+            os.environ[WORK_ENV] = saved
 
 
 if __name__ == "__main__":  # pragma: no cover

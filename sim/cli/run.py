@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from sim.core.errors import UserError
 from sim.forecast.forecast import format_forecast, run_forecast
 from sim.scenario import Scenario, load_scenario, with_overrides
+from sim.scenario.estimate import ENV as WORK_ENV
 from sim.study.report import scenario_sources_rows, write_html_report, write_run_report
 from sim.study.run import _json_default, run
 
@@ -25,11 +27,37 @@ def register(sub):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a scenario field by dotted path, e.g. deployments.0.replicas=8 "
                         "(VALUE is parsed as TOML, else taken as a string); repeatable")
+    add_max_work(p)
     p.set_defaults(func=cmd_run)
 
     s = sub.add_parser("schema", help="print the scenario reference: every field, its type, default and meaning")
     s.add_argument("--markdown", action="store_true", help="print as a Markdown table (docs/scenario-reference.md)")
     s.set_defaults(func=cmd_schema)
+
+
+def _work_factor(text: str) -> float:
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: a factor > 0 on the work limits, or inf") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0; allowed: a factor > 0 on the work limits, or inf")
+    return v
+
+
+def add_max_work(p) -> None:
+    """``--max-work X``: multiply the work limits checked before a run (sim.scenario.estimate)."""
+    p.add_argument("--max-work", type=_work_factor, default=None, metavar="X",
+                   help="allow X times the default work limits (simulated requests, time-series bins, replicas, "
+                        "policy checks, fault events; see sim/scenario/estimate.py); inf = no limit")
+
+
+def apply_max_work(args) -> None:
+    """Put ``--max-work`` in the environment, where every run of this command (also in sweep
+    worker processes) reads it; the CLI's main restores the environment afterwards."""
+    if getattr(args, "max_work", None) is not None:
+        os.environ[WORK_ENV] = repr(args.max_work)
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -53,6 +81,7 @@ def scenario_from_args(args):
 
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed {args.seed}: must be a non-negative integer")
+    apply_max_work(args)
     scenario = load_scenario(args.scenario)
     if args.set:
         scenario = with_overrides(scenario, parse_overrides(args.set))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.core.errors import UserError
+from sim.cli.run import add_max_work, apply_max_work
 from sim.scenario import load_scenario
 from sim.study.capacity_search import capacity_search, parse_targets
 from sim.study.experiments import discover_experiments, project_root
@@ -59,9 +60,11 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores; 0 = in this process)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not on a terminal)")
+    add_max_work(p)
 
 
 def _load(args):
+    apply_max_work(args)
 
     return apply_sets(load_scenario(args.scenario), args.set)
 

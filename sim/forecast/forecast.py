@@ -36,6 +36,7 @@ from sim.core.rng import RandomStreams
 from sim.serving.world import World
 from sim.study.run import _json_default, resolved_config
 from sim.scenario import Scenario, scenario_from_dict
+from sim.scenario.estimate import check_work
 from sim.core.errors import UserError
 from sim.demand.verticals import vertical_workload
 from sim.economics.attach import BusyView
@@ -403,12 +404,13 @@ class PolicyFleet:
 
 
 def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,
-                 progress: bool = False, figures: bool = True) -> ForecastResult:
+                 progress: bool = False, figures: bool = True, max_work: float | None = None) -> ForecastResult:
     """The monthly forecast of ``scenario`` (which needs ``[forecast]``; ``[market]`` is
     optional: without it the market's defaults apply)."""
     spec = scenario.forecast
     if spec is None:
         raise UserError("forecast: the scenario has no [forecast] block (months, window_s, ...)")
+    check_work(scenario, max_work)   # refuse work beyond the limits before any (sim.scenario.estimate)
     seed = scenario.simulation.seed if seed is None else int(seed)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:

@@ -9,6 +9,7 @@ what is allowed.
 """
 from __future__ import annotations
 
+import functools
 import tomllib
 import types
 from importlib import resources
@@ -483,7 +484,24 @@ class TraceArrivals(Spec):
     repeat: bool = Field(default=False, description="Loop the trace until the horizon (period = span + one mean gap). Run setting.")
 
     def build(self):
-        return TraceReplayProcess(load_trace(trace_path(self.path), self.on_bad_rows), self.time_scale, self.rate_scale, self.repeat)
+        return TraceReplayProcess(_cached_trace(trace_path(self.path), self.on_bad_rows), self.time_scale, self.rate_scale, self.repeat)
+
+
+def _cached_trace(path, on_bad_rows: str):
+    """The trace at ``path``, read once per file version (the work estimate and the run both
+    build the replay; skipped rows are warned about once)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size, on_bad_rows)
+    except OSError:
+        return load_trace(p, on_bad_rows)   # load_trace words the error
+    return _load_trace_cached(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_trace_cached(key):
+    return load_trace(key[0], key[3])
 
 
 ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]

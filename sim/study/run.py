@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sim.economics.attach import WorldEconomics
 from sim.scenario import Scenario
+from sim.scenario.estimate import check_work
 from sim.serving.world import World
 from sim.study.figures import run_figures
 
@@ -45,11 +46,13 @@ def resolved_config(scenario: Scenario, seed: int) -> dict:
 
 
 def run(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,
-        progress: bool = False, figures: bool = True) -> RunResult:
+        progress: bool = False, figures: bool = True, max_work: float | None = None) -> RunResult:
     """Simulate ``scenario`` with ``seed`` (default: the scenario's own seed).
 
     With ``out_dir`` the run writes ``config.json`` first (even if the run then fails),
-    then ``summary.json``, ``timeseries.parquet``, ``requests.parquet`` and figures."""
+    then ``summary.json``, ``timeseries.parquet``, ``requests.parquet`` and figures.
+    ``max_work`` scales the work limits checked first (:mod:`sim.scenario.estimate`)."""
+    check_work(scenario, max_work)
     seed = scenario.simulation.seed if seed is None else int(seed)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
