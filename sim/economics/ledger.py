@@ -72,6 +72,16 @@ def default_credit_tiers(attainment_target: float) -> tuple[tuple[float, float],
             (min(attainment_target, 0.95), d("sla_credit_share_below_95")))
 
 
+@dataclass(frozen=True)
+class BusyView:
+    """One replica as the ledger's ``fleet`` sees it: a stable ``key``, its site, GPUs and
+    cumulative busy seconds."""
+    key: int
+    site: str | None
+    gpus: int
+    busy_s: float
+
+
 class Ledger:
     """Accrues money over simulated time. All times in seconds from the run's start.
 
