@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from sim.scenario import load_scenario, with_overrides
-    from sim.study.sweep import mean_ci95, run_sweep
+    from sim.study.sweep import ci_columns, run_sweep
 
     base = with_overrides(apply_sets(load_scenario(SCENARIO), args),
                           {"simulation.horizon_s": cfg["horizon_s"], **cfg["overrides"]})
@@ -112,8 +112,7 @@ def main(argv=None) -> int:
     for name in order:
         grp = reps_df[reps_df["variant"] == name]
         row = {"variant": name, "replications": len(grp)}
-        for m_ in metrics:
-            row[f"{m_}_mean"], row[f"{m_}_ci95_lo"], row[f"{m_}_ci95_hi"] = mean_ci95(grp[m_].to_numpy(dtype=float))
+        row.update(ci_columns(grp, metrics))
         table_rows.append(row)
     table = pd.DataFrame(table_rows)
     write_csv(table, out, "autoscale")

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from sim.study.capacity_search import vertical_attainment
     from sim.economics.faults import llama3_rates
     from sim.scenario import load_scenario, with_overrides
-    from sim.study.sweep import mean_ci95, run_sweep
+    from sim.study.sweep import ci_columns, run_sweep
 
     rates = llama3_rates()
     g1, n1 = rates.gpu_per_gpu_day, rates.node_per_node_day
@@ -102,8 +102,7 @@ def main(argv=None) -> int:
         row = {"multiplier": mult, "requeue": pol, "replications": len(grp),
                "gpu_failures_per_gpu_day": g1 * mult, "node_failures_per_node_day": n1 * mult,
                "steady_state_availability": steady_state_availability(g1 * mult, n1 * mult, tp)}
-        for m_ in metrics:
-            row[f"{m_}_mean"], row[f"{m_}_ci95_lo"], row[f"{m_}_ci95_hi"] = mean_ci95(grp[m_].to_numpy(dtype=float))
+        row.update(ci_columns(grp, metrics))
         rows.append(row)
     table = pd.DataFrame(rows)
     write_csv(table, out, "failure_resilience")
