@@ -4,11 +4,11 @@ Scenario: ``experiments/scenarios/contracts_faults.toml`` (Mixtral 8x7B on 16 H1
 French sites, owned colo + on-demand rental, finance and healthcare tenants with their own
 prices), with its GPU and node failure rates set to a multiple (1x, 100x, 1,000x, 3,000x, 10,000x) of the
 Llama 3 rates of the ``[faults]`` defaults (3.029e-4 per GPU-day, 7.957e-4 per node-day,
-``sim.faults.llama3_rates``) and the repair time at the schema default (median 4 h,
+``sim.economics.faults.llama3_rates``) and the repair time at the schema default (median 4 h,
 lognormal sigma 1: an assumption).  Site outages stay at their default (0.5 per site-year,
 an assumption) and are not scaled.  Each multiplier runs with both requeue policies:
 ``preserve`` (a request on a failed replica is requeued keeping the tokens it has emitted;
-``sim.faults.FaultConfig.keep_generated = True``) and ``recompute`` (it restarts generation).  Same
+``sim.economics.faults.FaultConfig.keep_generated = True``) and ``recompute`` (it restarts generation).  Same
 seeds across all cells (common random numbers), R replications, mean and 95% CI.
 
 Runs last 20 simulated minutes from an all-up fleet, so at 1x-100x almost no run sees a

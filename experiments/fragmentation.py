@@ -1,7 +1,7 @@
 """The price of fragmentation: what does residency cost in utilisation, SLA attainment and GPUs?
 
 The same demand -- the four default verticals (finance, healthcare, public_sector, general,
-from ``sim.demand.vertical_workload``: fitted lengths, weekly profile, burst state, SLA class,
+from ``sim.demand.verticals.vertical_workload``: fitted lengths, weekly profile, burst state, SLA class,
 residency rule) -- is served by
 
 * **pooled**: one EU fleet where every site is eligible for every tenant (residency rules

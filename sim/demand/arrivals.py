@@ -235,7 +235,7 @@ class NHPPProcess(ArrivalProcess):
 # ------------------------------------------------------------------ trace replay
 @dataclass(frozen=True, eq=False)
 class TraceReplayProcess(ArrivalProcess):
-    """Replay a :class:`sim.traces.Trace` (its arrival times *and* token counts).
+    """Replay a :class:`sim.demand.traces.Trace` (its arrival times *and* token counts).
 
     * ``time_scale`` stretches the time axis: arrival ``i`` is at ``time_scale * t_i``
       (``0.5`` plays the trace twice as fast, doubling the rate and halving every gap).
@@ -248,7 +248,7 @@ class TraceReplayProcess(ArrivalProcess):
     * ``repeat`` loops the trace (period = span plus one mean gap) until the horizon.
     """
 
-    trace: "object"  # sim.traces.Trace (not imported at module load: arrivals stays light)
+    trace: "object"  # sim.demand.traces.Trace (not imported at module load: arrivals stays light)
     time_scale: float = 1.0
     rate_scale: float = 1.0
     repeat: bool = False

@@ -366,7 +366,7 @@ class Ledger:
 def price_for(pricing: list, workload) -> Price:
     """The tenant price of a scenario workload: the first ``[[pricing]]`` entry naming the
     workload, else the first whose vertical and model match (``*`` = any), else the default
-    (Mixtral on OVHcloud AI Endpoints, see :data:`sim.contracts.DEFAULTS`)."""
+    (Mixtral on OVHcloud AI Endpoints, see :data:`sim.economics.contracts.DEFAULTS`)."""
     def tiers(entry):
         if entry is not None and entry.sla_credits is not None:
             return tuple((t.below_attainment, t.credit_share) for t in entry.sla_credits)

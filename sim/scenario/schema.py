@@ -147,8 +147,8 @@ class StepTimeSpec(Spec):
         return self
 
 
-# ------------------------------------------------------------------ economics (issue 5)
-# Defaults live in sim.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
+# ------------------------------------------------------------------ economics
+# Defaults live in sim.economics.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
 # None here takes that default. models/economics/README.md is the readable table.
 class _ContractTerms(Spec):
     name: str = Field(min_length=1, description="Label of this contract (unique within the site).")

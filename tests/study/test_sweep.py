@@ -1,7 +1,7 @@
 """Sweeps: grid expansion, common random numbers, atomic resumable points, executors.
 
 Most tests use ``tests/sweep_fake.py`` (a cheap deterministic stand-in for the simulator);
-the ones marked ``real runner`` call ``sim.runner.run`` on a tiny scenario.
+the ones marked ``real runner`` call ``sim.study.run.run`` on a tiny scenario.
 """
 from __future__ import annotations
 
