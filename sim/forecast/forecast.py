@@ -34,7 +34,8 @@ import simpy
 from sim.market.market import MONTH_S, Market
 from sim.core.rng import RandomStreams
 from sim.serving.world import World
-from sim.study.run import _json_default, resolved_config
+from sim.core.serialise import json_default as _json_default
+from sim.scenario import resolved_config
 from sim.scenario import Scenario, scenario_from_dict
 from sim.core.errors import UserError
 from sim.demand.verticals import vertical_workload

@@ -607,3 +607,10 @@ def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
             else:
                 raise ScenarioError(f"{dotted}: {'.'.join(parts[:i])} is not a table")
     return scenario_from_dict(data, "override")
+
+
+def resolved_config(scenario: Scenario, seed: int) -> dict:
+    """The scenario as JSON-able data with the seed the run actually uses (``config.json``)."""
+    data = scenario.model_dump(mode="json")
+    data["simulation"]["seed"] = seed
+    return data
