@@ -124,7 +124,30 @@ def cell_scenario(scenario: Scenario, cell: Cell) -> Scenario:
         ws.append(w)
     d["workloads"] = ws
     d["capacity_policy"] = {"kind": "fixed"}
+    _scale_contracts(scenario, cell, d)
     return scenario_from_dict(d, f"cell {cell.index}")
+
+
+def _scale_contracts(scenario: Scenario, cell: Cell, d: dict) -> None:
+    """A cell holds its share of its site's capacity contracts: each contract's GPUs times
+    the cell's share of the site's deployed GPUs, rounded, with any shortfall against the
+    cell's own deployments added to the site's first contract (so a cell is billed for its
+    GPUs only, within one GPU per contract of the exact share)."""
+    site_gpus: dict = {}
+    for dep in scenario.deployments:
+        site_gpus[dep.site] = site_gpus.get(dep.site, 0) + dep.gpus
+    for site in d["sites"]:
+        if not site.get("contracts"):
+            continue
+        total = site_gpus.get(site["name"], 0)
+        mine = sum(n * scenario.deployments[di].tp for di, n in enumerate(cell.replicas)
+                   if scenario.deployments[di].site == site["name"])
+        share = mine / total if total else 0.0
+        for c in site["contracts"]:
+            c["gpus"] = int(round(c["gpus"] * share))
+        short = mine - sum(c["gpus"] for c in site["contracts"])
+        if short > 0:
+            site["contracts"][0]["gpus"] += short
 
 
 def cell_seed(seed: int, index: int) -> int:

@@ -113,3 +113,21 @@ def test_windowed_cells_cover_the_offered_load_and_agree_with_continuous():
         agree += p["ci_low"] <= cont["e2e_s"]["p50"]["value"] <= p["ci_high"]
     assert hits >= 6, f"{hits}/8 arrival intervals cover the offered load"
     assert agree >= 6, f"{agree}/8 windowed e2e medians agree with the continuous run"
+
+
+def test_cells_share_their_site_contracts():
+    d = fleet(replicas=16).model_dump(mode="python")
+    d["sites"][0]["contracts"] = [{"kind": "rental", "name": "r", "gpus": 12, "term": "on_demand"},
+                                  {"kind": "owned_colo", "name": "o", "gpus": 4}]
+    sc = scenario_from_dict(d)
+    cells = plan_cells(sc, 4)
+    scs = [cell_scenario(sc, c) for c in cells]
+    for name, gpus in (("r", 12), ("o", 4)):
+        assert sum(c.gpus for s in scs for c in s.sites[0].contracts if c.name == name) == gpus
+    # each cell is billed for its own GPUs: the cells' fixed costs add up to the fleet's
+    from sim.study.run import run
+    whole = run(sc, seed=1).summary["economics"]
+    parts = [run_cell(s.model_dump_json(), 1)["totals"]["costs_eur"] for s in scs]
+    # equal up to each cell's ledger rounding its accounts to the cent (and power, metered
+    # from each cell's own busy time)
+    assert sum(parts) == pytest.approx(whole["costs_eur"], abs=0.01 * 4 * 3)
