@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import tomllib
 import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -218,8 +219,8 @@ class StepTimeSpec(Spec):
         return self
 
 
-# ------------------------------------------------------------------ economics (issue 5)
-# Defaults live in sim.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
+# ------------------------------------------------------------------ economics
+# Defaults live in sim.economics.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
 # None here takes that default. models/economics/README.md is the readable table.
 class _ContractTerms(Spec):
     name: str = Field(min_length=1, description="Label of this contract (unique within the site).")
@@ -749,15 +750,17 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 def _parent_model(model, path):
     """Walk the schema along a validation location to the model holding the last field."""
-    import typing
     cur = model
+    dict_key = False    # the next part is a key of a dict-valued field, not a field name
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, int) or dict_key:
+            dict_key = False
             continue
         if cur is None or not hasattr(cur, "model_fields"):
             return None
         if part in cur.model_fields:
             ann = cur.model_fields[part].annotation
+            dict_key = _is_dict(ann)
             cur = _unwrap(ann)
         else:
             # discriminator tag of a union: pick the member with that literal
@@ -765,13 +768,23 @@ def _parent_model(model, path):
     return cur
 
 
+def _is_dict(ann) -> bool:
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _is_dict(typing.get_args(ann)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_is_dict(a) for a in typing.get_args(ann) if a is not type(None))
+    return origin is dict
+
+
 def _unwrap(ann):
-    import typing
     origin = typing.get_origin(ann)
     if origin is Annotated:
         return _unwrap(typing.get_args(ann)[0])
     if origin in (list, tuple):
         return _unwrap(typing.get_args(ann)[0])
+    if origin is dict:
+        return _unwrap(typing.get_args(ann)[1])
     if origin is Union or origin is types.UnionType:
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) == 1:
@@ -860,3 +873,10 @@ def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
             else:
                 raise ScenarioError(f"{dotted}: {'.'.join(parts[:i])} is not a table")
     return scenario_from_dict(data, "override")
+
+
+def resolved_config(scenario: Scenario, seed: int) -> dict:
+    """The scenario as JSON-able data with the seed the run actually uses (``config.json``)."""
+    data = scenario.model_dump(mode="json")
+    data["simulation"]["seed"] = seed
+    return data
