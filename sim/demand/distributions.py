@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.core.errors import UserError
+
 
 class Distribution:
     """Base class: ``sample(rng, n)`` returns an array of ``n`` draws."""
@@ -51,6 +53,10 @@ class Geometric(Distribution):
     """Number of trials to the first success, support ``{1, 2, ...}``; ``mean = 1/p``."""
 
     mean_value: float
+
+    def __post_init__(self):
+        if not (math.isfinite(self.mean_value) and self.mean_value >= 1.0):
+            raise UserError(f"geometric mean: {self.mean_value!r}; allowed: a finite number >= 1 (tokens)")
 
     @property
     def p(self) -> float:
@@ -97,6 +103,11 @@ class LogNormalInt(Distribution):
     mu: float
     sigma: float
     max_value: int = 1 << 20
+
+    def __post_init__(self):
+        if not (math.isfinite(self.mu) and math.isfinite(self.sigma) and self.sigma > 0 and self.max_value >= 1):
+            raise UserError(f"lognormal mu={self.mu!r}, sigma={self.sigma!r}, max={self.max_value!r}; "
+                            "allowed: finite mu, finite sigma > 0, max >= 1")
 
     def sample(self, rng, n):
         x = np.ceil(rng.lognormal(self.mu, self.sigma, size=n))

@@ -29,6 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from sim.core.errors import UserError
 from sim.economics.contracts import HOUR_S, MONTH_S, Terms, Tranche, d
 
 PEUR_PER_EUR = 10 ** 12
@@ -41,8 +42,13 @@ UNALLOCATED = "unallocated"
 
 
 def peur(eur: float) -> int:
-    """EUR (float) to integer pico-euros, rounded to nearest."""
-    return int(round(eur * PEUR_PER_EUR))
+    """EUR (float) to integer pico-euros, rounded to nearest. A non-finite amount (a price,
+    capex or power price the schema would refuse, reached through the Python API) is a
+    one-line user error, not an OverflowError."""
+    x = eur * PEUR_PER_EUR
+    if not math.isfinite(x):
+        raise UserError(f"ledger: an amount of {eur!r} EUR is not finite; allowed: finite prices, capex, PUE and power prices")
+    return int(round(x))
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Price:
     def from_eur_per_mtok(cls, input_eur: float, output_eur: float,
                           credit_tiers: Iterable[tuple[float, float]]) -> "Price":
         # EUR per 1e6 tokens -> pEUR per token = EUR * 1e6; exact for up to 6 decimals.
+        if not (math.isfinite(input_eur) and math.isfinite(output_eur)):
+            raise UserError(f"price: {input_eur!r} / {output_eur!r} EUR per 1M tokens; allowed: finite prices >= 0")
         return cls(int(round(input_eur * 1e6)), int(round(output_eur * 1e6)), tuple(credit_tiers))
 
     def credit_share(self, attainment: float) -> float:
