@@ -19,6 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
+from sim.core.errors import UserError
+
 CHUNK = 4096
 
 Chunk = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
@@ -257,7 +259,15 @@ class TraceReplayProcess(ArrivalProcess):
         if not (self.time_scale > 0 and self.rate_scale > 0):
             raise ValueError("time_scale and rate_scale must be > 0")
         if self.repeat and len(self.trace) < 2:
-            raise ValueError("repeat needs a trace of at least 2 rows")
+            raise UserError(f"{self.trace.path}: repeat = true needs a trace of at least 2 rows, it has "
+                            f"{len(self.trace)}; allowed: repeat = false, or a longer trace")
+        if self.repeat and not (self.period_s > 0 and math.isfinite(self.period_s)):
+            raise UserError(f"{self.trace.path}: repeat = true needs rows at different times (the loop period "
+                            f"span + one mean gap is {self.period_s:g} s, it would never advance); allowed: "
+                            "repeat = false, or a trace spanning some time")
+        if not math.isfinite(self.trace.span_s * self.time_scale):
+            raise UserError(f"{self.trace.path}: the trace spans {self.trace.span_s:g} s x time_scale "
+                            f"{self.time_scale:g}, not a finite time; allowed: timestamps within a finite span")
 
     @property
     def period_s(self) -> float:

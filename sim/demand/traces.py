@@ -50,6 +50,10 @@ PROMPT_NAMES = ("prompt_tokens", "input_tokens", "input_length", "contexttokens"
 OUTPUT_NAMES = ("output_tokens", "output_length", "generatedtokens")
 ON_BAD_ROWS = ("refuse", "skip")
 MAX_LINES_LISTED = 20
+#: bounds of a valid row. assumption: far beyond real traces (contexts of ~1 M tokens; a
+#: trace spanning 31,700 years), so only corrupt values are refused
+MAX_TOKENS_PER_ROW = 1 << 24
+MAX_ABS_TIME_S = 1e12
 
 _DT = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$")
 
@@ -122,7 +126,35 @@ def _parse_tokens(text: str) -> int:
     v = int(t)
     if v < 1:
         raise ValueError
+    if v > MAX_TOKENS_PER_ROW:   # beyond any context window (and, further, int64)
+        raise ValueError(f"is above {MAX_TOKENS_PER_ROW} tokens")
     return v
+
+
+def _is_seconds(text: str) -> bool:
+    try:
+        v = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(v)
+
+
+def _decoded_lines(raw: bytes, bad: list[BadRow]):
+    """The file's lines as text, one per physical line (so the csv reader's line numbers are
+    the file's); a line that is not UTF-8 is recorded in ``bad`` under its own number and
+    read as blank."""
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for n, b in enumerate(lines, start=1):
+        try:
+            text = b.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad.append(BadRow(n, f"not UTF-8 text (byte 0x{b[err.start]:02x} at column {err.start + 1})"))
+            text = ""
+        if n == 1 and text.startswith("\ufeff"):
+            text = text[1:]   # a byte-order mark
+        yield text + "\n"
 
 
 def _find(header_lc: list[str], names: tuple[str, ...]) -> int | None:
@@ -140,91 +172,97 @@ def load_trace(path: str | Path, on_bad_rows: str = "refuse") -> Trace:
     if not p.is_file():
         raise UserError(f"{p}: no such trace file")
     try:
-        fh = p.open(newline="", encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as err:
         raise UserError(f"{p}: cannot read trace: {err.strerror}") from None
-    with fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise UserError(f"{p}: line 1: empty file, expected a header (timestamp, prompt_tokens, output_tokens)") from None
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise UserError(f"{p}: line 1: unreadable header ({err})") from None
-        hl = [h.strip().lower() for h in header]
-        i_prompt, i_output = _find(hl, PROMPT_NAMES), _find(hl, OUTPUT_NAMES)
-        i_time, time_mode = None, None
-        for names, mode in ((TIME_SECONDS, "s"), (TIME_MS, "ms"), (TIME_AUTO, "auto")):
-            i = _find(hl, names)
-            if i is not None:
-                i_time, time_mode = i, mode
-                break
-        missing = []
-        if i_time is None:
-            missing.append("time (" + ", ".join(TIME_SECONDS + TIME_MS + TIME_AUTO) + ")")
-        if i_prompt is None:
-            missing.append("prompt tokens (" + ", ".join(PROMPT_NAMES) + ")")
-        if i_output is None:
-            missing.append("output tokens (" + ", ".join(OUTPUT_NAMES) + ")")
-        if missing:
-            raise UserError(f"{p}: line 1: header {header!r} lacks a column for " + "; ".join(missing))
-        ncol = len(header)
+    bad: list[BadRow] = []
+    reader = csv.reader(_decoded_lines(raw, bad))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UserError(f"{p}: line 1: empty file, expected a header (timestamp, prompt_tokens, output_tokens)") from None
+    except csv.Error as err:
+        raise UserError(f"{p}: line 1: unreadable header ({err})") from None
+    if bad and bad[0].line == 1:
+        raise UserError(f"{p}: line 1: unreadable header ({bad[0].reason})")
+    hl = [h.strip().lower() for h in header]
+    i_prompt, i_output = _find(hl, PROMPT_NAMES), _find(hl, OUTPUT_NAMES)
+    i_time, time_mode = None, None
+    for names, mode in ((TIME_SECONDS, "s"), (TIME_MS, "ms"), (TIME_AUTO, "auto")):
+        i = _find(hl, names)
+        if i is not None:
+            i_time, time_mode = i, mode
+            break
+    missing = []
+    if i_time is None:
+        missing.append("time (" + ", ".join(TIME_SECONDS + TIME_MS + TIME_AUTO) + ")")
+    if i_prompt is None:
+        missing.append("prompt tokens (" + ", ".join(PROMPT_NAMES) + ")")
+    if i_output is None:
+        missing.append("output tokens (" + ", ".join(OUTPUT_NAMES) + ")")
+    if missing:
+        raise UserError(f"{p}: line 1: header {header!r} lacks a column for " + "; ".join(missing))
+    ncol = len(header)
 
-        t_float: list[float] = []  # seconds (mode s / ms / auto-numeric)
-        t_ns: list[int] = []  # nanoseconds (mode auto-datetime)
-        raw_ts: list[str] = []
-        prompts: list[int] = []
-        outputs: list[int] = []
-        bad: list[BadRow] = []
-        dt_mode: bool | None = None  # for "auto": decided by the first good time value
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except (csv.Error, UnicodeDecodeError) as err:
-                bad.append(BadRow(reader.line_num, f"unreadable row ({err})"))
-                continue
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != ncol:
-                bad.append(BadRow(line, f"{len(row)} fields, the header has {ncol}"))
-                continue
-            ts = row[i_time].strip()
-            try:
-                if time_mode == "auto" and dt_mode is None:
-                    dt_mode = bool(_DT.match(ts))
-                if time_mode == "auto" and dt_mode:
-                    tv: float | int = _parse_datetime_ns(ts)
-                else:
-                    tv = float(ts)
-                    if not math.isfinite(tv):
-                        raise ValueError
-                    if time_mode == "ms":
-                        tv = tv / 1000.0
-            except ValueError:
-                kind = "an ISO date-time" if (time_mode == "auto" and dt_mode) else (
-                    "a finite number of milliseconds" if time_mode == "ms" else "a finite number of seconds")
-                bad.append(BadRow(line, f"{header[i_time].strip()} {ts!r} is not {kind}"))
-                continue
-            try:
-                pr = _parse_tokens(row[i_prompt])
-            except ValueError:
-                bad.append(BadRow(line, f"{header[i_prompt].strip()} {row[i_prompt]!r} is not an integer >= 1"))
-                continue
-            try:
-                ou = _parse_tokens(row[i_output])
-            except ValueError:
-                bad.append(BadRow(line, f"{header[i_output].strip()} {row[i_output]!r} is not an integer >= 1"))
-                continue
-            if isinstance(tv, int) and dt_mode:
-                t_ns.append(tv)
+    # rows whose fields count and token counts are valid; their times are parsed below,
+    # once the time format is decided from them (a garbled first time does not decide it)
+    rows: list[tuple[int, str, int, int]] = []
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            bad.append(BadRow(reader.line_num, f"unreadable row ({err})"))
+            continue
+        line = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != ncol:
+            bad.append(BadRow(line, f"{len(row)} fields, the header has {ncol}"))
+            continue
+        try:
+            pr = _parse_tokens(row[i_prompt])
+        except ValueError as err:
+            bad.append(BadRow(line, f"{header[i_prompt].strip()} {row[i_prompt]!r} {str(err) or 'is not an integer >= 1'}"))
+            continue
+        try:
+            ou = _parse_tokens(row[i_output])
+        except ValueError as err:
+            bad.append(BadRow(line, f"{header[i_output].strip()} {row[i_output]!r} {str(err) or 'is not an integer >= 1'}"))
+            continue
+        rows.append((line, row[i_time].strip(), pr, ou))
+
+    dt_mode = False
+    if time_mode == "auto":   # ISO date-times or seconds: whichever most rows carry
+        n_dt = sum(1 for r in rows if _DT.match(r[1]))
+        dt_mode = n_dt > 0 and n_dt >= sum(1 for r in rows if _is_seconds(r[1]))
+    t_float: list[float] = []  # seconds (mode s / ms / auto-numeric)
+    t_ns: list[int] = []  # nanoseconds (mode auto-datetime)
+    raw_ts: list[str] = []
+    prompts: list[int] = []
+    outputs: list[int] = []
+    for line, ts, pr, ou in rows:
+        try:
+            if dt_mode:
+                tv: float | int = _parse_datetime_ns(ts)
             else:
-                t_float.append(tv)
-            raw_ts.append(ts)
-            prompts.append(pr)
-            outputs.append(ou)
+                tv = float(ts)
+                if time_mode == "ms":
+                    tv = tv / 1000.0
+                if not (math.isfinite(tv) and abs(tv) <= MAX_ABS_TIME_S):
+                    raise ValueError
+        except ValueError:
+            kind = "an ISO date-time" if dt_mode else (
+                "a finite number of milliseconds" if time_mode == "ms" else "a finite number of seconds")
+            bad.append(BadRow(line, f"{header[i_time].strip()} {ts!r} is not {kind} (within +-{MAX_ABS_TIME_S:g} s)"
+                              if not dt_mode else f"{header[i_time].strip()} {ts!r} is not {kind}"))
+            continue
+        (t_ns if dt_mode else t_float).append(tv)
+        raw_ts.append(ts)
+        prompts.append(pr)
+        outputs.append(ou)
+    bad.sort(key=lambda b: b.line)
 
     if bad and on_bad_rows == "refuse":
         lines = ", ".join(str(b.line) for b in bad[:MAX_LINES_LISTED]) + (", ..." if len(bad) > MAX_LINES_LISTED else "")
