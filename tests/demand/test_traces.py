@@ -180,3 +180,89 @@ def test_scenario_trace_arrivals(tmp_path):
         scenario_from_dict({**base, "workloads": [w_refuse]}).workloads[0].arrivals.build()
     with pytest.raises(ScenarioError, match="prompt_tokens must be left out"):
         scenario_from_dict({**base, "workloads": [{**w, "prompt_tokens": {"dist": "constant", "value": 3}}]})
+
+
+# ------------------------------------------------------------------ hardening regressions
+SCEN = """
+name = "trace-hardening"
+[simulation]
+horizon_s = 60.0
+[[deployments]]
+name = "d"
+model = "m"
+step_time = {{ kind = "constant", decode_step_s = 0.02, kv_cache_tokens = 20000 }}
+[[workloads]]
+name = "w"
+model = "m"
+arrivals = {{ kind = "trace", path = "{path}", on_bad_rows = "{mode}", repeat = {repeat} }}
+"""
+
+
+def _cli_refuses(tmp_path, capsys, trace, mode="refuse", repeat="false"):
+    from sim.cli import main
+    sc = tmp_path / "s.toml"
+    sc.write_text(SCEN.format(path=trace, mode=mode, repeat=repeat))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TraceWarning)
+        rc = main(["run", str(sc), "--quiet", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("mode", ["refuse", "skip"])
+def test_token_count_beyond_int64_is_a_bad_row(tmp_path, capsys, mode):
+    path = _write(tmp_path / "big.csv", "timestamp_s,prompt_tokens,output_tokens",
+                  ["0.0,10,5", f"1.0,{2**70},5", "2.0,10,5"])
+    if mode == "refuse":
+        err = _cli_refuses(tmp_path, capsys, path)
+        assert f"line 3: prompt_tokens '{2**70}' is above 16777216 tokens" in err
+    else:
+        with pytest.warns(TraceWarning, match="line 3"):
+            tr = load_trace(path, on_bad_rows="skip")
+        assert len(tr) == 2 and tr.prompt_tokens.dtype == np.int64
+
+
+def test_one_row_trace_with_repeat_is_one_line(tmp_path, capsys):
+    path = _write(tmp_path / "one.csv", "timestamp_s,prompt_tokens,output_tokens", ["0.0,10,5"])
+    err = _cli_refuses(tmp_path, capsys, path, repeat="true")
+    assert "repeat = true needs a trace of at least 2 rows, it has 1" in err
+
+
+def test_rows_sharing_one_timestamp_with_repeat_are_refused_not_looped(tmp_path, capsys):
+    path = _write(tmp_path / "same.csv", "timestamp_s,prompt_tokens,output_tokens", ["5.0,10,5"] * 3)
+    err = _cli_refuses(tmp_path, capsys, path, repeat="true")
+    assert "repeat = true needs rows at different times" in err and "allowed:" in err
+    TraceReplayProcess(load_trace(path))   # without repeat: three arrivals at t = 0, fine
+
+
+def test_skip_mode_time_format_comes_from_the_valid_rows(tmp_path):
+    rows = ["garbled!,10,5", "2024-05-10 00:00:00,10,5", "2024-05-10 00:00:02.5,11,6", "2024-05-10 00:00:04,12,7"]
+    path = _write(tmp_path / "g.csv", "timestamp,prompt_tokens,output_tokens", rows)
+    with pytest.warns(TraceWarning, match=r"skipped 1 malformed row \(lines 2\)"):
+        tr = load_trace(path, on_bad_rows="skip")
+    assert np.array_equal(tr.times_s, [0.0, 2.5, 4.0])
+    assert tr.bad_rows[0].line == 2 and "is not an ISO date-time" in tr.bad_rows[0].reason
+
+
+def test_huge_timestamps_are_bad_rows(tmp_path, capsys):
+    path = _write(tmp_path / "h.csv", "timestamp_s,prompt_tokens,output_tokens", ["1e308,10,5", "-1e308,10,5", "3.0,10,5"])
+    err = _cli_refuses(tmp_path, capsys, path)
+    assert "line 2: timestamp_s '1e308' is not a finite number of seconds (within +-1e+12 s)" in err
+    assert "lines 2, 3" in err
+    with pytest.warns(TraceWarning):
+        tr = load_trace(path, on_bad_rows="skip")
+    assert len(tr) == 1 and tr.report()["rows_used"] == 1
+
+
+def test_bad_bytes_are_named_by_their_own_line(tmp_path, capsys):
+    path = tmp_path / "bytes.csv"
+    path.write_bytes(b"timestamp_s,prompt_tokens,output_tokens\n0.0,10,5\n1.0,10,5\n2.0,\xff\xfe,5\n3.0,10,5\n")
+    err = _cli_refuses(tmp_path, capsys, path)
+    assert "line 4: not UTF-8 text (byte 0xff at column 5)" in err and "line 1" not in err
+    with pytest.warns(TraceWarning, match=r"\(lines 4\)"):
+        tr = load_trace(path, on_bad_rows="skip")
+    assert np.array_equal(tr.times_s, [0.0, 1.0, 3.0])
+    path.write_bytes(b"timestamp_s,\xffprompt_tokens,output_tokens\n0.0,10,5\n")
+    with pytest.raises(UserError, match="line 1: unreadable header \\(not UTF-8"):
+        load_trace(path)
