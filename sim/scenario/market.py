@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.core.resources import model_file
+from sim.scenario.rules import fail
 
 TABLE = ("market", "parameters.csv")
 _TABLE_NOTE = "Default and source: models/market/parameters.csv."
@@ -67,9 +68,9 @@ class VerticalMarketSpec(_Spec):
     @model_validator(mode="after")
     def _check(self):
         if self.procurement_months_max < self.procurement_months_min:
-            raise ValueError(f"@procurement_months_max: {self.procurement_months_max:g} is below procurement_months_min ({self.procurement_months_min:g}); allowed: procurement_months_max >= procurement_months_min")
+            fail("procurement_months_max", f"{self.procurement_months_max:g} is below procurement_months_min ({self.procurement_months_min:g})", "procurement_months_max >= procurement_months_min")
         if self.churn_base_prob + self.need_end_prob > 1.0:
-            raise ValueError(f"@need_end_prob: churn_base_prob + need_end_prob = {self.churn_base_prob:g} + {self.need_end_prob:g} is above 1; allowed: a sum <= 1")
+            fail("need_end_prob", f"churn_base_prob + need_end_prob = {self.churn_base_prob:g} + {self.need_end_prob:g} is above 1", "a sum <= 1")
         return self
 
 
@@ -114,7 +115,7 @@ class CompetitorSpec(_Spec):
         if self.name == "sovereign":
             raise ValueError("competitor name 'sovereign' is reserved for the simulated provider")
         if self.price_cut_factor_max < self.price_cut_factor_min:
-            raise ValueError(f"@price_cut_factor_max: {self.price_cut_factor_max:g} is below price_cut_factor_min ({self.price_cut_factor_min:g}); allowed: price_cut_factor_max >= price_cut_factor_min")
+            fail("price_cut_factor_max", f"{self.price_cut_factor_max:g} is below price_cut_factor_min ({self.price_cut_factor_min:g})", "price_cut_factor_max >= price_cut_factor_min")
         return self
 
 
@@ -128,9 +129,9 @@ class MarketEventSpec(_Spec):
     @model_validator(mode="after")
     def _fields_of_kind(self):
         if self.kind == "shortage" and self.factor != 1.0:
-            raise ValueError(f"@factor: applies to kind = 'price_cut' only, not 'shortage'; allowed: leave it out, or kind = 'price_cut'")
+            fail("factor", f"applies to kind = 'price_cut' only, not 'shortage'", "leave it out, or kind = 'price_cut'")
         if self.kind == "price_cut" and self.duration_months != 0.0:
-            raise ValueError(f"@duration_months: applies to kind = 'shortage' only, not 'price_cut'; allowed: leave it out, or kind = 'shortage'")
+            fail("duration_months", f"applies to kind = 'shortage' only, not 'price_cut'", "leave it out, or kind = 'shortage'")
         return self
 
 

@@ -25,6 +25,7 @@ from sim.perf import catalog
 from sim.perf.roofline import build_step_model
 from sim.core.errors import UserError
 from sim.scenario.market import MarketSpec
+from sim.scenario.rules import RULE, fail
 from sim.demand import verticals as demand
 from sim.demand.arrivals import MarkovBurst, NHPPProcess, OfflineProcess, PoissonProcess, TraceReplayProcess
 from sim.demand.traces import load_trace
@@ -64,12 +65,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, list):
         return [_plain(x) for x in v]
     return v
-
-
-def fail(field: str, what: str, allowed: str):
-    """Raise the one-line refusal of a cross-field rule: ``field: what; allowed: ...``.
-    ``field`` is relative to the model whose validator raises (the error's location)."""
-    raise ValueError(f"@{field}: {what}; allowed: {allowed}")
 
 
 # Absurd-size bounds: far beyond any real value, so a typo (1e9 for 16) is refused with the
@@ -710,12 +705,13 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         parent = _parent_model(Scenario, [p for p in e["loc"][:-1]])
         if parent is not None:
             msg += f"; allowed: {', '.join(sorted(parent.model_fields))}"
+    elif typ == RULE:   # fail(): a path relative to the model that raised
+        rel = ctx["field"]
+        loc = f"{loc}{'' if rel.startswith('[') or not loc else '.'}{rel}"
+        msg = f"{ctx['what']}; allowed: {ctx['allowed']}"
     elif typ in ("value_error", "assertion_error"):
         msg = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
-        if msg.startswith("@"):   # fail(): a path relative to the model that raised
-            rel, msg = msg[1:].split(": ", 1)
-            loc = f"{loc}{'' if rel.startswith('[') or not loc else '.'}{rel}"
-        elif not loc or msg.startswith(loc):
+        if not loc or msg.startswith(loc):
             head, sep, rest = msg.partition(": ")
             if sep and " " not in head:
                 loc, msg = head, rest

@@ -1,0 +1,14 @@
+"""The one-line refusal of a cross-field rule, shared by the scenario schema and its market block."""
+from __future__ import annotations
+
+from pydantic_core import PydanticCustomError
+
+RULE = "scenario_rule"
+
+
+def fail(field: str, what: str, allowed: str):
+    """Raise inside a model validator: ``field`` (relative to the model whose validator raises,
+    e.g. ``tp`` or ``step_time.kv_cache_tokens``) is wrong because of ``what``; ``allowed``
+    says what is accepted.  The schema's error formatter prefixes the model's location."""
+    raise PydanticCustomError(RULE, "{field}: {what}; allowed: {allowed}",
+                              {"field": field, "what": what, "allowed": allowed})
