@@ -207,3 +207,18 @@ def test_python_api_paths_refuse_non_finite_in_one_line():
         with pytest.raises(UserError) as e:
             make()
         assert "\n" not in str(e.value) and "allowed" in str(e.value)
+
+
+def test_sweep_points_are_checked_and_the_flag_exists(tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text(BASE)
+    rc = main(["sweep", str(path), "--grid", "simulation.timeseries_interval_s=1e-6", "--workers", "0", "-r", "1",
+               "--out", str(tmp_path / "sw"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "timeseries bins is above the limit" in err and "--max-work" in err
+    for cmd in ("sweep", "capacity"):
+        with pytest.raises(SystemExit) as ex:   # argparse: one line, exit 2
+            main([cmd, str(path), "--max-work", "0"])
+        err = capsys.readouterr().err
+        assert ex.value.code == 2 and "--max-work: '0' must be > 0" in err and len(err.strip().splitlines()) == 1
