@@ -222,3 +222,14 @@ def test_sweep_points_are_checked_and_the_flag_exists(tmp_path, capsys):
             main([cmd, str(path), "--max-work", "0"])
         err = capsys.readouterr().err
         assert ex.value.code == 2 and "--max-work: '0' must be > 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_forecast_work_is_estimated_before_the_market_runs():
+    from sim.forecast.forecast import run_forecast
+    from sim.scenario import load_scenario, with_overrides
+    sc = load_scenario()   # the shipped 36-month forecast is within the limits
+    assert all(v <= LIMITS[k] for k, v in estimate(sc).items())
+    big = with_overrides(sc, {"forecast.continuous": True, "forecast.months": 240})
+    with pytest.raises(UserError, match=r"^work estimate: .* requests is above the limit") as e:
+        run_forecast(big, seed=1)
+    assert "max_work=" in str(e.value) and "\n" not in str(e.value)
