@@ -103,6 +103,7 @@ class Replica:
         self.on_complete = on_complete
         self.on_busy = on_busy
         self.on_slots_free = on_slots_free   # central-queue router: pull waiting requests
+        self.on_unload: Callable[["Replica"], None] | None = None  # router: outstanding_tokens fell
         self.up = True
         self.accepting = True           # False while draining (capacity leaving): no new requests
         self.added_s = env.now          # when the replica joined the fleet
@@ -474,6 +475,8 @@ class Replica:
         self.completed += 1
         self.outstanding_tokens -= r.prompt_tokens + r.output_tokens
         self.n_assigned -= 1
+        if self.on_unload is not None:
+            self.on_unload(self)
         self.on_complete(r, now)
 
     def partial_run(self, now: float) -> tuple[float, int]:
