@@ -85,7 +85,8 @@ class Replica:
                  on_complete: Callable[[Request, float], None],
                  on_busy: Callable[["Replica", float, float, int, float], None] | None = None,
                  gpus: int = 1, site: str | None = None, deployment: int = 0,
-                 on_slots_free: Callable[["Replica"], None] | None = None):
+                 on_slots_free: Callable[["Replica"], None] | None = None,
+                 max_waiting: int | None = None):
         self.env = env
         self.index = index
         self.name = name
@@ -95,6 +96,7 @@ class Replica:
         self.model = step_model
         self.max_num_seqs = max_num_seqs
         self.max_batched_tokens = max_batched_tokens
+        self.max_waiting = max_waiting  # admission: most requests waiting here (None: unbounded)
         self.bs = block_size_tokens
         self.chunked_prefill = chunked_prefill
         self.per_iteration = per_iteration

@@ -19,7 +19,7 @@ COLUMNS = ("request_id", "workload", "replica", "arrival_s", "admitted_s", "firs
            "completion_s", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
            "restarts", "network_s", "outcome")
 OUTCOMES = ("completed", "rejected", "in_flight")
-REJECT_REASONS = ("no_eligible_capacity", "exceeds_kv_capacity")
+REJECT_REASONS = ("no_eligible_capacity", "exceeds_kv_capacity", "queue_full", "ttft_shed")
 
 _H_LO = 1e-6          # seconds; smaller values fall in the underflow bin (reported as 0)
 _H_RATIO = 1.002

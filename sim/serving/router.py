@@ -10,6 +10,11 @@ Workloads with the same eligible list share one :class:`LeastLoaded` heap, which
 least-outstanding replica (ties to the earliest in the list, exactly as a scan would) in
 O(log N); the up-and-accepting sublists that ``power_of_two`` and ``round_robin`` draw from
 are rebuilt only when a replica changes state.
+
+Admission control (all off by default): ``max_queue`` bounds each workload's central queue,
+a replica's ``max_waiting`` bounds the requests waiting on it, and ``ttft_shed_s`` rejects
+an arrival whose predicted TTFT (:meth:`Router.predicted_ttft_s`) exceeds it.  A request
+moved off a failed or retired replica (``restarts > 0``) is never refused.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from sim.perf.step import prefill_attn_pairs
 from sim.serving.engine import Replica, Request
 
 _RANK_BITS = 32
@@ -121,7 +127,8 @@ class Router:
     def __init__(self, env, replicas: list[Replica], eligible: list[list[int]], policy: str,
                  rng: np.random.Generator, max_wait_s: float,
                  on_reject: Callable[[Request, str, float], None],
-                 rtt_s: list[list[float]] | None = None):
+                 rtt_s: list[list[float]] | None = None, max_queue: int | None = None,
+                 ttft_shed_s: float | None = None):
         self.env = env
         self.replicas = replicas
         self.eligible = [[replicas[i] for i in idx] for idx in eligible]
@@ -135,6 +142,9 @@ class Router:
         self._rr = [0] * len(eligible)
         self._u: list[float] = []
         self.violations = 0  # checked by tests: must stay 0
+        self.max_queue = max_queue
+        self.ttft_shed_s = ttft_shed_s
+        self._check_replica = ttft_shed_s is not None or any(rep.max_waiting is not None for rep in replicas)
         # central queue: FCFS per workload, pulled by replicas with free sequence slots
         self.central = policy == "central_queue"
         self.queues: list[deque[Request]] = [deque() for _ in eligible]
@@ -192,12 +202,13 @@ class Router:
 
     def _dispatch(self, r: Request, cands: list[Replica]):
         if self.central:
-            if self.queues[r.workload]:
-                self.queues[r.workload].append(r)
-                return
-            rep = self.group[r.workload].best(_up_with_slot)
+            q = self.queues[r.workload]
+            rep = None if q else self.group[r.workload].best(_up_with_slot)
             if rep is None:
-                self.queues[r.workload].append(r)
+                if self.max_queue is not None and len(q) >= self.max_queue and r.restarts == 0:
+                    self.on_reject(r, "queue_full", self.env.now)
+                else:
+                    q.append(r)
                 return
         elif self.policy == "least_outstanding":
             rep = self.group[r.workload].best(_up)
@@ -216,7 +227,39 @@ class Router:
                 k = self._rr[r.workload]
                 rep = cands[k % n]
                 self._rr[r.workload] = k + 1
+        if self._check_replica and r.restarts == 0:
+            reason = self._refusal(r, rep)
+            if reason is not None:
+                self.on_reject(r, reason, self.env.now)
+                return
         self._send(r, rep)
+
+    def _refusal(self, r: Request, rep: Replica) -> str | None:
+        """Why an arrival routed to ``rep`` is refused (None: admitted)."""
+        if rep.max_waiting is not None and len(rep.waiting) >= rep.max_waiting:
+            return "queue_full"
+        if self.ttft_shed_s is not None and self.predicted_ttft_s(r, rep) > self.ttft_shed_s:
+            return "ttft_shed"
+        return None
+
+    def predicted_ttft_s(self, r: Request, rep: Replica) -> float:
+        """A lower bound on ``r``'s TTFT at ``rep``: the network round trip plus the step
+        model's time to prefill, in one iteration with no decodes, the prompt tokens still
+        to prefill on ``rep`` (admitted and waiting) and ``r``'s own.  It ignores the
+        iteration in progress, decodes, the token budget and waits for sequence slots or
+        KV blocks, each of which only makes the real TTFT longer."""
+        window = rep.window
+        tokens = r.target
+        pairs = prefill_attn_pairs(0, r.target, window)
+        for q in rep.prefilling:
+            c = q.target - q.prefilled
+            tokens += c
+            pairs += prefill_attn_pairs(q.prefilled, c, window)
+        for q in rep.waiting:
+            tokens += q.target
+            pairs += prefill_attn_pairs(0, q.target, window)
+        rtt = self.rtt_s[r.workload][rep.index] if self.rtt_s is not None else 0.0
+        return rtt + rep.model.mixed_step_s(0, 0, tokens, pairs)
 
     def _send(self, r: Request, rep: Replica):
         if self.rtt_s is not None:
@@ -258,6 +301,8 @@ class Router:
 
     def add_replica(self, rep: Replica, workloads: list[int]):
         """A replica joined the fleet (capacity arrived); ``workloads`` may use it."""
+        if rep.max_waiting is not None:
+            self._check_replica = True
         self.serves.append(list(workloads))
         self._groups_of.append([])
         for w in workloads:
