@@ -91,7 +91,9 @@ class LeastLoaded:
                 self.heap = [x for x in self.live if x >= 0]
                 heapq.heapify(self.heap)
 
-    def best(self, valid: Callable[[Replica], bool] | None) -> Replica | None:
+    def best(self, need_slot: bool = False) -> Replica | None:
+        """The least-loaded member that is up and accepting (and, with ``need_slot``, has a
+        free sequence slot); None when there is none."""
         heap = self.heap
         live = self.live
         members = self.members
@@ -102,7 +104,7 @@ class LeastLoaded:
                 heapq.heappop(heap)          # stale
                 continue
             rep = members[k]
-            if valid is not None and not valid(rep):
+            if not (rep.up and rep.accepting) or (need_slot and rep.free_slots() <= 0):
                 heapq.heappop(heap)          # comes back through refresh() or lowered()
                 live[k] = -1
                 continue
@@ -182,7 +184,17 @@ class Router:
             for g in self.groups:
                 g.refresh(self._valid)
             for rep in self.replicas:
-                rep.on_unload = self._lowered if self._groups_of[rep.index] else None
+                self._hook(rep)
+
+    def _hook(self, rep: Replica):
+        """Have ``rep`` report falls of its load to the heaps that hold it."""
+        gs = self._groups_of[rep.index]
+        if not self._heaped or not gs:
+            rep.on_unload = None
+        elif len(gs) == 1:
+            rep.on_unload = gs[0].lowered
+        else:
+            rep.on_unload = self._lowered
 
     def _lowered(self, rep: Replica):
         for g in self._groups_of[rep.index]:
@@ -203,7 +215,7 @@ class Router:
     def _dispatch(self, r: Request, cands: list[Replica]):
         if self.central:
             q = self.queues[r.workload]
-            rep = None if q else self.group[r.workload].best(_up_with_slot)
+            rep = None if q else self.group[r.workload].best(True)
             if rep is None:
                 if self.max_queue is not None and len(q) >= self.max_queue and r.restarts == 0:
                     self.on_reject(r, "queue_full", self.env.now)
@@ -211,7 +223,7 @@ class Router:
                     q.append(r)
                 return
         elif self.policy == "least_outstanding":
-            rep = self.group[r.workload].best(_up)
+            rep = self.group[r.workload].best()
         else:
             n = len(cands)
             if n == 1:
@@ -315,7 +327,7 @@ class Router:
             for g in touched.values():
                 g.add(rep)
                 self._groups_of[rep.index].append(g)
-            rep.on_unload = self._lowered if self._heaped and touched else None
+            self._hook(rep)
         else:
             self._regroup()
         if self.central:

@@ -393,9 +393,10 @@ class World:
     def residency_violations(self) -> int:
         """Requests found on a replica their rule does not allow (must be 0)."""
         bad = 0
+        allowed = [set(idx) for idx in self.eligible]
         for rep in self.replicas:
             for r in list(rep.running.values()) + list(rep.waiting):
-                if rep.index not in self.eligible[r.workload]:
+                if rep.index not in allowed[r.workload]:
                     bad += 1
         return bad + self.router.violations
 
