@@ -257,16 +257,19 @@ class Router:
     def predicted_ttft_s(self, r: Request, rep: Replica) -> float:
         """A lower bound on ``r``'s TTFT at ``rep``: the network round trip plus the step
         model's time to prefill, in one iteration with no decodes, the prompt tokens still
-        to prefill on ``rep`` (admitted and waiting) and ``r``'s own.  It ignores the
-        iteration in progress, decodes, the token budget and waits for sequence slots or
-        KV blocks, each of which only makes the real TTFT longer."""
+        to prefill on ``rep`` after the iteration in progress (admitted and waiting) and
+        ``r``'s own.  It ignores the rest of the iteration in progress, decodes, the token
+        budget and waits for sequence slots or KV blocks, each of which only makes the real
+        TTFT longer."""
         window = rep.window
         tokens = r.target
         pairs = prefill_attn_pairs(0, r.target, window)
+        in_progress = rep.run_chunks if rep.pending is not None else ()
         for q in rep.prefilling:
-            c = q.target - q.prefilled
+            done = q.prefilled + (q.chunk if q in in_progress else 0)
+            c = q.target - done
             tokens += c
-            pairs += prefill_attn_pairs(q.prefilled, c, window)
+            pairs += prefill_attn_pairs(done, c, window)
         for q in rep.waiting:
             tokens += q.target
             pairs += prefill_attn_pairs(0, q.target, window)
