@@ -115,16 +115,16 @@ LengthSpec = Annotated[
 class _BatchingAdmission(Spec):
     max_waiting: int | None = Field(
         default=None, ge=0, strict=True,
-        description="Most requests that may wait at one replica (routed there, not yet in its running batch); an arrival the router sends to a replica already holding this many is rejected with reason queue_full. None: unbounded. assumption: unbounded, as vLLM and TensorRT-LLM queue without limit by default.")
+        description="Most requests that may wait at one replica (routed there, not yet in its running batch); an arrival the router sends to a replica already holding this many is rejected with reason queue_full. None: unbounded. assumption: unbounded (no admission limit).")
 
 
 class _RouterAdmission(Spec):
     max_queue: int | None = Field(
         default=None, ge=0, strict=True,
-        description="central_queue only: most requests that may wait in a workload's FCFS queue at the router; an arrival that finds it full is rejected with reason queue_full (0 with max_num_seqs = 1 is Erlang B's loss system M/M/c/c; K - c is M/M/c/K). None: unbounded. assumption: unbounded.")
+        description="central_queue only: most requests that may wait in a workload's FCFS queue at the router; an arrival that finds it full is rejected with reason queue_full (0 with max_num_seqs = 1 is Erlang B's loss system M/M/c/c; K - c is M/M/c/K). None: unbounded. assumption: unbounded (no admission limit).")
     ttft_shed_s: float | None = Field(
         default=None, gt=0.0, allow_inf_nan=False, strict=True,
-        description="Reject an arrival with reason ttft_shed when its predicted TTFT exceeds this, seconds. Predicted TTFT: network round trip to the replica the router chose plus the step model's time to prefill the prompts waiting there and its own, in one batch with no decodes: a lower bound, so only requests that would miss even at the replica's best are shed. Not with central_queue (bound its queue with max_queue). None: no shedding. assumption: off.")
+        description="Reject an arrival with reason ttft_shed when its predicted TTFT exceeds this, seconds. Predicted TTFT: network round trip to the replica the router chose plus the step model's time to prefill, in one iteration with no decodes, the prompt tokens still to prefill there after the iteration in progress (admitted or waiting) and its own: a lower bound, so only requests that would miss the bound even at the replica's best are shed (under slot-bound load most of the real TTFT is the wait for a sequence slot, which it leaves out). Not with central_queue (bound its queue with max_queue). None: no shedding. assumption: off.")
 
     @model_validator(mode="after")
     def _admission_policy(self):
