@@ -6,10 +6,12 @@ when none is up it waits (up to ``max_wait_s``) and is then rejected with the re
 ``no_eligible_capacity``.  It is never served elsewhere.
 
 Every policy costs O(log N) or O(1) per request in the number N of eligible replicas.
-Workloads with the same eligible list share one :class:`LeastLoaded` heap, which gives the
-least-outstanding replica (ties to the earliest in the list, exactly as a scan would) in
-O(log N); the up-and-accepting sublists that ``power_of_two`` and ``round_robin`` draw from
-are rebuilt only when a replica changes state.
+Workloads with the same eligible list share one :class:`LeastLoaded` group; from
+``Router.heap_min_replicas`` members on, a lazy heap gives the least-outstanding replica
+(ties to the earliest in the list, exactly as a scan would) in O(log N); smaller groups
+scan, which is cheaper there (a scan of a few dozen replicas costs less than keeping the
+heap current on every completion).  The up-and-accepting sublists that every policy draws
+from are rebuilt only when a replica changes state.
 
 Admission control (all off by default): ``max_queue`` bounds each workload's central queue,
 a replica's ``max_waiting`` bounds the requests waiting on it, and ``ttft_shed_s`` rejects
@@ -44,9 +46,10 @@ class LeastLoaded:
     live, valid, up-to-date key is the least (load, rank) of all valid members.
     """
 
-    __slots__ = ("members", "rank", "live", "heap")
+    __slots__ = ("members", "rank", "live", "heap", "heaped")
 
-    def __init__(self, members: list[Replica]):
+    def __init__(self, members: list[Replica], heaped: bool = True):
+        self.heaped = heaped   # False: the router scans its candidate list instead
         self.members: list[Replica | None] = list(members)
         self.rank: dict[int, int] = {rep.index: k for k, rep in enumerate(members)}
         self.live: list[int] = [-1] * len(members)
@@ -126,6 +129,8 @@ def _up_with_slot(rep: Replica) -> bool:
 
 
 class Router:
+    heap_min_replicas = 48   # groups at least this large use a heap, smaller ones a scan
+
     def __init__(self, env, replicas: list[Replica], eligible: list[list[int]], policy: str,
                  rng: np.random.Generator, max_wait_s: float,
                  on_reject: Callable[[Request, str, float], None],
@@ -172,7 +177,7 @@ class Router:
             key = tuple(rep.index for rep in lst)
             g = groups.get(key)
             if g is None:
-                g = groups[key] = LeastLoaded(lst)
+                g = groups[key] = LeastLoaded(lst, self._heaped and len(lst) >= self.heap_min_replicas)
             self.group.append(g)
         self.groups = list(groups.values())
         self._groups_of: list[list[LeastLoaded]] = [[] for _ in self.replicas]
@@ -180,16 +185,16 @@ class Router:
             for rep in g.members:
                 if rep is not None:
                     self._groups_of[rep.index].append(g)
-        if self._heaped:
-            for g in self.groups:
+        for g in self.groups:
+            if g.heaped:
                 g.refresh(self._valid)
-            for rep in self.replicas:
-                self._hook(rep)
+        for rep in self.replicas:
+            self._hook(rep)
 
     def _hook(self, rep: Replica):
         """Have ``rep`` report falls of its load to the heaps that hold it."""
-        gs = self._groups_of[rep.index]
-        if not self._heaped or not gs:
+        gs = [g for g in self._groups_of[rep.index] if g.heaped]
+        if not gs:
             rep.on_unload = None
         elif len(gs) == 1:
             rep.on_unload = gs[0].lowered
@@ -198,7 +203,8 @@ class Router:
 
     def _lowered(self, rep: Replica):
         for g in self._groups_of[rep.index]:
-            g.lowered(rep)
+            if g.heaped:
+                g.lowered(rep)
 
     def _uniform(self) -> float:
         if not self._u:
@@ -215,7 +221,17 @@ class Router:
     def _dispatch(self, r: Request, cands: list[Replica]):
         if self.central:
             q = self.queues[r.workload]
-            rep = None if q else self.group[r.workload].best(True)
+            rep = None
+            if not q:
+                g = self.group[r.workload]
+                if g.heaped:
+                    rep = g.best(True)
+                else:
+                    best = 0
+                    for c in cands:
+                        if c.free_slots() > 0 and (rep is None or c.outstanding_tokens < best):
+                            rep = c
+                            best = c.outstanding_tokens
             if rep is None:
                 if self.max_queue is not None and len(q) >= self.max_queue and r.restarts == 0:
                     self.on_reject(r, "queue_full", self.env.now)
@@ -223,7 +239,16 @@ class Router:
                     q.append(r)
                 return
         elif self.policy == "least_outstanding":
-            rep = self.group[r.workload].best()
+            g = self.group[r.workload]
+            if g.heaped:
+                rep = g.best()
+            else:
+                rep = cands[0]
+                best = rep.outstanding_tokens
+                for c in cands:
+                    if c.outstanding_tokens < best:
+                        rep = c
+                        best = c.outstanding_tokens
         else:
             n = len(cands)
             if n == 1:
@@ -330,6 +355,12 @@ class Router:
             for g in touched.values():
                 g.add(rep)
                 self._groups_of[rep.index].append(g)
+                if (not g.heaped and self._heaped
+                        and sum(m is not None for m in g.members) >= self.heap_min_replicas):
+                    g.heaped = True      # grown past the scan: refreshed below
+                    for m in g.members:
+                        if m is not None:
+                            self._hook(m)
             self._hook(rep)
         else:
             self._regroup()
@@ -360,8 +391,8 @@ class Router:
             by_group = {id(g): [c for c in g.members if c is not None and c.up and c.accepting]
                         for g in self.groups}
             self.cands = [by_group[id(g)] for g in self.group]
-        if self._heaped:
-            for g in self.groups:
+        for g in self.groups:
+            if g.heaped:
                 g.refresh(self._valid)
         for w, lst in enumerate(self.parked):
             if not lst:
