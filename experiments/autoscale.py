@@ -13,10 +13,10 @@ on a committed base of 4 H100s (committed rental, EUR 2.34/GPU-h) plus on-demand
   per replica, release when it is under 0.25 and nothing waits (drained for 10 min first);
 * ``forecast``: order a lead time ahead of the tenant's expected demand (its NHPP profile),
   keeping 20 % headroom (the default) over the GPUs that demand needs at a replica's fluid
-  request capacity (``sim.capacity.replica_request_capacity_per_s``).
+  request capacity (``sim.serving.fluid.replica_request_capacity_per_s``).
 
 Replicas join when ordered GPUs arrive and are drained before released GPUs leave
-(:class:`sim.capacity.FleetCapacity`).  Same seeds for every variant (common random
+(:class:`sim.economics.capacity.FleetCapacity`).  Same seeds for every variant (common random
 numbers), R replications, mean and 95% CI.  Outputs: ``autoscale.csv`` (per variant),
 ``autoscale_replications.csv``, ``autoscale.png`` (GPUs in the fleet over the day against
 the demand profile; SLA attainment vs cost) and ``report.html``.
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from sim.scenario import load_scenario, with_overrides
-    from sim.study.sweep import mean_ci95, run_sweep
+    from sim.study.sweep import ci_columns, run_sweep
 
     base = with_overrides(apply_sets(load_scenario(SCENARIO), args),
                           {"simulation.horizon_s": cfg["horizon_s"], **cfg["overrides"]})
@@ -112,8 +112,7 @@ def main(argv=None) -> int:
     for name in order:
         grp = reps_df[reps_df["variant"] == name]
         row = {"variant": name, "replications": len(grp)}
-        for m_ in metrics:
-            row[f"{m_}_mean"], row[f"{m_}_ci95_lo"], row[f"{m_}_ci95_hi"] = mean_ci95(grp[m_].to_numpy(dtype=float))
+        row.update(ci_columns(grp, metrics))
         table_rows.append(row)
     table = pd.DataFrame(table_rows)
     write_csv(table, out, "autoscale")

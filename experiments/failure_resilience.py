@@ -4,11 +4,11 @@ Scenario: ``experiments/scenarios/contracts_faults.toml`` (Mixtral 8x7B on 16 H1
 French sites, owned colo + on-demand rental, finance and healthcare tenants with their own
 prices), with its GPU and node failure rates set to a multiple (1x, 100x, 1,000x, 3,000x, 10,000x) of the
 Llama 3 rates of the ``[faults]`` defaults (3.029e-4 per GPU-day, 7.957e-4 per node-day,
-``sim.faults.llama3_rates``) and the repair time at the schema default (median 4 h,
+``sim.economics.faults.llama3_rates``) and the repair time at the schema default (median 4 h,
 lognormal sigma 1: an assumption).  Site outages stay at their default (0.5 per site-year,
 an assumption) and are not scaled.  Each multiplier runs with both requeue policies:
 ``preserve`` (a request on a failed replica is requeued keeping the tokens it has emitted;
-``sim.faults.FaultConfig.keep_generated = True``) and ``recompute`` (it restarts generation).  Same
+``sim.economics.faults.FaultConfig.keep_generated = True``) and ``recompute`` (it restarts generation).  Same
 seeds across all cells (common random numbers), R replications, mean and 95% CI.
 
 Runs last 20 simulated minutes from an all-up fleet, so at 1x-100x almost no run sees a
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from sim.study.capacity_search import vertical_attainment
     from sim.economics.faults import llama3_rates
     from sim.scenario import load_scenario, with_overrides
-    from sim.study.sweep import mean_ci95, run_sweep
+    from sim.study.sweep import ci_columns, run_sweep
 
     rates = llama3_rates()
     g1, n1 = rates.gpu_per_gpu_day, rates.node_per_node_day
@@ -102,8 +102,7 @@ def main(argv=None) -> int:
         row = {"multiplier": mult, "requeue": pol, "replications": len(grp),
                "gpu_failures_per_gpu_day": g1 * mult, "node_failures_per_node_day": n1 * mult,
                "steady_state_availability": steady_state_availability(g1 * mult, n1 * mult, tp)}
-        for m_ in metrics:
-            row[f"{m_}_mean"], row[f"{m_}_ci95_lo"], row[f"{m_}_ci95_hi"] = mean_ci95(grp[m_].to_numpy(dtype=float))
+        row.update(ci_columns(grp, metrics))
         rows.append(row)
     table = pd.DataFrame(rows)
     write_csv(table, out, "failure_resilience")

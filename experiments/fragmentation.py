@@ -1,7 +1,7 @@
 """The price of fragmentation: what does residency cost in utilisation, SLA attainment and GPUs?
 
 The same demand -- the four default verticals (finance, healthcare, public_sector, general,
-from ``sim.demand.vertical_workload``: fitted lengths, weekly profile, burst state, SLA class,
+from ``sim.demand.verticals.vertical_workload``: fitted lengths, weekly profile, burst state, SLA class,
 residency rule) -- is served by
 
 * **pooled**: one EU fleet where every site is eligible for every tenant (residency rules
@@ -43,18 +43,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sim.core.stats import mean_ci as stats_mean_ci  # noqa: E402
 from sim.demand import verticals as demand  # noqa: E402
 from sim.study.run import run  # noqa: E402
 from sim.scenario import Scenario, scenario_from_dict, with_overrides  # noqa: E402
@@ -159,12 +158,10 @@ def one_run(sc: Scenario, seed: int) -> dict:
 
 
 def mean_ci(x) -> tuple[float, float]:
-    x = np.asarray([v for v in x if v == v], dtype=float)
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    if len(x) == 1:
-        return float(x[0]), float("nan")
-    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    """Mean and half-width of the 95% interval (:func:`sim.core.stats.mean_ci`; NaN half-width
+    under two values)."""
+    r = stats_mean_ci(x)
+    return r.mean, r.half_width
 
 
 def evaluate(load_per_s: float, replicas: dict[str, int], pooled: bool, seeds, horizon_s: float,

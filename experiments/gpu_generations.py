@@ -1,12 +1,12 @@
 """Which GPU generation serves Mixtral 8x7B most cheaply at the same latency SLA?
 
 For each GPU generation (A100, H100, H200, B200) the script finds, by bisection with
-replications (``sim.capacity_search``), the smallest number of TP2 replicas that meets the
+replications (``sim.study.capacity_search``), the smallest number of TP2 replicas that meets the
 workload's SLA attainment target at a fixed Poisson demand, and reports GPU-hours per million
 output tokens of that demand (arrived output tokens per second; the fleet meets the SLA for it).
 Cost per million output tokens = GPU-hours per million x the generation's on-demand rental
 price per GPU-hour at an EU provider (a row of models/economics/gpu_prices.csv, through
-``sim.contracts.rental_terms``; rental bills every provisioned hour and includes power).  The
+``sim.economics.contracts.rental_terms``; rental bills every provisioned hour and includes power).  The
 data has EUR prices for A100 (OVHcloud), H100 SXM (Scaleway) and H200 (OVHcloud), none for
 B200 (USD only): its cost column is empty and the table says why.  (The runs' own ledger
 block is not used here: without contracts it prices every GPU at the H100 default.)
@@ -43,7 +43,7 @@ def gpu_hour_price_eur(gpu: str):
     """(EUR per GPU-hour, source) of on-demand rental for ``gpu``, or (None, why not).
 
     The price is the gpu_prices.csv row's EUR per instance-hour over its GPUs, turned into
-    contract terms by ``sim.contracts.rental_terms`` (rental includes power, so the cost of a
+    contract terms by ``sim.economics.contracts.rental_terms`` (rental includes power, so the cost of a
     GPU-hour does not depend on how busy it is)."""
     import pandas as pd
 

@@ -10,8 +10,8 @@ Method
    SLA holds; ``(prompt + output tokens) / busy GPU-seconds``.
 2. **Demand** for ``years`` years, hourly, in GPUs busy: ``peak_gpus x growth x diurnal x
    weekly`` (shape parameters below, all `assumption`).
-3. Each strategy runs the capacity layer (``sim.capacity.CapacityManager``, forecast policy
-   with a perfect forecast) and the ledger (``sim.ledger.Ledger``) in one SimPy clock:
+3. Each strategy runs the capacity layer (``sim.economics.capacity.CapacityManager``, forecast policy
+   with a perfect forecast) and the ledger (``sim.economics.ledger.Ledger``) in one SimPy clock:
    served = min(demand, GPUs in force); owned GPUs are filled first (their power follows the
    busy share); revenue = served tokens x the default price.
    * ``rent_on_demand``: on-demand rental following demand hour by hour (lead 1 h, step 2);
@@ -21,7 +21,7 @@ Method
 4. **Break-even utilisation**: flat demand ``u x 64`` GPUs, a 64-GPU owned fleet versus
    on-demand rental of exactly the busy GPU-hours; the ``u`` where cost per served GPU-hour
    is equal (simulated, interpolated), checked against the closed form
-   :func:`sim.contracts.break_even_utilisation`.
+   :func:`sim.economics.contracts.break_even_utilisation`.
 
 Outputs: ``table.csv``, ``table.md``, ``breakeven.csv``, ``summary.json``,
 ``lease_vs_own.png``.

@@ -2,19 +2,18 @@
 
 Two ways to get a monthly forecast for a scenario and a seed:
 
-* the full forecast, ``sim.forecast.run_forecast(scenario, seed) -> ForecastResult`` whose
-  ``monthly`` DataFrame has at least month, contracts_active, contracts_won, contracts_lost,
-  share, revenue_eur, cost_eur, gross_margin_eur, gpu_utilisation, sla_attainment (the
-  lead's long-horizon runner: market + capacity + windowed serving);
-* ``--market-only``: ``sim.market.market_only_forecast`` — the market layer alone with a
-  constant assumed delivered SLA, revenue from contracted demand and a fluid leased-GPU fleet
-  (parameters: block 'fallback' of models/market/parameters.csv).  It exists so the
-  experiments run before ``sim.forecast`` lands; its utilisation and cost are a sketch, not
-  the serving simulation.
+* the full forecast, ``sim.forecast.forecast.run_forecast(scenario, seed) -> ForecastResult``
+  whose ``monthly`` DataFrame has at least month, contracts_active, contracts_won,
+  contracts_lost, share, revenue_eur, cost_eur, gross_margin_eur, gpu_utilisation,
+  sla_attainment (market + capacity + windowed serving);
+* ``--market-only``: ``sim.market.market.market_only_forecast`` — the market layer alone with
+  a constant assumed delivered SLA, revenue from contracted demand and a fluid leased-GPU
+  fleet (parameters: block 'fallback' of models/market/parameters.csv).  It is the fast
+  path for wide sensitivity sweeps; its utilisation and cost are a sketch, not the serving
+  simulation.
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -27,8 +26,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sim.core.errors import UserError  # noqa: E402
+from sim.core.stats import mean_ci as stats_mean_ci  # noqa: E402
+from sim.forecast.forecast import run_forecast  # noqa: E402
+from sim.market.market import market_only_forecast  # noqa: E402
 from sim.scenario.market import MarketSpec, default_market_spec  # noqa: E402
-from sim.scenario import Scenario, load_scenario, scenario_from_dict  # noqa: E402
+from sim.scenario import Scenario, load_scenario, scenario_from_dict, with_overrides  # noqa: E402
 
 RESULTS = ROOT / "results" / "market"
 
@@ -51,14 +53,8 @@ def forecast(task: tuple) -> "object":
     """One (scenario, seed, market_only, months, sla, fallback) point -> monthly DataFrame."""
     scenario, seed, market_only, months, sla, fallback = task
     if market_only:
-        from sim.market.market import market_only_forecast
         df, _ = market_only_forecast(scenario.market, seed, months, sla_attainment=sla, fallback=fallback)
         return df
-    try:
-        from sim.forecast.forecast import run_forecast
-    except ImportError:
-        raise UserError("sim.forecast.run_forecast is not available in this tree yet: rerun with --market-only") from None
-    from sim.scenario import with_overrides
     # the full forecast: months from --months; traffic sampled more coarsely than the default
     # run (FORECAST_WINDOWS x FORECAST_WINDOW_S per month) so replications x scenarios stay
     # affordable; the monthly noise this adds averages out over replications
@@ -82,15 +78,15 @@ def run_all(tasks: list[tuple], workers: int) -> list:
 
 
 def mean_ci(samples: np.ndarray, axis: int = 0, level: float = 0.95):
-    """Mean and half-width of the Student-t confidence interval along ``axis``."""
-    from scipy import stats
-    x = np.asarray(samples, dtype=float)
-    n = x.shape[axis]
-    m = np.nanmean(x, axis=axis)
-    if n < 2:
-        return m, np.zeros_like(m)
-    s = np.nanstd(x, axis=axis, ddof=1)
-    return m, stats.t.ppf(0.5 + level / 2, n - 1) * s / math.sqrt(n)
+    """Mean and half-width of the Student-t ``level`` interval along ``axis`` (replications),
+    one :func:`sim.core.stats.mean_ci` per slice: non-finite values dropped, NaN half-width
+    under two values.  Arrays of the other axes' shape (scalars for a 1-D input)."""
+    x = np.moveaxis(np.asarray(samples, dtype=float), axis, -1)
+    flat = x.reshape(-1, x.shape[-1])
+    res = [stats_mean_ci(row, level) for row in flat]
+    m = np.array([r.mean for r in res]).reshape(x.shape[:-1])
+    h = np.array([r.half_width for r in res]).reshape(x.shape[:-1])
+    return m[()], h[()]
 
 
 def add_common_args(p):

@@ -9,7 +9,7 @@ levels) give the mean cumulative gross margin over the horizon; the tornado show
 change from the base case, largest swing on top, with 95% CI half-widths of the paired
 differences in the CSV.
 
-Modes as in sovereignty_gap.py: by default each run is ``sim.forecast.run_forecast``; with
+Modes as in sovereignty_gap.py: by default each run is ``sim.forecast.forecast.run_forecast``; with
 ``--market-only`` the market layer alone with a CONSTANT assumed delivered SLA (``--sla``)
 and a fluid leased-GPU fleet, whose own parameters (block 'fallback') are then varied too.
 

@@ -12,14 +12,14 @@ cell paired by seed) and ``sovereignty_gap_monthly.csv``.
 
 Two modes:
 
-* default: each point is ``sim.forecast.run_forecast(scenario, seed)`` — the lead's
-  long-horizon forecast (market + capacity + windowed serving), whose delivered SLA feeds
-  churn. If that function is not in the tree yet, the script says so and exits 2.
-* ``--market-only``: the market layer alone (``sim.market.market_only_forecast``) with a
+* default: each point is ``sim.forecast.forecast.run_forecast(scenario, seed)`` — the
+  multi-year forecast (market + capacity + windowed serving), whose delivered SLA feeds
+  churn.
+* ``--market-only``: the market layer alone (``sim.market.market.market_only_forecast``) with a
   CONSTANT assumed delivered SLA (``--sla``, default 0.99), revenue = contracted demand at
   contract prices, and a fluid leased-GPU fleet (block 'fallback' of
-  models/market/parameters.csv) for cost and utilisation. Use it until ``sim.forecast``
-  exists; its figures say "market-only" in the title.
+  models/market/parameters.csv) for cost and utilisation: fast, for wide sweeps; its
+  figures say "market-only" in the title.
 
 Run:  PYTHONPATH=$PWD python experiments/sovereignty_gap.py --market-only --reps 10
 """

@@ -1,4 +1,4 @@
-"""A cheap stand-in for ``sim.sweep.run_point`` used by the sweep tests.
+"""A cheap stand-in for ``sim.study.sweep.run_point`` used by the sweep tests.
 
 Deterministic in (scenario, seed): it draws from a Generator seeded by ``seed`` only, so
 replication r gives the same draws at every grid point (what common random numbers promise).

@@ -20,7 +20,7 @@ Fits (scipy.optimize.least_squares on log residuals, i.e. relative error):
 Every component is judged on held-out rows: leave-one-model-out for GEMMs and elementwise
 kernels, leave-one-size-out (blocks of token counts, message sizes or context lengths) for the
 others.  Then the whole-iteration model is checked against end-to-end static-batch public
-measurements (vLLM PRs and CI, TensorRT-LLM static batching; see ``sim.wholebatch``).
+measurements (vLLM PRs and CI, TensorRT-LLM static batching; see ``sim.calibration.wholebatch``).
 """
 from __future__ import annotations
 
@@ -239,7 +239,7 @@ def fit_moe(rows, bw, F, p):
 
 def routing_skew() -> tuple[float, str]:
     """Largest relative deviation of one expert's load share from uniform in the Mixtral
-    paper's Figure 7 (third-party estimates): the ``skew`` of :func:`sim.perf.expert_probs`."""
+    paper's Figure 7 (third-party estimates): the ``skew`` of :func:`sim.perf.roofline.expert_probs`."""
     d = measurements.read("public/mixtral_routing_statistics.csv")
     d = d[d.statistic.str.startswith("share of")]
     dev = (d.value_pct - d.uniform_random_reference_pct).abs() / d.uniform_random_reference_pct
@@ -280,7 +280,7 @@ def fit_cpu_overhead() -> tuple[float, float, pd.DataFrame]:
 
 # default profile of the engine: TensorRT-LLM in-flight batching (`trtllm`), fitted on the
 # dense perf-overview throughput rows of one version by `sovsim calibrate --throughput`
-# (sim/throughput_fit.py) and carried over here; without it, the static-batching profile
+# (sim/calibration/throughput_fit.py) and carried over here; without it, the static-batching profile
 # `trtllm-v0.9` (batches up to 1024; the vLLM rows stop at batch 64 and come from the 2024
 # Python scheduler). See docs/perf.md.
 DEFAULT_FRAMEWORK = "trtllm"

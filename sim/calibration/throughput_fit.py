@@ -16,7 +16,7 @@ is exactly affine in ``(a, b)``::
 
 Three engine runs per row (``(0,0)``, ``(da,0)``, ``(0,db)``) give ``T0`` and the two counts;
 every fit and every held-out score after that is closed form (checked against a direct run in
-tests/test_perf.py).  Only the two framework parameters are fitted; operator efficiencies stay
+tests/perf/test_perf.py).  Only the two framework parameters are fitted; operator efficiencies stay
 as ``sovsim calibrate`` wrote them.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def cases(versions=tuple(VERSIONS)) -> pd.DataFrame:
 def framework_overheads(a_s: float, b_s: float, scale: float = 1.0):
     """Temporarily set the per-iteration / per-sequence overheads and the kernel-time scale of
     every loaded GPU's calibration (the engine builds its step model from
-    :func:`sim.perf.load_params`)."""
+    :func:`sim.perf.roofline.load_params`)."""
     saved = []
     for gid in catalog.gpus():
         try:
@@ -261,7 +261,7 @@ def write_report(out: dict, results_dir: Path, log=print) -> None:
     l3, apes3 = _lovo_rows(t, fits, "fit")
     l2, apes2 = _lovo_rows(t, out["fits2"], "fit2")
     md = ["# `sovsim throughput` vs TensorRT-LLM dense throughput tables (perf overview)\n",
-          "Written by `sovsim calibrate --throughput` (`sim/throughput_fit.py`). Each row: the full serving "
+          "Written by `sovsim calibrate --throughput` (`sim/calibration/throughput_fit.py`). Each row: the full serving "
           f"engine on the calibrated step model, one replica of TP GPUs, {REQUESTS_CAP} fixed-length requests at "
           f"t = 0, max_num_seqs {MAX_NUM_SEQS}, max_batched_tokens {MAX_BATCHED_TOKENS}, gpu_memory_utilization "
           f"{GPU_MEMORY_UTILIZATION} (assumptions for trtllm-bench). err = predicted / measured - 1 (negative: "

@@ -131,7 +131,7 @@ def static_batch_counts(batch: int, input_tokens: int, output_tokens: int,
 
 def compare(params_by_gpu: dict | None = None) -> pd.DataFrame:
     """Every whole-batch case with the model's prediction.  ``params_by_gpu`` (calibration
-    card id -> :class:`sim.perf.Params`) overrides the committed calibration; the columns
+    card id -> :class:`sim.perf.roofline.Params`) overrides the committed calibration; the columns
     ``gpu_s``, ``iterations`` and ``seq_iterations`` split the prediction into GPU time and
     what the framework overheads multiply."""
     rows = []

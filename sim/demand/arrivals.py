@@ -123,6 +123,10 @@ class MarkovBurst:
         return 1.0 + 2.0 * mean_rate_per_s * self.relative_rate_variance / s * g
 
 
+# states of the two-state burst path: indices into (mean_gap_s, mean_burst_s) and ``levels``
+NORMAL_STATE, BURST_STATE = 0, 1
+
+
 class _MarkovPath:
     """Lazily generated two-state path: multiplier at sorted query times, memory flat."""
 
@@ -130,7 +134,7 @@ class _MarkovPath:
         self.rng = rng
         self.means = (burst.mean_gap_s, burst.mean_burst_s)
         self.levels = np.asarray(burst.levels)
-        state = int(rng.random() < burst.burst_share)  # stationary start
+        state = BURST_STATE if rng.random() < burst.burst_share else NORMAL_STATE  # stationary start
         # segments: [bounds[i], bounds[i+1]) in states[i]; last segment open-ended to `end`
         self.bounds = [0.0]
         self.states = [state]
@@ -139,7 +143,7 @@ class _MarkovPath:
     def multipliers(self, times: np.ndarray) -> np.ndarray:
         t_last = float(times[-1])
         while self.end <= t_last:
-            state = 1 - self.states[-1]
+            state = NORMAL_STATE if self.states[-1] == BURST_STATE else BURST_STATE
             self.bounds.append(self.end)
             self.states.append(state)
             self.end += float(self.rng.exponential(self.means[state]))
@@ -231,7 +235,7 @@ class NHPPProcess(ArrivalProcess):
 # ------------------------------------------------------------------ trace replay
 @dataclass(frozen=True, eq=False)
 class TraceReplayProcess(ArrivalProcess):
-    """Replay a :class:`sim.traces.Trace` (its arrival times *and* token counts).
+    """Replay a :class:`sim.demand.traces.Trace` (its arrival times *and* token counts).
 
     * ``time_scale`` stretches the time axis: arrival ``i`` is at ``time_scale * t_i``
       (``0.5`` plays the trace twice as fast, doubling the rate and halving every gap).
@@ -244,7 +248,7 @@ class TraceReplayProcess(ArrivalProcess):
     * ``repeat`` loops the trace (period = span plus one mean gap) until the horizon.
     """
 
-    trace: "object"  # sim.traces.Trace (not imported at module load: arrivals stays light)
+    trace: "object"  # sim.demand.traces.Trace (not imported at module load: arrivals stays light)
     time_scale: float = 1.0
     rate_scale: float = 1.0
     repeat: bool = False

@@ -15,7 +15,7 @@ family         parameters                  integer length ``N``
 
 Clipping puts the mass above ``max_tokens`` on ``max_tokens`` (a censored likelihood: the
 Azure conversation service caps outputs at 1000 tokens).  ``ceil`` is the same convention
-as :class:`sim.distributions.LogNormalInt`.  The goodness-of-fit table per family gives the
+as :class:`sim.demand.distributions.LogNormalInt`.  The goodness-of-fit table per family gives the
 discrete Kolmogorov-Smirnov distance ``sup_k |F_n(k) - F(k)|``, a Pearson chi-square on
 data-quantile bins (expected counts >= 5), AIC/BIC and the model-vs-data mean and quantiles.
 With 10^4 rows every p-value is tiny for every family (real data are not a textbook law);
@@ -379,7 +379,7 @@ def fit_mmpp(curve: dict[int, float], bin_s: float, mean_rate_per_s: float) -> t
 def mmpp_from_moments(rel_var: float, switch_rate_per_s: float, burst_share: float) -> tuple[float, float, float]:
     """Two-state MMPP with the given relative rate variance and switching rate, and a chosen
     stationary share of time in the burst state.  Returns (multiplier, mean_burst_s,
-    mean_gap_s) for :class:`sim.arrivals.MarkovBurst`."""
+    mean_gap_s) for :class:`sim.demand.arrivals.MarkovBurst`."""
     pb = burst_share
     y = math.sqrt(rel_var / (pb * (1 - pb)))
     if y * pb >= 1:

@@ -21,7 +21,7 @@ fractional digits are kept), so relative times are exact to float64 rounding.
 
 A row is malformed when it has the wrong number of fields, a time that does not parse or is
 not finite, or a token count that is not an integer >= 1.  Blank lines are not rows and are
-ignored.  ``on_bad_rows="refuse"`` raises :class:`sim.errors.UserError` naming the file, the
+ignored.  ``on_bad_rows="refuse"`` raises :class:`sim.core.errors.UserError` naming the file, the
 first bad line and what is wrong (with the count and first line numbers of all bad rows);
 ``on_bad_rows="skip"`` drops them, logs and warns with the count and line numbers, and keeps
 them in :attr:`Trace.bad_rows` so a run summary can carry :meth:`Trace.report`.  Never silent.

@@ -25,7 +25,7 @@ from sim.demand.fitting import DiscretisedLength
 from sim.demand.traces import load_trace
 
 # ------------------------------------------------------------------ length sources
-# name -> (trace file under models/traces, column of sim.traces.Trace)
+# name -> (trace file under models/traces, column of sim.demand.traces.Trace)
 LENGTH_SOURCES: dict[str, tuple[str, str]] = {
     "azure-code-prompt": ("azure_llm_2023/AzureLLMInferenceTrace_code.csv", "prompt_tokens"),
     "azure-code-output": ("azure_llm_2023/AzureLLMInferenceTrace_code.csv", "output_tokens"),
@@ -264,7 +264,7 @@ def _bursts() -> dict:
 
 
 def burst(name: str):
-    """The fitted :class:`sim.arrivals.MarkovBurst` of ``azure-code`` or ``azure-conv``."""
+    """The fitted :class:`sim.demand.arrivals.MarkovBurst` of ``azure-code`` or ``azure-conv``."""
     b = _bursts()
     if name not in b:
         raise UserError(f"burst: {name!r} is not a fitted burst state; allowed: {', '.join(b)}")

@@ -7,13 +7,12 @@ its public fleet operations (fail, repair, add, drain, retire a replica).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from sim.economics.capacity import FleetCapacity, initial_tranches
 from sim.economics.contracts import HOUR_S
 from sim.economics.faults import FaultInjector, config_from_spec
-from sim.economics.ledger import Ledger, price_for
+from sim.economics.ledger import BusyView, Ledger, price_for
 
 
 class WorldEconomics:
@@ -106,11 +105,3 @@ class WorldEconomics:
         else:
             out["availability"] = {"replica_availability": 1.0, "failures": {"gpu": 0, "node": 0, "site": 0}}
         return out
-
-
-@dataclass(frozen=True)
-class BusyView:
-    key: int
-    site: str | None
-    gpus: int
-    busy_s: float

@@ -269,7 +269,7 @@ def initial_tranches(scenario, start_s: float = 0.0) -> tuple[dict[str, list[Tra
 
 # ====================================================================== inside a run
 class FleetCapacity:
-    """The capacity policy inside a simulated run (:class:`sim.runner.World`).
+    """The capacity policy inside a simulated run (:class:`sim.serving.world.World`).
 
     One :class:`CapacityManager` per site that hosts deployments.  The site's initial
     tranches (its contracts, or implicit on-demand rental) carry the deployments' replicas,

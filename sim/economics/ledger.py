@@ -72,6 +72,16 @@ def default_credit_tiers(attainment_target: float) -> tuple[tuple[float, float],
             (min(attainment_target, 0.95), d("sla_credit_share_below_95")))
 
 
+@dataclass(frozen=True)
+class BusyView:
+    """One replica as the ledger's ``fleet`` sees it: a stable ``key``, its site, GPUs and
+    cumulative busy seconds."""
+    key: int
+    site: str | None
+    gpus: int
+    busy_s: float
+
+
 class Ledger:
     """Accrues money over simulated time. All times in seconds from the run's start.
 
@@ -356,7 +366,7 @@ class Ledger:
 def price_for(pricing: list, workload) -> Price:
     """The tenant price of a scenario workload: the first ``[[pricing]]`` entry naming the
     workload, else the first whose vertical and model match (``*`` = any), else the default
-    (Mixtral on OVHcloud AI Endpoints, see :data:`sim.contracts.DEFAULTS`)."""
+    (Mixtral on OVHcloud AI Endpoints, see :data:`sim.economics.contracts.DEFAULTS`)."""
     def tiers(entry):
         if entry is not None and entry.sla_credits is not None:
             return tuple((t.below_attainment, t.credit_share) for t in entry.sla_credits)

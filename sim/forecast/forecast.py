@@ -34,14 +34,14 @@ import simpy
 from sim.market.market import MONTH_S, Market
 from sim.core.rng import RandomStreams
 from sim.serving.world import World
-from sim.study.run import _json_default, resolved_config
+from sim.core.serialise import json_default as _json_default
+from sim.scenario import resolved_config
 from sim.scenario import Scenario, scenario_from_dict
 from sim.core.errors import UserError
 from sim.demand.verticals import vertical_workload
-from sim.economics.attach import BusyView
 from sim.economics.capacity import CapacityManager, PolicyParams, initial_tranches
 from sim.economics.contracts import default_terms_for
-from sim.economics.ledger import Ledger
+from sim.economics.ledger import BusyView, Ledger
 from sim.scenario import WorkloadSpec, with_overrides
 from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
 from sim.serving.residency import serving_sites

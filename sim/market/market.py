@@ -1,4 +1,4 @@
-"""The customer market (issue 6): RFPs, discrete choice against competitors, contracts.
+"""The customer market: RFPs, discrete choice against competitors, contracts.
 
 SimPy processes on a monthly scale, sharing the serving world's clock (seconds):
 
@@ -62,7 +62,7 @@ class SLATargets:
 
 @dataclass
 class CustomerContract:
-    """A customer (tenant) contract; not a capacity lease (see sim.contracts)."""
+    """A customer (tenant) contract; not a capacity lease (see sim.economics.contracts)."""
     id: str
     vertical: str
     provider: str                 # "sovereign" or a competitor name
@@ -555,7 +555,7 @@ def market_only_forecast(spec: MarketSpec | None, seed: int, months: int = 36,
     contract prices; capacity is a fluid fleet of leased GPUs sized to
     ``target_utilisation`` with a lead time and a minimum lease term; cost is GPU-hours at
     the table's rental price (block 'fallback' of models/market/parameters.csv).  The
-    columns match ``sim.forecast.ForecastResult.monthly`` so experiments run either way.
+    columns match ``sim.forecast.forecast.ForecastResult.monthly`` so experiments run either way.
     """
     import pandas as pd
 

@@ -1,10 +1,10 @@
-"""Schema of the scenario's optional ``[market]`` block (customer market, issue 6).
+"""Schema of the scenario's optional ``[market]`` block (the customer market).
 
 Default values are not written here: they live, with their sources, in one table users can
 read, ``models/market/parameters.csv`` (columns block, name, key, value, low, high, unit,
 source).  ``default_market_dict()`` turns that table into the nested dict this schema
 validates, so the table *is* the default scenario's market and cannot drift from it
-(tests/test_market.py checks the round trip).  ``low``/``high`` are the ranges the
+(tests/market/test_market.py checks the round trip).  ``low``/``high`` are the ranges the
 one-at-a-time sensitivity experiment uses.
 
 This module does not import ``sim.scenario`` (which imports it), so it carries its own base.
@@ -42,7 +42,7 @@ class VerticalMarketSpec(_Spec):
     rate_per_s_sigma: float = Field(ge=0.0, description=f"Log-space standard deviation of the contract size. {_TABLE_NOTE} (assumption)")
     prompt_tokens_mean: float = Field(gt=0.0, description=f"Mean prompt tokens per request (prices a blended offer; the demand layer may use its own fit). {_TABLE_NOTE} (Azure LLM trace 2023)")
     output_tokens_mean: float = Field(gt=0.0, description=f"Mean output tokens per request. {_TABLE_NOTE} (Azure LLM trace 2023)")
-    procurement_months_min: float = Field(ge=0.0, description=f"Shortest RFP-to-award time, months (uniform between min and max). {_TABLE_NOTE} (public sector: issue 6 text; others assumption)")
+    procurement_months_min: float = Field(ge=0.0, description=f"Shortest RFP-to-award time, months (uniform between min and max). {_TABLE_NOTE} (public sector: 18 to 36 months as stated in the project brief; others assumption)")
     procurement_months_max: float = Field(ge=0.0, description=f"Longest RFP-to-award time, months. {_TABLE_NOTE}")
     term_months: float = Field(gt=0.0, description=f"Contract term, months; at expiry the contract renews for another term, churns or expires. {_TABLE_NOTE} (assumption)")
     beta_price: float = Field(ge=0.0, description=f"Logit weight of price: utility falls by beta_price per unit of ln(blended EUR per 1M tokens). {_TABLE_NOTE} (assumption)")
@@ -281,5 +281,5 @@ def table_markdown() -> str:
     return "\n".join(out) + "\n"
 
 
-if __name__ == "__main__":   # python -m sim.market_spec > table.md
+if __name__ == "__main__":   # python -m sim.scenario.market > table.md
     print(table_markdown(), end="")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tomllib
 import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -172,8 +173,8 @@ class StepTimeSpec(Spec):
         return self
 
 
-# ------------------------------------------------------------------ economics (issue 5)
-# Defaults live in sim.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
+# ------------------------------------------------------------------ economics
+# Defaults live in sim.economics.contracts.DEFAULTS (value, unit, source or `assumption`); a field left
 # None here takes that default. models/economics/README.md is the readable table.
 class _ContractTerms(Spec):
     name: str = Field(min_length=1, description="Label of this contract (unique within the site).")
@@ -415,6 +416,14 @@ class ForecastSpec(Spec):
     model: str | None = Field(default=None, description="Serve every tenant with this catalog model instead of its vertical's default. Run setting.")
 
 
+class CellsSpec(Spec):
+    max_replicas: int | None = Field(default=None, ge=1, le=4096, description="Shard the fleet into cells of at most this many replicas, each behind its own router, with a front router splitting each workload over the cells in proportion to the GPUs it may use there (docs/cells.md). None: one router over the whole fleet. Run setting.")
+    sample: int | None = Field(default=None, ge=2, description="Simulate this many cells of each group of exchangeable cells and scale, with intervals from the cell-to-cell spread; None: every cell. Run setting.")
+    windows: int = Field(default=0, ge=0, le=1000, description="Estimate each cell's horizon from this many sampled windows (0: simulate it continuously). Run setting.")
+    window_s: float = Field(default=300.0, gt=0.0, description="Length of one sampled window, seconds. Run setting.")
+    warmup_s: float = Field(default=60.0, ge=0.0, description="Warm-up before each window, discarded, seconds. Run setting.")
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", description="Scenario label.")
     description: str = Field(default="", description="Free text.")
@@ -433,6 +442,7 @@ class Scenario(Spec):
     pricing: list[PricingSpec] = Field(default_factory=list, description="Tenant prices; the first matching entry (workload, then vertical+model, then wildcards) applies. None matching: Mixtral on OVHcloud AI Endpoints, EUR 0.70 / 0.70 per 1M tokens (api_prices.csv).")
     faults: FaultsSpec = Field(default_factory=FaultsSpec, description="GPU, node and site failures.")
     capacity_policy: CapacityPolicySpec = Field(default_factory=CapacityPolicySpec, description="How capacity is ordered and released over the run.")
+    cells: CellsSpec = Field(default_factory=CellsSpec, description="Large fleets as cells, exactly or sampled (sim.study.cells).")
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -509,15 +519,17 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 def _parent_model(model, path):
     """Walk the schema along a validation location to the model holding the last field."""
-    import typing
     cur = model
+    dict_key = False    # the next part is a key of a dict-valued field, not a field name
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, int) or dict_key:
+            dict_key = False
             continue
         if cur is None or not hasattr(cur, "model_fields"):
             return None
         if part in cur.model_fields:
             ann = cur.model_fields[part].annotation
+            dict_key = _is_dict(ann)
             cur = _unwrap(ann)
         else:
             # discriminator tag of a union: pick the member with that literal
@@ -525,13 +537,23 @@ def _parent_model(model, path):
     return cur
 
 
+def _is_dict(ann) -> bool:
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _is_dict(typing.get_args(ann)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_is_dict(a) for a in typing.get_args(ann) if a is not type(None))
+    return origin is dict
+
+
 def _unwrap(ann):
-    import typing
     origin = typing.get_origin(ann)
     if origin is Annotated:
         return _unwrap(typing.get_args(ann)[0])
     if origin in (list, tuple):
         return _unwrap(typing.get_args(ann)[0])
+    if origin is dict:
+        return _unwrap(typing.get_args(ann)[1])
     if origin is Union or origin is types.UnionType:
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) == 1:
@@ -620,3 +642,10 @@ def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
             else:
                 raise ScenarioError(f"{dotted}: {'.'.join(parts[:i])} is not a table")
     return scenario_from_dict(data, "override")
+
+
+def resolved_config(scenario: Scenario, seed: int) -> dict:
+    """The scenario as JSON-able data with the seed the run actually uses (``config.json``)."""
+    data = scenario.model_dump(mode="json")
+    data["simulation"]["seed"] = seed
+    return data

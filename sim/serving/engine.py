@@ -8,7 +8,7 @@ A replica is one model instance on ``tp`` GPUs.  It runs vLLM-style continuous b
   token budget on prefill chunks of sequences already admitted, then admits waiting
   sequences first-come-first-served while their prompt's KV blocks fit and the running cap
   allows;
-* an iteration takes the time :mod:`sim.step` gives for its composition.
+* an iteration takes the time :mod:`sim.perf.step` gives for its composition.
 
 **Event skipping.**  When an iteration carries only decodes, every following iteration
 does too until something changes the composition: a sequence completes, the cache runs

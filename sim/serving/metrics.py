@@ -19,6 +19,9 @@ COLUMNS = ("request_id", "workload", "replica", "arrival_s", "admitted_s", "firs
            "completion_s", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
            "restarts", "network_s", "outcome")
 OUTCOMES = ("completed", "rejected", "in_flight")
+# a buffered row's outcome column holds the index of its outcome in OUTCOMES
+OUTCOME_COMPLETED, OUTCOME_REJECTED, OUTCOME_IN_FLIGHT = range(len(OUTCOMES))
+_OUTCOME_COL = COLUMNS.index("outcome")
 REJECT_REASONS = ("no_eligible_capacity", "exceeds_kv_capacity", "queue_full", "ttft_shed")
 
 _H_LO = 1e-6          # seconds; smaller values fall in the underflow bin (reported as 0)
@@ -220,7 +223,7 @@ class Metrics:
     def on_complete(self, r, now: float):
         self.last_completion_s = now
         self.completion_bins[self._bin(now)] += 1
-        self.buffer.append(self._row(r, 0))
+        self.buffer.append(self._row(r, OUTCOME_COMPLETED))
         if len(self.buffer) >= self.flush_every:
             self.flush()
 
@@ -231,7 +234,7 @@ class Metrics:
             self.streams[r.workload].rejected_measured += 1
         r.outcome = "rejected"
         r.reason = reason
-        self.buffer.append(self._row(r, 1))
+        self.buffer.append(self._row(r, OUTCOME_REJECTED))
 
     def on_busy(self, rep, t0: float, t1: float, tokens: int, kv_blocks: int):
         if t1 <= t0:
@@ -272,7 +275,7 @@ class Metrics:
         self._reservoir(rows)
         a = np.array(rows, dtype=float)
         w = a[:, 1].astype(np.int64)
-        done = a[:, 13] == 0
+        done = a[:, _OUTCOME_COL] == OUTCOME_COMPLETED
         for wi in np.unique(w[done]):
             m = done & (w == wi)
             self._fold(int(wi), a[m])
@@ -346,7 +349,7 @@ class Metrics:
 
     def add_in_flight(self, requests):
         """Requests still in the system at the horizon enter the sample, not the sums."""
-        rows = [self._row(r, 2) for r in requests]
+        rows = [self._row(r, OUTCOME_IN_FLIGHT) for r in requests]
         self.flush()
         self._reservoir(rows)
 

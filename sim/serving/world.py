@@ -235,29 +235,26 @@ class World:
                 self.env.run(until=t)
                 bar.update(t - bar.n)
 
+    def close(self) -> list[Request]:
+        """Flush the metrics and count the requests still in flight as SLA misses, once
+        (later calls only return the requests in flight)."""
+        inflight = self.in_flight()
+        self.metrics.flush()
+        if not self._closed:
+            self.metrics.count_inflight_misses(inflight, self.env.now)
+            self._closed = True
+        return inflight
+
     def summary(self) -> dict:
+        """The run's summary (docs/metrics.md defines every key): totals, latency
+        percentiles, attainment, and per workload, vertical, site and deployment."""
         sc = self.scenario
         m = self.metrics
-        inflight = self.in_flight()
-        m.flush()
-        if not getattr(self, "_inflight_counted", False):
-            m.count_inflight_misses(inflight, self.env.now)
-            self._inflight_counted = True
+        inflight = self.close()
         total = m.total()
         offline = all(w.arrivals.kind == "offline" for w in sc.workloads)
         duration = (m.last_completion_s if offline else sc.simulation.horizon_s) or 0.0
-        now = self.env.now
-        # each replica counts for the time it was in the fleet (capacity policies add and
-        # retire replicas during the run); the fixed fleet is in for the whole duration
-        life = [max(0.0, min(duration, r.retired_s if r.retired_s is not None else math.inf) - r.added_s)
-                for r in self.replicas]
-        gpu_s = sum(l_ * r.gpus for l_, r in zip(life, self.replicas))
-        gpus = sum(r.gpus for r in self.replicas if r.retired_s is None)
-        partial = [rep.partial_run(now) for rep in self.replicas]
-        busy_s = [rep.busy_s + p[0] for rep, p in zip(self.replicas, partial)]
-        rep_tokens = [rep.output_tokens + p[1] for rep, p in zip(self.replicas, partial)]
-        busy_gpu_s = sum(b * rep.gpus for b, rep in zip(busy_s, self.replicas))
-        out_tokens = sum(rep_tokens)
+        fleet = _FleetTime(self.replicas, duration, self.env.now)
         s = total.summary()
         summary = {
             "scenario": sc.name,
@@ -270,19 +267,19 @@ class World:
             "rejected": s["rejected"],
             "rejected_by_reason": s["rejected_by_reason"],
             "in_flight": len(inflight),
-            "output_tokens_total": out_tokens,
+            "output_tokens_total": fleet.out_tokens,
             "prefill_tokens_total": sum(rep.prefill_tokens for rep in self.replicas),
             "prompt_tokens_total": total.prompt_tokens,
             "completed_output_tokens": total.output_tokens,
             "first_arrival_s": m.first_arrival_s,
             "last_completion_s": m.last_completion_s,
-            "gpus": gpus,
+            "gpus": sum(r.gpus for r in self.replicas if r.retired_s is None),
             "replicas": sum(1 for r in self.replicas if r.retired_s is None),
             "replicas_ever": len(self.replicas),
-            "gpu_hours": gpu_s / 3600.0,
-            "gpu_utilisation": busy_gpu_s / gpu_s if gpu_s > 0 else 0.0,
+            "gpu_hours": fleet.gpu_s / 3600.0,
+            "gpu_utilisation": fleet.busy_gpu_s / fleet.gpu_s if fleet.gpu_s > 0 else 0.0,
             "throughput_utilisation": None,
-            "throughput_output_tokens_per_s": out_tokens / duration if duration > 0 else 0.0,
+            "throughput_output_tokens_per_s": fleet.out_tokens / duration if duration > 0 else 0.0,
             "throughput_requests_per_s": total.completed / duration if duration > 0 else 0.0,
             "preemptions": total.preemptions,
             "measured": s["measured"],
@@ -294,77 +291,98 @@ class World:
             "ttft_attainment": s["ttft_attainment"],
             "tpot_attainment": s["tpot_attainment"],
             "residency_violations": self.residency_violations(),
-            "workloads": {},
+            "workloads": self._workload_summaries(),
             "deployments": {},
             "engine": {
                 "events": sum(rep.events for rep in self.replicas),
                 "iterations": sum(rep.iterations for rep in self.replicas),
             },
         }
-        for wi, w in enumerate(sc.workloads):
-            ws = m.streams[wi].summary(w.sla.attainment_target)
+        summary["verticals"] = self._vertical_summaries()
+        summary["sites"] = self._site_summaries(fleet)
+        summary["deployments"] = self._deployment_summaries(fleet)
+        sat_tokens = sum(d["saturation_output_tokens"] for d in summary["deployments"].values())
+        summary["throughput_utilisation"] = fleet.out_tokens / sat_tokens if sat_tokens > 0 else 0.0
+        summary["request_utilisation"] = self._request_utilisation(summary, fleet.life)
+        return summary
+
+    def _workload_summaries(self) -> dict:
+        out = {}
+        for wi, w in enumerate(self.scenario.workloads):
+            ws = self.metrics.streams[wi].summary(w.sla.attainment_target)
             ws.update({"vertical": w.vertical, "model": w.model,
                        "ttft_target_s": w.sla.ttft_s, "tpot_target_s": w.sla.tpot_s,
                        "eligible_replicas": len(self.eligible[wi])})
             proc = self.arrival_procs[wi]
             if proc is not None and hasattr(proc, "report"):
                 ws["trace"] = proc.report()  # skipped rows and their line numbers
-            summary["workloads"][w.name] = ws
+            out[w.name] = ws
+        return out
+
+    def _vertical_summaries(self) -> dict:
+        sc = self.scenario
         verticals: dict[str, list[int]] = {}
         for wi, w in enumerate(sc.workloads):
             verticals.setdefault(w.vertical, []).append(wi)
-        summary["verticals"] = {}
+        out = {}
         for v, idx in verticals.items():
             st = Stream()
             for wi in idx:
-                st.merge(m.streams[wi])
+                st.merge(self.metrics.streams[wi])
             vs = st.summary()
             vs["workloads"] = [sc.workloads[i].name for i in idx]
-            summary["verticals"][v] = vs
-        summary["sites"] = {}
+            out[v] = vs
+        return out
+
+    def _site_summaries(self, fleet: "_FleetTime") -> dict:
+        sc = self.scenario
+        out = {}
         site_names = [s_.name for s_ in sc.sites] + (
             [None] if any(d.site is None for d in sc.deployments) else [])
         for sn in site_names:
             reps = [r for r in self.replicas if r.site == sn]
             key = sn if sn is not None else "(unsited)"
             site = next((s_ for s_ in sc.sites if s_.name == sn), None)
-            g = sum(r.gpus for r in reps if r.retired_s is None)
-            g_s = sum(life[r.index] * r.gpus for r in reps)
-            summary["sites"][key] = {
+            g_s = sum(fleet.life[r.index] * r.gpus for r in reps)
+            out[key] = {
                 "jurisdiction": site.jurisdiction if site else None,
                 "certifications": list(site.certifications) if site else [],
-                "replicas": sum(1 for r in reps if r.retired_s is None), "gpus": g,
+                "replicas": sum(1 for r in reps if r.retired_s is None),
+                "gpus": sum(r.gpus for r in reps if r.retired_s is None),
                 "gpu_hours": g_s / 3600.0,
-                "gpu_utilisation": (sum(busy_s[r.index] * r.gpus for r in reps) / g_s) if g_s > 0 else 0.0,
+                "gpu_utilisation": (sum(fleet.busy_s[r.index] * r.gpus for r in reps) / g_s) if g_s > 0 else 0.0,
                 "completed": sum(r.completed for r in reps),
-                "output_tokens": sum(rep_tokens[r.index] for r in reps),
+                "output_tokens": sum(fleet.rep_tokens[r.index] for r in reps),
             }
-        for di, dep in enumerate(sc.deployments):
+        return out
+
+    def _deployment_summaries(self, fleet: "_FleetTime") -> dict:
+        m = self.metrics
+        life = fleet.life
+        out = {}
+        for di, dep in enumerate(self.scenario.deployments):
             reps = [r for r in self.replicas if r.deployment == di]
-            busy = sum(busy_s[r.index] for r in reps)
+            busy = sum(fleet.busy_s[r.index] for r in reps)
             rep_s = sum(life[r.index] for r in reps)
             kv = [sum(m.kv_block_s[r.index]) / (life[r.index] * max(r.total_blocks, 1)) if life[r.index] > 0 else 0.0
                   for r in reps]
             peak = saturation_tokens_per_s(reps[0]) if reps else 0.0
             live = sum(1 for r in reps if r.retired_s is None)
-            summary["deployments"][dep.name] = {
+            tokens = sum(fleet.rep_tokens[r.index] for r in reps)
+            out[dep.name] = {
                 "model": dep.model, "gpu": dep.gpu, "precision": dep.precision, "tp": dep.tp,
                 "site": dep.site, "replicas": live, "gpus": live * dep.tp,
                 "replica_hours": rep_s / 3600.0,
                 "kv_capacity_tokens": reps[0].total_blocks * reps[0].bs if reps else 0,
                 "busy_s": busy,
                 "utilisation": busy / rep_s if rep_s > 0 else 0.0,
-                "output_tokens": sum(rep_tokens[r.index] for r in reps),
+                "output_tokens": tokens,
                 "saturation_output_tokens_per_s": peak * live,
                 "saturation_output_tokens": peak * rep_s,
-                "throughput_utilisation": (sum(rep_tokens[r.index] for r in reps) / (peak * rep_s))
-                if peak > 0 and rep_s > 0 else 0.0,
+                "throughput_utilisation": (tokens / (peak * rep_s)) if peak > 0 and rep_s > 0 else 0.0,
                 "kv_occupancy_mean": sum(kv) / len(kv) if kv else 0.0,
             }
-        sat_tokens = sum(d["saturation_output_tokens"] for d in summary["deployments"].values())
-        summary["throughput_utilisation"] = out_tokens / sat_tokens if sat_tokens > 0 else 0.0
-        summary["request_utilisation"] = self._request_utilisation(summary, life)
-        return summary
+        return out
 
     def _request_utilisation(self, summary: dict, life: list[float]) -> float | None:
         """Requests completed / the requests the fleet could complete at full batch over its
@@ -401,3 +419,17 @@ class World:
         return bad + self.router.violations
 
 
+class _FleetTime:
+    """Each replica's time in the fleet over a run of ``duration`` seconds (capacity policies
+    add and retire replicas during the run; a fixed fleet is in for the whole duration), its
+    busy seconds and output tokens including the decode run in progress at ``now``."""
+
+    def __init__(self, replicas: list[Replica], duration: float, now: float):
+        self.life = [max(0.0, min(duration, r.retired_s if r.retired_s is not None else math.inf) - r.added_s)
+                     for r in replicas]
+        self.gpu_s = sum(l_ * r.gpus for l_, r in zip(self.life, replicas))
+        partial = [rep.partial_run(now) for rep in replicas]
+        self.busy_s = [rep.busy_s + p[0] for rep, p in zip(replicas, partial)]
+        self.rep_tokens = [rep.output_tokens + p[1] for rep, p in zip(replicas, partial)]
+        self.busy_gpu_s = sum(b * rep.gpus for b, rep in zip(self.busy_s, replicas))
+        self.out_tokens = sum(self.rep_tokens)

@@ -15,7 +15,7 @@ is *feasible* when every vertical's mean attainment over replications (or, with
 ``conservative``, the lower end of its 95% confidence interval) reaches its target.
 
 Attainment is assumed non-decreasing in ``n`` (more replicas never hurt under the router
-policies in ``sim.router``); with common random numbers the estimate is close to monotone too,
+policies in ``sim.serving.router``); with common random numbers the estimate is close to monotone too,
 so bisection applies: find an infeasible ``lo`` and a feasible ``hi`` by doubling, then halve.
 Every evaluated ``n`` is reported so a non-monotone curve is visible.
 """
@@ -191,7 +191,7 @@ COST_FIELDS = ("revenue_eur", "costs_eur", "margin_eur", "margin_share", "cost_e
 
 def _cost(summaries: list[dict] | None) -> tuple[dict | None, str]:
     """Cost and margin of the answer, read from the ledger block (``summary["economics"]``,
-    attached by ``sim.runner.run`` through ``sim.ledger.WorldEconomics``) of the R runs that
+    attached by ``sim.study.run.run`` through ``sim.economics.attach.WorldEconomics``) of the R runs that
     were already made at the smallest feasible replica count: no extra run.  Each field is the
     mean and 95% CI over replications; ``*_eur`` totals cover the simulated horizon and the
     whole fleet of the scenario (every deployment, not only the scope), costed by its
@@ -201,8 +201,8 @@ def _cost(summaries: list[dict] | None) -> tuple[dict | None, str]:
         return None, "no cost: no replica count met the targets"
     econ = [s_.get("economics") for s_ in summaries]
     if any(not e for e in econ):
-        return None, "no cost: the run summaries carry no economics block from the ledger (sim.ledger)"
-    out: dict[str, Any] = {"replications": len(econ), "source": "sim.ledger via sim.runner.run, runs at the answer"}
+        return None, "no cost: the run summaries carry no economics block from the ledger (sim.economics.ledger)"
+    out: dict[str, Any] = {"replications": len(econ), "source": "sim.economics.ledger via sim.study.run.run, runs at the answer"}
     for f in COST_FIELDS:
         vals = np.array([np.nan if e.get(f) is None else float(e[f]) for e in econ])
         m, lo, hi = mean_ci95(vals)

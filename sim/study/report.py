@@ -169,7 +169,7 @@ def scenario_sources_rows(scenario) -> list[dict[str, Any]]:
 
 
 def write_run_report(result, title: str | None = None) -> Path:
-    """``report.html`` for one ``sim.runner.RunResult`` written to ``result.out_dir``: every PNG
+    """``report.html`` for one ``sim.study.run.RunResult`` written to ``result.out_dir``: every PNG
     the run wrote, the headline summary, the sources table and the resolved scenario.  One
     call for ``sovsim run`` to make after ``write_outputs``."""
     out = Path(result.out_dir)

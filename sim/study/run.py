@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim.economics.attach import WorldEconomics
-from sim.scenario import Scenario
+from sim.core.serialise import json_default as _json_default
+from sim.scenario import Scenario, resolved_config
 from sim.serving.world import World
 from sim.study.figures import run_figures
 
@@ -28,20 +29,6 @@ class RunResult:
     timeseries: object = None    # pandas.DataFrame: per-replica and fleet time bins
     wall_s: float = 0.0
     files: list[str] = field(default_factory=list)
-
-
-def _json_default(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def resolved_config(scenario: Scenario, seed: int) -> dict:
-    data = scenario.model_dump(mode="json")
-    data["simulation"]["seed"] = seed
-    return data
 
 
 def run(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,

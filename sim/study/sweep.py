@@ -27,7 +27,8 @@ Tables
     ``replications.parquet``: one row per task (point, replication, seed, flattened summary).
     ``points.parquet``: one row per grid point, sorted by point index: the grid values and,
     for every numeric summary field, ``FIELD_mean``, ``FIELD_ci95_lo``, ``FIELD_ci95_hi``
-    (Student-t 95% interval of the mean over replications; NaN with one replication).
+    (Student-t 95% interval of the mean over replications; NaN with one replication; the
+    interval of a utilisation or an attainment is clipped to [0, 1], see :func:`metric_bounds`).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from sim.core.errors import UserError
-from sim.core.stats import mean_ci
+from sim.core.stats import UNIT_INTERVAL, mean_ci
 from sim.scenario import Scenario, scenario_from_dict, with_overrides
 from sim import __version__
 from sim.forecast.forecast import run_forecast
@@ -399,6 +400,32 @@ def mean_ci95(values: np.ndarray, bounds: tuple[float, float] | None = None) -> 
     return r.mean, r.low, r.high
 
 
+# columns that are shares of requests or of time, so lie in [0, 1]: by the last part of the
+# name, an attainment or an availability (any), or a busy-time utilisation.  Not
+# throughput_utilisation or request_utilisation: ratios to a reference rate, they can pass 1.
+UNIT_INTERVAL_SUFFIXES = ("attainment", "availability")
+UNIT_INTERVAL_NAMES = ("utilisation", "gpu_utilisation")
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The physical range a table column's interval is clipped to: ``UNIT_INTERVAL`` for an
+    attainment, an availability or a GPU (busy-time) utilisation, else none."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf.endswith(UNIT_INTERVAL_SUFFIXES) or leaf in UNIT_INTERVAL_NAMES:
+        return UNIT_INTERVAL
+    return None
+
+
+def ci_columns(group, metrics: Iterable[str]) -> dict[str, float]:
+    """``{M_mean, M_ci95_lo, M_ci95_hi}`` for each column ``M`` of the DataFrame ``group``
+    (one table row: the replications of one point), bounded by :func:`metric_bounds`."""
+    out = {}
+    for m in metrics:
+        mean, lo, hi = mean_ci95(group[m].to_numpy(dtype=float), metric_bounds(m))
+        out[f"{m}_mean"], out[f"{m}_ci95_lo"], out[f"{m}_ci95_hi"] = mean, lo, hi
+    return out
+
+
 def points_table(reps, grid_fields: list[str]):
     """One row per grid point (sorted by index): grid values, n, and mean/CI of each metric."""
     import pandas as pd
@@ -411,8 +438,6 @@ def points_table(reps, grid_fields: list[str]):
         for name in grid_fields:
             row[name] = g[name].iloc[0]
         row["replications"] = len(g)
-        for m in metrics:
-            mean, lo, hi = mean_ci95(g[m].to_numpy())
-            row[f"{m}_mean"], row[f"{m}_ci95_lo"], row[f"{m}_ci95_hi"] = mean, lo, hi
+        row.update(ci_columns(g, metrics))
         rows.append(row)
     return pd.DataFrame(rows).sort_values("point").reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Market layer (issue 6): logit shares, price response, SLA-driven churn, conservation,
+"""Market layer: logit shares, price response, SLA-driven churn, conservation,
 named streams, and the parameter table that defines the defaults."""
 from __future__ import annotations
 

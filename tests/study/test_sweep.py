@@ -1,7 +1,7 @@
 """Sweeps: grid expansion, common random numbers, atomic resumable points, executors.
 
 Most tests use ``tests/sweep_fake.py`` (a cheap deterministic stand-in for the simulator);
-the ones marked ``real runner`` call ``sim.runner.run`` on a tiny scenario.
+the ones marked ``real runner`` call ``sim.study.run.run`` on a tiny scenario.
 """
 from __future__ import annotations
 
@@ -401,3 +401,27 @@ def test_cli_bad_input_is_one_line(argv, msg, tmp_path, capsys):
     assert main(argv + ["--workers", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1
+
+
+def test_points_table_clips_unit_interval_columns():
+    """An attainment, availability or GPU-utilisation interval never passes 1 (nor 0); the
+    mean is not moved; ratios to a reference rate (throughput_utilisation) are not clipped."""
+    import pandas as pd
+    from sim.core.stats import mean_ci
+
+    vals = [1.0, 0.973, 1.0, 0.99]
+    raw = mean_ci(vals)
+    assert raw.high == pytest.approx(1.011, abs=1e-4)
+    reps = pd.DataFrame({"point": 0, "replication": range(4), "seed": range(4),
+                         "gpu_utilisation": vals, "sla_attainment": vals,
+                         "economics.availability.replica_availability": vals,
+                         "throughput_utilisation": vals, "costs_eur": [0.0, 0.0, 0.0, 1.0]})
+    row = sweep.points_table(reps, []).iloc[0]
+    for m in ("gpu_utilisation", "sla_attainment", "economics.availability.replica_availability"):
+        assert row[f"{m}_ci95_hi"] == 1.0, m
+        assert row[f"{m}_ci95_lo"] == pytest.approx(raw.low)
+        assert row[f"{m}_mean"] == pytest.approx(raw.mean)
+    assert row["throughput_utilisation_ci95_hi"] == pytest.approx(raw.high)
+    assert row["costs_eur_ci95_lo"] < 0          # no physical range declared for money
+    assert sweep.metric_bounds("workloads.chat.ttft_attainment") == (0.0, 1.0)
+    assert sweep.metric_bounds("request_utilisation") is None
