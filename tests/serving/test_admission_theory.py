@@ -23,7 +23,7 @@ requests per replication at least).  Relative 95 % half-widths achieved with the
 below (target 5 % for every interval): Erlang B 0.8 % (c=1, a=0.5), 0.2 % (c=1, a=4),
 3.5 % (c=10, a=5), 1.9 % (c=10, a=12); M/M/c/K blocking / mean wait 2.9 % / 1.1 %
 (M/M/1/5, a=0.7), 1.9 % / 1.7 % (M/M/1/5, a=1.5), 3.8 % / 1.6 % (M/M/4/8, a=2.8), 2.0 % /
-1.4 % (M/M/4/10, a=4.8).  About 1.7 M simulated requests, ~35 CPU-seconds.
+1.4 % (M/M/4/10, a=4.8).  About 1.7 M simulated requests, 25-40 CPU-seconds.
 """
 from __future__ import annotations
 
