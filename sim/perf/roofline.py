@@ -303,8 +303,8 @@ class PerfModel(StepTimeModel):
         emb = self._blend(P.ew_overhead_s["emb"], n * 2 * self.llm.hidden * ACTIVATION_BYTES
                           / (self._bw * P.ew_eta_bw["emb"]), P.ew_p["emb"])
         ks, km = self._ks, self._ks_moe
-        return {"weights": L * (ks * wts + km * m_wts), "compute": ks * (L * (cmp + ew) + emb) + km * L * m_cmp,
-                "communication": ks * L * comm, "overhead": L * (ks * ovh + km * m_ovh)}
+        return {"weights": ks * L * wts + km * L * m_wts, "compute": ks * (L * (cmp + ew) + emb) + km * L * m_cmp,
+                "communication": ks * L * comm, "overhead": ks * L * ovh + km * L * m_ovh}
 
     def _tokens_s(self, n: int) -> float:
         t = self._tokens_cache.get(n)
