@@ -34,7 +34,7 @@ import pandas as pd
 
 from sim.calibration import measurements, moe_fit, throughput_fit
 from sim.core.errors import UserError
-from sim.perf import catalog
+from sim.perf.roofline import load_params
 from sim.scenario import scenario_from_dict
 from sim.study.run import run
 from sim.study.throughput import throughput
@@ -45,7 +45,9 @@ FITS = {
                "us/seq, kernel_time_scale) fitted on perf-overview v0.17 dense offline rows: v0.17 rows in_sample, "
                "v0.14 and v1.0 held out",
     "online": "same trtllm profile (v0.17 offline rows); the v0.14 online rows were never fitted: held out",
-    "mlperf_server": "same trtllm profile (v0.17 offline rows); MLPerf rows never fitted: held out",
+    "mlperf_server": "same trtllm profile (v0.17 offline rows); the prompt length (one number, not in the data) is "
+                     "inferred from NVIDIA's v4.1 OFFLINE rows of the same nodes, which are not scored; the Server "
+                     "rows were never fitted: held out",
     "nim_concurrency": "same trtllm profile (v0.17 offline rows); NIM rows never fitted: held out",
     "moe_kernel": "moe_kernel_time_scale fitted on AIConfigurator H100 rows: H100 rows in_sample, "
                   "H200 / A100 rows held out",
@@ -269,7 +271,6 @@ def nim_rows(quick: bool) -> list[dict]:
 
 # ------------------------------------------------------------------ MoE kernel (step model)
 def moe_rows(quick: bool) -> list[dict]:
-    from sim.perf.roofline import load_params
     d = moe_fit.rows()
     if quick:
         d = d.groupby(["gpu", "precision", "model", "tp"]).head(3)
