@@ -386,7 +386,7 @@ def figure(df: pd.DataFrame, path: Path) -> None:
             for ins, mk in ((False, "o"), (True, "x")):
                 h = g[g.in_sample == ins]
                 if len(h):
-                    ax.scatter(h.measured, h.predicted, s=10, marker=mk, alpha=0.6,
+                    ax.scatter(h.measured, h.predicted, s=10, marker=mk, alpha=0.6, color=f"C{FAMILIES.index(fam)}",
                                label=f"{fam}{' (in-sample)' if ins else ''}")
         lo, hi = sub[["measured", "predicted"]].min().min(), sub[["measured", "predicted"]].max().max()
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
