@@ -49,14 +49,6 @@ def test_errors_come_from_the_engine(quick):
     assert not np.allclose(slow.error, base.error)
 
 
-def test_closed_loop_submission_times():
-    df = pd.DataFrame({"request_id": range(6), "first_token_s": [1, 1, 3, 3, 5, 5.0],
-                       "completion_s": [2, 2.5, 4, 4.5, 6, 6.5]})
-    out = v._closed_loop(df, 2)
-    assert list(out.submit_s) == [0, 0, 2, 2.5, 4, 4.5]
-    assert list(out.ttft_closed_s) == [1, 1, 1, 0.5, 1, 0.5]
-
-
 def test_cli_writes_outputs(tmp_path, capsys):
     assert main(["validate", "--quick", "--family", "online", "--results", str(tmp_path)]) == 0
     for f in ("validation.csv", "predicted_vs_measured.png", "README.md"):
