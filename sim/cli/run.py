@@ -10,6 +10,7 @@ from sim.core.errors import UserError
 from sim.forecast.forecast import format_forecast, run_forecast
 from sim.scenario import Scenario, load_scenario, with_overrides
 from sim.study.report import scenario_sources_rows, write_html_report, write_run_report
+from sim.cli.cells import run_cells_command
 from sim.study.run import _json_default, run
 
 
@@ -25,6 +26,8 @@ def register(sub):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a scenario field by dotted path, e.g. deployments.0.replicas=8 "
                         "(VALUE is parsed as TOML, else taken as a string); repeatable")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for a scenario with [cells] (default: all cores; 0 = in this process)")
     p.set_defaults(func=cmd_run)
 
     s = sub.add_parser("schema", help="print the scenario reference: every field, its type, default and meaning")
@@ -62,6 +65,8 @@ def scenario_from_args(args):
 def cmd_run(args) -> int:
 
     scenario = scenario_from_args(args)
+    if scenario.cells.max_replicas is not None and scenario.forecast is None:
+        return run_cells_command(args, scenario)
     out = Path(args.out) if args.out else Path("runs") / scenario.name
     progress = not args.quiet and sys.stderr.isatty()
     if scenario.forecast is not None:

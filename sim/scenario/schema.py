@@ -399,6 +399,14 @@ class ForecastSpec(Spec):
     model: str | None = Field(default=None, description="Serve every tenant with this catalog model instead of its vertical's default. Run setting.")
 
 
+class CellsSpec(Spec):
+    max_replicas: int | None = Field(default=None, ge=1, le=4096, description="Shard the fleet into cells of at most this many replicas, each behind its own router, with a front router splitting each workload over the cells in proportion to the GPUs it may use there (docs/cells.md). None: one router over the whole fleet. Run setting.")
+    sample: int | None = Field(default=None, ge=2, description="Simulate this many cells of each group of exchangeable cells and scale, with intervals from the cell-to-cell spread; None: every cell. Run setting.")
+    windows: int = Field(default=0, ge=0, le=1000, description="Estimate each cell's horizon from this many sampled windows (0: simulate it continuously). Run setting.")
+    window_s: float = Field(default=300.0, gt=0.0, description="Length of one sampled window, seconds. Run setting.")
+    warmup_s: float = Field(default=60.0, ge=0.0, description="Warm-up before each window, discarded, seconds. Run setting.")
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", description="Scenario label.")
     description: str = Field(default="", description="Free text.")
@@ -417,6 +425,7 @@ class Scenario(Spec):
     pricing: list[PricingSpec] = Field(default_factory=list, description="Tenant prices; the first matching entry (workload, then vertical+model, then wildcards) applies. None matching: Mixtral on OVHcloud AI Endpoints, EUR 0.70 / 0.70 per 1M tokens (api_prices.csv).")
     faults: FaultsSpec = Field(default_factory=FaultsSpec, description="GPU, node and site failures.")
     capacity_policy: CapacityPolicySpec = Field(default_factory=CapacityPolicySpec, description="How capacity is ordered and released over the run.")
+    cells: CellsSpec = Field(default_factory=CellsSpec, description="Large fleets as cells, exactly or sampled (sim.study.cells).")
 
     @model_validator(mode="after")
     def _cross_checks(self):

@@ -124,40 +124,128 @@ def cell_scenario(scenario: Scenario, cell: Cell) -> Scenario:
         ws.append(w)
     d["workloads"] = ws
     d["capacity_policy"] = {"kind": "fixed"}
+    _scale_contracts(scenario, cell, d)
     return scenario_from_dict(d, f"cell {cell.index}")
+
+
+def _scale_contracts(scenario: Scenario, cell: Cell, d: dict) -> None:
+    """A cell holds its share of its site's capacity contracts: each contract's GPUs times
+    the cell's share of the site's deployed GPUs, rounded, with any shortfall against the
+    cell's own deployments added to the site's first contract (so a cell is billed for its
+    GPUs only, within one GPU per contract of the exact share)."""
+    site_gpus: dict = {}
+    for dep in scenario.deployments:
+        site_gpus[dep.site] = site_gpus.get(dep.site, 0) + dep.gpus
+    for site in d["sites"]:
+        if not site.get("contracts"):
+            continue
+        total = site_gpus.get(site["name"], 0)
+        mine = sum(n * scenario.deployments[di].tp for di, n in enumerate(cell.replicas)
+                   if scenario.deployments[di].site == site["name"])
+        share = mine / total if total else 0.0
+        for c in site["contracts"]:
+            c["gpus"] = int(round(c["gpus"] * share))
+        short = mine - sum(c["gpus"] for c in site["contracts"])
+        if short > 0:
+            site["contracts"][0]["gpus"] += short
 
 
 def cell_seed(seed: int, index: int) -> int:
     return int(RandomStreams(seed).seed_sequence(f"cell/{index}").generate_state(1)[0])
 
 
-def run_cell(scenario_json: str, seed: int) -> dict:
+HOUR_S = 3600.0
+WEEK_H = 168.0
+DRAIN_STEP_S = 10.0          # run setting: how often the drain after a window looks for requests left
+DRAIN_LIMIT_WINDOWS = 10.0   # run setting: a drain longer than 10 windows stops (overload)
+
+
+def run_cell(scenario_json: str, seed: int, windows: int = 0, window_s: float = 0.0,
+             warmup_s: float = 0.0) -> dict:
     """Simulate one cell (a picklable task for any Executor): its additive totals and its
-    latency histograms."""
+    latency histograms.  With ``windows``, the cell's horizon is estimated from that many
+    windows of ``window_s`` (each after ``warmup_s`` from an empty system), spread evenly
+    over the horizon with a random phase (stratified sampling of time, as the forecast
+    does for months); totals scale by ``horizon / (windows x window_s)``."""
     sc = Scenario.model_validate_json(scenario_json)
     if not sc.workloads:
         return {"totals": {k: 0.0 for k in ADDITIVE},
-                "hist": {h: np.zeros(_H_BINS, dtype=np.int64) for h in HISTOGRAMS}}
+                "hist": {h: np.zeros(_H_BINS) for h in HISTOGRAMS}}
+    if not windows:
+        return _simulate(sc, seed, measured_only=False)
+    horizon = sc.simulation.horizon_s
+    streams = RandomStreams(seed)
+    u = float(streams.generator("cell/phase").random())
+    scale = horizon / (windows * window_s)
+    out = {"totals": {k: 0.0 for k in ADDITIVE}, "hist": {h: np.zeros(_H_BINS) for h in HISTOGRAMS}}
+    for k in range(windows):
+        t0 = (k + u) * horizon / windows
+        d = sc.model_dump(mode="python")
+        d["simulation"].update({"horizon_s": warmup_s + window_s, "warmup_s": warmup_s,
+                                "timeseries_interval_s": warmup_s if warmup_s > 0 else window_s})
+        for w in d["workloads"]:
+            if w["arrivals"]["kind"] == "nhpp":
+                w["arrivals"] = dict(w["arrivals"], start_hour_of_week=(
+                    w["arrivals"]["start_hour_of_week"] + (t0 - warmup_s) / HOUR_S) % WEEK_H)
+        wsc = scenario_from_dict(d, f"cell window {k}")
+        one = _simulate(wsc, int(streams.seed_sequence(f"cell/window/{k}").generate_state(1)[0]),
+                        measured_only=True)
+        for key, v in one["totals"].items():
+            out["totals"][key] += scale * v
+        for h, c in one["hist"].items():
+            out["hist"][h] += scale * c
+    return out
+
+
+def _simulate(sc: Scenario, seed: int, measured_only: bool) -> dict:
+    """One world with its economics.  ``measured_only``: only what arrived after the
+    warm-up counts (requests, tokens, busy time, GPU time, money pro rata)."""
     world = World(sc, seed)
     econ = WorldEconomics(world)
     world.run()
+    horizon = sc.simulation.horizon_s
+    warm = sc.simulation.warmup_s
+    frac = money_frac = 1.0
+    busy_gpu_h = None
+    if measured_only:
+        # busy GPU time of the window (bins after the warm-up one), before the drain
+        now = world.env.now
+        busy_gpu_h = sum((sum(world.metrics.busy[r.index][1 if warm > 0 else 0:]) + r.partial_run(now)[0]) * r.gpus
+                         for r in world.replicas) / HOUR_S
+        # drain: the window's requests run to completion (no new arrivals), so requests
+        # still in flight at the window's end are not censored away (long ones would be)
+        limit = horizon + DRAIN_LIMIT_WINDOWS * (horizon - warm)
+        while world.in_flight() and world.env.now < limit:
+            world.env.run(until=min(limit, world.env.now + DRAIN_STEP_S))
+        frac = (horizon - warm) / horizon
+        money_frac = (horizon - warm) / world.env.now
     s = world.summary()
     e = econ.finish()
     total = world.metrics.total()
     ru = s["request_utilisation"]
     denom = total.measured + total.rejected_measured + total.inflight_missed
+    if busy_gpu_h is None:
+        busy_gpu_h = s["gpu_utilisation"] * s["gpu_hours"]
     totals = {
-        "arrivals": s["arrivals"], "completed": s["completed"], "rejected": s["rejected"],
-        "in_flight": s["in_flight"], "output_tokens_total": s["output_tokens_total"],
-        "prompt_tokens_total": s["prompt_tokens_total"], "completed_output_tokens": s["completed_output_tokens"],
-        "gpu_hours": s["gpu_hours"], "busy_gpu_hours": s["gpu_utilisation"] * s["gpu_hours"],
+        "arrivals": total.measured_arrivals if measured_only else s["arrivals"],
+        "completed": total.measured if measured_only else s["completed"],
+        "rejected": total.rejected_measured if measured_only else s["rejected"],
+        "in_flight": s["in_flight"],
+        "output_tokens_total": s["output_tokens_total"] * frac,
+        "prompt_tokens_total": total.measured_prompt_tokens if measured_only else s["prompt_tokens_total"],
+        "completed_output_tokens": total.measured_output_tokens if measured_only else s["completed_output_tokens"],
+        "gpu_hours": s["gpu_hours"] * frac, "busy_gpu_hours": busy_gpu_h,
         "measured": total.measured, "sla_met_requests": total.sla_met, "sla_denominator": denom,
-        "capacity_requests": (s["completed"] / ru) if ru else 0.0,
-        "revenue_eur": e["revenue_eur"], "costs_eur": e["costs_eur"], "margin_eur": e["margin_eur"],
+        "capacity_requests": (s["completed"] / ru) * frac if ru else 0.0,
+        # money pro rata of the measured time (exact for fixed charges; an approximation for
+        # revenue and power: the warm-up and the drain are billed at the window's rates)
+        "revenue_eur": e["revenue_eur"] * money_frac, "costs_eur": e["costs_eur"] * money_frac,
+        "margin_eur": e["margin_eur"] * money_frac,
         "residency_violations": s["residency_violations"], "preemptions": s["preemptions"],
     }
     return {"totals": {k: float(v) for k, v in totals.items()},
-            "hist": {"ttft_s": total.h_ttft.counts, "tpot_s": total.h_tpot.counts, "e2e_s": total.h_e2e.counts}}
+            "hist": {"ttft_s": total.h_ttft.counts.astype(float), "tpot_s": total.h_tpot.counts.astype(float),
+                     "e2e_s": total.h_e2e.counts.astype(float)}}
 
 
 @dataclass
@@ -178,23 +266,26 @@ def _quantile(counts: np.ndarray, q: float) -> float | None:
 
 
 def run_cells(scenario: Scenario, seed: int | None = None, max_replicas: int = 16,
-              sample: int | None = None, executor=None) -> CellsResult:
+              sample: int | None = None, executor=None, windows: int = 0, window_s: float = 300.0,
+              warmup_s: float = 60.0) -> CellsResult:
     """Simulate ``scenario`` as cells of at most ``max_replicas`` replicas: every cell, or
-    ``sample`` cells of each exchangeable group (at least 2, so the spread is estimable)."""
+    ``sample`` cells of each exchangeable group (at least 2, so the spread is estimable);
+    with ``windows``, each cell's horizon is estimated from that many sampled windows
+    (:func:`run_cell`)."""
     seed = scenario.simulation.seed if seed is None else int(seed)
     cells = plan_cells(scenario, max_replicas)
     groups, chosen = sample_plan(cells, sample)
     todo = sorted(i for idx in chosen.values() for i in idx)
     tasks = [(cell_scenario(scenario, cells[i]).model_dump_json(), cell_seed(seed, i)) for i in todo]
-    if executor is None:
-        results = [run_cell(j, s) for j, s in tasks]
-    else:
-        results = list(executor.map(run_cell, [t[0] for t in tasks], [t[1] for t in tasks]))
+    n = len(tasks)
+    args = ([t[0] for t in tasks], [t[1] for t in tasks], [windows] * n, [window_s] * n, [warmup_s] * n)
+    results = list(map(run_cell, *args) if executor is None else executor.map(run_cell, *args))
     per_cell = dict(zip(todo, results))
-    summary = estimate(cells, per_cell, sample)
+    summary = estimate(cells, per_cell, sample, windowed=bool(windows))
     summary.update({"scenario": scenario.name, "seed": seed, "cells": len(cells), "cells_simulated": len(todo),
                     "max_replicas_per_cell": max_replicas, "groups": len(groups),
-                    "exact": sample is None or all(len(chosen[k]) == len(groups[k]) for k in groups),
+                    "windows": windows, "window_s": window_s if windows else None,
+                    "exact": not windows and (sample is None or all(len(chosen[k]) == len(groups[k]) for k in groups)),
                     "bursts_independent": any(getattr(w.arrivals, "burst", None) is not None
                                               for w in scenario.workloads)})
     return CellsResult(summary, cells, todo, per_cell)
@@ -213,13 +304,18 @@ def sample_plan(cells: list[Cell], sample: int | None) -> tuple[dict, dict]:
     return groups, chosen
 
 
-def estimate(cells: list[Cell], per_cell: dict[int, dict], sample: int | None) -> dict:
-    """The fleet's totals, ratios and percentiles with intervals, from the simulated cells."""
+def estimate(cells: list[Cell], per_cell: dict[int, dict], sample: int | None, windowed: bool = False) -> dict:
+    """The fleet's totals, ratios and percentiles with intervals, from the simulated cells.
+
+    ``windowed``: each cell's values are themselves estimates from sampled time windows,
+    so even an all-cells run has sampling error; the between-cell variance (which then
+    contains the within-cell window noise) is used without the finite-population
+    correction, a conservative interval."""
     groups, chosen = sample_plan(cells, sample)
-    return _combine(groups, chosen, per_cell)
+    return _combine(groups, chosen, per_cell, windowed)
 
 
-def _combine(groups: dict, chosen: dict, per_cell: dict) -> dict:
+def _combine(groups: dict, chosen: dict, per_cell: dict, windowed: bool = False) -> dict:
     """Totals, ratios and percentiles of the fleet with t / bootstrap intervals from the
     cell-to-cell spread within each group (stratified sampling without replacement)."""
     est = {k: 0.0 for k in ADDITIVE}
@@ -231,11 +327,12 @@ def _combine(groups: dict, chosen: dict, per_cell: dict) -> dict:
         k = len(pick)
         mat = np.array([[per_cell[i]["totals"][a] for a in ADDITIVE] for i in pick])
         strata.append((K, k, mat))
+        fpc = _fpc(K, k, windowed)
         for j, a in enumerate(ADDITIVE):
             est[a] += K * mat[:, j].mean()
-            if k < K:
-                var[a] += K * K * (1 - k / K) * mat[:, j].var(ddof=1) / k
-        if k < K:
+            if fpc > 0:
+                var[a] += K * K * fpc * mat[:, j].var(ddof=1) / k
+        if fpc > 0:
             dof += k - 1
     t = float(stats.t.ppf(0.975, dof)) if dof > 0 else 0.0
     out: dict = {}
@@ -251,25 +348,35 @@ def _combine(groups: dict, chosen: dict, per_cell: dict) -> dict:
         v = 0.0
         jn, jd = ADDITIVE.index(num), ADDITIVE.index(den)
         for K, k, mat in strata:
-            if k < K:
+            fpc = _fpc(K, k, windowed)
+            if fpc > 0:
                 resid = mat[:, jn] - r * mat[:, jd]
-                v += K * K * (1 - k / K) * resid.var(ddof=1) / k
+                v += K * K * fpc * resid.var(ddof=1) / k
         h = t * math.sqrt(v) / D
         return {"value": float(r), "ci_low": float(max(clip[0], r - h)), "ci_high": float(min(clip[1], r + h))}
 
     out["sla_attainment"] = ratio("sla_met_requests", "sla_denominator")
     out["gpu_utilisation"] = ratio("busy_gpu_hours", "gpu_hours")
     out["request_utilisation"] = ratio("completed", "capacity_requests", clip=(0.0, math.inf))
-    out.update(_percentiles(groups, chosen, per_cell))
+    out.update(_percentiles(groups, chosen, per_cell, windowed))
     return out
 
 
-def _percentiles(groups: dict, chosen: dict, per_cell: dict) -> dict:
+def _fpc(K: int, k: int, windowed: bool) -> float:
+    """The variance factor of a group: ``1 - k/K`` (sampling cells without replacement), or 1
+    when the cells' own values are window estimates; 0 when no spread can be estimated."""
+    if k < 2:
+        return 0.0
+    return 1.0 if windowed else 1.0 - k / K
+
+
+def _percentiles(groups: dict, chosen: dict, per_cell: dict, windowed: bool = False) -> dict:
     """Weighted merged-histogram percentiles; intervals by Woodruff's method: the share of
     requests at or below the estimated percentile is a ratio estimator with a t interval
     from the cell-to-cell spread, mapped back through the merged distribution."""
-    sampled = any(len(chosen[k]) < len(groups[k]) for k in groups)
-    dof = sum(len(chosen[k]) - 1 for k in groups if len(chosen[k]) < len(groups[k]))
+    fpcs = {key: _fpc(len(groups[key]), len(chosen[key]), windowed) for key in groups}
+    sampled = any(f > 0 for f in fpcs.values())
+    dof = sum(len(chosen[k]) - 1 for k in groups if fpcs[k] > 0)
     t = float(stats.t.ppf(0.975, dof)) if dof > 0 else 0.0
     out = {}
     for h in HISTOGRAMS:
@@ -289,11 +396,11 @@ def _percentiles(groups: dict, chosen: dict, per_cell: dict) -> dict:
                 for key, idx in groups.items():
                     K, pick = len(idx), chosen[key]
                     k = len(pick)
-                    if k == K:
+                    if fpcs[key] == 0:
                         continue
                     y = np.array([per_cell[i]["hist"][h][:b + 1].sum() for i in pick], dtype=float)
                     n = np.array([per_cell[i]["hist"][h].sum() for i in pick], dtype=float)
-                    var += K * K * (1 - k / K) * (y - q * n).var(ddof=1) / k
+                    var += K * K * fpcs[key] * (y - q * n).var(ddof=1) / k
                 se = math.sqrt(var) / n_all if n_all > 0 else 0.0
                 lo = _quantile(base, max(0.0, q - t * se))
                 hi = _quantile(base, min(1.0, q + t * se))

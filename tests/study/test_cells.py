@@ -92,3 +92,42 @@ def test_sampled_intervals_cover_the_exact_fleet():
     # nominal 95 %: 60 intervals; fewer than 48 covering would be a 1-in-10^5 event
     assert hits >= 48, f"{hits}/{total} intervals cover the exact value"
     assert max(widths) < 0.3   # and the totals' intervals are informative
+
+
+def test_windowed_cells_cover_the_offered_load_and_agree_with_continuous():
+    """Each cell estimated from 4 sampled windows: the intervals (window and cell noise,
+    no finite-population correction) cover the known offered arrivals lambda x horizon,
+    and the windowed TTFT median sits within its interval of the continuous run's."""
+    sc = fleet(replicas=8, horizon_s=600.0)
+    offered = sum(w.arrivals.rate_per_s for w in sc.workloads) * 600.0
+    hits = agree = 0
+    seeds = range(8)
+    for seed in seeds:
+        win = run_cells(sc, seed=seed, max_replicas=2, windows=4, window_s=40.0, warmup_s=20.0).summary
+        assert not win["exact"] and win["windows"] == 4
+        a = win["arrivals"]
+        assert a["ci_low"] < a["value"] < a["ci_high"]
+        hits += a["ci_low"] <= offered <= a["ci_high"]
+        cont = run_cells(sc, seed=seed, max_replicas=2).summary
+        p = win["e2e_s"]["p50"]
+        agree += p["ci_low"] <= cont["e2e_s"]["p50"]["value"] <= p["ci_high"]
+    assert hits >= 6, f"{hits}/8 arrival intervals cover the offered load"
+    assert agree >= 6, f"{agree}/8 windowed e2e medians agree with the continuous run"
+
+
+def test_cells_share_their_site_contracts():
+    d = fleet(replicas=16).model_dump(mode="python")
+    d["sites"][0]["contracts"] = [{"kind": "rental", "name": "r", "gpus": 12, "term": "on_demand"},
+                                  {"kind": "owned_colo", "name": "o", "gpus": 4}]
+    sc = scenario_from_dict(d)
+    cells = plan_cells(sc, 4)
+    scs = [cell_scenario(sc, c) for c in cells]
+    for name, gpus in (("r", 12), ("o", 4)):
+        assert sum(c.gpus for s in scs for c in s.sites[0].contracts if c.name == name) == gpus
+    # each cell is billed for its own GPUs: the cells' fixed costs add up to the fleet's
+    from sim.study.run import run
+    whole = run(sc, seed=1).summary["economics"]
+    parts = [run_cell(s.model_dump_json(), 1)["totals"]["costs_eur"] for s in scs]
+    # equal up to each cell's ledger rounding its accounts to the cent (and power, metered
+    # from each cell's own busy time)
+    assert sum(parts) == pytest.approx(whole["costs_eur"], abs=0.01 * 4 * 3)

@@ -1,0 +1,192 @@
+"""Write the packaged scenario ``provider-day`` (sim/scenarios/provider-day.toml).
+
+One weekday (Wednesday, UTC) of a sovereign provider at its month-36 scale: 10,240 GPUs over
+four EU sites, four models (a small dense model, a Mixtral-class MoE, a 123B dense flagship,
+a large MoE) on three GPU generations, every vertical.
+
+How demand is sized (the sources report tens of billions of tokens a day for a public API
+alone; a sovereign cloud of this size also carries dedicated tenant deployments and larger
+models, so the public-API volume cannot size the fleet): each model's tenants together
+are first sized in proportion to ``VERTICAL_SHARE`` (assumption) of the fluid request
+capacity (:func:`sim.serving.fluid.replica_request_capacity_per_s`) of the deployments their
+residency allows; then every rate is scaled by one factor so that the busiest cell (cells
+of 16 replicas, as ``sovsim run provider-day`` simulates them) in its busiest hour of the day
+(the vertical profiles of docs/demand.md) is offered ``PEAK_LOAD`` of its capacity. The
+French sites carry healthcare and public-sector tenants on top of their share of the rest,
+so they are the busiest; other sites run lighter. Each workload's
+lengths, SLA class and residency rule are its vertical's defaults (docs/demand.md). This
+script prints the tokens per day the scenario implies.
+
+    python experiments/_provider_scenario.py      # rewrites sim/scenarios/provider-day.toml
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import simpy  # noqa: E402
+
+from sim.demand.verticals import vertical_workload  # noqa: E402
+from sim.perf.roofline import is_extrapolated, make_step_model  # noqa: E402
+from sim.scenario import WorkloadSpec, scenario_from_dict  # noqa: E402
+from sim.serving.fluid import replica_request_capacity_per_s  # noqa: E402
+from sim.serving.replica import replica_from_spec  # noqa: E402
+from sim.serving.residency import site_allows  # noqa: E402
+
+PEAK_LOAD = 0.85   # assumption: offered load of the busiest cell in its busiest hour, share of its fluid capacity
+VERTICAL_SHARE = {"general": 0.40, "finance": 0.30, "healthcare": 0.15, "public_sector": 0.15}  # assumption
+USD_EUR = 0.86     # the conversion models/market/parameters.csv uses for the sovereign list price
+
+SITES = [  # name, jurisdiction, certifications (assumption: the provider's certified sites)
+    ("par-1", "FR", ["SecNumCloud", "HDS", "ISO27001"]),
+    ("gra-1", "FR", ["HDS", "ISO27001"]),
+    ("fra-1", "DE", ["C5", "ISO27001"]),
+    ("ams-1", "NL", ["ISO27001"]),
+]
+# site, model, GPU, TP, replicas
+FLEET = [
+    ("par-1", "mixtral-8x7b", "h100-sxm", 2, 1024),
+    ("par-1", "mistral-large-2", "b200", 2, 512),
+    ("par-1", "mistral-7b", "h100-sxm", 1, 512),
+    ("gra-1", "mixtral-8x22b", "h200", 4, 256),
+    ("gra-1", "mixtral-8x7b", "h200", 1, 1024),
+    ("fra-1", "mixtral-8x7b", "h100-sxm", 2, 768),
+    ("fra-1", "mistral-large-2", "h200", 4, 256),
+    ("fra-1", "mistral-7b", "h100-sxm", 1, 512),
+    ("ams-1", "mixtral-8x22b", "b200", 4, 256),
+    ("ams-1", "mixtral-8x7b", "h100-sxm", 2, 256),
+]
+# EUR per GPU-hour, on-demand rental (models/economics/gpu_prices.csv)
+GPU_PRICE = {
+    "h100-sxm": (3.31, "Scaleway H100-SXM-2-80G, EUR 6.6198/h / 2"),
+    "h200": (5.25, "OVHcloud h200-1920, EUR 42.0/h / 8"),
+    "b200": (round(8.50 * USD_EUR, 3), "Nebius B200 USD 8.50/GPU-h from 2026-10-01 x 0.86 EUR/USD"),
+}
+# USD per 1M tokens (in, out), Mistral La Plateforme list prices (models/economics/api_prices.csv)
+TOKEN_PRICE = {
+    "mistral-7b": (0.25, 0.25), "mixtral-8x7b": (0.7, 0.7),
+    "mistral-large-2": (2.0, 6.0), "mixtral-8x22b": (2.0, 6.0),
+}
+
+
+def main() -> None:
+    sites = {n: {"name": n, "jurisdiction": j, "certifications": c} for n, j, c in SITES}
+    site_objs = {}
+    deployments = []
+    for site, model, gpu, tp, n in FLEET:
+        deployments.append({"name": f"{model}-{gpu}-{site}", "site": site, "model": model, "gpu": gpu,
+                            "precision": "fp8", "tp": tp, "replicas": n})
+    base = scenario_from_dict({"name": "probe", "sites": list(sites.values()), "deployments": deployments,
+                               "workloads": [{"name": "probe", "model": FLEET[0][1],
+                                              "arrivals": {"kind": "poisson", "rate_per_s": 1.0},
+                                              "prompt_tokens": {"dist": "constant", "value": 1},
+                                              "output_tokens": {"dist": "constant", "value": 1}}]})
+    site_objs = {s.name: s for s in base.sites}
+    env = simpy.Environment()
+    probes = [replica_from_spec(env, d, make_step_model(d)) for d in base.deployments]
+    workloads = []
+    tokens_per_s = 0.0
+    for model in TOKEN_PRICE:
+        deps = [i for i, d in enumerate(base.deployments) if d.model == model]
+        for vertical, share in VERTICAL_SHARE.items():
+            w = vertical_workload(vertical, f"{vertical}-{model}", 1.0)
+            w["model"] = model
+            w["arrivals"] = dict(w["arrivals"], start_hour_of_week=48.0)   # Wednesday 00:00 UTC
+            spec = WorkloadSpec.model_validate(w)
+            ok = [i for i in deps if site_allows(site_objs[base.deployments[i].site], spec.residency)]
+            if not ok:
+                continue
+            p, o = spec.prompt_tokens.build().mean, spec.output_tokens.build().mean
+            cap = sum(replica_request_capacity_per_s(probes[i], p, o) * base.deployments[i].replicas for i in ok)
+            # this vertical's share of the model's load, on the capacity it may use
+            w["arrivals"]["rate_per_s"] = share * cap
+            workloads.append((w, spec, p, o))
+    factor = PEAK_LOAD / _peak_cell_load(base, probes, workloads)
+    out_workloads = []
+    for w, spec, p, o in workloads:
+        rate = w["arrivals"]["rate_per_s"] * factor
+        w["arrivals"]["rate_per_s"] = round(rate, 3)
+        out_workloads.append(w)
+        tokens_per_s += rate * (p + o)
+    workloads = out_workloads
+    lines = ['# Generated by experiments/_provider_scenario.py: edit that script, not this file.',
+             'name = "provider-day"',
+             'description = "One weekday of a 10,240-GPU sovereign provider (month 36): 4 EU sites, 4 models, H100/H200/B200; run with cells (sovsim run provider-day)."',
+             "", "[simulation]", "horizon_s = 86400.0", "warmup_s = 0.0", "seed = 1", "request_sample_size = 0",
+             "timeseries_interval_s = 3600.0", "",
+             "# the fleet as cells of 16 replicas; 2 cells of each exchangeable group, each cell's day",
+             "# from 24 windows of 120 s (one per hour, random phase) after 60 s of warm-up",
+             "[cells]", "max_replicas = 16", "sample = 2", "windows = 24", "window_s = 120.0", "warmup_s = 60.0", ""]
+    for n, j, c in SITES:
+        lines += ["[[sites]]", f'name = "{n}"', f'jurisdiction = "{j}"', f"certifications = {c!r}".replace("'", '"'), ""]
+        for gpu in sorted({g for s_, m, g, tp, r in FLEET if s_ == n}):
+            gpus = sum(tp * r for s_, m, g, tp, r in FLEET if s_ == n and g == gpu)
+            price, src = GPU_PRICE[gpu]
+            lines += ["[[sites.contracts]]", 'kind = "rental"', f'name = "{n}-{gpu}"', 'term = "on_demand"',
+                      f"gpus = {gpus}", f"price_eur_per_gpu_h = {price}   # {src}", ""]
+    for d in deployments:
+        flag = "  # extrapolated (datasheet ceilings)" if is_extrapolated(d["gpu"], d["model"]) else ""
+        lines += ["[[deployments]]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in d.items()]
+        lines[-1] += flag
+        lines.append("")
+    for w in workloads:
+        lines += ["[[workloads]]", f'name = "{w["name"]}"', f'model = "{w["model"]}"', f'vertical = "{w["vertical"]}"',
+                  "arrivals = " + _inline(w["arrivals"]), "prompt_tokens = " + _inline(w["prompt_tokens"]),
+                  "output_tokens = " + _inline(w["output_tokens"]), "residency = " + _inline(w["residency"]),
+                  "sla = " + _inline(w["sla"]), ""]
+    for model, (pin, pout) in TOKEN_PRICE.items():
+        lines += ["[[pricing]]", f'model = "{model}"', f"input_eur_per_mtok = {round(pin * USD_EUR, 4)}",
+                  f"output_eur_per_mtok = {round(pout * USD_EUR, 4)}   # Mistral La Plateforme USD {pin}/{pout} x 0.86", ""]
+    out = ROOT / "sim" / "scenarios" / "provider-day.toml"
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}: {sum(r * tp for *_, tp, r in FLEET)} GPUs, {len(workloads)} workloads, "
+          f"{tokens_per_s * 86400 / 1e9:.0f} billion tokens per day offered (peak cell load {PEAK_LOAD})")
+
+
+def _peak_cell_load(base, probes, workloads) -> float:
+    """The largest offered load (share of fluid capacity) of any cell in any hour of the
+    simulated day, for the workloads at their provisional rates."""
+    import numpy as np
+
+    from sim.study.cells import plan_cells
+    d = base.model_dump(mode="python")
+    d["workloads"] = [w for w, *_ in workloads]
+    sc = scenario_from_dict(d)
+    cells = plan_cells(sc, 16)
+    hours = 48 + np.arange(24)
+    worst = 0.0
+    for c in cells:
+        site = {s_.name: s_ for s_ in sc.sites}[c.site]
+        load = np.zeros(24)
+        for wi, (w, spec, p, o) in enumerate(workloads):
+            if c.rates_per_s[wi] <= 0:
+                continue
+            cap = sum(replica_request_capacity_per_s(probes[di], p, o) * n for di, n in enumerate(c.replicas)
+                      if n and sc.deployments[di].model == spec.model and site_allows(site, spec.residency))
+            prof = spec.arrivals.build().multipliers()[hours % 168]
+            load += c.rates_per_s[wi] * prof / cap
+        worst = max(worst, float(load.max()))
+    return worst
+
+
+def _inline(d) -> str:
+    def val(v):
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if v is None:
+            return None
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return _inline(v)
+        return repr(v)
+    return "{ " + ", ".join(f"{k} = {val(v)}" for k, v in d.items() if v is not None) + " }"
+
+
+if __name__ == "__main__":
+    main()
