@@ -11,7 +11,8 @@ are first sized in proportion to ``VERTICAL_SHARE`` (assumption) of the fluid re
 capacity (:func:`sim.serving.fluid.replica_request_capacity_per_s`) of the deployments their
 residency allows; then every rate is scaled by one factor so that the busiest cell (cells
 of 16 replicas, as ``sovsim run provider-day`` simulates them) in its busiest hour of the day
-(the vertical profiles of docs/demand.md) is offered ``PEAK_LOAD`` of its capacity. The
+(the vertical profiles of docs/demand.md) is offered ``PEAK_LOAD`` of the capacity of one
+model's replicas there. The
 French sites carry healthcare and public-sector tenants on top of their share of the rest,
 so they are the busiest; other sites run lighter. Each workload's
 lengths, SLA class and residency rule are its vertical's defaults (docs/demand.md). This
@@ -160,15 +161,16 @@ def _peak_cell_load(base, probes, workloads) -> float:
     worst = 0.0
     for c in cells:
         site = {s_.name: s_ for s_ in sc.sites}[c.site]
-        load = np.zeros(24)
+        load: dict[str, np.ndarray] = {}   # per model: each model's replicas are their own resource
         for wi, (w, spec, p, o) in enumerate(workloads):
             if c.rates_per_s[wi] <= 0:
                 continue
             cap = sum(replica_request_capacity_per_s(probes[di], p, o) * n for di, n in enumerate(c.replicas)
                       if n and sc.deployments[di].model == spec.model and site_allows(site, spec.residency))
             prof = spec.arrivals.build().multipliers()[hours % 168]
-            load += c.rates_per_s[wi] * prof / cap
-        worst = max(worst, float(load.max()))
+            load.setdefault(spec.model, np.zeros(24))
+            load[spec.model] += c.rates_per_s[wi] * prof / cap
+        worst = max([worst] + [float(v.max()) for v in load.values()])
     return worst
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
+import pandas as pd
+
+from sim.core.runfolder import check_out_dir, default_out, run_folder
 from sim.core.serialise import json_default
 from sim.scenario import resolved_config
 from sim.study.cells import run_cells
@@ -49,27 +51,25 @@ def format_cells(s: dict) -> str:
 def run_cells_command(args, scenario) -> int:
     """Run ``scenario`` as cells, write its folder, print the headline (with intervals)."""
     seed = scenario.simulation.seed if args.seed is None else int(args.seed)
-    out = Path(args.out) if args.out else Path("runs") / scenario.name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(resolved_config(scenario, seed), indent=2) + "\n")
+    out = check_out_dir(args.out) if args.out else default_out(scenario.name)
     c = scenario.cells
-    ex, close = make_executor(getattr(args, "workers", None))
-    t0 = time.perf_counter()
-    try:
-        res = run_cells(scenario, seed, max_replicas=c.max_replicas, sample=c.sample, executor=ex,
-                        windows=c.windows, window_s=c.window_s, warmup_s=c.warmup_s)
-    finally:
-        close()
-    wall = time.perf_counter() - t0
-    s = res.summary
-    s["wall_s"] = wall
-    (out / "summary.json").write_text(json.dumps(s, indent=2, default=json_default) + "\n")
-    import pandas as pd
-    rows = [dict(cell=i, site=res.cells[i].site, replicas=sum(res.cells[i].replicas), **r["totals"])
-            for i, r in sorted(res.per_cell.items())]
-    pd.DataFrame(rows).to_csv(out / "cells.csv", index=False)
-    write_html_report(out, f"sovsim cells: {scenario.name} (seed {seed})", s, [],
-                      resolved_config(scenario, seed), scenario_sources_rows(scenario))
+    with run_folder(out, "run (cells)", resolved_config(scenario, seed)) as folder:
+        ex, close = make_executor(getattr(args, "workers", None))
+        t0 = time.perf_counter()
+        try:
+            res = run_cells(scenario, seed, max_replicas=c.max_replicas, sample=c.sample, executor=ex,
+                            windows=c.windows, window_s=c.window_s, warmup_s=c.warmup_s)
+        finally:
+            close()
+        wall = time.perf_counter() - t0
+        s = res.summary
+        folder.write_json("summary.json", s)
+        rows = [dict(cell=i, site=res.cells[i].site, replicas=sum(res.cells[i].replicas), **r["totals"])
+                for i, r in sorted(res.per_cell.items())]
+        folder.write_with("cells.csv", lambda t: pd.DataFrame(rows).to_csv(t, index=False))
+        write_html_report(out, f"sovsim cells: {scenario.name} (seed {seed})", s, [],
+                          resolved_config(scenario, seed), scenario_sources_rows(scenario))
+        folder.adopt("report.html")
     if args.json:
         print(json.dumps(s, default=json_default))
     elif not args.quiet:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import sys
 import typing
-from pathlib import Path
 
 from sim.core.errors import UserError
 from sim.forecast.forecast import format_forecast, run_forecast
 from sim.scenario import Scenario, load_scenario, with_overrides
 from sim.study.report import scenario_sources_rows, write_html_report, write_run_report
 from sim.cli.cells import run_cells_command
+from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
 from sim.study.run import _json_default, run
 
 
@@ -67,7 +67,7 @@ def cmd_run(args) -> int:
     scenario = scenario_from_args(args)
     if scenario.cells.max_replicas is not None and scenario.forecast is None:
         return run_cells_command(args, scenario)
-    out = Path(args.out) if args.out else Path("runs") / scenario.name
+    out = check_out_dir(args.out) if args.out else default_out(scenario.name)
     progress = not args.quiet and sys.stderr.isatty()
     if scenario.forecast is not None:
         result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
@@ -84,6 +84,7 @@ def cmd_run(args) -> int:
         return 0
     result = run(scenario, seed=args.seed, out_dir=out, progress=progress)
     write_run_report(result)
+    add_to_manifest(out, ["report.html"])
     result.files.append("report.html")
     if args.json:
         print(json.dumps(result.summary, default=_json_default))

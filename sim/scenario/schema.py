@@ -110,6 +110,32 @@ LengthSpec = Annotated[
 ]
 
 
+# ------------------------------------------------------------------ admission control
+# Bounded queues and load shedding; every default keeps admission unbounded.  Requests moved
+# off a failed or retired replica are requeued regardless (admission applies to arrivals).
+class _BatchingAdmission(Spec):
+    max_waiting: int | None = Field(
+        default=None, ge=0, strict=True,
+        description="Most requests that may wait at one replica (routed there, not yet in its running batch); an arrival the router sends to a replica already holding this many is rejected with reason queue_full. None: unbounded. assumption: unbounded (no admission limit).")
+
+
+class _RouterAdmission(Spec):
+    max_queue: int | None = Field(
+        default=None, ge=0, strict=True,
+        description="central_queue only: most requests that may wait in a workload's FCFS queue at the router; an arrival that finds it full is rejected with reason queue_full (0 with max_num_seqs = 1 is Erlang B's loss system M/M/c/c; K - c is M/M/c/K). None: unbounded. assumption: unbounded (no admission limit).")
+    ttft_shed_s: float | None = Field(
+        default=None, gt=0.0, allow_inf_nan=False, strict=True,
+        description="Reject an arrival with reason ttft_shed when its predicted TTFT exceeds this, seconds. Predicted TTFT: network round trip to the replica the router chose plus the step model's time to prefill, in one iteration with no decodes, the prompt tokens still to prefill there after the iteration in progress (admitted or waiting) and its own: a lower bound, so only requests that would miss the bound even at the replica's best are shed (under slot-bound load most of the real TTFT is the wait for a sequence slot, which it leaves out). Not with central_queue (bound its queue with max_queue). None: no shedding. assumption: off.")
+
+    @model_validator(mode="after")
+    def _admission_policy(self):
+        if self.policy != "central_queue" and self.max_queue is not None:
+            raise ValueError(f"router.max_queue applies to policy central_queue only (policy is {self.policy}); bound replica queues with deployments.N.batching.max_waiting")
+        if self.policy == "central_queue" and self.ttft_shed_s is not None:
+            raise ValueError("router.ttft_shed_s needs a policy that picks a replica at arrival (least_outstanding, power_of_two, round_robin); with central_queue bound the queue with router.max_queue")
+        return self
+
+
 # ------------------------------------------------------------------ blocks
 class SimulationSpec(Spec):
     horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds. Run setting.")
@@ -122,7 +148,7 @@ class SimulationSpec(Spec):
     timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds. Run setting.")
 
 
-class BatchingSpec(Spec):
+class BatchingSpec(_BatchingAdmission):
     max_num_seqs: int = Field(default=256, ge=1, description="Cap on running sequences per replica (vLLM max_num_seqs). Source: vLLM default 256.")
     max_batched_tokens: int = Field(default=8192, ge=1, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
     block_size_tokens: int = Field(default=16, ge=1, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
@@ -258,7 +284,7 @@ class DeploymentSpec(Spec):
         return self.replicas * self.tp
 
 
-class RouterSpec(Spec):
+class RouterSpec(_RouterAdmission):
     policy: Literal["least_outstanding", "power_of_two", "round_robin", "central_queue"] = Field(
         default="least_outstanding",
         description="least_outstanding: fewest outstanding tokens (prompt + output of assigned, unfinished requests); power_of_two: the less loaded of two random eligible replicas; round_robin; central_queue: requests wait at the router (FCFS) until an eligible replica has a free sequence slot, then go to the least loaded such replica (with max_num_seqs = 1 this is exactly M/M/c).")

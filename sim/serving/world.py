@@ -66,7 +66,8 @@ class World:
             self._index_replica(rep)
         self.router = Router(env, self.replicas, self.eligible, scenario.router.policy,
                              self.streams.generator("router"), scenario.router.max_wait_s,
-                             self._reject, self.rtt_s)
+                             self._reject, self.rtt_s, max_queue=scenario.router.max_queue,
+                             ttft_shed_s=scenario.router.ttft_shed_s)
         self.next_rid = 0
         self.arrival_procs: list = [None] * len(scenario.workloads)
         for wi, w in enumerate(scenario.workloads):
@@ -452,9 +453,10 @@ class World:
     def residency_violations(self) -> int:
         """Requests found on a replica their rule does not allow (must be 0)."""
         bad = 0
+        allowed = [set(idx) for idx in self.eligible]
         for rep in self.replicas:
             for r in list(rep.running.values()) + list(rep.waiting):
-                if rep.index not in self.eligible[r.workload]:
+                if rep.index not in allowed[r.workload]:
                     bad += 1
         return bad + self.router.violations
 
