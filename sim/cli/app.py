@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "sim.cli.perf",
     "sim.cli.econ",
     "sim.cli.sweep",
+    "sim.cli.validate",
 ]
 
 

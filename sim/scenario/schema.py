@@ -22,7 +22,7 @@ from sim.demand import distributions as dist
 from sim.core.errors import UserError
 from sim.scenario.market import MarketSpec
 from sim.demand import verticals as demand
-from sim.demand.arrivals import MarkovBurst, NHPPProcess, OfflineProcess, PoissonProcess, TraceReplayProcess
+from sim.demand.arrivals import ClosedLoopProcess, MarkovBurst, NHPPProcess, OfflineProcess, PoissonProcess, TraceReplayProcess
 from sim.demand.traces import load_trace
 from sim.demand.verticals import PROFILE_NAMES, length_distribution, trace_path
 
@@ -313,6 +313,15 @@ class OfflineArrivals(Spec):
         return OfflineProcess(self.count)
 
 
+class ClosedLoopArrivals(Spec):
+    kind: Literal["closed_loop"] = Field(description="N concurrent users (AIPerf / NIM concurrency sweeps): each sends its next request when its previous one completes or is rejected, after an optional think time.")
+    users: int = Field(ge=1, description="Concurrent users (requests in flight from the client's view).")
+    think_time_s: float = Field(default=0.0, ge=0.0, description="Mean think time between a user's completion and its next request, seconds (exponential; 0 = none, as AIPerf's concurrency mode). Run setting.")
+
+    def build(self):
+        return ClosedLoopProcess(self.users, self.think_time_s)
+
+
 class BurstSpec(Spec):
     multiplier: float = Field(ge=1.0, description="Rate in the burst state relative to the normal state (both scaled so the mean rate is unchanged). "
                                                   "Fitted values: models/demand/burst.json.")
@@ -380,7 +389,7 @@ class TraceArrivals(Spec):
         return TraceReplayProcess(load_trace(trace_path(self.path), self.on_bad_rows), self.time_scale, self.rate_scale, self.repeat)
 
 
-ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]
+ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, ClosedLoopArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]
 
 
 class WorkloadSpec(Spec):
