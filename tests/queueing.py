@@ -50,3 +50,38 @@ def mmc_scenario(c: int, rho: float, n_requests: int, m_tokens: float = 1000.0,
         }],
     }
     return scenario_from_dict(data), lam, mean_service
+
+
+def erlang_b(c: int, a: float) -> float:
+    """Blocking probability of the loss system M/M/c/c (Erlang B) with offered load
+    ``a = lambda / mu``; by the recursion B(k) = a B(k-1) / (k + a B(k-1)), B(0) = 1.
+    Insensitive to the service distribution beyond its mean."""
+    b = 1.0
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    return b
+
+
+def _mmck_probs(c: int, k: int, a: float) -> list[float]:
+    """Stationary distribution of the number in system of M/M/c/K (``k >= c`` places in all,
+    ``a = lambda / mu``)."""
+    if k < c:
+        raise ValueError("M/M/c/K needs K >= c")
+    w = [1.0]
+    for n in range(1, k + 1):
+        w.append(w[-1] * a / min(n, c))
+    total = math.fsum(w)
+    return [x / total for x in w]
+
+
+def mmck_blocking(c: int, k: int, a: float) -> float:
+    """Probability that an arrival finds all K places taken (PASTA), M/M/c/K."""
+    return _mmck_probs(c, k, a)[k]
+
+
+def mmck_mean_wait(c: int, k: int, lam: float, mean_service_s: float) -> float:
+    """Mean time an *admitted* request waits before service in M/M/c/K: Little's law on the
+    queue, L_q / (lambda (1 - P_K))."""
+    p = _mmck_probs(c, k, lam * mean_service_s)
+    lq = math.fsum((n - c) * p[n] for n in range(c + 1, k + 1))
+    return lq / (lam * (1.0 - p[k]))

@@ -38,7 +38,7 @@ from sim.calibration import measurements
 from sim.perf.roofline import Params
 from sim.core.resources import model_file
 from sim.perf.step import prefill_attn_pairs
-from sim.calibration import wholebatch
+from sim.calibration import moe_fit, wholebatch
 from sim.perf.roofline import expert_probs, load_params
 
 CALIBRATED_GPUS = ("a100-sxm-80gb", "h100-sxm")
@@ -458,6 +458,16 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
                   "moe_skew_from": skew_note,
                   "framework_overhead_from": "vidur cpu_overheads.csv (A100 host, 2024 Sarathi/vLLM): schedule + prepare_inputs + sampler + process_outputs medians"})
 
+    # the fused-MoE kernel's own time scale, fitted on MoE kernel tables (never the dense scale)
+    committed_scale = 1.0
+    f_h100 = model_file("calibration", "h100-sxm.json")
+    if f_h100.is_file():
+        committed_scale = json.loads(f_h100.read_text()).get("kernel_time_scale", 1.0)
+    moe_out = moe_fit.run_fit(committed_scale, params, log=log)
+    for p in params.values():
+        p.moe_kernel_time_scale = moe_out["scale"]
+        p.meta["moe_kernel_time_scale_from"] = moe_out["fitted_on"]
+
     # framework overheads per serving-software profile, from dense whole-batch rows
     wb = wholebatch.compare(params)
     profiles, heldout = {}, np.full(len(wb), np.nan)
@@ -480,6 +490,7 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
         ifb = committed.get(gid)
         if ifb and "perf-overview" in ifb.get("fitted_on", ""):
             profs[DEFAULT_FRAMEWORK] = ifb
+            p.meta["framework_default"] = f"{DEFAULT_FRAMEWORK} (in-flight batching, {ifb['fitted_on']})"
         default = profs.get(DEFAULT_FRAMEWORK) or profs[FALLBACK_FRAMEWORK]
         p.iteration_overhead_s = default["iteration_overhead_s"]
         p.per_seq_overhead_s = default["per_seq_overhead_s"]
@@ -512,10 +523,12 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
         for gid, p in params.items():
             (cal_dir / f"{gid}.json").write_text(json.dumps(p.to_json(), indent=1, sort_keys=True) + "\n")
         load_params.cache_clear()
-    out = {"params": params, "residuals": res, "report": report, "wholebatch": wb,
+    out = {"params": params, "residuals": res, "report": report, "wholebatch": wb, "moe_scale": moe_out,
            "seconds": time.perf_counter() - t0}
     if results_dir is not None:
         write_report(out, Path(results_dir), figure=figure, log=log)
+        moe_out["report"].assign(moe_kernel_time_scale=moe_out["scale"], dense_kernel_time_scale=committed_scale).to_csv(
+            Path(results_dir) / "moe_kernel_scale.csv", index=False, float_format="%.6g")
     log(f"calibrate: {time.perf_counter() - t0:.1f} s")
     return out
 

@@ -36,8 +36,30 @@ PUBLIC_FILES = [
     "vllm_github_pr_and_ci_measurements.csv", "argonne_llm_inference_bench_static_batch.csv",
     "trtllm_static_batching_v0.9_v0.5.csv", "trtllm_perf_overview_v0.14_throughput.csv",
     "trtllm_perf_overview_v0.17_throughput.csv", "trtllm_online_serving_v0.14.csv",
-    "trtllm_perf_overview_v1.0_throughput.csv",
+    "trtllm_perf_overview_v1.0_throughput.csv", "nvidia_nim_benchmarking_llama33_70b.csv",
 ]
+
+
+def _aiconfigurator_moe(d: pd.DataFrame) -> pd.DataFrame:
+    d = d[d.device.str.contains("H100|H200|A100") & d.moe_dtype.isin(["bfloat16", "fp8"]) & (d.moe_ep_size == 1)
+          & (d.moe_tp_size <= 8) & (d.num_tokens <= 16384) & d.distribution.isin(["balanced", "power_law_1.01"])]
+    return d.drop(columns=["framework", "op_name", "hidden_size", "inter_size", "topk", "num_experts",
+                           "moe_ep_size", "source_file"])
+
+
+def _dense_mlperf(d: pd.DataFrame) -> pd.DataFrame:
+    return d[d.model.str.startswith(("llama2-70b", "llama3.1-8b", "llama3.1-405b"))]
+
+
+# file here -> (file under the shared public/ folder, row filter); no MoE end-to-end rows are copied
+FILTERED_PUBLIC = {
+    "aiconfigurator_moe_kernel_vllm_mixtral.csv": ("more/aiconfigurator_moe_kernel_vllm_mixtral_shapes.csv",
+                                                   _aiconfigurator_moe),
+    "mlperf_inference_v4.1_llm_results.csv": ("mlperf_inference_v4.1_llm_results.csv", _dense_mlperf),
+    "mlperf_inference_v5.1_llm_results.csv": ("mlperf_inference_v5.1_llm_results.csv", _dense_mlperf),
+    "mlperf_inference_harness_configs.csv": ("mlperf_inference_harness_configs.csv",
+                                             lambda d: d[d.model == "llama2-70b"]),
+}
 
 
 def _sha256(p: Path) -> str:
@@ -114,6 +136,13 @@ def import_measurements(src: Path, dest: Path | None = None) -> list[Path]:
         f = src / "public" / name
         p = dest / "public" / name
         shutil.copyfile(f, p)
+        written.append(p)
+        sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+    # filtered copies (rows kept, values unchanged; PROVENANCE.md says which)
+    for name, (rel, keep) in FILTERED_PUBLIC.items():
+        f = src / "public" / rel
+        p = dest / "public" / name
+        keep(pd.read_csv(f)).to_csv(p, index=False, float_format="%.6g" if name.startswith("aiconfigurator") else None)
         written.append(p)
         sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
     pd.DataFrame(sources).to_csv(dest / "SOURCES.csv", index=False)

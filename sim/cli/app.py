@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "sim.cli.perf",
     "sim.cli.econ",
     "sim.cli.sweep",
+    "sim.cli.validate",
 ]
 
 

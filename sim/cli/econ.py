@@ -11,6 +11,8 @@ import json
 from sim.cli.run import scenario_from_args
 from sim.economics.contracts import DEFAULTS
 from sim.economics.faults import GPU_ROWS, NODE_ROWS, llama3_rates
+from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
+from sim.study.report import write_run_report
 from sim.study.run import _json_default, run
 
 
@@ -24,6 +26,8 @@ def register(sub):
     r.add_argument("--seed", type=int, help="root seed (default: the scenario's simulation.seed)")
     r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a scenario field by dotted path (as in `sovsim run`)")
+    r.add_argument("--out", help="output folder (default: runs/<scenario name>), as in `sovsim run`")
+    r.add_argument("--quiet", action="store_true", help="no table")
     r.add_argument("--json", action="store_true", help="print the whole summary as JSON")
     r.set_defaults(func=cmd_run)
     d = esub.add_parser("defaults", help="print every economics default with its unit and source (Markdown)")
@@ -33,19 +37,27 @@ def register(sub):
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def run_with_economics(scenario, seed: int | None = None) -> dict:
-    """The engine summary with its ``economics`` block (``sim.runner.run`` attaches the
-    ledger, and faults when enabled, to every run)."""
-    return run(scenario, seed=seed).summary
+def run_with_economics(scenario, seed: int | None = None, out_dir=None) -> dict:
+    """The engine summary with its ``economics`` block (:func:`sim.study.run.run` attaches
+    the ledger, and faults when enabled, to every run); with ``out_dir``, its run folder."""
+    result = run(scenario, seed=seed, out_dir=out_dir)
+    if out_dir is not None:
+        write_run_report(result)
+        add_to_manifest(out_dir, ["report.html"])
+    return result.summary
 
 
 def cmd_run(args) -> int:
 
-    s = run_with_economics(scenario_from_args(args), args.seed)
+    scenario = scenario_from_args(args)
+    out = check_out_dir(args.out) if args.out else default_out(scenario.name)
+    s = run_with_economics(scenario, args.seed, out)
     if args.json:
         print(json.dumps(s, default=_json_default))
         return 0
-    print(format_economics(s["economics"], s))
+    if not args.quiet:
+        print(format_economics(s["economics"], s))
+        print(f"\nwrote {out}/")
     return 0
 
 

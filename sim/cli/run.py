@@ -5,13 +5,14 @@ import json
 import os
 import sys
 import typing
-from pathlib import Path
 
 from sim.core.errors import UserError
 from sim.forecast.forecast import format_forecast, run_forecast
 from sim.scenario import Scenario, load_scenario, with_overrides
 from sim.scenario.estimate import ENV as WORK_ENV
 from sim.study.report import scenario_sources_rows, write_html_report, write_run_report
+from sim.cli.cells import run_cells_command
+from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
 from sim.study.run import _json_default, run
 
 
@@ -27,6 +28,8 @@ def register(sub):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a scenario field by dotted path, e.g. deployments.0.replicas=8 "
                         "(VALUE is parsed as TOML, else taken as a string); repeatable")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for a scenario with [cells] (default: all cores; 0 = in this process)")
     add_max_work(p)
     p.set_defaults(func=cmd_run)
 
@@ -91,7 +94,9 @@ def scenario_from_args(args):
 def cmd_run(args) -> int:
 
     scenario = scenario_from_args(args)
-    out = Path(args.out) if args.out else Path("runs") / scenario.name
+    if scenario.cells.max_replicas is not None and scenario.forecast is None:
+        return run_cells_command(args, scenario)
+    out = check_out_dir(args.out) if args.out else default_out(scenario.name)
     progress = not args.quiet and sys.stderr.isatty()
     if scenario.forecast is not None:
         result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
@@ -108,6 +113,7 @@ def cmd_run(args) -> int:
         return 0
     result = run(scenario, seed=args.seed, out_dir=out, progress=progress)
     write_run_report(result)
+    add_to_manifest(out, ["report.html"])
     result.files.append("report.html")
     if args.json:
         print(json.dumps(result.summary, default=_json_default))

@@ -6,7 +6,9 @@ where ``times_s`` is a sorted float array of absolute arrival times (increasing 
 chunks, all ``< horizon_s``) and the two length arrays are ``None`` unless the process
 carries its own lengths (trace replay); the workload's length distributions fill them in.
 
-Processes: :class:`PoissonProcess`, :class:`OfflineProcess`, :class:`NHPPProcess` (hour-of-week
+Processes: :class:`PoissonProcess`, :class:`OfflineProcess`, :class:`ClosedLoopProcess` (N
+users, each submitting its next request when the previous one ends, plus think time; driven by
+the world because submissions depend on completions), :class:`NHPPProcess` (hour-of-week
 profile by thinning, optional :class:`MarkovBurst` modulation) and :class:`TraceReplayProcess`.
 All are deterministic given the ``Generator`` passed in and keep memory flat (one chunk at a
 time) however long the horizon.
@@ -68,6 +70,26 @@ class OfflineProcess(ArrivalProcess):
             n = min(CHUNK, left)
             left -= n
             yield np.zeros(n), None, None
+
+
+@dataclass(frozen=True)
+class ClosedLoopProcess(ArrivalProcess):
+    """``users`` concurrent users (AIPerf / NIM concurrency sweeps): each submits a request at
+    t = 0, and its next one ``think`` seconds after the previous one completes (or is
+    rejected).  Submissions depend on completions, so :class:`sim.serving.world.World` drives
+    it; :meth:`chunks` is not used."""
+    users: int
+    think_time_s: float = 0.0
+
+    def mean_rate_per_s(self) -> float:
+        return float("inf")  # set by the service times, not known in advance (as offline)
+
+    def think(self, rng: np.random.Generator) -> float:
+        """Think time before a user's next request: exponential with mean ``think_time_s``."""
+        return float(rng.exponential(self.think_time_s)) if self.think_time_s > 0.0 else 0.0
+
+    def chunks(self, rng, horizon_s):
+        raise TypeError("closed-loop arrivals are driven by completions (World), not by chunks")
 
 
 # ------------------------------------------------------------------ non-homogeneous Poisson

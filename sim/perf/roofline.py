@@ -70,6 +70,10 @@ class Params:
     # GPU time of the serving software's kernels relative to the fitted operator kernels (vidur:
     # 2024 PyTorch/vLLM lineage): part of a framework profile, 1.0 = the operator fit as is
     kernel_time_scale: float = 1.0
+    # the fused-MoE kernel's time relative to the MoE operator fit; fitted on MoE kernel
+    # measurements (sim.calibration.moe_fit), never inherited from the dense kernel_time_scale.
+    # None: same as kernel_time_scale (calibrations written before the MoE scale existed)
+    moe_kernel_time_scale: float | None = None
     framework_profiles: dict = field(default_factory=dict)  # {"vllm": {...}, "trtllm": {...}}
     meta: dict = field(default_factory=dict)
 
@@ -161,7 +165,9 @@ class PerfModel(StepTimeModel):
                                 f"{', '.join(params.framework_profiles) or 'none (datasheet roofline)'}")
             params = dataclasses.replace(params, iteration_overhead_s=prof["iteration_overhead_s"],
                                          per_seq_overhead_s=prof["per_seq_overhead_s"],
-                                         kernel_time_scale=prof.get("kernel_time_scale", 1.0))
+                                         kernel_time_scale=prof.get("kernel_time_scale", 1.0),
+                                         moe_kernel_time_scale=prof.get("moe_kernel_time_scale",
+                                                                        params.moe_kernel_time_scale))
         if tp < 1:
             raise UserError(f"{name}: tp must be >= 1 (got {tp})")
         self.llm, self.gpu, self.tp, self.precision, self.p = llm, gpu, tp, precision, params
@@ -203,6 +209,7 @@ class PerfModel(StepTimeModel):
         slope_b = self._kv_bytes_tok_layer / (bw * P.attn_decode_eta_bw)
         slope_f = self._attn_flops_pair_layer / (self._F16 * P.attn_decode_eta_bw)
         self._ks = P.kernel_time_scale
+        self._ks_moe = P.kernel_time_scale if P.moe_kernel_time_scale is None else P.moe_kernel_time_scale
         self._decode_slope = self._ks * L * max(slope_b, slope_f)
         # MoE
         self._moe_probs = expert_probs(m.experts, m.top_k, P.moe_skew) if m.is_moe else None
@@ -281,9 +288,9 @@ class PerfModel(StepTimeModel):
         for K, N in gemms:
             o, b, f = self._gemm_s(n, K, N)
             ovh += o; wts += b; cmp += f
-        if self.llm.is_moe:
-            o, b, f = self._moe_s(n)
-            ovh += o; wts += b; cmp += f
+        m_ovh = m_wts = m_cmp = 0.0
+        if self.llm.is_moe:  # the MoE kernel has its own scale (docs/perf.md, "MoE kernel scale")
+            m_ovh, m_wts, m_cmp = self._moe_s(n)
         ew = 0.0
         for kind, bytes_tok in self._ew:  # per kernel: blend of a latency floor and bandwidth
             k = self._ew_kernels[kind]
@@ -295,9 +302,9 @@ class PerfModel(StepTimeModel):
         # embedding lookup (once per iteration)
         emb = self._blend(P.ew_overhead_s["emb"], n * 2 * self.llm.hidden * ACTIVATION_BYTES
                           / (self._bw * P.ew_eta_bw["emb"]), P.ew_p["emb"])
-        ks = self._ks
-        return {"weights": ks * L * wts, "compute": ks * (L * (cmp + ew) + emb), "communication": ks * L * comm,
-                "overhead": ks * L * ovh}
+        ks, km = self._ks, self._ks_moe
+        return {"weights": ks * L * wts + km * L * m_wts, "compute": ks * (L * (cmp + ew) + emb) + km * L * m_cmp,
+                "communication": ks * L * comm, "overhead": ks * L * ovh + km * L * m_ovh}
 
     def _tokens_s(self, n: int) -> float:
         t = self._tokens_cache.get(n)

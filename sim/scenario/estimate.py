@@ -4,7 +4,8 @@ A scenario can be valid field by field and still ask for more work than any mach
 (``horizon_s = 1e12``, ``timeseries_interval_s = 1e-6``, 100,000 replicas, bursts of 1e-9 s).
 :func:`estimate` computes, from the scenario alone and without simulating, the expected
 
-* ``requests``: simulated requests (rate x horizon for Poisson; the integral of the
+* ``requests``: simulated requests (rate x horizon for Poisson; users x horizon / (think
+  time + 0.1 s) for a closed loop; the integral of the
   hour-of-week profile for NHPP; the offline count; the trace rows replayed before the
   horizon, looped when ``repeat``); for a forecast, over the sampled windows, with the
   market's contracts in force shared equally among the providers;
@@ -61,6 +62,9 @@ MONTH_S = 30.4375 * DAY_S
 #: stand-in for an unset [faults] rate (the Llama 3 table's rates, 3.0e-4 and 8.0e-4 per day,
 #: are below it): an upper bound is enough for an estimate
 DEFAULT_FAILURES_PER_DAY_BOUND = 1e-3
+#: shortest request cycle of a closed-loop user without think time, seconds (assumption: an
+#: LLM request takes at least this end to end; an estimate, not a bound)
+MIN_CYCLE_S = 0.1
 #: bins are kept over at most this much simulated time (sim.serving.metrics)
 BINS_HORIZON_CAP_S = 1e7
 
@@ -88,6 +92,8 @@ def _arrival_count(arr, horizon_s: float) -> float:
         return arr.rate_per_s * horizon_s
     if kind == "offline":
         return float(arr.count)
+    if kind == "closed_loop":   # each user's cycle: think time + at least MIN_CYCLE_S of service
+        return arr.users * horizon_s / (arr.think_time_s + MIN_CYCLE_S)
     if kind == "nhpp":
         if horizon_s > 10 * WEEK_S:   # the profile has mean 1: whole weeks dominate
             return arr.rate_per_s * horizon_s

@@ -27,7 +27,7 @@ from sim.core.errors import UserError
 from sim.scenario.market import MarketSpec
 from sim.scenario.rules import RULE, fail
 from sim.demand import verticals as demand
-from sim.demand.arrivals import MarkovBurst, NHPPProcess, OfflineProcess, PoissonProcess, TraceReplayProcess
+from sim.demand.arrivals import ClosedLoopProcess, MarkovBurst, NHPPProcess, OfflineProcess, PoissonProcess, TraceReplayProcess
 from sim.demand.traces import load_trace
 from sim.demand.verticals import PROFILE_NAMES, length_distribution, trace_path
 
@@ -169,6 +169,32 @@ LengthSpec = Annotated[
 ]
 
 
+# ------------------------------------------------------------------ admission control
+# Bounded queues and load shedding; every default keeps admission unbounded.  Requests moved
+# off a failed or retired replica are requeued regardless (admission applies to arrivals).
+class _BatchingAdmission(Spec):
+    max_waiting: int | None = Field(
+        default=None, ge=0, strict=True,
+        description="Most requests that may wait at one replica (routed there, not yet in its running batch); an arrival the router sends to a replica already holding this many is rejected with reason queue_full. None: unbounded. assumption: unbounded (no admission limit).")
+
+
+class _RouterAdmission(Spec):
+    max_queue: int | None = Field(
+        default=None, ge=0, strict=True,
+        description="central_queue only: most requests that may wait in a workload's FCFS queue at the router; an arrival that finds it full is rejected with reason queue_full (0 with max_num_seqs = 1 is Erlang B's loss system M/M/c/c; K - c is M/M/c/K). None: unbounded. assumption: unbounded (no admission limit).")
+    ttft_shed_s: float | None = Field(
+        default=None, gt=0.0, allow_inf_nan=False, strict=True,
+        description="Reject an arrival with reason ttft_shed when its predicted TTFT exceeds this, seconds. Predicted TTFT: network round trip to the replica the router chose plus the step model's time to prefill, in one iteration with no decodes, the prompt tokens still to prefill there after the iteration in progress (admitted or waiting) and its own: a lower bound, so only requests that would miss the bound even at the replica's best are shed (under slot-bound load most of the real TTFT is the wait for a sequence slot, which it leaves out). Not with central_queue (bound its queue with max_queue). None: no shedding. assumption: off.")
+
+    @model_validator(mode="after")
+    def _admission_policy(self):
+        if self.policy != "central_queue" and self.max_queue is not None:
+            raise ValueError(f"router.max_queue applies to policy central_queue only (policy is {self.policy}); bound replica queues with deployments.N.batching.max_waiting")
+        if self.policy == "central_queue" and self.ttft_shed_s is not None:
+            raise ValueError("router.ttft_shed_s needs a policy that picks a replica at arrival (least_outstanding, power_of_two, round_robin); with central_queue bound the queue with router.max_queue")
+        return self
+
+
 # ------------------------------------------------------------------ blocks
 class SimulationSpec(Spec):
     horizon_s: float = Field(default=3600.0, gt=0.0, description="Simulated time, seconds. Run setting.")
@@ -181,7 +207,7 @@ class SimulationSpec(Spec):
     timeseries_interval_s: float = Field(default=60.0, gt=0.0, description="Width of the time-series bins, seconds. Run setting.")
 
 
-class BatchingSpec(Spec):
+class BatchingSpec(_BatchingAdmission):
     max_num_seqs: int = Field(default=256, ge=1, le=65536, description="Cap on running sequences per replica (vLLM max_num_seqs). Source: vLLM default 256.")
     max_batched_tokens: int = Field(default=8192, ge=1, le=MAX_TOKENS, description="Per-iteration token budget: decode tokens plus prefill chunk tokens (vLLM max_num_batched_tokens). assumption: 8192, a common chunked-prefill setting.")
     block_size_tokens: int = Field(default=16, ge=1, le=1024, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
@@ -387,7 +413,7 @@ class DeploymentSpec(Spec):
         return self.replicas * self.tp
 
 
-class RouterSpec(Spec):
+class RouterSpec(_RouterAdmission):
     policy: Literal["least_outstanding", "power_of_two", "round_robin", "central_queue"] = Field(
         default="least_outstanding",
         description="least_outstanding: fewest outstanding tokens (prompt + output of assigned, unfinished requests); power_of_two: the less loaded of two random eligible replicas; round_robin; central_queue: requests wait at the router (FCFS) until an eligible replica has a free sequence slot, then go to the least loaded such replica (with max_num_seqs = 1 this is exactly M/M/c).")
@@ -414,6 +440,15 @@ class OfflineArrivals(Spec):
 
     def build(self):
         return OfflineProcess(self.count)
+
+
+class ClosedLoopArrivals(Spec):
+    kind: Literal["closed_loop"] = Field(description="N concurrent users (AIPerf / NIM concurrency sweeps): each sends its next request when its previous one completes or is rejected, after an optional think time.")
+    users: int = Field(ge=1, le=1 << 20, description="Concurrent users (requests in flight from the client's view).")
+    think_time_s: float = Field(default=0.0, ge=0.0, le=1e9, description="Mean think time between a user's completion and its next request, seconds (exponential; 0 = none, as AIPerf's concurrency mode). Run setting.")
+
+    def build(self):
+        return ClosedLoopProcess(self.users, self.think_time_s)
 
 
 class BurstSpec(Spec):
@@ -500,7 +535,7 @@ def _load_trace_cached(key):
     return load_trace(key[0], key[3])
 
 
-ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]
+ArrivalSpec = Annotated[Union[PoissonArrivals, OfflineArrivals, ClosedLoopArrivals, NHPPArrivals, TraceArrivals], Field(discriminator="kind")]
 
 
 class WorkloadSpec(Spec):
@@ -543,6 +578,14 @@ class ForecastSpec(Spec):
         return v
 
 
+class CellsSpec(Spec):
+    max_replicas: int | None = Field(default=None, ge=1, le=4096, description="Shard the fleet into cells of at most this many replicas, each behind its own router, with a front router splitting each workload over the cells in proportion to the GPUs it may use there (docs/cells.md). None: one router over the whole fleet. Run setting.")
+    sample: int | None = Field(default=None, ge=2, description="Simulate this many cells of each group of exchangeable cells and scale, with intervals from the cell-to-cell spread; None: every cell. Run setting.")
+    windows: int = Field(default=0, ge=0, le=1000, description="Estimate each cell's horizon from this many sampled windows (0: simulate it continuously). Run setting.")
+    window_s: float = Field(default=300.0, gt=0.0, description="Length of one sampled window, seconds. Run setting.")
+    warmup_s: float = Field(default=60.0, ge=0.0, description="Warm-up before each window, discarded, seconds. Run setting.")
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", description="Scenario label.")
     description: str = Field(default="", description="Free text.")
@@ -561,6 +604,7 @@ class Scenario(Spec):
     pricing: list[PricingSpec] = Field(default_factory=list, description="Tenant prices; the first matching entry (workload, then vertical+model, then wildcards) applies. None matching: Mixtral on OVHcloud AI Endpoints, EUR 0.70 / 0.70 per 1M tokens (api_prices.csv).")
     faults: FaultsSpec = Field(default_factory=FaultsSpec, description="GPU, node and site failures.")
     capacity_policy: CapacityPolicySpec = Field(default_factory=CapacityPolicySpec, description="How capacity is ordered and released over the run.")
+    cells: CellsSpec = Field(default_factory=CellsSpec, description="Large fleets as cells, exactly or sampled (sim.study.cells).")
 
     @model_validator(mode="after")
     def _cross_checks(self):

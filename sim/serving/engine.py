@@ -85,7 +85,8 @@ class Replica:
                  on_complete: Callable[[Request, float], None],
                  on_busy: Callable[["Replica", float, float, int, float], None] | None = None,
                  gpus: int = 1, site: str | None = None, deployment: int = 0,
-                 on_slots_free: Callable[["Replica"], None] | None = None):
+                 on_slots_free: Callable[["Replica"], None] | None = None,
+                 max_waiting: int | None = None):
         self.env = env
         self.index = index
         self.name = name
@@ -95,6 +96,7 @@ class Replica:
         self.model = step_model
         self.max_num_seqs = max_num_seqs
         self.max_batched_tokens = max_batched_tokens
+        self.max_waiting = max_waiting  # admission: most requests waiting here (None: unbounded)
         self.bs = block_size_tokens
         self.chunked_prefill = chunked_prefill
         self.per_iteration = per_iteration
@@ -103,6 +105,7 @@ class Replica:
         self.on_complete = on_complete
         self.on_busy = on_busy
         self.on_slots_free = on_slots_free   # central-queue router: pull waiting requests
+        self.on_unload: Callable[["Replica"], None] | None = None  # router: outstanding_tokens fell
         self.up = True
         self.accepting = True           # False while draining (capacity leaving): no new requests
         self.added_s = env.now          # when the replica joined the fleet
@@ -474,6 +477,8 @@ class Replica:
         self.completed += 1
         self.outstanding_tokens -= r.prompt_tokens + r.output_tokens
         self.n_assigned -= 1
+        if self.on_unload is not None:
+            self.on_unload(self)
         self.on_complete(r, now)
 
     def partial_run(self, now: float) -> tuple[float, int]:

@@ -22,7 +22,7 @@ OUTCOMES = ("completed", "rejected", "in_flight")
 # a buffered row's outcome column holds the index of its outcome in OUTCOMES
 OUTCOME_COMPLETED, OUTCOME_REJECTED, OUTCOME_IN_FLIGHT = range(len(OUTCOMES))
 _OUTCOME_COL = COLUMNS.index("outcome")
-REJECT_REASONS = ("no_eligible_capacity", "exceeds_kv_capacity")
+REJECT_REASONS = ("no_eligible_capacity", "exceeds_kv_capacity", "queue_full", "ttft_shed")
 
 _H_LO = 1e-6          # seconds; smaller values fall in the underflow bin (reported as 0)
 _H_RATIO = 1.002

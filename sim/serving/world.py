@@ -15,6 +15,7 @@ import simpy
 from tqdm import tqdm
 
 from sim.core.rng import RandomStreams
+from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
 from sim.scenario import Scenario
 from sim.serving.engine import REJECTED, Replica, Request
@@ -23,6 +24,10 @@ from sim.serving.metrics import Metrics, Stream
 from sim.serving.replica import replica_from_spec
 from sim.serving.residency import site_allows
 from sim.serving.router import Router
+
+
+# a closed-loop user whose request was rejected waits this long before its next one: assumption
+CLOSED_LOOP_BACKOFF_S = 1.0
 
 
 class World:
@@ -61,7 +66,8 @@ class World:
             self._index_replica(rep)
         self.router = Router(env, self.replicas, self.eligible, scenario.router.policy,
                              self.streams.generator("router"), scenario.router.max_wait_s,
-                             self._reject, self.rtt_s)
+                             self._reject, self.rtt_s, max_queue=scenario.router.max_queue,
+                             ttft_shed_s=scenario.router.ttft_shed_s)
         self.next_rid = 0
         self.arrival_procs: list = [None] * len(scenario.workloads)
         for wi, w in enumerate(scenario.workloads):
@@ -169,6 +175,9 @@ class World:
         metrics = self.metrics
         router = self.router
         max_tokens = self.max_tokens   # grows when capacity arrives
+        if isinstance(proc, ClosedLoopProcess):
+            self._closed_loop(wi, proc, prompt_d, output_d, rng_t, rng_len)
+            return
         for times, prompts, outputs in proc.chunks(rng_t, horizon):
             n = len(times)
             if prompts is None:
@@ -187,6 +196,40 @@ class World:
                     self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
                     continue
                 router.submit(r)
+
+    def _closed_loop(self, wi: int, proc: ClosedLoopProcess, prompt_d, output_d, rng_t, rng_len):
+        """``proc.users`` user processes; each waits for its request's completion or rejection
+        (through :meth:`observe`), thinks, and submits the next one."""
+        env, metrics, router, max_tokens = self.env, self.metrics, self.router, self.max_tokens
+        pending: dict[int, simpy.Event] = {}
+
+        def ended(r, *_):
+            ev = pending.pop(r.rid, None)
+            if ev is not None:
+                ev.succeed(r.state != REJECTED)
+        self.observe(on_complete=ended, on_reject=ended)
+
+        def user():
+            while True:
+                now = env.now
+                r = Request(self.next_rid, wi, now, int(prompt_d.sample(rng_len, 1)[0]),
+                            int(output_d.sample(rng_len, 1)[0]))
+                self.next_rid += 1
+                metrics.on_arrival(r, now)
+                ev = pending[r.rid] = env.event()
+                cap = max_tokens[wi]
+                if r.prompt_tokens + r.output_tokens > cap:
+                    self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", now)
+                else:
+                    router.submit(r)
+                served = yield ev
+                z = proc.think(rng_t)
+                if not served:  # a rejected user backs off, so a user that is always refused cannot spin at one instant
+                    z = max(z, CLOSED_LOOP_BACKOFF_S)
+                if z > 0.0:
+                    yield env.timeout(z)
+        for _ in range(proc.users):
+            env.process(user())
 
     # ------------------------------------------------------------------ faults
     def fail_replica(self, index: int, keep_generated: bool = True) -> int:
@@ -410,9 +453,10 @@ class World:
     def residency_violations(self) -> int:
         """Requests found on a replica their rule does not allow (must be 0)."""
         bad = 0
+        allowed = [set(idx) for idx in self.eligible]
         for rep in self.replicas:
             for r in list(rep.running.values()) + list(rep.waiting):
-                if rep.index not in self.eligible[r.workload]:
+                if rep.index not in allowed[r.workload]:
                     bad += 1
         return bad + self.router.violations
 

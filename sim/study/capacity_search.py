@@ -21,6 +21,8 @@ Every evaluated ``n`` is reported so a non-monotone curve is visible.
 """
 from __future__ import annotations
 
+import traceback
+
 import concurrent.futures as cf
 import json
 from dataclasses import dataclass, field
@@ -31,7 +33,8 @@ import numpy as np
 
 from sim.core.errors import UserError
 from sim.scenario import Scenario, with_overrides
-from sim.study.sweep import mean_ci95, run_point, run_sweep
+from sim.core.runfolder import check_out_dir, write_atomic, write_json_atomic
+from sim.study.sweep import resolved_json, mean_ci95, run_point, run_sweep
 from sim.study.sweep import atomic_write_json
 
 
@@ -140,7 +143,23 @@ def capacity_search(
     idx = scope_deployments(scenario, scope)
     names = [scenario.deployments[i].name for i in idx]
     tp_sum = sum(scenario.deployments[i].tp for i in idx)
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
+    (out / "error.txt").unlink(missing_ok=True)
+    write_json_atomic(out / "config.json", {"scenario": json.loads(resolved_json(scenario)), "targets": targets,
+                                            "scope": scope, "replications": replications,
+                                            "conservative": conservative, "max_replicas": max_replicas},
+                      indent=2)
+    try:
+        return _search(scenario, targets, scope, replications, out, max_replicas, conservative, root_seed,
+                       executor, point_fn, progress, idx, names, tp_sum)
+    except BaseException:
+        (out / "error.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _search(scenario, targets, scope, replications, out, max_replicas, conservative, root_seed, executor,
+            point_fn, progress, idx, names, tp_sum) -> CapacityResult:
+    """Bracket then bisect the replica count (each count a sweep point with replications)."""
     cache: dict[int, Evaluation] = {}
     summaries: dict[int, list[dict]] = {}  # n -> the replications' run summaries
 
@@ -235,4 +254,4 @@ def _write(out: Path, r: CapacityResult) -> None:
     })
     import pandas as pd
 
-    pd.DataFrame(rows).to_csv(out / "capacity_evaluations.csv", index=False)
+    write_atomic(out / "capacity_evaluations.csv", lambda t: pd.DataFrame(rows).to_csv(t, index=False))

@@ -19,12 +19,17 @@ Execution
 Persistence and resume
     Each finished task is written atomically (temporary file, then ``os.replace``) to
     ``SWEEP_DIR/points/KEY.json`` where KEY hashes the resolved scenario JSON and the seed.
-    A rerun skips every task whose file exists and parses, so a killed sweep computes only
-    what is missing; a file that does not parse (it cannot be half-written, but it may have
-    been damaged by hand) is recomputed.
+    A rerun skips every task whose file is a complete record (every field of the right type,
+    a non-empty summary matching its SHA-256 checksum), so a killed sweep computes only what
+    is missing; any other file is recomputed.  ``config.json`` (the base scenario) and
+    ``sweep.json`` (the plan) are written before any work; ``error.txt`` when a sweep fails.
+    One sweep at a time per folder (``.lock`` holds the owner's pid; a second sweep is
+    refused in one line); pool workers end when the sweep's process dies.
 
 Tables
-    ``replications.parquet``: one row per task (point, replication, seed, flattened summary).
+    ``replications.parquet``: one row per task (point, replication, seed, grid fields, the
+    flattened summary's fields sorted by name, then ``elapsed_s``, the one timing column:
+    the same columns in the same order fresh and resumed).
     ``points.parquet``: one row per grid point, sorted by point index: the grid values and,
     for every numeric summary field, ``FIELD_mean``, ``FIELD_ci95_lo``, ``FIELD_ci95_hi``
     (Student-t 95% interval of the mean over replications; NaN with one replication; the
@@ -36,17 +41,18 @@ import concurrent.futures as cf
 import hashlib
 import itertools
 import json
-import math
 import os
-import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from sim.core.errors import UserError
+from sim.core.runfolder import check_out_dir, write_atomic, write_json_atomic
 from sim.core.stats import UNIT_INTERVAL, mean_ci
 from sim.scenario import Scenario, scenario_from_dict, with_overrides
 from sim import __version__
@@ -192,33 +198,94 @@ def expand_grid(base: Scenario, grid: dict[str, list[Any]]) -> list[Point]:
 
 # ------------------------------------------------------------------ persistence
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write JSON to ``path`` so that readers see the old file or the whole new one (0644)."""
+    write_json_atomic(path, obj, sort_keys=True)
+
+
+def summary_checksum(summary: dict) -> str:
+    """SHA-256 of a summary's canonical JSON: a point file is reused only if it matches."""
+    return hashlib.sha256(json.dumps(summary, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+RECORD_FIELDS = {"key": str, "point": int, "replication": int, "seed": int, "summary": dict,
+                 "summary_sha256": str}
 
 
 def load_record(path: Path) -> dict | None:
-    """A finished task's record, or None if missing or unreadable (then it is recomputed)."""
+    """A finished task's record, or None if missing, unreadable, incomplete (a field missing
+    or of the wrong type, an empty summary) or damaged (its summary does not match its
+    checksum): then it is recomputed."""
     try:
         with open(path) as f:
             rec = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError):
         return None
-    if not isinstance(rec, dict) or "summary" not in rec or "key" not in rec:
+    if not isinstance(rec, dict):
+        return None
+    for name, typ in RECORD_FIELDS.items():
+        if not isinstance(rec.get(name), typ) or isinstance(rec.get(name), bool):
+            return None
+    if not rec["summary"] or summary_checksum(rec["summary"]) != rec["summary_sha256"]:
         return None
     return rec
+
+
+class SweepLock:
+    """One sweep at a time per folder: ``.lock`` holds the owner's pid; a second sweep on
+    the same folder is refused in one line while the owner lives; a lock left by a dead
+    process is taken over."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+        self.held = False
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise UserError(f"sweep folder {self.path.parent}: in use by another sweep (process {pid}); "
+                                    f"wait for it to finish or give another --out") from None
+                self.path.unlink(missing_ok=True)   # stale: its owner died
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return self
+        raise UserError(f"sweep folder {self.path.parent}: cannot take its lock")
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.path.unlink(missing_ok=True)
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Pool-worker initializer: a daemon thread ends the worker when its parent is gone
+    (``kill -9`` of a sweep must not leave workers running)."""
+    import threading
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(poll_s)
+    threading.Thread(target=watch, daemon=True, name="sovsim-parent-watch").start()
 
 
 # ------------------------------------------------------------------ executors
@@ -240,7 +307,8 @@ def make_executor(workers: int | None = None, scheduler: str | None = None,
         return None, lambda: None
     if workers is not None and workers < 0:
         raise UserError(f"--workers {workers}: must be >= 0 (0 = in this process)")
-    ex = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    ex = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1,
+                                initializer=_exit_with_parent, initargs=(os.getpid(),))
     return ex, lambda: ex.shutdown(wait=True, cancel_futures=True)
 
 
@@ -282,47 +350,82 @@ def run_sweep(
     ``executor=None`` runs the tasks in this process.  ``progress=None`` shows a bar only on a
     terminal."""
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     pdir = out / POINTS_SUBDIR
     pdir.mkdir(parents=True, exist_ok=True)
     root = base.simulation.seed if root_seed is None else int(root_seed)
     seeds = replication_seeds(root, replications)
     points = expand_grid(base, grid)
     tasks = [Task(p.index, r, s, task_key(p.scenario_json, s)) for p in points for r, s in enumerate(seeds)]
-    if write_manifest:
-        atomic_write_json(out / "sweep.json", {
-            "format": SWEEP_FORMAT,
-            "base_scenario": json.loads(resolved_json(base)),
-            "grid": grid,
-            "replications": replications,
-            "root_seed": root,
-            "seeds": seeds,
-            "points": [{"index": p.index, "overrides": p.overrides} for p in points],
-        })
+    with SweepLock(out):
+        if write_manifest:
+            _write_plan(out, base, grid, replications, root, seeds, points)
+        records, todo = _finished(tasks, pdir)
+        reused = len(records)
+        try:
+            _run_tasks(todo, points, pdir, records, executor, point_fn, len(tasks), reused, progress)
+        except BaseException:
+            if write_manifest:
+                (out / "error.txt").write_text(traceback.format_exc())
+            raise
+        if write_manifest:
+            (out / "error.txt").unlink(missing_ok=True)
+        res = SweepResult(out, points, tasks, computed=len(todo), reused=reused,
+                          wall_s=time.perf_counter() - t0, records=records)
+        res.replications_table = replications_table(points, tasks, records, grid)
+        res.points_table = points_table(res.replications_table, list(grid))
+        if write_tables:
+            write_atomic(out / "replications.parquet", lambda t: res.replications_table.to_parquet(t, index=False))
+            write_atomic(out / "points.parquet", lambda t: res.points_table.to_parquet(t, index=False))
+    return res
 
+
+def _write_plan(out: Path, base: Scenario, grid: dict, replications: int, root: int, seeds: list[int],
+                points: list[Point]) -> None:
+    """``sweep.json`` (the plan) and ``config.json`` (the base scenario), before any work."""
+    atomic_write_json(out / "config.json", json.loads(resolved_json(base)))
+    atomic_write_json(out / "sweep.json", {
+        "format": SWEEP_FORMAT,
+        "base_scenario": json.loads(resolved_json(base)),
+        "grid": grid,
+        "replications": replications,
+        "root_seed": root,
+        "seeds": seeds,
+        "points": [{"index": p.index, "overrides": p.overrides} for p in points],
+    })
+
+
+def _finished(tasks: list[Task], pdir: Path) -> tuple[dict[str, dict], list[Task]]:
+    """The valid records of tasks already done (:func:`load_record`), and the tasks to run."""
     records: dict[str, dict] = {}
     todo: list[Task] = []
     for t in tasks:
         rec = load_record(pdir / f"{t.key}.json")
-        if rec is not None and rec.get("key") == t.key:
+        if rec is not None and rec["key"] == t.key and rec["seed"] == t.seed:
             records[t.key] = rec
         else:
             todo.append(t)
-    reused = len(records)
+    return records, todo
+
+
+def _run_tasks(todo: list[Task], points: list[Point], pdir: Path, records: dict, executor, point_fn,
+               total: int, reused: int, progress: bool | None) -> None:
+    """Run ``todo`` in this process or on ``executor``; write each record as it finishes."""
     by_index = {p.index: p for p in points}
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), initial=reused, unit="run", desc="sweep",
+    bar = tqdm(total=total, initial=reused, unit="run", desc="sweep",
                disable=(None if progress is None else not progress), dynamic_ncols=True)
 
     def finish(t: Task, summary: dict, elapsed_s: float) -> None:
         p = by_index[t.point]
         rec = {"key": t.key, "point": t.point, "replication": t.replication, "seed": t.seed,
-               "overrides": p.overrides, "elapsed_s": elapsed_s, "summary": summary}
+               "overrides": p.overrides, "elapsed_s": elapsed_s, "summary": summary,
+               "summary_sha256": summary_checksum(summary)}
         atomic_write_json(pdir / f"{t.key}.json", rec)
         records[t.key] = rec
         bar.update(1)
+
+    def named(t: Task, err: UserError) -> UserError:
+        return UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}")
 
     try:
         if executor is None:
@@ -330,34 +433,24 @@ def run_sweep(
                 try:
                     out_ = _execute(point_fn, by_index[t.point].scenario_json, t.seed)
                 except UserError as err:
-                    raise UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}") from None
+                    raise named(t, err) from None
                 finish(t, *out_)
-        else:
-            futures = {executor.submit(_execute, point_fn, by_index[t.point].scenario_json, t.seed): t
-                       for t in todo}
-            try:
-                for fut in cf.as_completed(futures):
-                    t = futures[fut]
-                    try:
-                        out_ = fut.result()
-                    except UserError as err:
-                        raise UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}") from None
-                    finish(t, *out_)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+            return
+        futures = {executor.submit(_execute, point_fn, by_index[t.point].scenario_json, t.seed): t for t in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                t = futures[fut]
+                try:
+                    out_ = fut.result()
+                except UserError as err:
+                    raise named(t, err) from None
+                finish(t, *out_)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
     finally:
         bar.close()
-
-    res = SweepResult(out, points, tasks, computed=len(todo), reused=reused,
-                      wall_s=time.perf_counter() - t0, records=records)
-    res.replications_table = replications_table(points, tasks, records, grid)
-    res.points_table = points_table(res.replications_table, list(grid))
-    if write_tables:
-        res.replications_table.to_parquet(out / "replications.parquet", index=False)
-        res.points_table.to_parquet(out / "points.parquet", index=False)
-    return res
 
 
 # ------------------------------------------------------------------ tables
@@ -391,6 +484,11 @@ def replications_table(points: Sequence[Point], tasks: Sequence[Task], records: 
         row.update(flatten(rec["summary"]))
         rows.append(row)
     df = pd.DataFrame(rows)
+    # a fixed column order, the same fresh and resumed: ids, grid fields, the summary's
+    # fields sorted by name, then the timing column (which differs between runs)
+    lead = ["point", "replication", "seed", *grid]
+    science = sorted(c for c in df.columns if c not in lead and c != "elapsed_s")
+    df = df[lead + science + ["elapsed_s"]]
     return df.sort_values(["point", "replication"], kind="stable").reset_index(drop=True)
 
 

@@ -2,8 +2,8 @@
 rejection after ``max_wait_s``, the central queue's FCFS order.
 
 Replicas here are stand-ins exposing exactly what the router reads (``index``, ``up``,
-``accepting``, ``retired_s``, ``outstanding_tokens``, ``free_slots()``, ``enqueue()``), so each
-choice is checked against a load the test sets, not one an engine happens to produce.
+``accepting``, ``retired_s``, ``outstanding_tokens``, ``max_waiting``, ``free_slots()``,
+``enqueue()``), so each choice is checked against a load the test sets, not one an engine happens to produce.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class FakeReplica:
         self.slots = slots
         self.got: list[Request] = []
         self.on_slots_free = None
+        self.on_unload = None       # set by the router for heap-backed groups
+        self.max_waiting = None     # admission: no bound on this replica's queue
 
     def free_slots(self) -> int:
         return self.slots - len(self.got)

@@ -425,3 +425,66 @@ def test_points_table_clips_unit_interval_columns():
     assert row["costs_eur_ci95_lo"] < 0          # no physical range declared for money
     assert sweep.metric_bounds("workloads.chat.ttft_attainment") == (0.0, 1.0)
     assert sweep.metric_bounds("request_utilisation") is None
+
+
+def test_invalid_point_files_are_recomputed_and_tables_keep_their_columns(tmp_path):
+    base = load_scenario(str(ROOT / "sim" / "scenarios" / "day.toml"))
+    out = tmp_path / "sw"
+    grid = {"deployments.0.replicas": [1, 2]}
+    first = sweep.run_sweep(base, grid, 2, out, point_fn=fake_point)
+    files = sorted((out / "points").glob("*.json"))
+    # an empty summary, a tampered one and a truncated record must not be taken as finished
+    json.loads(files[0].read_text())
+    files[0].write_text(json.dumps({"key": files[0].stem, "summary": {}}))
+    rec = json.loads(files[1].read_text())
+    rec["summary"]["completed"] = -1
+    files[1].write_text(json.dumps(rec))
+    again = sweep.run_sweep(base, grid, 2, out, point_fn=fake_point)
+    assert again.computed == 2 and again.reused == 2
+    a, b = first.replications_table, again.replications_table
+    assert list(a.columns) == list(b.columns) and a.columns[-1] == "elapsed_s"
+    assert a.drop(columns="elapsed_s").equals(b.drop(columns="elapsed_s"))
+    assert (out / "config.json").exists() and not (out / ".lock").exists()
+
+
+def test_a_second_sweep_on_a_busy_folder_is_refused(tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / ".lock").write_text(str(os.getppid()))   # a live process holds it
+    base = load_scenario(str(ROOT / "sim" / "scenarios" / "day.toml"))
+    with pytest.raises(UserError, match="in use by another sweep"):
+        sweep.run_sweep(base, {"deployments.0.replicas": [1]}, 1, out, point_fn=fake_point)
+    (out / ".lock").write_text("999999999")          # a dead owner: taken over
+    sweep.run_sweep(base, {"deployments.0.replicas": [1]}, 1, out, point_fn=fake_point)
+
+
+def test_pool_workers_exit_when_the_sweep_process_is_killed(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from sim.study.sweep import make_executor
+        ex, close = make_executor(2)
+        fut = [ex.submit(time.sleep, 0.01) for _ in range(4)]
+        [f.result() for f in fut]
+        print(" ".join(str(p) for p in ex._processes), flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in workers if sweep._alive(p) and not _zombie(p)]
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -1,0 +1,102 @@
+"""Routing cost against fleet size (not a test: numbers go in the README).
+
+Simulated requests per CPU-second of one saturated pool of N identical replicas behind the
+``least_outstanding`` router (or ``--policy``), for N = 16, 256, 1,024 and 4,096.  Every
+replica is small and fast (constant step model: 10 ms per iteration, 2 sequences at a
+time, ~10 output tokens per request, so a request takes ~0.1 s and a replica serves
+~20 requests/s) and the pool is offered 120 % of its capacity over a short horizon (20
+service times), so every replica is busy with a queue from the first second and each
+replica's work is the same at every size: only the router's (and the event queue's) cost
+can grow with N.  Small fleets repeat the run over consecutive seeds until ``--requests``
+arrivals are simulated.
+
+    python benchmarks/routing.py [--sizes 16,256,1024,4096] [--requests N] [--policy P] [--json]
+
+With --json the last line is one JSON object: per size the requests, CPU seconds and
+requests per CPU-second, and ``ratio_1024_to_16`` (target: >= 0.8).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STEP_S = 0.01
+MAX_SEQS = 2
+OUT_MEAN = 10.0
+LOAD = 1.2
+
+
+HORIZON_SERVICE_TIMES = 20.0
+
+
+def fleet_scenario(n_replicas: int, policy: str = "least_outstanding"):
+    from sim.scenario import scenario_from_dict
+    service_s = OUT_MEAN * STEP_S
+    rate = LOAD * n_replicas * MAX_SEQS / service_s
+    horizon = HORIZON_SERVICE_TIMES * service_s
+    data = {
+        "name": f"bench-routing-{n_replicas}",
+        "router": {"policy": policy},
+        "simulation": {"horizon_s": horizon, "request_sample_size": 0,
+                       "timeseries_interval_s": horizon},
+        "deployments": [{"name": "pool", "model": "m", "replicas": n_replicas,
+                         "batching": {"max_num_seqs": MAX_SEQS, "max_batched_tokens": 4096},
+                         "step_time": {"kind": "constant", "decode_step_s": STEP_S,
+                                       "prefill_per_token_s": 1e-5, "kv_cache_tokens": 1 << 20}}],
+        "workloads": [{"name": "w", "model": "m",
+                       "arrivals": {"kind": "poisson", "rate_per_s": rate},
+                       "prompt_tokens": {"dist": "constant", "value": 50},
+                       "output_tokens": {"dist": "geometric", "mean": OUT_MEAN}}],
+    }
+    return scenario_from_dict(data)
+
+
+def bench(n_replicas: int, min_requests: int, policy: str) -> dict:
+    from sim.serving.world import World
+    sc = fleet_scenario(n_replicas, policy)
+    arrivals = completed = runs = 0
+    util = 0.0
+    c0 = time.process_time()
+    while arrivals < min_requests:
+        w = World(sc, 1 + runs)
+        w.run()
+        s = w.summary()
+        arrivals += s["arrivals"]
+        completed += s["completed"]
+        util += s["gpu_utilisation"]
+        runs += 1
+    cpu = time.process_time() - c0
+    return {"replicas": n_replicas, "runs": runs, "requests": arrivals, "completed": completed,
+            "cpu_s": cpu, "requests_per_cpu_s": arrivals / cpu, "gpu_utilisation": util / runs}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="16,256,1024,4096", help="comma-separated replica counts")
+    ap.add_argument("--requests", type=int, default=50_000, help="at least this many arrivals per size")
+    ap.add_argument("--policy", default="least_outstanding",
+                    choices=["least_outstanding", "power_of_two", "round_robin", "central_queue"])
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    rows = []
+    for n in (int(x) for x in a.sizes.split(",")):
+        r = bench(n, a.requests, a.policy)
+        rows.append(r)
+        print(f"{n:>6} replicas: {r['runs']:>3} runs, {r['requests']:>8} requests in {r['cpu_s']:.2f} CPU-s = "
+              f"{r['requests_per_cpu_s']:,.0f} req/CPU-s (GPU utilisation {r['gpu_utilisation']:.2f})")
+    by = {r["replicas"]: r for r in rows}
+    ratio = (by[1024]["requests_per_cpu_s"] / by[16]["requests_per_cpu_s"]) if 16 in by and 1024 in by else None
+    if ratio is not None:
+        print(f"1024 / 16 replicas: {ratio:.2f}")
+    if a.json:
+        print(json.dumps({"policy": a.policy, "sizes": rows, "ratio_1024_to_16": ratio}))
+
+
+if __name__ == "__main__":
+    main()
