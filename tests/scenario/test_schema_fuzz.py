@@ -50,6 +50,8 @@ CONSTANT = {
         {"name": "n", "model": "m", "arrivals": {"kind": "nhpp", "rate_per_s": 1.0,
                                                  "burst": {"multiplier": 3.0, "mean_burst_s": 10.0, "mean_gap_s": 30.0}},
          "prompt_tokens": {"dist": "lognormal", "mu": 4.0, "sigma": 0.5}, "output_tokens": {"dist": "constant", "value": 8}},
+        {"name": "c", "model": "m", "arrivals": {"kind": "closed_loop", "users": 2, "think_time_s": 1.0},
+         "prompt_tokens": {"dist": "empirical", "values": [20, 80]}, "output_tokens": {"dist": "constant", "value": 8}},
     ],
     "pricing": [{"vertical": "finance", "input_eur_per_mtok": 1.0, "output_eur_per_mtok": 3.0}],
     "faults": {"enabled": False, "gpu_failures_per_gpu_day": 50.0, "repair_median_s": 20.0},
