@@ -39,6 +39,8 @@ from scipy import stats
 from sim.core.errors import UserError
 from sim.core.rng import RandomStreams
 from sim.scenario import Scenario, scenario_from_dict
+from sim.scenario.estimate import LIMITS, WorkLimitError, max_work_from_env
+from sim.scenario.estimate import estimate as work_estimate
 from sim.serving.metrics import _H_BINS, _H_LO, _H_RATIO
 from sim.serving.residency import site_allows
 from sim.serving.world import World
@@ -267,7 +269,7 @@ def _quantile(counts: np.ndarray, q: float) -> float | None:
 
 def run_cells(scenario: Scenario, seed: int | None = None, max_replicas: int = 16,
               sample: int | None = None, executor=None, windows: int = 0, window_s: float = 300.0,
-              warmup_s: float = 60.0) -> CellsResult:
+              warmup_s: float = 60.0, max_work: float | None = None) -> CellsResult:
     """Simulate ``scenario`` as cells of at most ``max_replicas`` replicas: every cell, or
     ``sample`` cells of each exchangeable group (at least 2, so the spread is estimable);
     with ``windows``, each cell's horizon is estimated from that many sampled windows
@@ -276,7 +278,9 @@ def run_cells(scenario: Scenario, seed: int | None = None, max_replicas: int = 1
     cells = plan_cells(scenario, max_replicas)
     groups, chosen = sample_plan(cells, sample)
     todo = sorted(i for idx in chosen.values() for i in idx)
-    tasks = [(cell_scenario(scenario, cells[i]).model_dump_json(), cell_seed(seed, i)) for i in todo]
+    cell_scs = {i: cell_scenario(scenario, cells[i]) for i in todo}
+    _check_work(cell_scs, windows, window_s, warmup_s, max_work)
+    tasks = [(cell_scs[i].model_dump_json(), cell_seed(seed, i)) for i in todo]
     n = len(tasks)
     args = ([t[0] for t in tasks], [t[1] for t in tasks], [windows] * n, [window_s] * n, [warmup_s] * n)
     results = list(map(run_cell, *args) if executor is None else executor.map(run_cell, *args))
@@ -289,6 +293,30 @@ def run_cells(scenario: Scenario, seed: int | None = None, max_replicas: int = 1
                     "bursts_independent": any(getattr(w.arrivals, "burst", None) is not None
                                               for w in scenario.workloads)})
     return CellsResult(summary, cells, todo, per_cell)
+
+
+def _check_work(cell_scs: dict[int, Scenario], windows: int, window_s: float, warmup_s: float,
+                max_work: float | None) -> None:
+    """Refuse in one line, before any work, if the cells to simulate add up to more work than
+    the limits of :mod:`sim.scenario.estimate` (each window counted with its warm-up)."""
+    factor = max_work_from_env() if max_work is None else float(max_work)
+    if math.isinf(factor):
+        return
+    total: dict[str, float] = {}
+    for sc in cell_scs.values():
+        est = work_estimate(sc) if sc.workloads else {}
+        if windows:
+            f = windows * (window_s + warmup_s) / sc.simulation.horizon_s
+            est = {k: (v * f if k in ("requests", "fault_events", "burst_switches", "policy_checks") else v)
+                   for k, v in est.items()}
+        for k, v in est.items():
+            total[k] = max(total.get(k, 0.0), v) if k == "replicas" else total.get(k, 0.0) + v
+    for k, v in total.items():
+        if not v <= LIMITS[k] * factor:
+            raise WorkLimitError(
+                f"work estimate: {v:.3g} {k.replace('_', ' ')} in the {len(cell_scs)} cells to simulate is above "
+                f"the limit of {LIMITS[k] * factor:.3g}; allowed: fewer or shorter windows (cells.windows, "
+                f"cells.window_s), fewer sampled cells (cells.sample), or --max-work {v / LIMITS[k]:.2g}")
 
 
 def sample_plan(cells: list[Cell], sample: int | None) -> tuple[dict, dict]:
