@@ -14,7 +14,7 @@ def models_dir() -> Path:
     try:
         return Path(str(resources.files("sim.models")))
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "models"
+        return Path(__file__).resolve().parents[2] / "models"
 
 
 def model_file(*parts: str) -> Path:
