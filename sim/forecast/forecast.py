@@ -108,7 +108,7 @@ def _bill_month(ledger, tenants: _Tenants, delivered: _Delivered, per: dict, by_
         delivered.add(c.id, acc["measured"], acc["met"])
         ledger.set_price(name, tenants.price(c))
         ledger.record_usage(t_s, name, c.vertical, None, round(acc["prompt_tokens"] * scale),
-                            round(acc["output_tokens"] * scale), acc["measured"], acc["met"])
+                            round(acc["output_tokens"] * scale), acc["measured"], acc["met_requests"])
         prompt += acc["prompt_tokens"]
         output += acc["output_tokens"]
     return prompt, output

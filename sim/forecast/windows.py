@@ -103,7 +103,7 @@ def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict
 
 
 def _new_workload_acc() -> dict:
-    return {"measured": 0, "met": 0.0, "prompt_tokens": 0, "output_tokens": 0, "arrivals": 0,
+    return {"measured": 0, "met": 0.0, "met_requests": 0, "prompt_tokens": 0, "output_tokens": 0, "arrivals": 0,
             "completed": 0, "rejected": 0}
 
 
@@ -150,6 +150,8 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
             measured = ws["measured"] + n_rej + ws["inflight_missed"]
             acc["measured"] += measured
             acc["met"] += (ws["sla_attainment"] or 0.0) * measured
+            # the count itself (attainment = met / measured of whole requests), for the ledger
+            acc["met_requests"] += round((ws["sla_attainment"] or 0.0) * measured)
             acc["prompt_tokens"] += ws["measured_prompt_tokens"]
             acc["output_tokens"] += ws["measured_output_tokens"]
             acc["arrivals"] += ws["measured_arrivals"]
