@@ -32,6 +32,7 @@ import pandas as pd
 import simpy
 
 from sim.market.market import MONTH_S, Market
+from sim.core import progress as progress_mod
 from sim.core.rng import RandomStreams
 from sim.serving.world import World
 from sim.core.serialise import json_default as _json_default
@@ -426,11 +427,7 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
     fleet = PolicyFleet(scenario, env, market, spec) if scenario.capacity_policy.kind != "fixed" else None
     hours = MONTH_S / HOUR_S
     rows = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        import sys
-        bar = tqdm(total=months, unit="month", delay=2.0, file=sys.stderr)
+    bar = progress_mod.start(progress, months, "month", "forecast")   # sim.core.progress
     for m in range(months):
         t0 = m * MONTH_S
         env.run(until=t0 + MONTH_S)
@@ -490,10 +487,8 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
             "residency_violations": per["residency_violations"],
             "simulated_requests": arrivals,
         })
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1, requests=arrivals)
+    bar.close()
     monthly = pd.DataFrame(rows)
     if fleet is not None:
         # every tranche billed from arrival to end by the ledger, power from the simulated busy share

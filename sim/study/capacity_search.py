@@ -169,7 +169,7 @@ def _search(scenario, targets, scope, replications, out, max_replicas, conservat
         grid = {f"deployments.{i}.replicas": [n] for i in idx}
         res = run_sweep(scenario, grid, replications, out, root_seed=root_seed, executor=executor,
                         point_fn=point_fn, progress=progress, write_tables=False,
-                        write_manifest=False)
+                        write_manifest=False, desc=f"capacity, {n} replicas")
         scen_n = with_overrides(scenario, {k: v[0] for k, v in grid.items()})
         summaries[n] = [res.records[t.key]["summary"] for t in res.tasks]
         per_rep = [vertical_attainment(s_, scen_n) for s_ in summaries[n]]
