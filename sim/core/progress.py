@@ -16,7 +16,8 @@ Modes of a :class:`Progress`:
 * ``auto``: a tqdm bar when the stream (stderr) is a terminal, else ``heartbeat``;
 * ``bar``: a tqdm bar;
 * ``heartbeat``: one plain line at most every ``interval_s`` (default 10 s; assumption: often
-  enough to show a job is alive in a CI log, rare enough not to flood it), e.g.
+  enough to show a job is alive in a CI log, rare enough not to flood it; ``$SOVSIM_PROGRESS_S``
+  sets another), e.g.
   ``forecast: month 12/36, 310,000 requests simulated, 25 s elapsed, ETA 40 s``; a background
   thread writes it even while one step runs long; with ``verbose`` a line after every step;
 * ``off``: nothing.
@@ -27,6 +28,7 @@ is done.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -34,6 +36,16 @@ from typing import Callable, TextIO
 
 MODES = ("auto", "bar", "heartbeat", "off")
 HEARTBEAT_S = 10.0  # assumption: seconds between heartbeat lines when not on a terminal
+ENV = "SOVSIM_PROGRESS_S"   # overrides HEARTBEAT_S (e.g. 60 in a quiet CI log)
+
+
+def heartbeat_s() -> float:
+    """Seconds between heartbeat lines: ``$SOVSIM_PROGRESS_S`` if a number > 0, else 10."""
+    try:
+        v = float(os.environ.get(ENV, ""))
+    except ValueError:
+        return HEARTBEAT_S
+    return v if v > 0 else HEARTBEAT_S
 
 
 def _duration(s: float) -> str:
@@ -48,7 +60,7 @@ def _duration(s: float) -> str:
 class Progress:
     """How to show progress (see the module docstring)."""
     mode: str = "auto"
-    interval_s: float = HEARTBEAT_S
+    interval_s: float = dataclasses.field(default_factory=heartbeat_s)
     verbose: bool = False
     stream: TextIO | None = None            # None: sys.stderr when a task starts
     clock: Callable[[], float] = time.monotonic

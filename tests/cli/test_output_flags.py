@@ -1,0 +1,62 @@
+"""One set of output flags on every command: --quiet (nothing but errors), -v/--verbose;
+progress as heartbeat lines on stderr when it is not a terminal."""
+from __future__ import annotations
+
+import pytest
+
+from sim.cli import main
+from sim.cli.app import build_parser, leaf_parsers
+from sim.core import progress as pg
+
+COMMANDS = [" ".join(path) for path, _ in leaf_parsers(build_parser())]
+
+
+def test_the_walk_finds_every_command():
+    for name in ("run", "schema", "sweep", "capacity", "figures", "calibrate", "fit-demand", "validate",
+                 "step", "throughput", "catalog", "econ run", "econ defaults", "econ rates"):
+        assert name in COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_accepts_quiet_and_verbose(command):
+    parsers = dict((" ".join(path), p) for path, p in leaf_parsers(build_parser()))
+    p = parsers[command]
+    for flag in ("--quiet", "-v", "--verbose"):
+        action = p._option_string_actions.get(flag)
+        assert action is not None, f"sovsim {command} has no {flag}"
+        assert action.nargs == 0   # a switch, never one that takes a value
+        assert action.dest == ("quiet" if flag == "--quiet" else "verbose")
+
+
+SWEEP = ["sweep", "day", "--set", "simulation.horizon_s=20",
+         "--set", 'deployments.0.step_time={"kind":"constant","decode_step_s":0.03,"kv_cache_tokens":200000}',
+         "--grid", "deployments.0.replicas=1..2", "-r", "1", "--workers", "0"]
+
+
+def test_heartbeat_lines_when_not_a_terminal_and_quiet_is_silent(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(pg.ENV, "0.000001")   # a line at every step (stderr is captured: no terminal)
+    assert main([*SWEEP, "--out", str(tmp_path / "a")]) == 0
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("sweep: run")]
+    assert lines and lines[-1].startswith("sweep: run 2/2, ") and "requests simulated" in lines[-1], cap.err
+    assert "done in" in lines[-1]
+    assert main([*SWEEP, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err == ""
+    assert pg.default().mode == "auto"   # the command's settings do not leak
+
+
+def test_verbose_says_every_step_and_no_progress_only_hides_progress(tmp_path, capsys):
+    assert main([*SWEEP, "--out", str(tmp_path / "a"), "-v"]) == 0
+    cap = capsys.readouterr()
+    assert sum(ln.startswith("sweep: run") for ln in cap.err.splitlines()) == 3   # 2 steps + done
+    assert main([*SWEEP, "--out", str(tmp_path / "b"), "--no-progress", "-v"]) == 0
+    cap = capsys.readouterr()
+    assert "sweep: run" not in cap.err and "2 points x 1 replications" in cap.out
+
+
+def test_quiet_on_a_printing_command(capsys):
+    assert main(["catalog", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["step", "--model", "nosuch", "--gpu", "h100-sxm", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("sovsim: error:")
