@@ -14,7 +14,7 @@ from sim.core.errors import UserError
 from sim.cli.run import add_max_work, apply_max_work
 from sim.scenario import load_scenario
 from sim.study.capacity_search import capacity_search, parse_targets
-from sim.study.experiments import discover_experiments, project_root
+from sim.study.experiments import compare_with_committed, discover_experiments, project_root, regenerate
 from sim.study.sweep import apply_sets, make_executor, parse_grid, run_sweep
 
 
@@ -47,6 +47,9 @@ def register(sub) -> None:
     f.add_argument("names", nargs="*", help="only these experiments (default: all)")
     f.add_argument("--root", type=Path, default=None, help="project root holding experiments/ and results/ (default: found from here)")
     f.add_argument("--quick", action="store_true", help="pass --quick to each script (smoke run, writes to a temporary folder)")
+    f.add_argument("--check", action="store_true",
+                   help="regenerate into a temporary folder and list the committed files under results/ that would "
+                        "change (byte for byte) or be added, without touching them; exit 1 if any")
     f.set_defaults(func=cmd_figures)
 
 
@@ -138,16 +141,11 @@ def _hashes(folder: Path) -> dict[str, str]:
 def cmd_figures(args) -> int:
     import tempfile
 
+    if getattr(args, "check", False):
+        return cmd_figures_check(args)
     root = project_root(args.root)
-    plans = discover_experiments(root)
-    if args.names:
-        known = {p.name: p for p in plans}
-        bad = [n for n in args.names if n not in known]
-        if bad:
-            raise UserError(f"unknown experiment {bad[0]!r}; experiments: {', '.join(sorted(known))}")
-        plans = [known[n] for n in args.names]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    plans = _plans(root, args.names)
+    env = _figures_env(root)
     failed = 0
     tmp = tempfile.mkdtemp(prefix="sovsim-figures-") if args.quick else None
     print(f"{'experiment':24s} {'runtime_s':>9s}  status  changed (under its output folder)")
@@ -177,3 +175,55 @@ def cmd_figures(args) -> int:
             for line in tail:
                 print(f"    {line}")
     return 1 if failed else 0
+
+
+def _plans(root: Path, names: list[str]):
+    plans = discover_experiments(root)
+    if names:
+        known = {p.name: p for p in plans}
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise UserError(f"unknown experiment {bad[0]!r}; experiments: {', '.join(sorted(known))}")
+        plans = [known[n] for n in names]
+    return plans
+
+
+def _figures_env(root: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def cmd_figures_check(args) -> int:
+    """``sovsim figures --check [NAMES]``: each experiment's full run into a temporary folder,
+    compared byte for byte with what is committed under its output folder."""
+    import tempfile
+
+    if args.quick:
+        raise UserError("--check compares the full runs with the committed results; --quick runs differ by design, "
+                        "give one of them")
+    root = project_root(args.root)
+    plans = _plans(root, args.names)
+    env = _figures_env(root)
+    bad = 0
+    print(f"{'experiment':24s} {'runtime_s':>9s}  status  would change (under {'its output folder'})")
+    with tempfile.TemporaryDirectory(prefix="sovsim-figures-check-") as tmp:
+        for plan in plans:
+            t0 = time.perf_counter()
+            proc, fresh = regenerate(plan, root, Path(tmp) / plan.name, env)
+            dt = time.perf_counter() - t0
+            if proc.returncode != 0:
+                bad += 1
+                print(f"{plan.name:24s} {dt:9.1f}  exit {proc.returncode}")
+                for line in (proc.stderr or proc.stdout).strip().splitlines()[-5:]:
+                    print(f"    {line}")
+                continue
+            changed, new = compare_with_committed(plan.out, fresh)
+            what = ", ".join(changed) if changed else "none"
+            if new:
+                what += f"; not committed: {', '.join(new)}"
+            if changed or new:
+                bad += 1
+            rel = plan.out.relative_to(root) if plan.out.is_relative_to(root) else plan.out
+            print(f"{plan.name:24s} {dt:9.1f}  {'differs' if changed or new else 'same  '}  {what}   ({rel})")
+    return 1 if bad else 0

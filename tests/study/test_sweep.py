@@ -488,3 +488,47 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_figures_check_reports_what_would_change_without_touching_it(tmp_path, capsys):
+    import argparse
+
+    from sim.cli.sweep import cmd_figures
+
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    (exp / "demo.py").write_text(textwrap.dedent("""
+        import argparse, os, pathlib
+        if __name__ == "__main__":
+            p = argparse.ArgumentParser(); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
+            a = p.parse_args(); out = pathlib.Path(a.out); out.mkdir(parents=True, exist_ok=True)
+            (out / "table.csv").write_text(os.environ.get("DEMO_VALUE", "1") + "\\n")
+    """))
+    # a script that takes no --out and writes under its own root (as moe_batching does)
+    (exp / "fixed.py").write_text(textwrap.dedent("""
+        import pathlib
+        ROOT = pathlib.Path(__file__).resolve().parent.parent
+        if __name__ == "__main__":
+            out = ROOT / "results" / "fixed"; out.mkdir(parents=True, exist_ok=True)
+            (out / "f.csv").write_text("a\\n")
+    """))
+    (exp / "figures.toml").write_text('[fixed]\nout = "results/fixed"\nno_out = true\n')
+    for name, text in (("demo/table.csv", "1\n"), ("fixed/f.csv", "a\n")):
+        (tmp_path / "results" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / name).write_text(text)
+    args = argparse.Namespace(names=[], root=tmp_path, quick=False, check=True)
+    assert cmd_figures(args) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "fixed" in out and "differs" not in out
+    (tmp_path / "results" / "fixed" / "f.csv").write_text("b\n")      # the committed file is stale
+    os.environ["DEMO_VALUE"] = "2"                                     # and a fresh run would differ
+    try:
+        assert cmd_figures(args) == 1
+    finally:
+        del os.environ["DEMO_VALUE"]
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert "differs  table.csv" in lines["demo"] and "differs  f.csv" in lines["fixed"]
+    assert (tmp_path / "results" / "demo" / "table.csv").read_text() == "1\n"   # untouched
+    assert (tmp_path / "results" / "fixed" / "f.csv").read_text() == "b\n"
+    with pytest.raises(UserError, match="--check"):
+        cmd_figures(argparse.Namespace(names=[], root=tmp_path, quick=True, check=True))
