@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.core.errors import UserError
+from sim.core.runfolder import check_out_dir, default_out
 from sim.cli.run import add_max_work, apply_max_work
 from sim.scenario import load_scenario
 from sim.study.capacity_search import capacity_search, parse_targets
@@ -26,7 +27,9 @@ def register(sub) -> None:
     _scenario_args(p)
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                    help="dotted scenario field and its values, or an integer range LO..HI[..STEP]; repeat for more fields")
-    p.add_argument("--out", type=Path, default=None, help="sweep folder (default: sweeps/SCENARIO_NAME)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="sweep folder (default: sweeps/SCENARIO_NAME: a study of many runs lives under sweeps/, "
+                        "a single run under runs/)")
     p.set_defaults(func=cmd_sweep)
 
     c = sub.add_parser("capacity", help="smallest GPU count meeting every vertical's SLA attainment target",
@@ -39,7 +42,14 @@ def register(sub) -> None:
     c.add_argument("--max-replicas", type=int, default=256, help="give up above this many replicas per deployment (default 256)")
     c.add_argument("--conservative", action="store_true",
                    help="require the lower end of the 95%% confidence interval to reach the target, not the mean")
-    c.add_argument("--out", type=Path, default=None, help="folder for cached runs and capacity.json (default: sweeps/capacity-SCENARIO_NAME)")
+    c.add_argument("--no-load-range", action="store_true",
+                   help="skip the search for the offered-load factors at which the answer changes "
+                        "(bisection on every workload's rate at the answer and one replica fewer; about 8-12 more "
+                        "evaluations of R replications)")
+    c.add_argument("--out", type=Path, default=None,
+                   help="folder for cached runs, capacity.json, capacity_evaluations.csv and capacity.png "
+                        "(default: sweeps/capacity-SCENARIO_NAME: a study of many runs lives under sweeps/, "
+                        "a single run under runs/)")
     c.set_defaults(func=cmd_capacity)
 
     f = sub.add_parser("figures", help="regenerate every committed figure in results/ from experiments/*.py",
@@ -76,7 +86,7 @@ def cmd_sweep(args) -> int:
 
     scen = _load(args)
     grid = parse_grid(args.grid)
-    out = args.out or Path("sweeps") / _safe(scen.name)
+    out = check_out_dir(args.out or default_out(scen.name, SWEEPS_ROOT))   # one line, exit 2, before any work
     executor, close = make_executor(args.workers, args.scheduler)
     try:
         res = run_sweep(scen, grid, args.replications, out, root_seed=args.seed, executor=executor,
@@ -102,13 +112,14 @@ def cmd_capacity(args) -> int:
 
     scen = _load(args)
     targets = parse_targets(args.target, scen)
-    out = args.out or Path("sweeps") / f"capacity-{_safe(scen.name)}"
+    out = check_out_dir(args.out or default_out(f"capacity-{scen.name}", SWEEPS_ROOT))
     executor, close = make_executor(args.workers, args.scheduler)
     try:
         r = capacity_search(scen, targets, scope=args.scope, replications=args.replications, out_dir=out,
                             max_replicas=args.max_replicas, conservative=args.conservative,
                             root_seed=args.seed, executor=executor,
-                            progress=False if args.no_progress else None)
+                            progress=False if args.no_progress else None,
+                            load_range=not args.no_load_range)
     finally:
         close()
     print(f"capacity: scope {r.scope} ({', '.join(r.deployments)}), targets "
@@ -122,12 +133,15 @@ def cmd_capacity(args) -> int:
         return 1
     print(f"smallest: {r.replicas} replicas per deployment in scope = {r.gpus} GPUs")
     print(r.cost_note if r.cost is None else f"cost and margin: {r.cost_note}")
-    print(f"details: {out / 'capacity.json'}")
+    if r.load_note:
+        print(f"load: {r.load_note}")
+    print(f"details: {out / 'capacity.json'}; figure: {out / 'capacity.png'}")
     return 0
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "scenario"
+# default output roots: `sovsim run` writes one run folder under runs/ (sim.core.runfolder);
+# sweep and capacity are studies of many cached runs (resumable), kept apart under sweeps/
+SWEEPS_ROOT = "sweeps"
 
 
 # ------------------------------------------------------------------ figures

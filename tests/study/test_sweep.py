@@ -532,3 +532,54 @@ def test_figures_check_reports_what_would_change_without_touching_it(tmp_path, c
     assert (tmp_path / "results" / "fixed" / "f.csv").read_text() == "b\n"
     with pytest.raises(UserError, match="--check"):
         cmd_figures(argparse.Namespace(names=[], root=tmp_path, quick=True, check=True))
+
+
+def test_capacity_load_range_brackets_the_analytic_edges(base, tmp_path):
+    """The fake's attainment is 1 - exp(-n / rate) (+ noise ~0.006 over 3 replications): n meets
+    0.9 while the load factor x <= n / (rate ln 10), so the edges are known in closed form."""
+    from sim.study.capacity_search import LOAD_TOL, capacity_search
+
+    r = capacity_search(base, {"general": 0.9}, replications=3, out_dir=tmp_path, point_fn=fake_point,
+                        progress=False, load_range=True)
+    n, rate = r.replicas, base.workloads[0].arrivals.rate_per_s
+    up, down = r.load_range["up"], r.load_range["down"]
+    assert up["meets"] < up["misses"] <= up["meets"] * (1 + LOAD_TOL) + 1e-12
+    assert down["fewer_meets"] < down["fewer_misses"] <= down["fewer_meets"] * (1 + LOAD_TOL) + 1e-12
+    assert up["meets"] == pytest.approx(n / (rate * np.log(10)), rel=0.06)
+    assert down["fewer_meets"] == pytest.approx((n - 1) / (rate * np.log(10)), rel=0.06)
+    assert down["fewer_misses"] < 1.0 <= up["meets"]
+    saved = json.loads((tmp_path / "capacity.json").read_text())
+    assert saved["load_range"]["up"] == up and "at least one more replica" in saved["load_note"]
+    assert [e.replicas for e in r.evaluations] == sorted(e.replicas for e in r.evaluations)   # unchanged table
+
+
+def test_capacity_writes_its_figure_and_every_file_0644(base, tmp_path):
+    from sim.study.capacity_search import capacity_search
+
+    old = os.umask(0o077)   # a strict umask: mkstemp's 0600 must not leak into results
+    try:
+        capacity_search(base, {"general": 0.9}, replications=2, out_dir=tmp_path / "cap", point_fn=fake_point,
+                        progress=False)
+        sweep.run_sweep(base, {"deployments.0.replicas": [1, 2]}, 2, tmp_path / "sw", point_fn=fake_point,
+                        progress=False)
+    finally:
+        os.umask(old)
+    png = (tmp_path / "cap" / "capacity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"capacity.json", "capacity_evaluations.csv", "capacity.png", "config.json", "points.parquet",
+            "replications.parquet", "sweep.json"} <= {p.name for p in files}
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+@pytest.mark.parametrize("command", ["sweep", "capacity"])
+def test_cli_output_errors_are_one_line(tmp_path, capsys, command):
+    from sim.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    extra = ["--grid", "deployments.0.replicas=1"] if command == "sweep" else []
+    for out, msg in ((tmp_path / "afile", "is a file"), (Path("/proc/sovsim-no/such"), "cannot create")):
+        assert main([command, "day", *extra, "--workers", "0", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and msg in err and "Traceback" not in err, err
