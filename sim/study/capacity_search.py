@@ -51,9 +51,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sim.core.errors import UserError
+from sim.core.stats import UNIT_INTERVAL
 from sim.scenario import Scenario, with_overrides
 from sim.core.runfolder import check_out_dir, write_atomic, write_json_atomic
 from sim.study.sweep import resolved_json, mean_ci95, run_point, run_sweep
@@ -201,7 +203,8 @@ def _search(scenario, targets, scope, replications, out, max_replicas, conservat
         scen_n = with_overrides(base, {k: v[0] for k, v in grid.items()})
         sums = [res.records[t.key]["summary"] for t in res.tasks]
         per_rep = [vertical_attainment(s_, scen_n) for s_ in sums]
-        att = {v: mean_ci95(np.array([r[v] for r in per_rep])) for v in targets}
+        # an attainment is a share: its interval is clipped to [0, 1] (sim.core.stats.UNIT_INTERVAL)
+        att = {v: mean_ci95(np.array([r[v] for r in per_rep]), UNIT_INTERVAL) for v in targets}
         ok = all((att[v][1] if conservative and replications > 1 else att[v][0]) >= targets[v]
                  for v in targets)
         return Evaluation(n, n * tp_sum, att, ok), sums
@@ -398,6 +401,7 @@ def capacity_figure(r: CapacityResult, path: Path) -> None:
         ax.axhline(r.targets[v], color=color, ls="--", lw=0.9, label=f"{v} target {r.targets[v]:g}")
     if r.gpus is not None:
         ax.axvline(r.gpus, color="k", ls=":", lw=1, label=f"smallest fleet: {r.gpus} GPUs")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(f"GPUs in scope ({r.scope}: replicas x TP)")
     ax.set_ylabel("SLA attainment (share of requests meeting TTFT and TPOT)")
     ax.set_title("Capacity search: attainment per vertical (mean, 95 % CI over replications)", fontsize=10)
