@@ -65,3 +65,26 @@ def test_editable_install_writes_beside_its_checkout(tmp_path, monkeypatch):
     monkeypatch.setattr(outputs, "models_dir", lambda: root / "models")
     monkeypatch.chdir(tmp_path)
     assert outputs.refit_models_dir(None, "calibrate") == root / "models"
+
+
+def _shared_calibration():
+    import os
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    for cand in (os.environ.get("SOVSIM_SHARED_CALIBRATION"), root.parent / "shared" / "calibration",
+                 root.parents[1] / "shared" / "calibration"):
+        if cand and (Path(cand) / "vidur").is_dir():
+            return Path(cand)
+    return None
+
+
+@pytest.mark.skipif(_shared_calibration() is None, reason="needs the shared calibration folder beside the checkout")
+def test_import_measurements_regenerates_the_committed_files_byte_for_byte(tmp_path):
+    import filecmp
+
+    from sim.calibration.measurements import import_measurements
+    from sim.core.resources import model_file
+
+    for p in import_measurements(_shared_calibration(), tmp_path):
+        rel = p.relative_to(tmp_path)
+        assert filecmp.cmp(p, model_file("measurements", *rel.parts), shallow=False), rel
