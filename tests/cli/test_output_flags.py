@@ -8,6 +8,23 @@ from sim.cli import main
 from sim.cli.app import build_parser, leaf_parsers
 from sim.core import progress as pg
 
+SMALL = """
+name = "flags-small"
+[simulation]
+horizon_s = 120.0
+[[deployments]]
+name = "d"
+model = "m"
+replicas = 2
+step_time = { kind = "constant", decode_step_s = 0.02, kv_cache_tokens = 20000 }
+[[workloads]]
+name = "w"
+model = "m"
+arrivals = { kind = "poisson", rate_per_s = 5.0 }
+prompt_tokens = { dist = "constant", value = 100 }
+output_tokens = { dist = "geometric", mean = 50 }
+"""
+
 COMMANDS = [" ".join(path) for path, _ in leaf_parsers(build_parser())]
 
 
@@ -60,3 +77,19 @@ def test_quiet_on_a_printing_command(capsys):
     assert capsys.readouterr().out == ""
     assert main(["step", "--model", "nosuch", "--gpu", "h100-sxm", "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("sovsim: error:")
+
+
+def test_progress_does_not_change_results(tmp_path, capsys):
+    """With progress the run advances in slices; the summary is the same as without."""
+    import json
+
+    scen = tmp_path / "s.toml"
+    scen.write_text(SMALL)
+    out = {}
+    for flag in ("--quiet", "-v"):
+        assert main(["run", str(scen), "--out", str(tmp_path / flag), flag]) == 0
+        s = json.loads((tmp_path / flag / "summary.json").read_text())
+        s.pop("wall_s", None)
+        out[flag] = s
+    assert "run: sim-s 120/120" in capsys.readouterr().err   # -v: a line after every slice, and done
+    assert out["--quiet"] == out["-v"]
