@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Callable, TextIO
 
 MODES = ("auto", "bar", "heartbeat", "off")
@@ -182,6 +183,18 @@ class _Bar(_Counting):
         self.bar.close()
 
 
+SILENT_TICKS = 30   # assumption: after 30 heartbeats without a step done, the thread stops repeating
+
+
+def _tick(ref, stop: threading.Event, interval_s: float) -> None:
+    while not stop.wait(interval_s):
+        task = ref()
+        if task is None:
+            return
+        task._maybe_emit()
+        del task
+
+
 class _Heartbeat(_Counting):
     def __init__(self, total, unit, desc, cfg: Progress):
         super().__init__(total, unit, desc)
@@ -193,13 +206,12 @@ class _Heartbeat(_Counting):
         self.lock = threading.Lock()
         self.stop = threading.Event()   # set when closed
         self.thread = None
+        self.silent_ticks = 0
         if cfg.ticker and cfg.interval_s > 0:
-            self.thread = threading.Thread(target=self._tick, name=f"progress {desc}", daemon=True)
+            # the thread holds the task weakly: a task dropped unclosed (its loop raised) ends it
+            self.thread = threading.Thread(target=_tick, args=(weakref.ref(self), self.stop, cfg.interval_s),
+                                           name=f"progress {desc}", daemon=True)
             self.thread.start()
-
-    def _tick(self):
-        while not self.stop.wait(self.cfg.interval_s):
-            self._maybe_emit()
 
     def line(self, final: bool = False) -> str:
         elapsed = self.cfg.clock() - self.t0
@@ -228,11 +240,15 @@ class _Heartbeat(_Counting):
 
     def _maybe_emit(self):
         with self.lock:
+            self.silent_ticks += 1
+            if self.silent_ticks > SILENT_TICKS:   # nothing moved for long: stop repeating the line
+                return
             if self.cfg.clock() - self.last >= self.cfg.interval_s:
                 self._emit()
 
     def update(self, n=1, **counts):
         with self.lock:
+            self.silent_ticks = 0
             self._add(n, counts)
             if self.cfg.verbose or self.cfg.clock() - self.last >= self.cfg.interval_s:
                 self._emit()

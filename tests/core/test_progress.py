@@ -81,3 +81,16 @@ def test_default_is_what_the_command_line_set():
 def test_bad_mode():
     with pytest.raises(ValueError, match="allowed: auto, bar, heartbeat, off"):
         pg.Progress(mode="loud")
+
+
+def test_a_task_left_unclosed_stops_its_thread():
+    """A loop that raised leaves its task unclosed: once dropped, its heartbeat thread ends."""
+    import gc
+
+    cfg = pg.Progress(mode="heartbeat", interval_s=0.02, stream=io.StringIO())
+    task = pg.start(cfg, 5, "step", "x")
+    thread = task.thread
+    del task
+    gc.collect()
+    thread.join(timeout=2.0)
+    assert not thread.is_alive()
