@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.core.runfolder import check_out_dir, default_out
 from sim.cli.run import add_max_work, apply_max_work
@@ -163,7 +164,10 @@ def cmd_figures(args) -> int:
     failed = 0
     tmp = tempfile.mkdtemp(prefix="sovsim-figures-") if args.quick else None
     print(f"{'experiment':24s} {'runtime_s':>9s}  status  changed (under its output folder)")
+    bar = progress_mod.start(None, len(plans), "experiment", "figures")
     for plan in plans:
+        bar.note(plan.name)
+        bar.update(0)
         if args.quick and plan.no_out:
             print(f"{plan.name:24s} {'':9s}  skip    (takes no --out; would overwrite its committed results)")
             continue
@@ -188,6 +192,8 @@ def cmd_figures(args) -> int:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             for line in tail:
                 print(f"    {line}")
+        bar.update(1)
+    bar.close()
     return 1 if failed else 0
 
 
@@ -221,8 +227,11 @@ def cmd_figures_check(args) -> int:
     env = _figures_env(root)
     bad = 0
     print(f"{'experiment':24s} {'runtime_s':>9s}  status  would change (under {'its output folder'})")
-    with tempfile.TemporaryDirectory(prefix="sovsim-figures-check-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sovsim-figures-check-") as tmp, \
+            progress_mod.start(None, len(plans), "experiment", "figures --check") as bar:
         for plan in plans:
+            bar.note(plan.name)
+            bar.update(0)
             t0 = time.perf_counter()
             proc, fresh = regenerate(plan, root, Path(tmp) / plan.name, env)
             dt = time.perf_counter() - t0
@@ -231,6 +240,7 @@ def cmd_figures_check(args) -> int:
                 print(f"{plan.name:24s} {dt:9.1f}  exit {proc.returncode}")
                 for line in (proc.stderr or proc.stdout).strip().splitlines()[-5:]:
                     print(f"    {line}")
+                bar.update(1)
                 continue
             changed, new = compare_with_committed(plan.out, fresh)
             what = ", ".join(changed) if changed else "none"
@@ -240,4 +250,5 @@ def cmd_figures_check(args) -> int:
                 bad += 1
             rel = plan.out.relative_to(root) if plan.out.is_relative_to(root) else plan.out
             print(f"{plan.name:24s} {dt:9.1f}  {'differs' if changed or new else 'same  '}  {what}   ({rel})")
+            bar.update(1)
     return 1 if bad else 0
