@@ -93,3 +93,16 @@ def test_progress_does_not_change_results(tmp_path, capsys):
         out[flag] = s
     assert "run: sim-s 120/120" in capsys.readouterr().err   # -v: a line after every slice, and done
     assert out["--quiet"] == out["-v"]
+
+
+def test_forecast_months_as_heartbeat_lines(tmp_path, capsys):
+    """The forecast's month loop reports through sim.core.progress (here -v: every month)."""
+    argv = ["run", "--set", "forecast.months=2", "--out", str(tmp_path / "f")]
+    assert main([*argv, "-v"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    months = [ln for ln in err if ln.startswith("forecast: month")]
+    assert months[0].startswith("forecast: month 1/2, ") and "requests simulated" in months[0]
+    assert months[-1].startswith("forecast: month 2/2, ") and "done in" in months[-1]
+    assert main([*argv, "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err == ""
