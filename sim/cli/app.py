@@ -78,6 +78,8 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
         if "--quiet" not in opts:
             p.add_argument("--quiet", action="store_true", help="nothing but errors (no progress, no output)")
             p.set_defaults(_quiet_here=True)
+        else:   # the command's own --quiet (it may still print --json); not a group's default
+            p.set_defaults(_quiet_here=False)
         if "--verbose" not in opts and "-v" not in opts:
             p.add_argument("-v", "--verbose", action="store_true",
                            help="more detail: a progress line after every step, INFO log messages")
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     saved = os.environ.get(WORK_ENV)   # --max-work sets it for this command only
     old_progress = progress_mod.set_default(progress_from_args(args))
-    logging.getLogger("sim").setLevel(logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
+    sim_log = logging.getLogger("sim")
+    old_level = sim_log.level
+    sim_log.setLevel(logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
     if getattr(args, "verbose", False) and not logging.getLogger().handlers:
         logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         progress_mod.set_default(old_progress)
+        sim_log.setLevel(old_level)
         if saved is None:
             os.environ.pop(WORK_ENV, None)
         else:

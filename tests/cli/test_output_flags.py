@@ -106,3 +106,13 @@ def test_forecast_months_as_heartbeat_lines(tmp_path, capsys):
     assert main([*argv, "--quiet"]) == 0
     cap = capsys.readouterr()
     assert cap.out == "" and cap.err == ""
+
+
+def test_a_commands_own_quiet_keeps_its_json(tmp_path, capsys):
+    import json
+
+    scen = tmp_path / "s.toml"
+    scen.write_text(SMALL)
+    for cmd in (["run"], ["econ", "run"]):
+        assert main([*cmd, str(scen), "--out", str(tmp_path / "o"), "--quiet", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["scenario"] == "flags-small"
