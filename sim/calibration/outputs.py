@@ -54,3 +54,13 @@ def refit_models_dir(out: str | Path | None, command: str, start: Path | None = 
         return installed
     raise UserError(f"{command}: the refitted models would go into the installed package ({installed}), "
                     f"not a source checkout; run it from a sovsim checkout or pass --out DIR")
+
+
+def results_dir(arg: str | Path | None, default: str, start: Path | None = None) -> Path:
+    """A refit's report folder: ``arg`` if given, else ``default`` (``results/NAME``) inside
+    the checkout you are in (so a run from a subfolder still updates the committed report),
+    else relative to the current folder."""
+    if arg is not None:
+        return Path(arg)
+    root = checkout_root(start)
+    return (root / default) if root is not None else Path(default)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.calibration import demand_fit
-from sim.calibration.outputs import refit_models_dir
+from sim.calibration.outputs import refit_models_dir, results_dir
 from sim.core.errors import UserError
 
 
@@ -18,14 +18,14 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write the refitted models into DIR/demand (DIR laid out as models/); default: the "
                         "checkout's models/. Never into an installed package: outside a checkout, --out is required.")
-    p.add_argument("--results", type=Path, default=Path("results/demand_fit"), help="figures and tables folder")
+    p.add_argument("--results", type=Path, default=None, help="figures and tables folder (default: results/demand_fit of the checkout you are in, else of this folder)")
     p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     p.set_defaults(func=cmd_fit_demand)
 
 
 def cmd_fit_demand(args) -> int:
     models_out = args.models_out or refit_models_dir(args.out, "fit-demand") / "demand"
-    summary, out, res = demand_fit.fit_demand(args.traces, models_out, args.results,
+    summary, out, res = demand_fit.fit_demand(args.traces, models_out, results_dir(args.results, "results/demand_fit"),
                                               figures=not args.no_figures)
     print(summary)
     print(f"wrote {out} and {res}")

@@ -9,7 +9,7 @@ from sim.perf import catalog
 from sim.core.errors import UserError
 from sim.perf.step import prefill_attn_pairs
 from sim.calibration.calibrate import calibrate
-from sim.calibration.outputs import refit_models_dir
+from sim.calibration.outputs import refit_models_dir, results_dir
 from sim.calibration.measurements import import_measurements
 from sim.calibration.throughput_fit import FIT_VERSION, run_fit, summary_lines
 from sim.calibration.wholebatch import summarize
@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_throughput)
 
     p = sub.add_parser("calibrate", help="Fit the step-time model per GPU; write models/calibration/*.json and a residual report.")
-    p.add_argument("--results", default="results/calibration", help="Folder for the residual report and figure.")
+    p.add_argument("--results", default=None, help="Folder for the residual report and figure (default: results/calibration of the checkout you are in, else of this folder).")
     p.add_argument("--no-figure", action="store_true", help="Skip the predicted-vs-measured figure.")
     p.add_argument("--dry-run", action="store_true", help="Fit and report, but do not overwrite models/calibration.")
     p.add_argument("--import-from", default=None, help="First rebuild models/measurements from this shared calibration folder.")
@@ -132,7 +132,7 @@ def cmd_calibrate(args) -> int:
     # where the refit goes, settled (or refused, in one line) before any work
     models = None if args.dry_run and not args.import_from else refit_models_dir(args.out, "calibrate")
     if args.throughput:
-        out = run_fit(args.fit_version or FIT_VERSION, write=not args.dry_run, results_dir=Path(args.results),
+        out = run_fit(args.fit_version or FIT_VERSION, write=not args.dry_run, results_dir=results_dir(args.results, "results/calibration"),
                       models_out=models)
         held = out["terms"][out["terms"].held_out]
         print("held-out rows, before (trtllm-v0.9 profile):\n" + "\n".join(summary_lines(held, "err_old")))
@@ -143,7 +143,7 @@ def cmd_calibrate(args) -> int:
     if args.import_from:
         for p in import_measurements(Path(args.import_from), models / "measurements"):
             print(f"imported {p}")
-    out = calibrate(write=not args.dry_run, results_dir=Path(args.results), figure=not args.no_figure,
+    out = calibrate(write=not args.dry_run, results_dir=results_dir(args.results, "results/calibration"), figure=not args.no_figure,
                     models_out=models)
     rep = out["report"]
     overall = rep[(rep.component == "(all)")].iloc[0]

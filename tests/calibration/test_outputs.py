@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from pathlib import Path
 
 from sim.calibration import outputs
 from sim.cli import main
@@ -88,3 +89,11 @@ def test_import_measurements_regenerates_the_committed_files_byte_for_byte(tmp_p
     for p in import_measurements(_shared_calibration(), tmp_path):
         rel = p.relative_to(tmp_path)
         assert filecmp.cmp(p, model_file("measurements", *rel.parts), shallow=False), rel
+
+
+def test_reports_go_to_the_checkouts_results_from_a_subfolder(tmp_path):
+    root = fake_checkout(tmp_path / "repo")
+    (root / "docs").mkdir()
+    assert outputs.results_dir(None, "results/calibration", start=root / "docs") == root.resolve() / "results/calibration"
+    assert outputs.results_dir("mine", "results/calibration", start=root) == Path("mine")
+    assert outputs.results_dir(None, "results/x", start=tmp_path) == Path("results/x")
