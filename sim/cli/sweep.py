@@ -73,7 +73,7 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores; 0 = in this process)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not on a terminal)")
+    p.add_argument("--no-progress", action="store_true", help="no progress (bar on a terminal, else a line every 10 s on stderr); the tables are still printed, --quiet prints nothing")
     add_max_work(p)
 
 
