@@ -583,3 +583,14 @@ def test_cli_output_errors_are_one_line(tmp_path, capsys, command):
         assert main([command, "day", *extra, "--workers", "0", "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and msg in err and "Traceback" not in err, err
+
+
+def test_scale_load_and_where_it_does_not_apply(base):
+    from sim.scenario import with_overrides
+    from sim.study.capacity_search import no_load_scaling, scale_load
+
+    assert no_load_scaling(base) == ""
+    assert scale_load(base, 1.5).workloads[0].arrivals.rate_per_s == pytest.approx(1.5 * base.workloads[0].arrivals.rate_per_s)
+    assert "forecast" in no_load_scaling(load_scenario("default"))
+    closed = with_overrides(base, {"workloads.0.arrivals": {"kind": "closed_loop", "users": 4}})
+    assert "closed_loop arrivals have no offered rate" in no_load_scaling(closed)
