@@ -36,7 +36,10 @@ from scipy.optimize import least_squares
 from sim.perf import catalog
 from sim.calibration import measurements
 from sim.perf.roofline import Params
+from sim.calibration.outputs import refit_models_dir
+from sim.core import progress as progress_mod
 from sim.core.resources import model_file
+from sim.core.runfolder import write_atomic
 from sim.perf.step import prefill_attn_pairs
 from sim.calibration import moe_fit, wholebatch
 from sim.perf.roofline import expert_probs, load_params
@@ -331,9 +334,23 @@ def _folds_by_blocks(values: np.ndarray, k: int) -> np.ndarray:
     return np.array([lookup[v] for v in values])
 
 
-def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool = True, log=print) -> dict:
-    """Fit every GPU, write ``models/calibration/*.json`` and the residual report."""
+def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool = True, log=print,
+              models_out: Path | None = None, progress=None) -> dict:
+    """Fit every GPU, write ``MODELS/calibration/*.json`` and the residual report.
+
+    ``MODELS`` is ``models_out``, else the checkout's ``models/``
+    (:func:`sim.calibration.outputs.refit_models_dir`: never site-packages).  The committed
+    values the fit keeps (the dense kernel-time scale, the throughput-fitted ``trtllm``
+    profile) are read from ``MODELS/calibration`` when there, else from the installed models.
+    ``progress`` (:mod:`sim.core.progress`) counts the fitting stages."""
     t0 = time.perf_counter()
+    dest = refit_models_dir(models_out, "calibrate") / "calibration" if write else None
+
+    def committed_file(name: str) -> Path:
+        f = dest / name if dest is not None else None
+        return f if f is not None and f.is_file() else model_file("calibration", name)
+
+    stages = progress_mod.start(progress, 4, "stage", "calibrate")
     ops = measurements.read("vidur_ops.csv")
     att = measurements.read("vidur_attention_a100.csv")
     arr = measurements.read("vidur_all_reduce.csv")
@@ -460,7 +477,9 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
 
     # the fused-MoE kernel's own time scale, fitted on MoE kernel tables (never the dense scale)
     committed_scale = 1.0
-    f_h100 = model_file("calibration", "h100-sxm.json")
+    stages.update(1)
+    stages.note("MoE kernel scale")
+    f_h100 = committed_file("h100-sxm.json")
     if f_h100.is_file():
         committed_scale = json.loads(f_h100.read_text()).get("kernel_time_scale", 1.0)
     moe_out = moe_fit.run_fit(committed_scale, params, log=log)
@@ -469,6 +488,8 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
         p.meta["moe_kernel_time_scale_from"] = moe_out["fitted_on"]
 
     # framework overheads per serving-software profile, from dense whole-batch rows
+    stages.update(1)
+    stages.note("framework overheads")
     wb = wholebatch.compare(params)
     profiles, heldout = {}, np.full(len(wb), np.nan)
     for prof, datasets in FRAMEWORK_DATASETS.items():
@@ -482,7 +503,7 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
     # the throughput-fitted in-flight-batching profile (sovsim calibrate --throughput) is kept
     committed = {}
     for gid in params:
-        f = model_file("calibration", f"{gid}.json")
+        f = committed_file(f"{gid}.json")
         if f.is_file():
             committed[gid] = json.loads(f.read_text()).get("framework_profiles", {}).get(DEFAULT_FRAMEWORK)
     for gid, p in params.items():
@@ -517,11 +538,14 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
     res["ape_fit"] = ape(res.fit, res.meas)
     res["ape_heldout"] = ape(res.heldout, res.meas)
     report = summarize(res)
+    stages.update(1)
+    stages.note("writing")
     if write:
-        cal_dir = model_file("calibration")
-        cal_dir.mkdir(parents=True, exist_ok=True)
-        for gid, p in params.items():
-            (cal_dir / f"{gid}.json").write_text(json.dumps(p.to_json(), indent=1, sort_keys=True) + "\n")
+        dest.mkdir(parents=True, exist_ok=True)
+        for gid, p in sorted(params.items()):
+            write_atomic(dest / f"{gid}.json",
+                         lambda t, p=p: t.write_text(json.dumps(p.to_json(), indent=1, sort_keys=True) + "\n"))
+        log(f"wrote {dest}/{', '.join(sorted(f'{g}.json' for g in params))}")
         load_params.cache_clear()
     out = {"params": params, "residuals": res, "report": report, "wholebatch": wb, "moe_scale": moe_out,
            "seconds": time.perf_counter() - t0}
@@ -529,6 +553,8 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
         write_report(out, Path(results_dir), figure=figure, log=log)
         moe_out["report"].assign(moe_kernel_time_scale=moe_out["scale"], dense_kernel_time_scale=committed_scale).to_csv(
             Path(results_dir) / "moe_kernel_scale.csv", index=False, float_format="%.6g")
+    stages.update(1)
+    stages.close()
     log(f"calibrate: {time.perf_counter() - t0:.1f} s")
     return out
 

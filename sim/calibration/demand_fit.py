@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.calibration.outputs import refit_models_dir
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.core.resources import models_dir
 from sim.demand import verticals as demand
@@ -155,23 +157,34 @@ def trace_dispersion(traces_dir: Path) -> list[dict]:
 
 
 def fit_demand(traces: Path | None = None, models_out: Path | None = None,
-               results: Path = Path("results/demand_fit"), figures: bool = True) -> tuple[str, Path, Path]:
+               results: Path = Path("results/demand_fit"), figures: bool = True,
+               progress=None) -> tuple[str, Path, Path]:
     """Refit lengths, weekly profiles and burstiness; write the tables and figures. Returns
-    (the summary text, the models folder written, the results folder written)."""
+    (the summary text, the models folder written, the results folder written).  ``models_out``
+    defaults to the checkout's models/demand (:func:`sim.calibration.outputs.refit_models_dir`:
+    never site-packages); ``progress`` (:mod:`sim.core.progress`) counts the stages."""
     traces_dir = traces or (models_dir() / "traces")
-    out = models_out or (models_dir() / "demand")
+    out = models_out or (refit_models_dir(None, "fit-demand") / "demand")
     res = results
     if not traces_dir.is_dir():
         raise UserError(f"--traces: {traces_dir} is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     res.mkdir(parents=True, exist_ok=True)
 
+    bar = progress_mod.start(progress, 5, "stage", "fit-demand")
+    bar.note("length laws")
     fits, gof_rows, data = fit_lengths(traces_dir)
+    bar.update(1)
+    bar.note("weekly profiles")
     profiles, pinfo, minutes = fit_profiles(traces_dir)
+    bar.update(1)
+    bar.note("bursts")
     bursts = fit_bursts(minutes, pinfo)
     for k in bursts:
         bursts[k]["profile"] = pinfo[k]
     tdisp = trace_dispersion(traces_dir)
+    bar.update(1)
+    bar.note("writing")
 
     (out / demand.FITS_FILE).write_text(json.dumps(fits, indent=1) + "\n")
     _write_csv(out / "length_gof.csv", gof_rows)
@@ -193,8 +206,12 @@ def fit_demand(traces: Path | None = None, models_out: Path | None = None,
     # the in-process caches would hold the previous tables
     for fn in (demand._fits, demand._base_profiles, demand._bursts):
         fn.cache_clear()
+    bar.update(1)
     if figures:
+        bar.note("figures")
         _figures(res, fits, data, profiles, vert, bursts, minutes)
+    bar.update(1)
+    bar.close()
     return summary, out, res
 
 

@@ -145,7 +145,9 @@ def import_measurements(src: Path, dest: Path | None = None) -> list[Path]:
         keep(pd.read_csv(f)).to_csv(p, index=False, float_format="%.6g" if name.startswith("aiconfigurator") else None)
         written.append(p)
         sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
-    pd.DataFrame(sources).to_csv(dest / "SOURCES.csv", index=False)
+    # sorted, so the table regenerates byte for byte whatever the order of the lists above
+    pd.DataFrame(sources).sort_values(["file", "source"], kind="stable").to_csv(
+        dest / "SOURCES.csv", index=False, lineterminator="\n")
     written.append(dest / "SOURCES.csv")
     return written
 

@@ -31,8 +31,11 @@ import pandas as pd
 
 from sim.perf import catalog
 from sim.calibration import measurements
+from sim.calibration.outputs import refit_models_dir
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.core.resources import model_file
+from sim.core.runfolder import write_atomic
 from sim.perf.roofline import load_params
 from sim.study.throughput import throughput
 
@@ -102,14 +105,17 @@ def makespan(r) -> tuple[float, float]:
     return o["last_completion_s"], o["output_tokens_total"]
 
 
-def affine_terms(d: pd.DataFrame, log=print) -> pd.DataFrame:
+def affine_terms(d: pd.DataFrame, log=print, progress=False) -> pd.DataFrame:
     """Per row: ``t0_s`` (makespan without framework overhead), ``iterations``,
-    ``seq_iterations`` and ``output_tokens``; rows whose weights do not fit get NaN + a note."""
+    ``seq_iterations`` and ``output_tokens``; rows whose weights do not fit get NaN + a note.
+    ``progress`` (:mod:`sim.core.progress`) counts rows."""
     out = d.copy()
     cols = {k: np.full(len(d), np.nan) for k in ("t0_s", "iterations", "seq_iterations", "output_tokens")}
     notes = [""] * len(d)
     t_start = time.perf_counter()
+    bar = progress_mod.start(progress, len(d), "row", "calibrate --throughput")
     for i, r in enumerate(d.itertuples(index=False)):
+        bar.update(1)
         try:
             with framework_overheads(0.0, 0.0):
                 t0, tok = makespan(r)
@@ -122,6 +128,7 @@ def affine_terms(d: pd.DataFrame, log=print) -> pd.DataFrame:
             continue
         cols["t0_s"][i], cols["output_tokens"][i] = t0, tok
         cols["iterations"][i], cols["seq_iterations"][i] = (ta - t0) / DA_S, (tb - t0) / DB_S
+    bar.close()
     for k, v in cols.items():
         out[k] = v
     out["note"] = notes
@@ -169,13 +176,16 @@ def summary_lines(df: pd.DataFrame, err_col: str) -> list[str]:
 
 
 def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Path | None = None,
-            log=print) -> dict:
+            log=print, models_out: Path | None = None, progress=None) -> dict:
     """Affine terms for every dense row of every version, leave-one-version-out fits, the
-    committed fit on ``fit_version``; writes the profile and the report."""
+    committed fit on ``fit_version``; writes the profile into ``MODELS/calibration/*.json``
+    (``models_out``, else the checkout's models/, :func:`sim.calibration.outputs.refit_models_dir`;
+    each file read from there when present, else from the installed models) and the report."""
     if fit_version not in VERSIONS:
         raise UserError(f"--fit-version: {fit_version!r} unknown; allowed: {', '.join(VERSIONS)}")
+    dest = refit_models_dir(models_out, "calibrate --throughput") / "calibration" if write else None
     t0 = time.perf_counter()
-    terms = affine_terms(cases(), log=log)
+    terms = affine_terms(cases(), log=log, progress=progress)
     # the previous default (v0.9 static batching) for the "before" column
     old = load_params("h100-sxm").framework_profiles.get(OLD_PROFILE) \
         or load_params("h100-sxm").framework_profiles.get(PROFILE)
@@ -213,8 +223,8 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
                          f"{100 * held.err.abs().median():.1f}%); written by sovsim calibrate --throughput"}
     if write:
         for gid in ("a100-sxm-80gb", "h100-sxm"):
-            path = model_file("calibration", f"{gid}.json")
-            data = json.loads(path.read_text())
+            path = dest / f"{gid}.json"
+            data = json.loads((path if path.is_file() else model_file("calibration", f"{gid}.json")).read_text())
             profs = data.setdefault("framework_profiles", {})
             if OLD_PROFILE not in profs and PROFILE in profs and "v0.9" in profs[PROFILE].get("fitted_on", ""):
                 profs[OLD_PROFILE] = profs.pop(PROFILE)
@@ -222,9 +232,9 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
             data["iteration_overhead_s"], data["per_seq_overhead_s"], data["kernel_time_scale"] = a, b, sc
             data.setdefault("meta", {})["framework_default"] = (
                 f"{PROFILE} (in-flight batching, {prov['fitted_on']})")
-            path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            write_atomic(path, lambda t, data=data: t.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n"))
         load_params.cache_clear()
-        log(f"wrote profile {PROFILE!r} to models/calibration/*.json")
+        log(f"wrote profile {PROFILE!r} to {dest}/*.json")
     out = {"terms": terms, "fits": fits, "fits2": fits2, "fit_version": fit_version, "profile": prov, "old": old,
            "seconds": time.perf_counter() - t0}
     if results_dir is not None:
@@ -296,7 +306,7 @@ def write_report(out: dict, results_dir: Path, log=print) -> None:
            "|---|---|---|---|---|"]
     for (v, m), g in ok.groupby(["version", "model"]):
         md.append(f"| {v} | {m} | {len(g)} | {100 * g.err.abs().median():.1f}% | {100 * g.err.median():+.1f}% |")
-    md.append(f"\nRows whose weights do not fit the GPU (skipped): {int((~np.isfinite(t.t0_s)).sum())}. "
-              f"Run time {out['seconds']:.0f} s.\n")
+    # no run time here: the committed report regenerates byte for byte (the log prints it)
+    md.append(f"\nRows whose weights do not fit the GPU (skipped): {int((~np.isfinite(t.t0_s)).sum())}.\n")
     (results_dir / "throughput_trtllm_dense.md").write_text("\n".join(md))
     log(f"wrote {csv} and {csv.with_suffix('.md')}")

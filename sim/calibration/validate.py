@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from sim.calibration import measurements, moe_fit, throughput_fit
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.perf.roofline import load_params
 from sim.scenario import scenario_from_dict
@@ -293,16 +294,22 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def validate(quick: bool = False, families=FAMILIES, results_dir: Path | None = None, log=print) -> dict:
+def validate(quick: bool = False, families=FAMILIES, results_dir: Path | None = None, log=print,
+             progress=None) -> dict:
+    """Score every family; ``progress`` (:mod:`sim.core.progress`) counts families."""
     bad = [f for f in families if f not in RUNNERS]
     if bad:
         raise UserError(f"--family: {', '.join(bad)} unknown; allowed: {', '.join(FAMILIES)}")
     rows, seconds = [], {}
+    bar = progress_mod.start(progress, len(families), "family", "validate")
     for f in families:
+        bar.note(f)
         t0 = time.process_time()
         rows += RUNNERS[f](quick)
         seconds[f] = time.process_time() - t0
         log(f"{f}: {sum(r['family'] == f for r in rows)} predictions, {seconds[f]:.1f} s CPU")
+        bar.update(1)
+    bar.close()
     df = pd.DataFrame(rows)
     summ = summarize(df)
     out = {"rows": df, "summary": summ, "cpu_s": seconds, "quick": quick}

@@ -59,7 +59,8 @@ def run_cells_command(args, scenario) -> int:
         try:
             res = run_cells(scenario, seed, max_replicas=c.max_replicas, sample=c.sample, executor=ex,
                             windows=c.windows, window_s=c.window_s, warmup_s=c.warmup_s,
-                                max_work=getattr(args, "max_work", None))
+                            max_work=getattr(args, "max_work", None),
+                            progress=False if getattr(args, "quiet", False) else None)
         finally:
             close()
         wall = time.perf_counter() - t0

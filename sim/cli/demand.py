@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.calibration import demand_fit
+from sim.calibration.outputs import refit_models_dir, results_dir
 from sim.core.errors import UserError
 
 
@@ -11,14 +12,20 @@ def register(sub) -> None:
     p = sub.add_parser("fit-demand", help="Re-fit length laws, weekly profiles and burstiness from models/traces.",
                        description=demand_fit.__doc__.split("\n\n")[0])
     p.add_argument("--traces", type=Path, default=None, help="folder of traces (default: models/traces of the package)")
-    p.add_argument("--models-out", type=Path, default=None, help="where to write the fitted tables (default: models/demand)")
-    p.add_argument("--results", type=Path, default=Path("results/demand_fit"), help="figures and tables folder")
+    p.add_argument("--models-out", type=Path, default=None,
+                   help="the folder to write the fitted tables into (default: DIR/demand with --out, else the "
+                        "models/demand of the source checkout you are in)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write the refitted models into DIR/demand (DIR laid out as models/); default: the "
+                        "checkout's models/. Never into an installed package: outside a checkout, --out is required.")
+    p.add_argument("--results", type=Path, default=None, help="figures and tables folder (default: results/demand_fit of the checkout you are in, else of this folder)")
     p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     p.set_defaults(func=cmd_fit_demand)
 
 
 def cmd_fit_demand(args) -> int:
-    summary, out, res = demand_fit.fit_demand(args.traces, args.models_out, args.results,
+    models_out = args.models_out or refit_models_dir(args.out, "fit-demand") / "demand"
+    summary, out, res = demand_fit.fit_demand(args.traces, models_out, results_dir(args.results, "results/demand_fit"),
                                               figures=not args.no_figures)
     print(summary)
     print(f"wrote {out} and {res}")

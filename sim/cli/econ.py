@@ -37,10 +37,11 @@ def register(sub):
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def run_with_economics(scenario, seed: int | None = None, out_dir=None) -> dict:
+def run_with_economics(scenario, seed: int | None = None, out_dir=None, progress=False) -> dict:
     """The engine summary with its ``economics`` block (:func:`sim.study.run.run` attaches
-    the ledger, and faults when enabled, to every run); with ``out_dir``, its run folder."""
-    result = run(scenario, seed=seed, out_dir=out_dir)
+    the ledger, and faults when enabled, to every run); with ``out_dir``, its run folder.
+    ``progress``: :mod:`sim.core.progress` (None: the command line's settings)."""
+    result = run(scenario, seed=seed, out_dir=out_dir, progress=progress)
     if out_dir is not None:
         write_run_report(result)
         add_to_manifest(out_dir, ["report.html"])
@@ -51,7 +52,7 @@ def cmd_run(args) -> int:
 
     scenario = scenario_from_args(args)
     out = check_out_dir(args.out) if args.out else default_out(scenario.name)
-    s = run_with_economics(scenario, args.seed, out)
+    s = run_with_economics(scenario, args.seed, out, progress=False if args.quiet else None)
     if args.json:
         print(json.dumps(s, default=_json_default))
         return 0

@@ -9,6 +9,7 @@ from sim.perf import catalog
 from sim.core.errors import UserError
 from sim.perf.step import prefill_attn_pairs
 from sim.calibration.calibrate import calibrate
+from sim.calibration.outputs import refit_models_dir, results_dir
 from sim.calibration.measurements import import_measurements
 from sim.calibration.throughput_fit import FIT_VERSION, run_fit, summary_lines
 from sim.calibration.wholebatch import summarize
@@ -46,12 +47,16 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_throughput)
 
     p = sub.add_parser("calibrate", help="Fit the step-time model per GPU; write models/calibration/*.json and a residual report.")
-    p.add_argument("--results", default="results/calibration", help="Folder for the residual report and figure.")
+    p.add_argument("--results", default=None, help="Folder for the residual report and figure (default: results/calibration of the checkout you are in, else of this folder).")
     p.add_argument("--no-figure", action="store_true", help="Skip the predicted-vs-measured figure.")
     p.add_argument("--dry-run", action="store_true", help="Fit and report, but do not overwrite models/calibration.")
     p.add_argument("--import-from", default=None, help="First rebuild models/measurements from this shared calibration folder.")
     p.add_argument("--throughput", action="store_true", help="Instead: refit only the in-flight-batching `trtllm` framework profile on the dense TensorRT-LLM perf-overview throughput rows of one version (full engine; ~2-4 min) and write throughput_trtllm_dense.md/.csv.")
     p.add_argument("--fit-version", default=None, help="With --throughput: the perf-overview version fitted on (v0.14, v0.17, v1.0; default v0.17); the others are held out.")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="Write the refitted models into DIR (as models/ is laid out: DIR/calibration/*.json, "
+                        "DIR/measurements/); default: the models/ of the source checkout you are in. "
+                        "Never into an installed package: outside a checkout, --out is required.")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("catalog", help="List GPU and LLM cards (ids users type).")
@@ -124,8 +129,11 @@ def cmd_throughput(args) -> int:
 
 # ------------------------------------------------------------------ calibrate, catalog
 def cmd_calibrate(args) -> int:
+    # where the refit goes, settled (or refused, in one line) before any work
+    models = None if args.dry_run and not args.import_from else refit_models_dir(args.out, "calibrate")
     if args.throughput:
-        out = run_fit(args.fit_version or FIT_VERSION, write=not args.dry_run, results_dir=Path(args.results))
+        out = run_fit(args.fit_version or FIT_VERSION, write=not args.dry_run, results_dir=results_dir(args.results, "results/calibration"),
+                      models_out=models)
         held = out["terms"][out["terms"].held_out]
         print("held-out rows, before (trtllm-v0.9 profile):\n" + "\n".join(summary_lines(held, "err_old")))
         print("held-out rows, after:\n" + "\n".join(summary_lines(held, "err")))
@@ -133,9 +141,10 @@ def cmd_calibrate(args) -> int:
     if args.fit_version:
         raise UserError("--fit-version: only with --throughput")
     if args.import_from:
-        for p in import_measurements(Path(args.import_from)):
+        for p in import_measurements(Path(args.import_from), models / "measurements"):
             print(f"imported {p}")
-    out = calibrate(write=not args.dry_run, results_dir=Path(args.results), figure=not args.no_figure)
+    out = calibrate(write=not args.dry_run, results_dir=results_dir(args.results, "results/calibration"), figure=not args.no_figure,
+                    models_out=models)
     rep = out["report"]
     overall = rep[(rep.component == "(all)")].iloc[0]
     print(f"held-out median APE over all operator rows: {100 * overall.median_ape_heldout:.1f}% "

@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
     if scenario.cells.max_replicas is not None and scenario.forecast is None:
         return run_cells_command(args, scenario)
     out = check_out_dir(args.out) if args.out else default_out(scenario.name)
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = False if args.quiet else None   # None: sim.core.progress default (bar on a terminal, heartbeat lines otherwise)
     if scenario.forecast is not None:
         result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
         cfg = json.loads((out / "config.json").read_text())

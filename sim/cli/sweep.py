@@ -10,11 +10,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
+from sim.core.runfolder import check_out_dir, default_out
 from sim.cli.run import add_max_work, apply_max_work
 from sim.scenario import load_scenario
 from sim.study.capacity_search import capacity_search, parse_targets
-from sim.study.experiments import discover_experiments, project_root
+from sim.study.experiments import compare_with_committed, discover_experiments, project_root, regenerate
 from sim.study.sweep import apply_sets, make_executor, parse_grid, run_sweep
 
 
@@ -26,7 +28,9 @@ def register(sub) -> None:
     _scenario_args(p)
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                    help="dotted scenario field and its values, or an integer range LO..HI[..STEP]; repeat for more fields")
-    p.add_argument("--out", type=Path, default=None, help="sweep folder (default: sweeps/SCENARIO_NAME)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="sweep folder (default: sweeps/SCENARIO_NAME: a study of many runs lives under sweeps/, "
+                        "a single run under runs/)")
     p.set_defaults(func=cmd_sweep)
 
     c = sub.add_parser("capacity", help="smallest GPU count meeting every vertical's SLA attainment target",
@@ -39,7 +43,14 @@ def register(sub) -> None:
     c.add_argument("--max-replicas", type=int, default=256, help="give up above this many replicas per deployment (default 256)")
     c.add_argument("--conservative", action="store_true",
                    help="require the lower end of the 95%% confidence interval to reach the target, not the mean")
-    c.add_argument("--out", type=Path, default=None, help="folder for cached runs and capacity.json (default: sweeps/capacity-SCENARIO_NAME)")
+    c.add_argument("--no-load-range", action="store_true",
+                   help="skip the search for the offered-load factors at which the answer changes "
+                        "(bisection on every workload's rate at the answer and one replica fewer; about 8-12 more "
+                        "evaluations of R replications)")
+    c.add_argument("--out", type=Path, default=None,
+                   help="folder for cached runs, capacity.json, capacity_evaluations.csv and capacity.png "
+                        "(default: sweeps/capacity-SCENARIO_NAME: a study of many runs lives under sweeps/, "
+                        "a single run under runs/)")
     c.set_defaults(func=cmd_capacity)
 
     f = sub.add_parser("figures", help="regenerate every committed figure in results/ from experiments/*.py",
@@ -47,6 +58,9 @@ def register(sub) -> None:
     f.add_argument("names", nargs="*", help="only these experiments (default: all)")
     f.add_argument("--root", type=Path, default=None, help="project root holding experiments/ and results/ (default: found from here)")
     f.add_argument("--quick", action="store_true", help="pass --quick to each script (smoke run, writes to a temporary folder)")
+    f.add_argument("--check", action="store_true",
+                   help="regenerate into a temporary folder and list the committed files under results/ that would "
+                        "change (byte for byte) or be added, without touching them; exit 1 if any")
     f.set_defaults(func=cmd_figures)
 
 
@@ -59,7 +73,7 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores; 0 = in this process)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not on a terminal)")
+    p.add_argument("--no-progress", action="store_true", help="no progress (bar on a terminal, else a line every 10 s on stderr); the tables are still printed, --quiet prints nothing")
     add_max_work(p)
 
 
@@ -73,7 +87,7 @@ def cmd_sweep(args) -> int:
 
     scen = _load(args)
     grid = parse_grid(args.grid)
-    out = args.out or Path("sweeps") / _safe(scen.name)
+    out = check_out_dir(args.out or default_out(scen.name, SWEEPS_ROOT))   # one line, exit 2, before any work
     executor, close = make_executor(args.workers, args.scheduler)
     try:
         res = run_sweep(scen, grid, args.replications, out, root_seed=args.seed, executor=executor,
@@ -99,13 +113,14 @@ def cmd_capacity(args) -> int:
 
     scen = _load(args)
     targets = parse_targets(args.target, scen)
-    out = args.out or Path("sweeps") / f"capacity-{_safe(scen.name)}"
+    out = check_out_dir(args.out or default_out(f"capacity-{scen.name}", SWEEPS_ROOT))
     executor, close = make_executor(args.workers, args.scheduler)
     try:
         r = capacity_search(scen, targets, scope=args.scope, replications=args.replications, out_dir=out,
                             max_replicas=args.max_replicas, conservative=args.conservative,
                             root_seed=args.seed, executor=executor,
-                            progress=False if args.no_progress else None)
+                            progress=False if args.no_progress else None,
+                            load_range=not args.no_load_range)
     finally:
         close()
     print(f"capacity: scope {r.scope} ({', '.join(r.deployments)}), targets "
@@ -119,12 +134,15 @@ def cmd_capacity(args) -> int:
         return 1
     print(f"smallest: {r.replicas} replicas per deployment in scope = {r.gpus} GPUs")
     print(r.cost_note if r.cost is None else f"cost and margin: {r.cost_note}")
-    print(f"details: {out / 'capacity.json'}")
+    if r.load_note:
+        print(f"load: {r.load_note}")
+    print(f"details: {out / 'capacity.json'}; figure: {out / 'capacity.png'}")
     return 0
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "scenario"
+# default output roots: `sovsim run` writes one run folder under runs/ (sim.core.runfolder);
+# sweep and capacity are studies of many cached runs (resumable), kept apart under sweeps/
+SWEEPS_ROOT = "sweeps"
 
 
 # ------------------------------------------------------------------ figures
@@ -138,20 +156,18 @@ def _hashes(folder: Path) -> dict[str, str]:
 def cmd_figures(args) -> int:
     import tempfile
 
+    if getattr(args, "check", False):
+        return cmd_figures_check(args)
     root = project_root(args.root)
-    plans = discover_experiments(root)
-    if args.names:
-        known = {p.name: p for p in plans}
-        bad = [n for n in args.names if n not in known]
-        if bad:
-            raise UserError(f"unknown experiment {bad[0]!r}; experiments: {', '.join(sorted(known))}")
-        plans = [known[n] for n in args.names]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    plans = _plans(root, args.names)
+    env = _figures_env(root)
     failed = 0
     tmp = tempfile.mkdtemp(prefix="sovsim-figures-") if args.quick else None
     print(f"{'experiment':24s} {'runtime_s':>9s}  status  changed (under its output folder)")
+    bar = progress_mod.start(None, len(plans), "experiment", "figures")
     for plan in plans:
+        bar.note(plan.name)
+        bar.update(0)
         if args.quick and plan.no_out:
             print(f"{plan.name:24s} {'':9s}  skip    (takes no --out; would overwrite its committed results)")
             continue
@@ -176,4 +192,63 @@ def cmd_figures(args) -> int:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             for line in tail:
                 print(f"    {line}")
+        bar.update(1)
+    bar.close()
     return 1 if failed else 0
+
+
+def _plans(root: Path, names: list[str]):
+    plans = discover_experiments(root)
+    if names:
+        known = {p.name: p for p in plans}
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise UserError(f"unknown experiment {bad[0]!r}; experiments: {', '.join(sorted(known))}")
+        plans = [known[n] for n in names]
+    return plans
+
+
+def _figures_env(root: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def cmd_figures_check(args) -> int:
+    """``sovsim figures --check [NAMES]``: each experiment's full run into a temporary folder,
+    compared byte for byte with what is committed under its output folder."""
+    import tempfile
+
+    if args.quick:
+        raise UserError("--check compares the full runs with the committed results; --quick runs differ by design, "
+                        "give one of them")
+    root = project_root(args.root)
+    plans = _plans(root, args.names)
+    env = _figures_env(root)
+    bad = 0
+    print(f"{'experiment':24s} {'runtime_s':>9s}  status  would change (under {'its output folder'})")
+    with tempfile.TemporaryDirectory(prefix="sovsim-figures-check-") as tmp, \
+            progress_mod.start(None, len(plans), "experiment", "figures --check") as bar:
+        for plan in plans:
+            bar.note(plan.name)
+            bar.update(0)
+            t0 = time.perf_counter()
+            proc, fresh = regenerate(plan, root, Path(tmp) / plan.name, env)
+            dt = time.perf_counter() - t0
+            if proc.returncode != 0:
+                bad += 1
+                print(f"{plan.name:24s} {dt:9.1f}  exit {proc.returncode}")
+                for line in (proc.stderr or proc.stdout).strip().splitlines()[-5:]:
+                    print(f"    {line}")
+                bar.update(1)
+                continue
+            changed, new = compare_with_committed(plan.out, fresh)
+            what = ", ".join(changed) if changed else "none"
+            if new:
+                what += f"; not committed: {', '.join(new)}"
+            if changed or new:
+                bad += 1
+            rel = plan.out.relative_to(root) if plan.out.is_relative_to(root) else plan.out
+            print(f"{plan.name:24s} {dt:9.1f}  {'differs' if changed or new else 'same  '}  {what}   ({rel})")
+            bar.update(1)
+    return 1 if bad else 0

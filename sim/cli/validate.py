@@ -1,8 +1,8 @@
 """``sovsim validate``: the engine against every public end-to-end measurement family."""
 from __future__ import annotations
 
-from pathlib import Path
 
+from sim.calibration.outputs import results_dir
 from sim.calibration.validate import FAMILIES, validate
 
 
@@ -12,12 +12,12 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="A small stratified subset (CI; well under a minute).")
     p.add_argument("--family", action="append", default=None,
                    help=f"Only this family (repeatable): {', '.join(FAMILIES)}.")
-    p.add_argument("--results", default="results/validation", help="Folder for validation.csv, the figure and README.md.")
+    p.add_argument("--results", default=None, help="Folder for validation.csv, the figure and README.md (default: results/validation of the checkout you are in, else of this folder).")
     p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(args) -> int:
-    out = validate(quick=args.quick, families=tuple(args.family or FAMILIES), results_dir=Path(args.results))
+    out = validate(quick=args.quick, families=tuple(args.family or FAMILIES), results_dir=results_dir(args.results, "results/validation"))
     s = out["summary"]
     s = s[(s["class"] == "(all)") & (s.gpu == "(all)")]
     for scope in ("held_out", "all"):

@@ -16,7 +16,6 @@ money on the ledger.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import simpy
-from tqdm import tqdm
 
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.core.rng import RandomStreams
 from sim.core.runfolder import RunFolder, run_folder
@@ -158,7 +157,7 @@ def _money_columns(monthly: pd.DataFrame, report: dict) -> pd.DataFrame:
     return monthly
 
 
-def simulate_forecast(scenario: Scenario, seed: int, progress: bool = False) -> ForecastResult:
+def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Progress | bool | None" = False) -> ForecastResult:
     """The months of the forecast, market, traffic and money (no files)."""
     spec = scenario.forecast
     streams = RandomStreams(seed)
@@ -169,7 +168,7 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: bool = False) -> 
     fleet = PolicyFleet(scenario, env, market, spec) if scenario.capacity_policy.kind != "fixed" else FixedFleet(scenario)
     tenants = _Tenants(scenario, spec)
     rows = []
-    bar = tqdm(total=spec.months, unit="month", delay=2.0, file=sys.stderr) if progress else None
+    bar = progress_mod.start(progress, spec.months, "month", "forecast")   # sim.core.progress
     for m in range(spec.months):
         t0 = m * MONTH_S
         t_mid = t0 + 0.5 * MONTH_S
@@ -183,10 +182,8 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: bool = False) -> 
         prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in contracts}, t_mid)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1, requests=per["arrivals"])
+    bar.close()
     report = fleet.close(spec.months)
     monthly = _money_columns(pd.DataFrame(rows), report)
     summary = _summary(scenario, seed, monthly, market)

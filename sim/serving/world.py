@@ -9,11 +9,10 @@ change its fleet only through its public operations (:meth:`World.add_replica`,
 from __future__ import annotations
 
 import math
-import sys
 
 import simpy
-from tqdm import tqdm
 
+from sim.core import progress as progress_mod
 from sim.core.rng import RandomStreams
 from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
@@ -264,18 +263,23 @@ class World:
         return out
 
     # ------------------------------------------------------------------ run
-    def run(self, progress: bool = False):
+    def run(self, progress=False):
+        """Run to the horizon.  ``progress`` (:mod:`sim.core.progress`: a ``Progress``, True,
+        None for the process default, False) is told the simulated seconds done."""
         horizon = self.scenario.simulation.horizon_s
-        if not progress:
+        if progress_mod.resolve(progress).resolved_mode() == "off":
             self.env.run(until=horizon)
             return
         slices = 200
-        with tqdm(total=horizon, unit="sim-s", delay=2.0, file=sys.stderr,
-                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]") as bar:
+        with progress_mod.start(progress, horizon, "sim-s", "run") as task:
+            done = 0.0
+            seen = 0
             for i in range(1, slices + 1):
                 t = horizon * i / slices
                 self.env.run(until=t)
-                bar.update(t - bar.n)
+                arrived = sum(st.arrivals for st in self.metrics.streams)
+                task.update(t - done, requests=arrived - seen)
+                done, seen = t, arrived
 
     def close(self) -> list[Request]:
         """Flush the metrics and count the requests still in flight as SLA misses, once

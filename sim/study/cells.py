@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.core.rng import RandomStreams
 from sim.scenario import Scenario, scenario_from_dict
@@ -269,11 +270,12 @@ def _quantile(counts: np.ndarray, q: float) -> float | None:
 
 def run_cells(scenario: Scenario, seed: int | None = None, max_replicas: int = 16,
               sample: int | None = None, executor=None, windows: int = 0, window_s: float = 300.0,
-              warmup_s: float = 60.0, max_work: float | None = None) -> CellsResult:
+              warmup_s: float = 60.0, max_work: float | None = None, progress=None) -> CellsResult:
     """Simulate ``scenario`` as cells of at most ``max_replicas`` replicas: every cell, or
     ``sample`` cells of each exchangeable group (at least 2, so the spread is estimable);
     with ``windows``, each cell's horizon is estimated from that many sampled windows
-    (:func:`run_cell`)."""
+    (:func:`run_cell`).  ``progress`` (:mod:`sim.core.progress`; None: the process default)
+    counts cells done."""
     seed = scenario.simulation.seed if seed is None else int(seed)
     cells = plan_cells(scenario, max_replicas)
     groups, chosen = sample_plan(cells, sample)
@@ -283,7 +285,11 @@ def run_cells(scenario: Scenario, seed: int | None = None, max_replicas: int = 1
     tasks = [(cell_scs[i].model_dump_json(), cell_seed(seed, i)) for i in todo]
     n = len(tasks)
     args = ([t[0] for t in tasks], [t[1] for t in tasks], [windows] * n, [window_s] * n, [warmup_s] * n)
-    results = list(map(run_cell, *args) if executor is None else executor.map(run_cell, *args))
+    results = []
+    with progress_mod.start(progress, n, "cell", "cells") as bar:
+        for r in (map(run_cell, *args) if executor is None else executor.map(run_cell, *args)):
+            results.append(r)
+            bar.update(1, requests=r["totals"].get("arrivals", 0))
     per_cell = dict(zip(todo, results))
     summary = estimate(cells, per_cell, sample, windowed=bool(windows))
     summary.update({"scenario": scenario.name, "seed": seed, "cells": len(cells), "cells_simulated": len(todo),

@@ -2,9 +2,12 @@
 (``sovsim figures``)."""
 from __future__ import annotations
 
+import dataclasses
+import filecmp
+import shutil
+import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 from sim.core.errors import UserError
@@ -18,7 +21,7 @@ def project_root(start: Path | None = None) -> Path:
     raise UserError("no experiments/ folder here; run from the project root or pass --root")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ExperimentPlan:
     name: str
     script: Path
@@ -53,3 +56,50 @@ def discover_experiments(root: Path) -> list[ExperimentPlan]:
             tuple(c.get("args", [])), tuple(c.get("quick_args", ["--quick", "--workers", "0"])),
             c.get("out_file"), bool(c.get("no_out", False))))
     return plans
+
+
+def _shadow_root(root: Path, tmp: Path) -> Path:
+    """A stand-in project root under ``tmp`` for a script that takes no ``--out`` (it writes
+    under its own root, ``Path(__file__).parent.parent``): a copy of ``experiments/``, links
+    to ``sim/`` and ``models/``, an empty ``results/``."""
+    shadow = tmp / "root"
+    shutil.copytree(root / "experiments", shadow / "experiments",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("sim", "models"):
+        if (root / name).exists():
+            (shadow / name).symlink_to((root / name).resolve())
+    (shadow / "results").mkdir()
+    return shadow
+
+
+def regenerate(plan: ExperimentPlan, root: Path, tmp: Path, env: dict | None = None):
+    """Run ``plan``'s full command (the one that makes its committed results) so that it
+    writes under ``tmp``, never into ``results/``.  Returns ``(process, fresh folder)``."""
+    if plan.no_out:
+        shadow = _shadow_root(root, tmp)
+        moved = dataclasses.replace(plan, script=shadow / plan.script.relative_to(root))
+        fresh = shadow / plan.out.relative_to(root)
+        proc = subprocess.run(moved.command(fresh, False), cwd=shadow, env=env, capture_output=True, text=True)
+        return proc, fresh
+    fresh = tmp / plan.name
+    fresh.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(plan.command(fresh, False), cwd=root, env=env, capture_output=True, text=True)
+    return proc, fresh
+
+
+def compare_with_committed(committed: Path, fresh: Path) -> tuple[list[str], list[str]]:
+    """``(changed, new)``: files the fresh run wrote that differ from the committed ones
+    (byte for byte), and files it wrote that are not committed.  Committed files the run does
+    not write (another script's, in a shared folder) are not compared."""
+    changed, new = [], []
+    for p in sorted(fresh.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(fresh)
+        old = committed / rel
+        if not old.is_file():
+            new.append(str(rel))
+        elif not filecmp.cmp(old, p, shallow=False):
+            changed.append(str(rel))
+    return changed, new
+

@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
+from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.core.runfolder import check_out_dir, write_atomic, write_json_atomic
 from sim.core.stats import UNIT_INTERVAL, mean_ci
@@ -202,6 +202,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     write_json_atomic(path, obj, sort_keys=True)
 
 
+def simulated_requests(summary: dict) -> int:
+    """Requests a run simulated (a single run's ``arrivals``, a forecast's
+    ``simulated_requests``), for progress lines; 0 when the summary has neither."""
+    v = summary.get("simulated_requests", summary.get("arrivals", 0))
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
 def summary_checksum(summary: dict) -> str:
     """SHA-256 of a summary's canonical JSON: a point file is reused only if it matches."""
     return hashlib.sha256(json.dumps(summary, sort_keys=True, default=_json_default).encode()).hexdigest()
@@ -341,14 +348,16 @@ def run_sweep(
     root_seed: int | None = None,
     executor: cf.Executor | None = None,
     point_fn: Callable[[str, int], dict] = run_point,
-    progress: bool | None = None,
+    progress: "progress_mod.Progress | bool | None" = None,
     write_tables: bool = True,
     write_manifest: bool = True,
+    desc: str = "sweep",
 ) -> SweepResult:
     """Run (or resume) a sweep into ``out_dir``; see the module docstring.
 
-    ``executor=None`` runs the tasks in this process.  ``progress=None`` shows a bar only on a
-    terminal."""
+    ``executor=None`` runs the tasks in this process.  ``progress`` (:mod:`sim.core.progress`;
+    None: the process default, a bar on a terminal and a heartbeat line every ~10 s otherwise;
+    False: nothing) counts runs and the requests they simulated, under the name ``desc``."""
     t0 = time.perf_counter()
     out = check_out_dir(out_dir)
     pdir = out / POINTS_SUBDIR
@@ -363,7 +372,7 @@ def run_sweep(
         records, todo = _finished(tasks, pdir)
         reused = len(records)
         try:
-            _run_tasks(todo, points, pdir, records, executor, point_fn, len(tasks), reused, progress)
+            _run_tasks(todo, points, pdir, records, executor, point_fn, len(tasks), reused, progress, desc)
         except BaseException:
             if write_manifest:
                 (out / "error.txt").write_text(traceback.format_exc())
@@ -409,11 +418,13 @@ def _finished(tasks: list[Task], pdir: Path) -> tuple[dict[str, dict], list[Task
 
 
 def _run_tasks(todo: list[Task], points: list[Point], pdir: Path, records: dict, executor, point_fn,
-               total: int, reused: int, progress: bool | None) -> None:
+               total: int, reused: int, progress, desc: str = "sweep") -> None:
     """Run ``todo`` in this process or on ``executor``; write each record as it finishes."""
     by_index = {p.index: p for p in points}
-    bar = tqdm(total=total, initial=reused, unit="run", desc="sweep",
-               disable=(None if progress is None else not progress), dynamic_ncols=True)
+    bar = progress_mod.start(progress if todo else False, total, "run", desc)
+    if reused:
+        bar.update(reused)
+        bar.note(f"{reused} reused")
 
     def finish(t: Task, summary: dict, elapsed_s: float) -> None:
         p = by_index[t.point]
@@ -422,7 +433,7 @@ def _run_tasks(todo: list[Task], points: list[Point], pdir: Path, records: dict,
                "summary_sha256": summary_checksum(summary)}
         atomic_write_json(pdir / f"{t.key}.json", rec)
         records[t.key] = rec
-        bar.update(1)
+        bar.update(1, requests=simulated_requests(summary))
 
     def named(t: Task, err: UserError) -> UserError:
         return UserError(f"sweep point {t.point} {by_index[t.point].overrides}: {err}")

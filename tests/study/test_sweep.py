@@ -488,3 +488,109 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_figures_check_reports_what_would_change_without_touching_it(tmp_path, capsys):
+    import argparse
+
+    from sim.cli.sweep import cmd_figures
+
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    (exp / "demo.py").write_text(textwrap.dedent("""
+        import argparse, os, pathlib
+        if __name__ == "__main__":
+            p = argparse.ArgumentParser(); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
+            a = p.parse_args(); out = pathlib.Path(a.out); out.mkdir(parents=True, exist_ok=True)
+            (out / "table.csv").write_text(os.environ.get("DEMO_VALUE", "1") + "\\n")
+    """))
+    # a script that takes no --out and writes under its own root (as moe_batching does)
+    (exp / "fixed.py").write_text(textwrap.dedent("""
+        import pathlib
+        ROOT = pathlib.Path(__file__).resolve().parent.parent
+        if __name__ == "__main__":
+            out = ROOT / "results" / "fixed"; out.mkdir(parents=True, exist_ok=True)
+            (out / "f.csv").write_text("a\\n")
+    """))
+    (exp / "figures.toml").write_text('[fixed]\nout = "results/fixed"\nno_out = true\n')
+    for name, text in (("demo/table.csv", "1\n"), ("fixed/f.csv", "a\n")):
+        (tmp_path / "results" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / name).write_text(text)
+    args = argparse.Namespace(names=[], root=tmp_path, quick=False, check=True)
+    assert cmd_figures(args) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "fixed" in out and "differs" not in out
+    (tmp_path / "results" / "fixed" / "f.csv").write_text("b\n")      # the committed file is stale
+    os.environ["DEMO_VALUE"] = "2"                                     # and a fresh run would differ
+    try:
+        assert cmd_figures(args) == 1
+    finally:
+        del os.environ["DEMO_VALUE"]
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert "differs  table.csv" in lines["demo"] and "differs  f.csv" in lines["fixed"]
+    assert (tmp_path / "results" / "demo" / "table.csv").read_text() == "1\n"   # untouched
+    assert (tmp_path / "results" / "fixed" / "f.csv").read_text() == "b\n"
+    with pytest.raises(UserError, match="--check"):
+        cmd_figures(argparse.Namespace(names=[], root=tmp_path, quick=True, check=True))
+
+
+def test_capacity_load_range_brackets_the_analytic_edges(base, tmp_path):
+    """The fake's attainment is 1 - exp(-n / rate) (+ noise ~0.006 over 3 replications): n meets
+    0.9 while the load factor x <= n / (rate ln 10), so the edges are known in closed form."""
+    from sim.study.capacity_search import LOAD_TOL, capacity_search
+
+    r = capacity_search(base, {"general": 0.9}, replications=3, out_dir=tmp_path, point_fn=fake_point,
+                        progress=False, load_range=True)
+    n, rate = r.replicas, base.workloads[0].arrivals.rate_per_s
+    up, down = r.load_range["up"], r.load_range["down"]
+    assert up["meets"] < up["misses"] <= up["meets"] * (1 + LOAD_TOL) + 1e-12
+    assert down["fewer_meets"] < down["fewer_misses"] <= down["fewer_meets"] * (1 + LOAD_TOL) + 1e-12
+    assert up["meets"] == pytest.approx(n / (rate * np.log(10)), rel=0.06)
+    assert down["fewer_meets"] == pytest.approx((n - 1) / (rate * np.log(10)), rel=0.06)
+    assert down["fewer_misses"] < 1.0 <= up["meets"]
+    saved = json.loads((tmp_path / "capacity.json").read_text())
+    assert saved["load_range"]["up"] == up and "at least one more replica" in saved["load_note"]
+    assert [e.replicas for e in r.evaluations] == sorted(e.replicas for e in r.evaluations)   # unchanged table
+
+
+def test_capacity_writes_its_figure_and_every_file_0644(base, tmp_path):
+    from sim.study.capacity_search import capacity_search
+
+    old = os.umask(0o077)   # a strict umask: mkstemp's 0600 must not leak into results
+    try:
+        capacity_search(base, {"general": 0.9}, replications=2, out_dir=tmp_path / "cap", point_fn=fake_point,
+                        progress=False)
+        sweep.run_sweep(base, {"deployments.0.replicas": [1, 2]}, 2, tmp_path / "sw", point_fn=fake_point,
+                        progress=False)
+    finally:
+        os.umask(old)
+    png = (tmp_path / "cap" / "capacity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"capacity.json", "capacity_evaluations.csv", "capacity.png", "config.json", "points.parquet",
+            "replications.parquet", "sweep.json"} <= {p.name for p in files}
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+@pytest.mark.parametrize("command", ["sweep", "capacity"])
+def test_cli_output_errors_are_one_line(tmp_path, capsys, command):
+    from sim.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    extra = ["--grid", "deployments.0.replicas=1"] if command == "sweep" else []
+    for out, msg in ((tmp_path / "afile", "is a file"), (Path("/proc/sovsim-no/such"), "cannot create")):
+        assert main([command, "day", *extra, "--workers", "0", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and msg in err and "Traceback" not in err, err
+
+
+def test_scale_load_and_where_it_does_not_apply(base):
+    from sim.scenario import with_overrides
+    from sim.study.capacity_search import no_load_scaling, scale_load
+
+    assert no_load_scaling(base) == ""
+    assert scale_load(base, 1.5).workloads[0].arrivals.rate_per_s == pytest.approx(1.5 * base.workloads[0].arrivals.rate_per_s)
+    assert "forecast" in no_load_scaling(load_scenario("default"))
+    closed = with_overrides(base, {"workloads.0.arrivals": {"kind": "closed_loop", "users": 4}})
+    assert "closed_loop arrivals have no offered rate" in no_load_scaling(closed)
