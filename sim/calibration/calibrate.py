@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -352,42 +353,95 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
 
     stages = progress_mod.start(progress, 4, "stage", "calibrate")
     ops = measurements.read("vidur_ops.csv")
-    att = measurements.read("vidur_attention_a100.csv")
     arr = measurements.read("vidur_all_reduce.csv")
     resid: list[pd.DataFrame] = []  # rows: component, op, gpu, regime, model, pred, meas, split
+    attention = _fit_attention(measurements.read("vidur_attention_a100.csv"), resid, log)
+    shared = _fit_shared(resid, log)
     params: dict[str, Params] = {}
+    moe_ratio = None
+    for gid in ("h100-sxm", "a100-sxm-80gb"):  # H100 first: its MoE fit transfers to A100
+        params[gid], moe_ratio = _fit_gpu(gid, ops, arr, attention, shared, moe_ratio, params, resid, log)
 
-    # attention (A100 only), leave-one-size-out over context length / chunk size
+    stages.update(1)
+    stages.note("MoE kernel scale")
+    committed_scale, moe_out = _fit_moe_kernel_scale(params, committed_file, log)
+    stages.update(1)
+    stages.note("framework overheads")
+    wb = _fit_framework_profiles(params, committed_file, shared, log)
+
+    res = pd.concat(resid, ignore_index=True)
+    res["ape_fit"] = ape(res.fit, res.meas)
+    res["ape_heldout"] = ape(res.heldout, res.meas)
+    report = summarize(res)
+    stages.update(1)
+    stages.note("writing")
+    if write:
+        _write_params(dest, params, log)
+    out = {"params": params, "residuals": res, "report": report, "wholebatch": wb, "moe_scale": moe_out,
+           "seconds": time.perf_counter() - t0}
+    if results_dir is not None:
+        write_report(out, Path(results_dir), figure=figure, log=log)
+        moe_out["report"].assign(moe_kernel_time_scale=moe_out["scale"], dense_kernel_time_scale=committed_scale).to_csv(
+            Path(results_dir) / "moe_kernel_scale.csv", index=False, float_format="%.6g")
+    stages.update(1)
+    stages.close()
+    log(f"calibrate: {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+@dataclass(frozen=True)
+class _Attention:
+    """The A100 attention fit: decode ``(overhead_s, per_seq_s, eta_bw)``, prefill ``(overhead_s, eta_flops, extra_keys)``."""
+
+    x_dec: np.ndarray
+    x_pre: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every GPU's parameters share: MoE routing skew and the host's per-iteration overheads."""
+
+    skew: float
+    skew_note: str
+    iteration_s: float
+    per_seq_s: float
+
+
+def _fit_attention(att: pd.DataFrame, resid: list[pd.DataFrame], log) -> _Attention:
+    """Attention (A100 only), held out leave-one-size-out over context length / chunk size."""
     a100 = catalog.gpu("a100-sxm-80gb")
+    bw, flops = a100.hbm_bandwidth_bytes_s, a100.dense_flops("bf16")
     dec, pre = attention_rows(att)
     kvb, fpp = attn_shape(att)
-    x_dec = fit_dec(dec, a100.hbm_bandwidth_bytes_s, kvb)
-    x_pre = fit_pre(pre, a100.dense_flops("bf16"), fpp)
+    x_dec = fit_dec(dec, bw, kvb)
+    x_pre = fit_pre(pre, flops, fpp)
     dec_cv = np.empty(len(dec))
     folds = _folds_by_blocks(dec.kv_cache_size.to_numpy(), 5)
     for f in range(5):
         tr, te = folds != f, folds == f
-        x = fit_dec(dec[tr], a100.hbm_bandwidth_bytes_s, kvb)
-        dec_cv[te] = dec_predict(x, dec[te], a100.hbm_bandwidth_bytes_s, kvb)
+        dec_cv[te] = dec_predict(fit_dec(dec[tr], bw, kvb), dec[te], bw, kvb)
     pre_cv = np.empty(len(pre))
     folds = _folds_by_blocks(pre.prefill_chunk_size.to_numpy(), 5)
     for f in range(5):
         tr, te = folds != f, folds == f
-        x = fit_pre(pre[tr], a100.dense_flops("bf16"), fpp)
-        pre_cv[te] = pre_predict(x, pre[te], a100.dense_flops("bf16"), fpp)
+        pre_cv[te] = pre_predict(fit_pre(pre[tr], flops, fpp), pre[te], flops, fpp)
     dec_reg = np.where(dec.batch_size <= 16, "decode_small", "decode_large")
     resid.append(pd.DataFrame({"component": "attention", "op": "attn_decode", "gpu": "a100-sxm-80gb",
                                "regime": dec_reg, "model": "llama-2-70b-shape", "meas": dec.t_s,
-                               "fit": dec_predict(x_dec, dec, a100.hbm_bandwidth_bytes_s, kvb), "heldout": dec_cv,
+                               "fit": dec_predict(x_dec, dec, bw, kvb), "heldout": dec_cv,
                                "cv": "leave-one-context-block-out (5)"}))
     resid.append(pd.DataFrame({"component": "attention", "op": "attn_prefill", "gpu": "a100-sxm-80gb",
                                "regime": "prefill", "model": "llama-2-70b-shape", "meas": pre.t_s,
-                               "fit": pre_predict(x_pre, pre, a100.dense_flops("bf16"), fpp), "heldout": pre_cv,
+                               "fit": pre_predict(x_pre, pre, flops, fpp), "heldout": pre_cv,
                                "cv": "leave-one-chunk-block-out (5)"}))
     log(f"attention (A100): decode overhead {x_dec[0]*1e6:.1f} us + {x_dec[1]*1e9:.1f} ns/seq, "
         f"KV eta_bw {x_dec[2]:.3f}; prefill overhead {x_pre[0]*1e6:.1f} us, {x_pre[2]:.0f} extra keys/query, "
         f"eta_flops {x_pre[1]:.3f}")
+    return _Attention(x_dec, x_pre)
 
+
+def _fit_shared(resid: list[pd.DataFrame], log) -> _Shared:
+    """MoE routing skew and the framework's CPU time per iteration (vidur cpu_overheads)."""
     skew, skew_note = routing_skew()
     a_it, b_it, cpu = fit_cpu_overhead()
     resid.append(pd.DataFrame({"component": "framework", "op": "cpu_per_iteration", "gpu": "a100-sxm-80gb",
@@ -395,90 +449,107 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
                                "model": cpu.model, "meas": cpu.t_s, "fit": cpu.pred_s, "heldout": np.nan,
                                "cv": "none (2 parameters)"}))
     log(f"framework CPU per iteration: {a_it*1e3:.2f} ms + {b_it*1e6:.1f} us/seq")
+    return _Shared(skew, skew_note, a_it, b_it)
 
-    moe_ratio = None
-    for gid in ("h100-sxm", "a100-sxm-80gb"):  # H100 first: its MoE fit transfers to A100
-        card = catalog.gpu(gid)
-        bw, F = card.hbm_bandwidth_bytes_s, card.dense_flops("bf16")
-        g_rows, e_rows = op_rows(ops, gid)
-        xg = fit_gemm(g_rows, bw, F)
-        xe = fit_ew(e_rows, bw)
-        # leave-one-model-out
-        g_cv = np.empty(len(g_rows)); e_cv = np.empty(len(e_rows))
-        for mid in g_rows.model.unique():
-            tr, te = (g_rows.model != mid).to_numpy(), (g_rows.model == mid).to_numpy()
-            g_cv[te] = gemm_predict(fit_gemm(g_rows[tr], bw, F), g_rows[te], bw, F)
-            tr, te = (e_rows.model != mid).to_numpy(), (e_rows.model == mid).to_numpy()
-            e_cv[te] = ew_predict(fit_ew(e_rows[tr], bw), e_rows[te], bw)
-        resid.append(pd.DataFrame({"component": "gemm", "op": g_rows.op, "gpu": gid, "regime": regime(g_rows.n),
-                                   "model": g_rows.model, "meas": g_rows.t_s, "fit": gemm_predict(xg, g_rows, bw, F),
-                                   "heldout": g_cv, "cv": "leave-one-model-out"}))
-        resid.append(pd.DataFrame({"component": "elementwise", "op": e_rows.op, "gpu": gid, "regime": regime(e_rows.n),
-                                   "model": e_rows.model, "meas": e_rows.t_s, "fit": ew_predict(xe, e_rows, bw),
-                                   "heldout": e_cv, "cv": "leave-one-model-out"}))
-        log(f"{gid} GEMM: eta_bw {xg[0]:.3f} eta_flops {xg[1]:.3f} p {xg[2]:.2f} overhead {xg[3]*1e6:.2f} us "
-            f"({len(g_rows)} rows); elementwise etas {np.round(xe[:5], 3).tolist()} floors us {np.round(xe[5:10]*1e6, 2).tolist()} p {np.round(xe[10:], 2).tolist()}")
 
-        # all-reduce per TP degree, leave-one-size-block-out
-        ar_tab = {}
-        for tp, d in arr[arr.gpu == gid].groupby("tp"):
-            d = d.reset_index(drop=True)
-            x = fit_ar(d)
-            cvp = np.empty(len(d))
-            folds = _folds_by_blocks(d.size_bytes.to_numpy(), 5)
-            for f in range(5):
-                tr, te = folds != f, folds == f
-                cvp[te] = ar_predict(fit_ar(d[tr]), d[te].size_bytes.to_numpy(float))
-            ar_tab[str(int(tp))] = {"latency_s": float(x[0]), "bw_gb_s": float(x[1] / 1e9), "rows": int(len(d))}
-            tokens = d.size_bytes / (2 * 4096)
-            resid.append(pd.DataFrame({"component": "allreduce", "op": f"all_reduce_tp{int(tp)}", "gpu": gid,
-                                       "regime": regime(tokens), "model": "-", "meas": d.all_reduce_ms * 1e-3,
-                                       "fit": ar_predict(x, d.size_bytes.to_numpy(float)), "heldout": cvp,
-                                       "cv": "leave-one-size-block-out (5)"}))
-        log(f"{gid} all-reduce: " + ", ".join(f"tp{k}: {v['latency_s']*1e6:.1f} us + {v['bw_gb_s']:.0f} GB/s"
-                                              for k, v in ar_tab.items()))
+def _fit_allreduce(gid: str, arr: pd.DataFrame, resid: list[pd.DataFrame], log) -> dict:
+    """All-reduce latency and bandwidth per TP degree, held out leave-one-size-block-out."""
+    ar_tab = {}
+    for tp, d in arr[arr.gpu == gid].groupby("tp"):
+        d = d.reset_index(drop=True)
+        x = fit_ar(d)
+        cvp = np.empty(len(d))
+        folds = _folds_by_blocks(d.size_bytes.to_numpy(), 5)
+        for f in range(5):
+            tr, te = folds != f, folds == f
+            cvp[te] = ar_predict(fit_ar(d[tr]), d[te].size_bytes.to_numpy(float))
+        ar_tab[str(int(tp))] = {"latency_s": float(x[0]), "bw_gb_s": float(x[1] / 1e9), "rows": int(len(d))}
+        tokens = d.size_bytes / (2 * 4096)
+        resid.append(pd.DataFrame({"component": "allreduce", "op": f"all_reduce_tp{int(tp)}", "gpu": gid,
+                                   "regime": regime(tokens), "model": "-", "meas": d.all_reduce_ms * 1e-3,
+                                   "fit": ar_predict(x, d.size_bytes.to_numpy(float)), "heldout": cvp,
+                                   "cv": "leave-one-size-block-out (5)"}))
+    log(f"{gid} all-reduce: " + ", ".join(f"tp{k}: {v['latency_s']*1e6:.1f} us + {v['bw_gb_s']:.0f} GB/s"
+                                          for k, v in ar_tab.items()))
+    return ar_tab
 
-        if gid == "h100-sxm":
-            mr = moe_rows()
-            xm = fit_moe(mr, bw, F, xg[2])
-            cvp = np.empty(len(mr))
-            for i in range(len(mr)):  # leave-one-size-out
-                tr = np.arange(len(mr)) != i
-                cvp[i] = moe_predict(fit_moe(mr[tr], bw, F, xg[2]), mr.n.to_numpy()[i:i + 1], bw, F, xg[2])[0]
-            resid.append(pd.DataFrame({"component": "moe", "op": "fused_moe", "gpu": gid, "regime": regime(mr.n),
-                                       "model": "mixtral-8x7b", "meas": mr.t_s,
-                                       "fit": moe_predict(xm, mr.n.to_numpy(), bw, F, xg[2]), "heldout": cvp,
-                                       "cv": "leave-one-size-out"}))
-            moe_ratio = (xm[0] / xg[0], xm[1] / xg[1])
-            moe = {"moe_eta_bw": float(xm[0]), "moe_eta_flops": float(xm[1]), "moe_overhead_s": float(xm[2])}
-            log(f"h100 fused MoE: eta_bw {xm[0]:.3f} eta_flops {xm[1]:.3f} overhead {xm[2]*1e6:.1f} us; "
-                f"routing skew {skew:.2f}")
-        else:
-            moe = {"moe_eta_bw": float(min(1.0, xg[0] * moe_ratio[0])),
-                   "moe_eta_flops": float(min(1.0, xg[1] * moe_ratio[1])),
-                   "moe_overhead_s": params["h100-sxm"].moe_overhead_s}
 
-        params[gid] = Params(
-            gpu=gid, gemm_eta_bw=float(xg[0]), gemm_eta_flops=float(xg[1]), gemm_p=float(xg[2]),
-            gemm_overhead_s=float(xg[3]), ew_eta_bw={k: float(v) for k, v in zip(EW_KINDS, xe[:5])},
-            ew_overhead_s={k: float(v) for k, v in zip(EW_KINDS, xe[5:10])},
-            ew_p={k: float(v) for k, v in zip(EW_KINDS, xe[10:])},
-            attn_decode_eta_bw=float(x_dec[2]), attn_decode_overhead_s=float(x_dec[0]),
-            attn_decode_per_seq_s=float(x_dec[1]), attn_prefill_eta_flops=float(x_pre[1]),
-            attn_prefill_overhead_s=float(x_pre[0]), attn_prefill_extra_keys=float(x_pre[2]), moe_skew=skew, allreduce=ar_tab,
-            iteration_overhead_s=a_it, per_seq_overhead_s=b_it, **moe,
-            meta={"written_by": "sovsim calibrate", "fit_rows_gemm": int(len(g_rows)),
-                  "fit_rows_elementwise": int(len(e_rows)),
-                  "attention_from": "a100-sxm-80gb (vidur historic attention.csv, FlashAttention, 70B shape TP2)"
-                  + ("" if gid == "a100-sxm-80gb" else "; no attention measurements for this GPU: A100 efficiencies reused (assumption)"),
-                  "moe_from": "vLLM PR #24700 fused_moe, H100 TP2" + ("" if gid == "h100-sxm" else "; transferred by the H100 MoE/GEMM efficiency ratio"),
-                  "moe_skew_from": skew_note,
-                  "framework_overhead_from": "vidur cpu_overheads.csv (A100 host, 2024 Sarathi/vLLM): schedule + prepare_inputs + sampler + process_outputs medians"})
+def _fit_moe_h100(xg: np.ndarray, bw: float, flops: float, resid: list[pd.DataFrame]) -> np.ndarray:
+    """The fused-MoE kernel on H100 (vLLM PR #24700 tables), held out leave-one-size-out."""
+    mr = moe_rows()
+    xm = fit_moe(mr, bw, flops, xg[2])
+    cvp = np.empty(len(mr))
+    for i in range(len(mr)):
+        tr = np.arange(len(mr)) != i
+        cvp[i] = moe_predict(fit_moe(mr[tr], bw, flops, xg[2]), mr.n.to_numpy()[i:i + 1], bw, flops, xg[2])[0]
+    resid.append(pd.DataFrame({"component": "moe", "op": "fused_moe", "gpu": "h100-sxm", "regime": regime(mr.n),
+                               "model": "mixtral-8x7b", "meas": mr.t_s,
+                               "fit": moe_predict(xm, mr.n.to_numpy(), bw, flops, xg[2]), "heldout": cvp,
+                               "cv": "leave-one-size-out"}))
+    return xm
 
-    # the fused-MoE kernel's own time scale, fitted on MoE kernel tables (never the dense scale)
+
+def _fit_gpu(gid: str, ops: pd.DataFrame, arr: pd.DataFrame, attention: _Attention, shared: _Shared,
+             moe_ratio: tuple[float, float] | None, params: dict[str, Params], resid: list[pd.DataFrame],
+             log) -> tuple[Params, tuple[float, float] | None]:
+    """One GPU's operator parameters: GEMM and elementwise (leave-one-model-out), all-reduce, MoE.
+
+    The fused-MoE kernel is measured on H100 only; other GPUs get it through the H100 ratio of
+    MoE to GEMM efficiencies (returned, so H100 must be fitted first)."""
+    card = catalog.gpu(gid)
+    bw, F = card.hbm_bandwidth_bytes_s, card.dense_flops("bf16")
+    g_rows, e_rows = op_rows(ops, gid)
+    xg = fit_gemm(g_rows, bw, F)
+    xe = fit_ew(e_rows, bw)
+    g_cv = np.empty(len(g_rows)); e_cv = np.empty(len(e_rows))
+    for mid in g_rows.model.unique():
+        tr, te = (g_rows.model != mid).to_numpy(), (g_rows.model == mid).to_numpy()
+        g_cv[te] = gemm_predict(fit_gemm(g_rows[tr], bw, F), g_rows[te], bw, F)
+        tr, te = (e_rows.model != mid).to_numpy(), (e_rows.model == mid).to_numpy()
+        e_cv[te] = ew_predict(fit_ew(e_rows[tr], bw), e_rows[te], bw)
+    resid.append(pd.DataFrame({"component": "gemm", "op": g_rows.op, "gpu": gid, "regime": regime(g_rows.n),
+                               "model": g_rows.model, "meas": g_rows.t_s, "fit": gemm_predict(xg, g_rows, bw, F),
+                               "heldout": g_cv, "cv": "leave-one-model-out"}))
+    resid.append(pd.DataFrame({"component": "elementwise", "op": e_rows.op, "gpu": gid, "regime": regime(e_rows.n),
+                               "model": e_rows.model, "meas": e_rows.t_s, "fit": ew_predict(xe, e_rows, bw),
+                               "heldout": e_cv, "cv": "leave-one-model-out"}))
+    log(f"{gid} GEMM: eta_bw {xg[0]:.3f} eta_flops {xg[1]:.3f} p {xg[2]:.2f} overhead {xg[3]*1e6:.2f} us "
+        f"({len(g_rows)} rows); elementwise etas {np.round(xe[:5], 3).tolist()} floors us {np.round(xe[5:10]*1e6, 2).tolist()} p {np.round(xe[10:], 2).tolist()}")
+    ar_tab = _fit_allreduce(gid, arr, resid, log)
+
+    if gid == "h100-sxm":
+        xm = _fit_moe_h100(xg, bw, F, resid)
+        moe_ratio = (xm[0] / xg[0], xm[1] / xg[1])
+        moe = {"moe_eta_bw": float(xm[0]), "moe_eta_flops": float(xm[1]), "moe_overhead_s": float(xm[2])}
+        log(f"h100 fused MoE: eta_bw {xm[0]:.3f} eta_flops {xm[1]:.3f} overhead {xm[2]*1e6:.1f} us; "
+            f"routing skew {shared.skew:.2f}")
+    else:
+        moe = {"moe_eta_bw": float(min(1.0, xg[0] * moe_ratio[0])),
+               "moe_eta_flops": float(min(1.0, xg[1] * moe_ratio[1])),
+               "moe_overhead_s": params["h100-sxm"].moe_overhead_s}
+    x_dec, x_pre = attention.x_dec, attention.x_pre
+    p = Params(
+        gpu=gid, gemm_eta_bw=float(xg[0]), gemm_eta_flops=float(xg[1]), gemm_p=float(xg[2]),
+        gemm_overhead_s=float(xg[3]), ew_eta_bw={k: float(v) for k, v in zip(EW_KINDS, xe[:5])},
+        ew_overhead_s={k: float(v) for k, v in zip(EW_KINDS, xe[5:10])},
+        ew_p={k: float(v) for k, v in zip(EW_KINDS, xe[10:])},
+        attn_decode_eta_bw=float(x_dec[2]), attn_decode_overhead_s=float(x_dec[0]),
+        attn_decode_per_seq_s=float(x_dec[1]), attn_prefill_eta_flops=float(x_pre[1]),
+        attn_prefill_overhead_s=float(x_pre[0]), attn_prefill_extra_keys=float(x_pre[2]), moe_skew=shared.skew,
+        allreduce=ar_tab, iteration_overhead_s=shared.iteration_s, per_seq_overhead_s=shared.per_seq_s, **moe,
+        meta={"written_by": "sovsim calibrate", "fit_rows_gemm": int(len(g_rows)),
+              "fit_rows_elementwise": int(len(e_rows)),
+              "attention_from": "a100-sxm-80gb (vidur historic attention.csv, FlashAttention, 70B shape TP2)"
+              + ("" if gid == "a100-sxm-80gb" else "; no attention measurements for this GPU: A100 efficiencies reused (assumption)"),
+              "moe_from": "vLLM PR #24700 fused_moe, H100 TP2" + ("" if gid == "h100-sxm" else "; transferred by the H100 MoE/GEMM efficiency ratio"),
+              "moe_skew_from": shared.skew_note,
+              "framework_overhead_from": "vidur cpu_overheads.csv (A100 host, 2024 Sarathi/vLLM): schedule + prepare_inputs + sampler + process_outputs medians"})
+    return p, moe_ratio
+
+
+def _fit_moe_kernel_scale(params: dict[str, Params], committed_file, log) -> tuple[float, dict]:
+    """The fused-MoE kernel's own time scale, fitted on MoE kernel tables (never the dense scale)."""
     committed_scale = 1.0
-    stages.update(1)
-    stages.note("MoE kernel scale")
     f_h100 = committed_file("h100-sxm.json")
     if f_h100.is_file():
         committed_scale = json.loads(f_h100.read_text()).get("kernel_time_scale", 1.0)
@@ -486,10 +557,15 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
     for p in params.values():
         p.moe_kernel_time_scale = moe_out["scale"]
         p.meta["moe_kernel_time_scale_from"] = moe_out["fitted_on"]
+    return committed_scale, moe_out
 
-    # framework overheads per serving-software profile, from dense whole-batch rows
-    stages.update(1)
-    stages.note("framework overheads")
+
+def _fit_framework_profiles(params: dict[str, Params], committed_file, shared: _Shared, log) -> pd.DataFrame:
+    """Framework overheads per serving-software profile, from dense whole-batch rows.
+
+    Sets each GPU's default profile (the throughput-fitted in-flight-batching profile of
+    ``sovsim calibrate --throughput`` is kept when committed) and returns the whole-batch
+    comparison table with fitted and held-out predictions."""
     wb = wholebatch.compare(params)
     profiles, heldout = {}, np.full(len(wb), np.nan)
     for prof, datasets in FRAMEWORK_DATASETS.items():
@@ -500,7 +576,6 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
         heldout[sel] = cv[sel]
         log(f"framework profile {prof}: {x[0]*1e3:.3f} ms/iteration + {x[1]*1e6:.2f} us/seq "
             f"(dense rows of {', '.join(datasets)})")
-    # the throughput-fitted in-flight-batching profile (sovsim calibrate --throughput) is kept
     committed = {}
     for gid in params:
         f = committed_file(f"{gid}.json")
@@ -521,7 +596,7 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
             f"per serving-software profile, least squares on that software's dense whole-batch public rows "
             f"(datasets weighted equally; MoE rows never used); default = {DEFAULT_FRAMEWORK} if fitted by "
             f"`sovsim calibrate --throughput`, else {FALLBACK_FRAMEWORK}. Cross-check: vidur "
-            f"cpu_overheads.csv (A100 host, 2024) gives {a_it*1e3:.2f} ms + {b_it*1e6:.1f} us/seq")
+            f"cpu_overheads.csv (A100 host, 2024) gives {shared.iteration_s*1e3:.2f} ms + {shared.per_seq_s*1e6:.1f} us/seq")
     prof_of = {ds: prof for prof, dss in FRAMEWORK_DATASETS.items() for ds in dss}
     wb["framework"] = wb.dataset.map(prof_of).fillna("vllm")
     a_ = wb.framework.map({k: v["iteration_overhead_s"] for k, v in profiles.items()})
@@ -533,30 +608,16 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
     wb["ape"] = (wb.pred_s / wb.meas_s - 1.0).abs()
     wb["err"] = wb.pred_s / wb.meas_s - 1.0
     wb["ape_heldout"] = (wb.heldout_s / wb.meas_s - 1.0).abs()
+    return wb
 
-    res = pd.concat(resid, ignore_index=True)
-    res["ape_fit"] = ape(res.fit, res.meas)
-    res["ape_heldout"] = ape(res.heldout, res.meas)
-    report = summarize(res)
-    stages.update(1)
-    stages.note("writing")
-    if write:
-        dest.mkdir(parents=True, exist_ok=True)
-        for gid, p in sorted(params.items()):
-            write_atomic(dest / f"{gid}.json",
-                         lambda t, p=p: t.write_text(json.dumps(p.to_json(), indent=1, sort_keys=True) + "\n"))
-        log(f"wrote {dest}/{', '.join(sorted(f'{g}.json' for g in params))}")
-        load_params.cache_clear()
-    out = {"params": params, "residuals": res, "report": report, "wholebatch": wb, "moe_scale": moe_out,
-           "seconds": time.perf_counter() - t0}
-    if results_dir is not None:
-        write_report(out, Path(results_dir), figure=figure, log=log)
-        moe_out["report"].assign(moe_kernel_time_scale=moe_out["scale"], dense_kernel_time_scale=committed_scale).to_csv(
-            Path(results_dir) / "moe_kernel_scale.csv", index=False, float_format="%.6g")
-    stages.update(1)
-    stages.close()
-    log(f"calibrate: {time.perf_counter() - t0:.1f} s")
-    return out
+
+def _write_params(dest: Path, params: dict[str, Params], log) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for gid, p in sorted(params.items()):
+        write_atomic(dest / f"{gid}.json",
+                     lambda t, p=p: t.write_text(json.dumps(p.to_json(), indent=1, sort_keys=True) + "\n"))
+    log(f"wrote {dest}/{', '.join(sorted(f'{g}.json' for g in params))}")
+    load_params.cache_clear()
 
 
 def summarize(res: pd.DataFrame) -> pd.DataFrame:
