@@ -228,6 +228,50 @@ def mlperf_rows(quick: bool) -> list[dict]:
     return out
 
 
+def mlperf_load_sweep(gpu: str = "h100-sxm", rates=(74.42, 80.0, 84.0, 88.0, 92.0), prompt: int | None = None,
+                      output_tokens: int = 290, sim_s: float = MLPERF_SIM_S, warmup_s: float = MLPERF_WARMUP_S) -> pd.DataFrame:
+    """Diagnosis of the MLPerf Server gap (results/validation/latency_under_load.md): the 8-GPU
+    node of :data:`MLPERF_SYSTEMS` configured as in :func:`mlperf_rows`, Poisson at each rate;
+    per rate the simulated TTFT/TPOT, output tokens/s and the running batch per replica by
+    Little's law (tokens/s per replica x mean TPOT)."""
+    if prompt is None:
+        prompt, _ = mlperf_offline_prompt_tokens()
+    cfg = _harness(MLPERF_SYSTEMS[gpu][1])
+    tp, batch = int(cfg.get("tensor_parallelism", 1)), cfg.get("batch") or 1024
+    out = []
+    for rate in rates:
+        sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": float(rate)},
+                       sim_s, batch, warmup_s=warmup_s, prompt=prompt, output=output_tokens)
+        w = _wsum(run(sc, seed=SEED, figures=False).summary)
+        tok_rep = float(rate) * output_tokens / (8 // tp)
+        out.append({"gpu": gpu, "tp": tp, "batch": batch, "prompt_tokens": prompt, "rate_per_s": float(rate),
+                    "ttft_mean_s": w["ttft_s"]["mean"], "ttft_p99_s": w["ttft_s"]["p99"],
+                    "tpot_mean_s": w["tpot_s"]["mean"], "tpot_p99_s": w["tpot_s"]["p99"],
+                    "running_per_replica": tok_rep * (w["tpot_s"]["mean"] or math.nan)})
+    return pd.DataFrame(out)
+
+
+def overhead_grid(family: str, iteration_overheads_s=(None,), extra_per_seq_s=(0.0,), quick: bool = False) -> pd.DataFrame:
+    """Sensitivity of one family to the framework overheads (results/validation/latency_under_load.md):
+    the family re-run with each per-iteration overhead (None: the fitted one) and each per-sequence
+    overhead added to the fitted one; MdAPE and signed median error per metric.  A diagnosis tool:
+    nothing is written back."""
+    if family not in RUNNERS:
+        raise UserError(f"family: {family!r} unknown; allowed: {', '.join(FAMILIES)}")
+    p = load_params("h100-sxm")
+    a0, b0, k = p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale
+    out = []
+    for a in iteration_overheads_s:
+        for x in extra_per_seq_s:
+            with throughput_fit.framework_overheads(a0 if a is None else a, b0 + x, k):
+                rows = pd.DataFrame(RUNNERS[family](quick))
+            for metric, g in rows.groupby("metric"):
+                out.append({"family": family, "iteration_overhead_s": a0 if a is None else a, "extra_per_seq_s": x,
+                            "metric": metric, "n": len(g), "mdape": float(g.error.abs().median()),
+                            "bias": float(g.error.median())})
+    return pd.DataFrame(out)
+
+
 # ------------------------------------------------------------------ NIM fixed concurrency
 NIM_SIM_S, NIM_WARMUP_S = 900.0, 300.0  # simulated / warm-up seconds per concurrency (quick: 300 / 100)
 
