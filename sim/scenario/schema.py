@@ -937,7 +937,28 @@ def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
                     cur = cur[part]
             else:
                 raise ScenarioError(f"{dotted}: {'.'.join(parts[:i])} is not a table")
+    _follow_new_profile(scenario, data, overrides)
     return scenario_from_dict(data, "override")
+
+
+def _follow_new_profile(scenario: Scenario, data: dict, overrides: dict[str, Any]) -> None:
+    """``--set deployments.N.profile=P``: batching fields still at the old defaults (the old
+    profile's, or the schema's) take P's defaults; fields set to other values, or overridden in
+    the same call, are kept."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if len(parts) != 3 or parts[0] != "deployments" or parts[2] != "profile" or value not in ENGINE_PROFILES:
+            continue
+        i = int(parts[1])
+        dep = scenario.deployments[i]
+        if dep.profile is not None:
+            old = ENGINE_PROFILES[dep.profile].batching(catalog.gpu(dep.gpu))
+        else:
+            old = {k: f.default for k, f in BatchingSpec.model_fields.items()}
+        b = data["deployments"][i]["batching"]
+        for k, v in old.items():
+            if k in b and b[k] == v and f"deployments.{i}.batching.{k}" not in overrides:
+                del b[k]
 
 
 def resolved_config(scenario: Scenario, seed: int) -> dict:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sim.perf import catalog
 from sim.perf.profiles import PROFILES, engine_profile
 from sim.perf.roofline import build_step_model, load_params
-from sim.scenario import ScenarioError, scenario_from_dict
+from sim.scenario import ScenarioError, scenario_from_dict, with_overrides
 from sim.study.run import run
 from sim.study.throughput import throughput
 
@@ -145,3 +145,17 @@ def test_profiles_cover_the_catalog_gpus():
         for g in catalog.gpus().values():
             b = engine_profile(name).batching(g)
             assert b["max_num_seqs"] >= 1 and b["max_batched_tokens"] >= 1
+
+
+def test_set_profile_override_takes_the_new_defaults_but_keeps_explicit_fields():
+    """``--set deployments.0.profile=...`` on a resolved scenario: batching fields still at the
+    old defaults follow the new profile; a field the scenario set to another value stays."""
+    sc = _sc(_dep(batching={"max_batched_tokens": 4096}))
+    b = with_overrides(sc, {"deployments.0.profile": "trtllm-guaranteed-no-evict"}).deployments[0].batching
+    assert (b.max_num_seqs, b.block_size_tokens, b.kv_admission) == (2048, 32, "reserve_full_output")
+    assert b.max_batched_tokens == 4096
+    b = with_overrides(with_overrides(sc, {"deployments.0.profile": "vllm"}),
+                       {"deployments.0.profile": "trtllm-max-utilization"}).deployments[0].batching
+    assert (b.max_num_seqs, b.block_size_tokens, b.kv_admission) == (2048, 32, "greedy")
+    b = with_overrides(sc, {"deployments.0.profile": "vllm", "deployments.0.batching.max_num_seqs": 8}).deployments[0].batching
+    assert b.max_num_seqs == 8
