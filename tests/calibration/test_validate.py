@@ -26,7 +26,7 @@ def test_every_family_reported_with_finite_errors(quick):
     ins = df[df.in_sample]
     assert set(ins.family) <= {"offline", "moe_kernel"}
     assert (ins[ins.family == "offline"].config.str.startswith(throughput_fit.FIT_VERSION)).all()
-    assert (~df[df.family.isin(["online", "mlperf_server", "nim_concurrency"])].in_sample).all()
+    assert (~df[df.family.isin(["online", "mlperf_server", "mlperf_interactive", "nim_concurrency"])].in_sample).all()
     s = quick["summary"]
     for fam in v.FAMILIES:
         g = s[(s.family == fam) & (s.scope == "all")]
