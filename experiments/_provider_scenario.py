@@ -28,7 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import pandas as pd  # noqa: E402
 import simpy  # noqa: E402
+
+from sim.core.resources import model_file  # noqa: E402
 
 from sim.demand.verticals import vertical_workload  # noqa: E402
 from sim.perf.roofline import is_extrapolated, make_step_model  # noqa: E402
@@ -39,7 +42,9 @@ from sim.serving.residency import site_allows  # noqa: E402
 
 PEAK_LOAD = 0.85   # assumption: offered load of the busiest cell in its busiest hour, share of its fluid capacity
 VERTICAL_SHARE = {"general": 0.40, "finance": 0.30, "healthcare": 0.15, "public_sector": 0.15}  # assumption
-USD_EUR = 0.86     # the conversion models/market/parameters.csv uses for the sovereign list price
+# the conversion models/market/parameters.csv uses for the sovereign list price (models/economics/fx.csv)
+USD_EUR = float(pd.read_csv(model_file("economics", "fx.csv")).set_index("item")
+                .loc["EUR per USD, conversion of USD list prices", "value"])
 
 SITES = [  # name, jurisdiction, certifications (assumption: the provider's certified sites)
     ("par-1", "FR", ["SecNumCloud", "HDS", "ISO27001"]),

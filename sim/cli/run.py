@@ -104,6 +104,7 @@ def cmd_run(args) -> int:
         figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
         write_html_report(out, f"sovsim forecast: {scenario.name} (seed {result.seed})", result.summary,
                           figs, cfg, scenario_sources_rows(scenario))
+        add_to_manifest(out, ["report.html"])
         result.files.append("report.html")
         if args.json:
             print(json.dumps(result.summary, default=_json_default))

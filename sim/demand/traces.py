@@ -177,6 +177,54 @@ def load_trace(path: str | Path, on_bad_rows: str = "refuse") -> Trace:
         raise UserError(f"{p}: cannot read trace: {err.strerror}") from None
     bad: list[BadRow] = []
     reader = csv.reader(_decoded_lines(raw, bad))
+    cols = _read_header(p, reader, bad)
+    rows = _read_rows(reader, cols, bad)
+    times = _parse_times(rows, cols, bad)
+    bad.sort(key=lambda b: b.line)
+    if bad and on_bad_rows == "refuse":
+        raise UserError(
+            f"{p}: line {bad[0].line}: {bad[0].reason} ({len(bad)} malformed row{'s' if len(bad) > 1 else ''}: "
+            f"line{'s' if len(bad) > 1 else ''} {_listed_lines(bad)}; set on_bad_rows = \"skip\" to drop them)")
+    if not times.prompts:
+        raise UserError(f"{p}: no valid request rows" + (f" ({len(bad)} malformed)" if bad else ""))
+    trace = _assemble(p, times, bad, on_bad_rows)
+    if bad:
+        msg = (f"{p}: skipped {len(bad)} malformed row{'s' if len(bad) > 1 else ''} (lines {_listed_lines(bad)}); "
+               f"first: line {bad[0].line}: {bad[0].reason}")
+        log.warning(msg)
+        warnings.warn(msg, TraceWarning, stacklevel=2)
+    return trace
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where the header puts the three fields, and how the time column is written."""
+
+    header: list[str]
+    i_time: int
+    time_mode: str            # "s", "ms" or "auto" (ISO date-times or seconds)
+    i_prompt: int
+    i_output: int
+
+
+@dataclass
+class _ParsedRows:
+    """The valid rows' fields, in file order; times in seconds or, for date-times, nanoseconds."""
+
+    dt_mode: bool
+    t_float: list[float] = field(default_factory=list)
+    t_ns: list[int] = field(default_factory=list)
+    raw_ts: list[str] = field(default_factory=list)
+    prompts: list[int] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
+
+
+def _listed_lines(bad: list[BadRow]) -> str:
+    return ", ".join(str(b.line) for b in bad[:MAX_LINES_LISTED]) + (", ..." if len(bad) > MAX_LINES_LISTED else "")
+
+
+def _read_header(p: Path, reader, bad: list[BadRow]) -> _Columns:
+    """The header row: which column holds the time (and its unit), the prompt and the output."""
     try:
         header = next(reader)
     except StopIteration:
@@ -202,10 +250,16 @@ def load_trace(path: str | Path, on_bad_rows: str = "refuse") -> Trace:
         missing.append("output tokens (" + ", ".join(OUTPUT_NAMES) + ")")
     if missing:
         raise UserError(f"{p}: line 1: header {header!r} lacks a column for " + "; ".join(missing))
-    ncol = len(header)
+    return _Columns(header, i_time, time_mode, i_prompt, i_output)
 
-    # rows whose fields count and token counts are valid; their times are parsed below,
-    # once the time format is decided from them (a garbled first time does not decide it)
+
+def _read_rows(reader, cols: _Columns, bad: list[BadRow]) -> list[tuple[int, str, int, int]]:
+    """Rows whose field count and token counts are valid, as (line, raw time, prompt, output).
+
+    Their times are parsed afterwards, once the time format is decided from the valid rows (a
+    garbled first time does not decide it).
+    """
+    header, ncol = cols.header, len(cols.header)
     rows: list[tuple[int, str, int, int]] = []
     while True:
         try:
@@ -221,82 +275,69 @@ def load_trace(path: str | Path, on_bad_rows: str = "refuse") -> Trace:
         if len(row) != ncol:
             bad.append(BadRow(line, f"{len(row)} fields, the header has {ncol}"))
             continue
-        try:
-            pr = _parse_tokens(row[i_prompt])
-        except ValueError as err:
-            bad.append(BadRow(line, f"{header[i_prompt].strip()} {row[i_prompt]!r} {str(err) or 'is not an integer >= 1'}"))
-            continue
-        try:
-            ou = _parse_tokens(row[i_output])
-        except ValueError as err:
-            bad.append(BadRow(line, f"{header[i_output].strip()} {row[i_output]!r} {str(err) or 'is not an integer >= 1'}"))
-            continue
-        rows.append((line, row[i_time].strip(), pr, ou))
+        tokens = []
+        for i in (cols.i_prompt, cols.i_output):
+            try:
+                tokens.append(_parse_tokens(row[i]))
+            except ValueError as err:
+                bad.append(BadRow(line, f"{header[i].strip()} {row[i]!r} {str(err) or 'is not an integer >= 1'}"))
+                break
+        if len(tokens) == 2:
+            rows.append((line, row[cols.i_time].strip(), tokens[0], tokens[1]))
+    return rows
 
+
+def _parse_times(rows: list[tuple[int, str, int, int]], cols: _Columns, bad: list[BadRow]) -> _ParsedRows:
+    """Parse every valid row's time in the format most valid rows carry; a bad time is a bad row."""
     dt_mode = False
-    if time_mode == "auto":   # ISO date-times or seconds: whichever most rows carry
+    if cols.time_mode == "auto":   # ISO date-times or seconds: whichever most rows carry
         n_dt = sum(1 for r in rows if _DT.match(r[1]))
         dt_mode = n_dt > 0 and n_dt >= sum(1 for r in rows if _is_seconds(r[1]))
-    t_float: list[float] = []  # seconds (mode s / ms / auto-numeric)
-    t_ns: list[int] = []  # nanoseconds (mode auto-datetime)
-    raw_ts: list[str] = []
-    prompts: list[int] = []
-    outputs: list[int] = []
+    name = cols.header[cols.i_time].strip()
+    out = _ParsedRows(dt_mode)
     for line, ts, pr, ou in rows:
         try:
             if dt_mode:
                 tv: float | int = _parse_datetime_ns(ts)
             else:
                 tv = float(ts)
-                if time_mode == "ms":
+                if cols.time_mode == "ms":
                     tv = tv / 1000.0
                 if not (math.isfinite(tv) and abs(tv) <= MAX_ABS_TIME_S):
                     raise ValueError
         except ValueError:
-            kind = "an ISO date-time" if dt_mode else (
-                "a finite number of milliseconds" if time_mode == "ms" else "a finite number of seconds")
-            bad.append(BadRow(line, f"{header[i_time].strip()} {ts!r} is not {kind} (within +-{MAX_ABS_TIME_S:g} s)"
-                              if not dt_mode else f"{header[i_time].strip()} {ts!r} is not {kind}"))
+            if dt_mode:
+                bad.append(BadRow(line, f"{name} {ts!r} is not an ISO date-time"))
+            else:
+                kind = "a finite number of milliseconds" if cols.time_mode == "ms" else "a finite number of seconds"
+                bad.append(BadRow(line, f"{name} {ts!r} is not {kind} (within +-{MAX_ABS_TIME_S:g} s)"))
             continue
-        (t_ns if dt_mode else t_float).append(tv)
-        raw_ts.append(ts)
-        prompts.append(pr)
-        outputs.append(ou)
-    bad.sort(key=lambda b: b.line)
+        (out.t_ns if dt_mode else out.t_float).append(tv)
+        out.raw_ts.append(ts)
+        out.prompts.append(pr)
+        out.outputs.append(ou)
+    return out
 
-    if bad and on_bad_rows == "refuse":
-        lines = ", ".join(str(b.line) for b in bad[:MAX_LINES_LISTED]) + (", ..." if len(bad) > MAX_LINES_LISTED else "")
-        raise UserError(
-            f"{p}: line {bad[0].line}: {bad[0].reason} ({len(bad)} malformed row{'s' if len(bad) > 1 else ''}: "
-            f"line{'s' if len(bad) > 1 else ''} {lines}; set on_bad_rows = \"skip\" to drop them)")
-    if not prompts:
-        raise UserError(f"{p}: no valid request rows" + (f" ({len(bad)} malformed)" if bad else ""))
 
-    if dt_mode:
-        ns = np.asarray(t_ns, dtype=np.int64)
+def _assemble(p: Path, parsed: _ParsedRows, bad: list[BadRow], on_bad_rows: str) -> Trace:
+    """Sort the valid rows by time (stable: ties keep file order) and shift them to start at 0."""
+    if parsed.dt_mode:
+        ns = np.asarray(parsed.t_ns, dtype=np.int64)
         order = np.argsort(ns, kind="stable")
         ns = ns[order]
         times = (ns - ns[0]).astype(np.float64) / 1e9
     else:
-        tf = np.asarray(t_float, dtype=np.float64)
+        tf = np.asarray(parsed.t_float, dtype=np.float64)
         order = np.argsort(tf, kind="stable")
         tf = tf[order]
         times = tf - tf[0]
-    out_of_order = int(np.count_nonzero(order != np.arange(len(order))))
-    first_ts = raw_ts[int(order[0])]
-    trace = Trace(
+    return Trace(
         path=str(p),
         times_s=times,
-        prompt_tokens=np.asarray(prompts, dtype=np.int64)[order],
-        output_tokens=np.asarray(outputs, dtype=np.int64)[order],
+        prompt_tokens=np.asarray(parsed.prompts, dtype=np.int64)[order],
+        output_tokens=np.asarray(parsed.outputs, dtype=np.int64)[order],
         bad_rows=tuple(bad),
-        out_of_order_rows=out_of_order,
-        first_timestamp=first_ts,
+        out_of_order_rows=int(np.count_nonzero(order != np.arange(len(order)))),
+        first_timestamp=parsed.raw_ts[int(order[0])],
         on_bad_rows=on_bad_rows,
     )
-    if bad:
-        lines = ", ".join(str(b.line) for b in bad[:MAX_LINES_LISTED]) + (", ..." if len(bad) > MAX_LINES_LISTED else "")
-        msg = f"{p}: skipped {len(bad)} malformed row{'s' if len(bad) > 1 else ''} (lines {lines}); first: line {bad[0].line}: {bad[0].reason}"
-        log.warning(msg)
-        warnings.warn(msg, TraceWarning, stacklevel=2)
-    return trace

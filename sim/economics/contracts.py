@@ -16,14 +16,19 @@ effect after ``notice_s`` and never before the earliest end.  An order arrives a
 
 This module is pure data and arithmetic (no SimPy, no scenario import) so the schema, the
 ledger and the experiments share one set of defaults: :data:`DEFAULTS`, each with a unit
-and its source or the word ``assumption``; ``models/economics/README.md`` lists them.
+and its source or the word ``assumption``; ``models/economics/README.md`` lists them.  The
+default tenant price is not a number here: it is the sovereign list price of
+``models/market/parameters.csv`` (one source of truth for single runs, the forecast's
+contracts and the market-only mode).
 """
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 
 from sim.core.errors import UserError
+from sim.core.resources import model_file
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -38,6 +43,20 @@ class Default:
     value: float
     unit: str
     source: str
+
+
+#: The sovereign list price has one home: the market table (block ``sovereign``), which the
+#: market layer's contracts use; single runs' default tenant price reads the same rows.
+LIST_PRICE_TABLE = ("market", "parameters.csv")
+
+
+def _list_price(key: str) -> float:
+    """``key`` of block ``sovereign`` in models/market/parameters.csv (EUR per 1M tokens)."""
+    with open(model_file(*LIST_PRICE_TABLE), newline="") as f:
+        for row in csv.DictReader(f):
+            if row["block"] == "sovereign" and row["key"] == key:
+                return float(row["value"])
+    raise KeyError(f"models/market/parameters.csv has no sovereign row {key!r}")
 
 
 # Every default number used by contracts, ledger, faults and capacity policy. Rows of
@@ -123,12 +142,14 @@ DEFAULTS: dict[str, Default] = {
         "electricity.csv 'EU-27 non-household electricity, band IB 20-499 MWh, excl. VAT' 2025-S2"),
     # ---------------------------------------------------------------- revenue, SLA credits
     "price_input_eur_per_mtok": Default(
-        0.70, "EUR/1M input tokens",
+        _list_price("price_eur_per_mtok_in"), "EUR/1M input tokens",
         "api_prices.csv 'OVHcloud AI Endpoints (EU-hosted) | Mixtral-8x7B-Instruct-v0.1 | input' "
-        "0.7 (currency not stated in file, OVH bills EUR); same 0.7 USD at Mistral La Plateforme"),
+        "0.7 USD x 0.86 EUR/USD (fx.csv 'EUR per USD, conversion of USD list prices'): the sovereign "
+        "list price, read from its one home, models/market/parameters.csv (sovereign, price_eur_per_mtok_in)"),
     "price_output_eur_per_mtok": Default(
-        0.70, "EUR/1M output tokens",
-        "api_prices.csv 'OVHcloud AI Endpoints (EU-hosted) | Mixtral-8x7B-Instruct-v0.1 | output' 0.7"),
+        _list_price("price_eur_per_mtok_out"), "EUR/1M output tokens",
+        "api_prices.csv 'OVHcloud AI Endpoints (EU-hosted) | Mixtral-8x7B-Instruct-v0.1 | output' "
+        "0.7 USD x 0.86 EUR/USD: read from models/market/parameters.csv (sovereign, price_eur_per_mtok_out)"),
     "sla_credit_share_below_target": Default(
         0.10, "share of month revenue",
         "assumption: 10% service credit when monthly attainment is under target (sla.csv: "

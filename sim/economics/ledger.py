@@ -256,14 +256,12 @@ class Ledger:
     def set_price(self, workload: str, price: Price) -> None:
         self.prices[workload] = price
 
-    def record_request(self, now: float, workload: str, vertical: str, site: str | None,
-                       prompt_tokens: int, output_tokens: int, sla_met: bool,
-                       measured: bool = True) -> None:
-        """A completed request: bill its tokens at ``workload``'s price; if ``measured``
-        (after warm-up) count it for the SLA."""
+    def _bill_tokens(self, m: int, workload: str, vertical: str, site: str,
+                     prompt_tokens: int, output_tokens: int) -> None:
+        """Revenue of ``prompt_tokens`` + ``output_tokens`` at ``workload``'s price, in month
+        ``m``: the one pricing function every money path uses (single runs per request, the
+        forecast and the market-only mode per tenant-month)."""
         price = self.prices[workload]
-        m = self.month_of(now)
-        site = site or "-"
         rin = prompt_tokens * price.input_peur_per_token
         rout = output_tokens * price.output_peur_per_token
         self.post(m, "revenue_input", site, vertical, workload, rin)
@@ -271,11 +269,37 @@ class Ledger:
         tk = self.tokens[(m, site, vertical)]
         tk[0] += prompt_tokens
         tk[1] += output_tokens
+        self.workload_rev[(m, workload)][(site, vertical)] += rin + rout
+
+    def record_request(self, now: float, workload: str, vertical: str, site: str | None,
+                       prompt_tokens: int, output_tokens: int, sla_met: bool,
+                       measured: bool = True) -> None:
+        """A completed request: bill its tokens at ``workload``'s price; if ``measured``
+        (after warm-up) count it for the SLA."""
+        m = self.month_of(now)
         if measured:
             c = self.sla_counts[(m, workload)]
             c[0] += 1
             c[1] += 1 if sla_met else 0
-        self.workload_rev[(m, workload)][(site, vertical)] += rin + rout
+        self._bill_tokens(m, workload, vertical, site or "-", prompt_tokens, output_tokens)
+
+    def record_usage(self, now: float, workload: str, vertical: str, site: str | None,
+                     prompt_tokens: int, output_tokens: int, measured: float, met: float) -> None:
+        """Many requests at once (a forecast's tenant-month, estimated from sampled windows;
+        the market-only mode's contracted demand): bill the tokens (whole tokens) at
+        ``workload``'s price and add ``measured`` requests of which ``met`` met the SLA to the
+        month's SLA count.  The month's credit is then decided exactly as for single runs
+        (:meth:`_credit_month`: share of the workload-month's revenue by the tiers of its
+        :class:`Price`); only the ratio ``met / measured`` matters, so counts from unscaled
+        windows give the credit of the scaled month."""
+        if prompt_tokens < 0 or output_tokens < 0 or measured < 0 or not 0 <= met <= measured + 1e-9:
+            raise ValueError(f"record_usage: tokens {prompt_tokens}/{output_tokens}, measured {measured}, met {met}")
+        m = self.month_of(now)
+        if measured > 0:
+            c = self.sla_counts[(m, workload)]
+            c[0] += measured
+            c[1] += met
+        self._bill_tokens(m, workload, vertical, site or "-", int(prompt_tokens), int(output_tokens))
 
     def record_miss(self, now: float, workload: str) -> None:
         """A rejected request: no revenue, an SLA miss."""
@@ -371,19 +395,53 @@ class Ledger:
 
 
 # ====================================================================== pricing
-def price_for(pricing: list, workload) -> Price:
-    """The tenant price of a scenario workload: the first ``[[pricing]]`` entry naming the
-    workload, else the first whose vertical and model match (``*`` = any), else the default
-    (Mixtral on OVHcloud AI Endpoints, see :data:`sim.economics.contracts.DEFAULTS`)."""
-    def tiers(entry):
-        if entry is not None and entry.sla_credits is not None:
-            return tuple((t.below_attainment, t.credit_share) for t in entry.sla_credits)
-        return default_credit_tiers(workload.sla.attainment_target)
-
+def _pricing_entry(pricing: list, workload):
+    """The first ``[[pricing]]`` entry naming the workload, else the first whose vertical and
+    model match (``*`` = any), else None."""
     chosen = next((p for p in pricing if p.workload == workload.name), None)
     if chosen is None:
         chosen = next((p for p in pricing if p.workload is None
                        and p.vertical in ("*", workload.vertical) and p.model in ("*", workload.model)), None)
+    return chosen
+
+
+def credit_tiers_for(pricing: list, workload) -> tuple[tuple[float, float], ...]:
+    """The SLA credit tiers of a workload: its pricing entry's ``sla_credits``, else the
+    defaults around its attainment target (:func:`default_credit_tiers`)."""
+    entry = _pricing_entry(pricing, workload)
+    if entry is not None and entry.sla_credits is not None:
+        return tuple((t.below_attainment, t.credit_share) for t in entry.sla_credits)
+    return default_credit_tiers(workload.sla.attainment_target)
+
+
+def price_for(pricing: list, workload) -> Price:
+    """The tenant price of a scenario workload: the first ``[[pricing]]`` entry naming the
+    workload, else the first whose vertical and model match (``*`` = any), else the default
+    (the sovereign list price, see :data:`sim.economics.contracts.DEFAULTS`)."""
+    chosen = _pricing_entry(pricing, workload)
+    tiers = credit_tiers_for(pricing, workload)
     if chosen is None:
-        return Price.from_eur_per_mtok(d("price_input_eur_per_mtok"), d("price_output_eur_per_mtok"), tiers(None))
-    return Price.from_eur_per_mtok(chosen.input_eur_per_mtok, chosen.output_eur_per_mtok, tiers(chosen))
+        return Price.from_eur_per_mtok(d("price_input_eur_per_mtok"), d("price_output_eur_per_mtok"), tiers)
+    return Price.from_eur_per_mtok(chosen.input_eur_per_mtok, chosen.output_eur_per_mtok, tiers)
+
+
+def month_lines_eur(report: dict, months: int) -> list[dict[str, float]]:
+    """Per month ``0 .. months-1`` of a :meth:`Ledger.report`: each revenue and cost line
+    (``<line>_eur``), ``revenue_eur``, ``capacity_cost_eur`` (the fixed lines),
+    ``power_cost_eur``, ``cost_eur`` (capacity + power), ``sla_credits_eur`` and
+    ``gross_margin_eur`` = revenue - cost - credits.  Every amount is a whole number of cents
+    taken from the ledger's cells, so the identity holds to the cent."""
+    out = []
+    for m in range(months):
+        r = report["by_month"].get(str(m))
+        c = {ln: (r[f"{ln}_cents"] if r is not None else 0) for ln in REVENUE_LINES + COST_LINES}
+        rev = sum(c[ln] for ln in REVENUE_LINES)
+        fixed = sum(c[ln] for ln in FIXED_LINES)
+        cost = fixed + c["power"]
+        row = {f"{ln}_eur": c[ln] / 100 for ln in REVENUE_LINES}
+        row.update({f"{ln}_cost_eur": c[ln] / 100 for ln in FIXED_LINES})
+        row.update(revenue_eur=rev / 100, capacity_cost_eur=fixed / 100, power_cost_eur=c["power"] / 100,
+                   cost_eur=cost / 100, sla_credits_eur=c["sla_credits"] / 100,
+                   gross_margin_eur=(rev - cost - c["sla_credits"]) / 100)
+        out.append(row)
+    return out

@@ -43,12 +43,16 @@ from typing import Callable
 import numpy as np
 import simpy
 
-from sim.scenario.market import MarketSpec, VerticalMarketSpec, default_market_spec, fallback_parameters
 from sim.core.rng import RandomStreams
+from sim.economics.contracts import Tranche, rental_terms
+from sim.economics.ledger import Ledger, Price, default_credit_tiers, month_lines_eur
+from sim.scenario.market import MarketSpec, VerticalMarketSpec, default_market_spec, fallback_parameters
 
 MONTH_S = 30.4375 * 86400.0   # a mean Gregorian month: 2,629,800 s
 YEAR_S = 12.0 * MONTH_S
 SOVEREIGN = "sovereign"
+MARKET_ONLY_SITE = "market-only"   # the one site of the market-only mode's fluid fleet
+SLA_COUNT_BASE = 10 ** 6           # run setting: requests a constant attainment is counted over
 
 COUNTER_KEYS = ("rfps", "retenders", "won", "initial", "lost", "active", "expired", "churned", "renewed")
 
@@ -551,11 +555,17 @@ def market_only_forecast(spec: MarketSpec | None, seed: int, months: int = 36,
                          sla_attainment: float = 0.99, fallback: dict | None = None):
     """A monthly forecast from the market layer alone: NOT the serving simulation.
 
-    Delivered SLA is the constant ``sla_attainment``; revenue is contracted demand at
-    contract prices; capacity is a fluid fleet of leased GPUs sized to
-    ``target_utilisation`` with a lead time and a minimum lease term; cost is GPU-hours at
-    the table's rental price (block 'fallback' of models/market/parameters.csv).  The
-    columns match ``sim.forecast.forecast.ForecastResult.monthly`` so experiments run either way.
+    Delivered SLA is the constant ``sla_attainment``; demand is the contracted demand of the
+    sovereign contracts; capacity is a fluid fleet of leased GPUs sized to
+    ``target_utilisation`` with a lead time and a minimum lease term (block 'fallback' of
+    models/market/parameters.csv).  Money takes the one path every forecast takes, the
+    ledger (:class:`sim.economics.ledger.Ledger`): each lease is a rental tranche at the
+    table's GPU-hour price; each contract-month posts the tokens served (contracted demand x
+    the served fraction) at the contract's price and its SLA count (``sla_attainment`` of
+    its requests met), so SLA credits follow the single-run tiers
+    (:func:`sim.economics.ledger.default_credit_tiers`); revenue - cost - credits = margin to
+    the cent.  The columns match ``sim.forecast.forecast.ForecastResult.monthly`` so
+    experiments run either way.
     """
     import pandas as pd
 
@@ -565,51 +575,69 @@ def market_only_forecast(spec: MarketSpec | None, seed: int, months: int = 36,
     lead = int(fb["lease_lead_months"])
     term = int(fb["lease_term_months"])
     min_gpus = int(fb["min_gpus"])
-    gpu_hour = float(fb["gpu_hour_eur"])
     block = max(1, int(fb["gpus_per_lease"]))
-    hours = MONTH_S / 3600.0
+    lease_terms = rental_terms("market_only_lease", "on_demand", price_eur_per_gpu_h=float(fb["gpu_hour_eur"]))
+    ledger = Ledger(month_s=MONTH_S)
+
+    def bill_lease(start_month: int, end_month: int, gpus: int):
+        ledger.add_tranche(Tranche(MARKET_ONLY_SITE, lease_terms, gpus, max(start_month, 0) * MONTH_S,
+                                   end_s=end_month * MONTH_S))
 
     env = simpy.Environment()
     m = Market(env, spec, RandomStreams(seed), lambda c: sla_attainment)
     leases: list[list[int]] = [[0 - lead, term, max(min_gpus, block)]]   # [start_month, end_month, gpus]
+    bill_lease(*leases[0])
     rows = []
     for k in range(months):
         t0, t1 = k * MONTH_S, (k + 1) * MONTH_S
         env.run(until=t1)
-        revenue = 0.0
+        in_force = []        # (contract, seconds in force this month)
         out_tok_s = 0.0
         for c in m.contracts:
             if c.provider != SOVEREIGN:
                 continue
             overlap = min(c.end_s, t1) - max(c.start_s, t0)
             if overlap > 0:
-                revenue += c.revenue_eur_per_s * overlap
+                in_force.append((c, overlap))
                 out_tok_s += c.rate_per_s * c.output_tokens_mean * overlap / MONTH_S
         # fleet: renew expiring leases that are still needed, order more when short
         required = max(min_gpus, math.ceil(out_tok_s / (thr * target)))
         active_now = sum(g for s, e, g in leases if s <= k < e)
         for lease in leases:
             if lease[1] == k and active_now - lease[2] < required:
+                bill_lease(lease[1], lease[1] + term, lease[2])
                 lease[1] += term
         active_now = sum(g for s, e, g in leases if s <= k < e)
         on_order = sum(g for s, e, g in leases if s > k)
         if active_now + on_order < required:
             need = required - active_now - on_order
             leases.append([k + lead, k + lead + term, block * math.ceil(need / block)])
+            bill_lease(*leases[-1])
         gpus = sum(g for s, e, g in leases if s <= k < e)
         cap = gpus * thr
         util = min(1.0, out_tok_s / cap) if cap > 0 else 0.0
         served = min(1.0, cap / out_tok_s) if out_tok_s > 0 else 1.0
-        revenue *= served
-        cost = gpus * gpu_hour * hours
+        for c, overlap in in_force:
+            name = f"c{c.id}"
+            ledger.set_price(name, Price.from_eur_per_mtok(c.price_eur_per_mtok_in, c.price_eur_per_mtok_out,
+                                                           default_credit_tiers(c.sla.attainment_target)))
+            requests = c.rate_per_s * overlap * served
+            # SLA count: only met / measured decides the credit; whole counts keep it exact
+            ledger.record_usage(t0 + 0.5 * MONTH_S, name, c.vertical, MARKET_ONLY_SITE,
+                                round(requests * c.prompt_tokens_mean), round(requests * c.output_tokens_mean),
+                                SLA_COUNT_BASE, round(SLA_COUNT_BASE * sla_attainment))
+        ledger.advance(t1)
         row = m.monthly_log[k]
         rows.append({
             "month": k, "contracts_active": row["active"], "contracts_won": row["won"],
             "contracts_lost": row["lost"], "share": row["share"], "award_share": row["award_share"],
-            "revenue_eur": revenue, "cost_eur": cost, "gross_margin_eur": revenue - cost,
             "gpu_utilisation": util, "sla_attainment": sla_attainment, "gpus": gpus,
             "demand_output_tokens_per_s": out_tok_s, "served_fraction": served,
             "churned": row["churned"], "renewed": row["renewed"],
             "price_in_sovereign": row["price_in_sovereign"],
         })
+    ledger.close(months * MONTH_S)
+    money = month_lines_eur(ledger.report(), months)
+    for r, mo in zip(rows, money):
+        r.update({k: mo[k] for k in ("revenue_eur", "rental_cost_eur", "cost_eur", "sla_credits_eur", "gross_margin_eur")})
     return pd.DataFrame(rows), m

@@ -626,7 +626,7 @@ class Scenario(Spec):
     forecast: Union[ForecastSpec, None] = Field(
         default=None,
         description="Optional multi-month forecast (sim.forecast): the market runs continuously, traffic in sampled windows, tenants from the sovereign provider's contracts. `sovsim run` then prints the monthly forecast.")
-    pricing: list[PricingSpec] = Field(default_factory=list, description="Tenant prices; the first matching entry (workload, then vertical+model, then wildcards) applies. None matching: Mixtral on OVHcloud AI Endpoints, EUR 0.70 / 0.70 per 1M tokens (api_prices.csv).")
+    pricing: list[PricingSpec] = Field(default_factory=list, description="Tenant prices; the first matching entry (workload, then vertical+model, then wildcards) applies. None matching: the sovereign list price of models/market/parameters.csv, EUR 0.602 / 0.602 per 1M tokens (Mixtral 8x7B, 0.7 USD x 0.86 EUR/USD: api_prices.csv, fx.csv).")
     faults: FaultsSpec = Field(default_factory=FaultsSpec, description="GPU, node and site failures.")
     capacity_policy: CapacityPolicySpec = Field(default_factory=CapacityPolicySpec, description="How capacity is ordered and released over the run.")
     cells: CellsSpec = Field(default_factory=CellsSpec, description="Large fleets as cells, exactly or sampled (sim.study.cells).")

@@ -10,7 +10,7 @@ import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.economics.contracts import DAY_S
+from sim.economics.contracts import DAY_S, d
 from sim.economics.faults import FaultConfig, FaultInjector, llama3_rates, pack_nodes
 from sim.core.resources import model_file
 
@@ -177,5 +177,7 @@ def test_no_request_lost_across_failures(rate, seed, gpu_day, node_day, requeue,
     tokens_in = sum(r.prompt_tokens for r in done)
     tokens_out = sum(r.output_tokens for r in done)
     assert e["prompt_tokens"] == tokens_in and e["output_tokens"] == tokens_out
-    # default price EUR 0.70 per 1M tokens; at most 8 revenue accounts, each rounded once
-    assert abs(e["revenue_cents"] - (tokens_in + tokens_out) * 0.70 / 1e4) <= 4
+    # default price (the sovereign list price, EUR 0.602 per 1M tokens); at most 8 revenue
+    # accounts, each rounded once
+    assert d("price_input_eur_per_mtok") == d("price_output_eur_per_mtok") == 0.602
+    assert abs(e["revenue_cents"] - (tokens_in + tokens_out) * 0.602 / 1e4) <= 4

@@ -349,9 +349,61 @@ def test_market_only_forecast_columns():
                 "cost_eur", "gross_margin_eur", "gpu_utilisation", "sla_attainment"):
         assert col in df.columns
     assert len(df) == 6
-    assert np.allclose(df.gross_margin_eur, df.revenue_eur - df.cost_eur)
+    assert np.allclose(df.gross_margin_eur, df.revenue_eur - df.cost_eur - df.sla_credits_eur)
     assert ((df.gpu_utilisation >= 0) & (df.gpu_utilisation <= 1)).all()
     assert (df.contracts_active.to_numpy() == [r["active"] for r in m.monthly_log[:6]]).all()
+
+
+def test_market_only_money_is_the_ledgers_to_the_cent_with_single_run_credits():
+    """Leases billed as rental tranches (GPUs x GPU-hour price x hours), contract revenue at
+    contract prices, and the single-run credit tiers: none at the 0.99 target, 10 % of
+    revenue under it, 25 % under 0.95 (the delivered SLA also moves churn, so the three
+    markets differ)."""
+    from sim.scenario.market import fallback_parameters
+    fb = fallback_parameters()
+    met, _ = market_only_forecast(None, seed=1, months=4, sla_attainment=0.99)
+    short, _ = market_only_forecast(None, seed=1, months=4, sla_attainment=0.97)
+    bad, _ = market_only_forecast(None, seed=1, months=4, sla_attainment=0.90)
+    for df in (met, short, bad):
+        for _, r in df.iterrows():
+            c = {k: round(r[k] * 100) for k in ("revenue_eur", "cost_eur", "sla_credits_eur", "gross_margin_eur")}
+            assert c["revenue_eur"] - c["cost_eur"] - c["sla_credits_eur"] == c["gross_margin_eur"]
+        assert df.cost_eur.to_numpy() == pytest.approx(df.gpus * fb["gpu_hour_eur"] * MONTH_S / 3600, abs=0.02)
+    assert (met.sla_credits_eur == 0).all()
+    # each contract's revenue and credit accounts carry their sub-cent remainders (about 30
+    # contracts: at most a cent each per month)
+    assert short.sla_credits_eur.to_numpy() == pytest.approx(0.10 * short.revenue_eur, abs=0.5)
+    assert bad.sla_credits_eur.to_numpy() == pytest.approx(0.25 * bad.revenue_eur, abs=0.5)
+    assert (short.sla_credits_eur > 1000).all()
+
+
+def test_one_sovereign_list_price_and_one_usd_rate():
+    """The single-run default tenant price is the market table's sovereign list price, and
+    every USD price the table converts uses the EUR/USD rate of models/economics/fx.csv."""
+    import csv
+    import re
+    from sim.core.resources import model_file
+    from sim.economics.contracts import d
+    rows = {(r["block"], r["name"], r["key"]): r for r in read_table()}
+    assert d("price_input_eur_per_mtok") == float(rows[("sovereign", "sovereign", "price_eur_per_mtok_in")]["value"])
+    assert d("price_output_eur_per_mtok") == float(rows[("sovereign", "sovereign", "price_eur_per_mtok_out")]["value"])
+    with open(model_file("economics", "fx.csv"), newline="") as f:
+        fx = {r["item"]: float(r["value"]) for r in csv.DictReader(f)}
+    rate = fx["EUR per USD, conversion of USD list prices"]
+    # the rate is the two 2025 ECB reference rates it cites, rounded
+    assert round(1 / fx["ECB euro reference rate, US dollar (BTA report A)"], 2) == rate
+    assert round(1 / fx["ECB euro reference rate, US dollar (BTA report B)"], 2) == rate
+    usd_rows = 0
+    for r in rows.values():
+        m_ = re.search(r"([0-9.]+) USD/1M x ([0-9.]+)", r["source"])
+        if m_:
+            usd_rows += 1
+            assert float(m_.group(2)) == rate, r
+            assert float(r["value"]) == pytest.approx(float(m_.group(1)) * rate, abs=5e-5), r
+    assert usd_rows >= 6
+    # one copy of the API price table
+    assert model_file("economics", "api_prices.csv").is_file()
+    assert not model_file("market", "api_prices.csv").exists()
 
 
 def _script(name, *args):

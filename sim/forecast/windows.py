@@ -1,0 +1,177 @@
+"""Traffic of a forecast month, estimated from sampled windows.
+
+Requests at full scale cannot be simulated for three years, so each month's traffic is
+simulated in ``windows_per_month`` windows of ``window_s`` seconds (after ``warmup_s`` of
+warm-up), one tenant per sovereign contract in force, on the month's fleet.  Window ``k``
+starts at hour-of-week ``(k + u) * 168 / windows_per_month`` with ``u`` uniform per month
+(stratified sampling of the week, so the diurnal and weekly profile is covered without
+bias); ``continuous = true`` instead simulates the whole month.  Window statistics scale to
+the month by ``period_s / (windows * window_s)``: requests, tokens and revenue are sums,
+utilisation and attainment are ratios of sums.
+
+Windows are independent simulations (queues start empty, warm-up discarded);
+``tests/forecast/test_forecast.py`` checks that windowed and continuous runs agree on
+stationary demand.
+"""
+from __future__ import annotations
+
+from sim.core.rng import RandomStreams
+from sim.demand.verticals import vertical_workload
+from sim.scenario import Scenario, scenario_from_dict
+from sim.serving.fluid import replica_request_capacity_per_s
+from sim.serving.world import World
+
+HOUR_S = 3600.0
+WEEK_H = 168.0
+
+
+def tenant_workload(contract, spec) -> dict:
+    """A workload table for one sovereign contract (the vertical's demand defaults), named
+    ``c<contract id>``; ``spec`` is the scenario's ``[forecast]`` block (its ``model``)."""
+    w = vertical_workload(contract.vertical, f"c{contract.id}", contract.rate_per_s)
+    w["sla"] = {"ttft_s": contract.sla.ttft_s, "tpot_s": contract.sla.tpot_s,
+                "attainment_target": contract.sla.attainment_target}
+    if spec is not None and spec.model is not None:
+        w["model"] = spec.model
+    return w
+
+
+def window_scenario(base: Scenario, workloads: list[dict], start_hour_of_week: float,
+                    window_s: float, warmup_s: float) -> Scenario | None:
+    """The serving scenario of one traffic window: the base scenario's sites, fleet and
+    router; the given workloads, their arrival profiles read from ``start_hour_of_week``
+    (the window's warm-up starts ``warmup_s`` earlier)."""
+    d = base.model_dump(mode="python", exclude={"market", "forecast", "workloads"})
+    d["simulation"] = dict(d["simulation"])
+    d["simulation"].update({"horizon_s": warmup_s + window_s, "warmup_s": warmup_s,
+                            "request_sample_size": 0,
+                            # bin 0 is the warm-up exactly; later bins are the window
+                            "timeseries_interval_s": warmup_s if warmup_s > 0 else window_s})
+    served = {dep["model"] for dep in d["deployments"]}
+    ws = []
+    for w in workloads:
+        if w["model"] not in served:
+            continue
+        w = dict(w)
+        arr = dict(w["arrivals"])
+        if arr.get("kind") == "nhpp":
+            arr["start_hour_of_week"] = (start_hour_of_week - warmup_s / HOUR_S) % WEEK_H
+        w["arrivals"] = arr
+        ws.append(w)
+    if not ws:
+        return None
+    d["workloads"] = ws
+    return scenario_from_dict(d, "forecast window")
+
+
+def window_busy_gpu_s(world: World) -> float:
+    """GPU-seconds with an iteration in progress after the warm-up (bins after the first
+    when there is a warm-up), the run still in progress at the horizon included."""
+    warm = world.scenario.simulation.warmup_s
+    now = world.env.now
+    total = 0.0
+    for rep in world.replicas:
+        bins = world.metrics.busy[rep.index]
+        busy = sum(bins[1:]) if warm > 0 else sum(bins)
+        busy += rep.partial_run(now)[0]
+        total += busy * rep.gpus
+    return total
+
+
+def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict[str, float]]:
+    """Per site, after the warm-up: busy GPU-seconds, requests completed, and the requests
+    its replicas could have completed at full batch for the window's length mix
+    (:func:`sim.serving.fluid.replica_request_capacity_per_s`): request utilisation."""
+    warm = world.scenario.simulation.warmup_s
+    now = world.env.now
+    span = now - warm if warm > 0 else now
+    n = sum(st.arrivals for st in world.metrics.streams)
+    mix = ((sum(st.arrived_prompt_tokens for st in world.metrics.streams) / n,
+            sum(st.arrived_output_tokens for st in world.metrics.streams) / n) if n else None)
+    out: dict[str, dict[str, float]] = {}
+    caps: dict[int, float] = {}
+    for rep in world.replicas:
+        st = out.setdefault(rep.site or "-", {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
+        b = world.metrics.busy[rep.index]
+        st["busy_gpu_s"] += ((sum(b[1:]) if warm > 0 else sum(b)) + rep.partial_run(now)[0]) * rep.gpus
+        st["completed"] += rep.completed - done_at_warmup[rep.index]
+        if mix is not None:
+            if rep.deployment not in caps:
+                caps[rep.deployment] = replica_request_capacity_per_s(rep, *mix)
+            st["capacity_requests"] += caps[rep.deployment] * span
+    return out
+
+
+def _new_workload_acc() -> dict:
+    return {"measured": 0, "met": 0.0, "met_requests": 0, "prompt_tokens": 0, "output_tokens": 0, "arrivals": 0,
+            "completed": 0, "rejected": 0}
+
+
+def simulate_period(base: Scenario, workloads: list[dict], period_s: float, windows: int,
+                    window_s: float, warmup_s: float, phase: float, seed_of, continuous: bool = False,
+                    site_stats: bool = True) -> dict:
+    """Estimate one period (a month) of traffic from ``windows`` sampled windows.
+
+    Window ``k`` starts at hour-of-week ``(k + phase) * 168 / windows``; totals scale by
+    ``period_s / (windows * window_s)``.  ``continuous`` simulates the whole period once
+    instead.  Returns per-workload sums (unscaled), fleet busy/GPU seconds, the busy share
+    (``gpu_utilisation``) and, with ``site_stats`` (the default), per-site busy time and
+    request counts and the fleet's ``request_utilisation`` (requests completed after the
+    warm-up / what the replicas could complete at full batch, as single runs define it)."""
+    if continuous:
+        windows, window_s = 1, period_s
+    out = {"scale": period_s / (windows * window_s), "workloads": {}, "arrivals": 0, "completed": 0,
+           "rejected": 0, "busy_gpu_s": 0.0, "gpu_s": 0.0, "ttft_p99": [], "residency_violations": 0,
+           "window_s": window_s, "windows": windows, "sites": {}}
+    gpus = sum(d.gpus for d in base.deployments)
+    for k in range(windows):
+        how = 0.0 if continuous else (k + phase) * WEEK_H / windows
+        wsc = window_scenario(base, workloads, how, window_s, 0.0 if continuous else warmup_s)
+        out["gpu_s"] += gpus * window_s
+        if wsc is None:
+            continue
+        world = World(wsc, seed_of(k))
+        if site_stats:
+            if wsc.simulation.warmup_s > 0:
+                world.env.run(until=wsc.simulation.warmup_s)
+            done_at_warmup = [r.completed for r in world.replicas]
+        world.run()
+        s = world.summary()
+        out["busy_gpu_s"] += window_busy_gpu_s(world)
+        if site_stats:
+            for site, st in window_site_stats(world, done_at_warmup).items():
+                acc_s = out["sites"].setdefault(site, {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
+                for k_, v_ in st.items():
+                    acc_s[k_] += v_
+        for name, ws in s["workloads"].items():
+            # only what arrived after the warm-up is measured and scaled
+            acc = out["workloads"].setdefault(name, _new_workload_acc())
+            n_rej = ws["measured_rejected"]
+            measured = ws["measured"] + n_rej + ws["inflight_missed"]
+            acc["measured"] += measured
+            acc["met"] += (ws["sla_attainment"] or 0.0) * measured
+            # the count itself (attainment = met / measured of whole requests), for the ledger
+            acc["met_requests"] += round((ws["sla_attainment"] or 0.0) * measured)
+            acc["prompt_tokens"] += ws["measured_prompt_tokens"]
+            acc["output_tokens"] += ws["measured_output_tokens"]
+            acc["arrivals"] += ws["measured_arrivals"]
+            acc["completed"] += ws["measured"]
+            acc["rejected"] += n_rej
+            out["arrivals"] += ws["measured_arrivals"]
+            out["completed"] += ws["measured"]
+            out["rejected"] += n_rej
+        out["residency_violations"] += s["residency_violations"]
+        if s["ttft_s"]["p99"] is not None:
+            out["ttft_p99"].append(s["ttft_s"]["p99"])
+    out["gpu_utilisation"] = out["busy_gpu_s"] / out["gpu_s"] if out["gpu_s"] else 0.0
+    cap = sum(st["capacity_requests"] for st in out["sites"].values())
+    out["request_utilisation"] = (sum(st["completed"] for st in out["sites"].values()) / cap
+                                  if site_stats and cap > 0 else None)
+    n = sum(a["measured"] for a in out["workloads"].values())
+    out["sla_attainment"] = (sum(a["met"] for a in out["workloads"].values()) / n) if n else None
+    return out
+
+
+def window_seed(streams: RandomStreams, month: int, k: int) -> int:
+    """The seed of window ``k`` of ``month`` (its own named stream)."""
+    return int(streams.seed_sequence(f"forecast/window/{month}/{k}").generate_state(1)[0])
