@@ -12,6 +12,8 @@ measured experiment.  Families:
 * ``mlperf_server`` -- MLPerf Inference v4.1 / v5.1 Server rows for Llama-2-70B on 8x H100-SXM /
   8x H200 (TensorRT-LLM submissions), configured from NVIDIA's v4.1 harness config for that
   node (TP, batch size, FP8), Poisson arrivals at the measured rate: TTFT / TPOT mean and p99.
+* ``mlperf_interactive`` -- the v5.1 Interactive rows (8x H200; the Server scenario with tighter
+  latency limits, so smaller running batches), configured like ``mlperf_server``.
 * ``nim_concurrency`` -- NVIDIA NIM (AIPerf) Llama-3.3-70B, 2x H100 TP2, fixed concurrency N:
   TTFT, ITL and output tokens/s, with the ``closed_loop`` arrival kind (N users, no think time).
 * ``moe_kernel`` -- the fused-MoE layer of the step model against AIConfigurator vLLM kernel
@@ -40,7 +42,7 @@ from sim.scenario import scenario_from_dict
 from sim.study.run import run
 from sim.study.throughput import throughput
 
-FAMILIES = ("offline", "online", "mlperf_server", "nim_concurrency", "moe_kernel")
+FAMILIES = ("offline", "online", "mlperf_server", "mlperf_interactive", "nim_concurrency", "moe_kernel")
 FITS = {
     "offline": "operator efficiencies (vidur kernels, vLLM PR #24700 MoE), trtllm profile (ms/iteration, "
                "us/seq, kernel_time_scale) fitted on perf-overview v0.17 dense offline rows: v0.17 rows in_sample, "
@@ -49,6 +51,8 @@ FITS = {
     "mlperf_server": "same trtllm profile (v0.17 offline rows); the prompt length (one number, not in the data) is "
                      "inferred from NVIDIA's v4.1 OFFLINE rows of the same nodes, which are not scored; the Server "
                      "rows were never fitted: held out",
+    "mlperf_interactive": "as mlperf_server (same prompt inference from the v4.1 OFFLINE rows); the v5.1 Interactive rows "
+                          "were never fitted: held out",
     "nim_concurrency": "same trtllm profile (v0.17 offline rows); NIM rows never fitted: held out",
     "moe_kernel": "moe_kernel_time_scale fitted on AIConfigurator H100 rows: H100 rows in_sample, "
                   "H200 / A100 rows held out",
@@ -194,11 +198,15 @@ def mlperf_offline_prompt_tokens(log=None) -> tuple[int, list[dict]]:
     return p, [{"gpu": g, "tp": tp, "batch": b, "offline_measured_tok_s": m, "output_tokens": o} for g, tp, b, m, o in cases]
 
 
-def mlperf_rows(quick: bool) -> list[dict]:
+def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
+    """MLPerf ``scenario`` rows (Server, or Interactive: the v5.1 Server variant with tighter
+    latency limits, whose harness config is not in the data: the node's v4.1 Server config is
+    used, assumption)."""
     prompt, _ = mlperf_offline_prompt_tokens()
+    family = "mlperf_server" if scenario == "Server" else "mlperf_interactive"
     frames = [measurements.read(f"public/mlperf_inference_{v}_llm_results.csv") for v in ("v4.1", "v5.1")]
     d = pd.concat(frames, ignore_index=True)
-    d = d[(d.scenario == "Server") & (d.model == "llama2-70b-99") & (d.number_of_nodes == 1)
+    d = d[(d.scenario == scenario) & (d.model == "llama2-70b-99") & (d.number_of_nodes == 1)
           & (d.accelerators_per_node == 8) & d.framework.str.contains("TensorRT", na=False)
           & d.ttft_mean_ns.notna()]
     sim_s, warm_s = (90.0, 30.0) if quick else (MLPERF_SIM_S, MLPERF_WARMUP_S)
@@ -208,7 +216,7 @@ def mlperf_rows(quick: bool) -> list[dict]:
               | d.system_id.str.contains(acc.replace("-", "_"), case=False, na=False)]
         g = g[~g.system_id.str.contains("NVL|CTS|MaxQ", case=False)]
         if quick:
-            g = g[g.submitter == "NVIDIA"].head(1)
+            g = (g[g.submitter == "NVIDIA"] if (g.submitter == "NVIDIA").any() else g).head(1)
         cfg = _harness(cls)
         tp, batch = int(cfg.get("tensor_parallelism", 1)), cfg.get("batch") or 1024
         for i, r in enumerate(g.itertuples(index=False)):
@@ -224,9 +232,53 @@ def mlperf_rows(quick: bool) -> list[dict]:
                                         ("tpot_mean_s", "tpot_mean_ns", "tpot_s", "mean"),
                                         ("tpot_p99_s", "tpot_p99_ns", "tpot_s", "p99")):
                 if pd.notna(getattr(r, col)):
-                    out.append(_row("mlperf_server", "llama-2-70b", gpu, conf, metric, getattr(r, col) * 1e-9,
+                    out.append(_row(family, "llama-2-70b", gpu, conf, metric, getattr(r, col) * 1e-9,
                                     w[key][q] if w[key][q] is not None else math.nan))
     return out
+
+
+def mlperf_load_sweep(gpu: str = "h100-sxm", rates=(74.42, 80.0, 84.0, 88.0, 92.0), prompt: int | None = None,
+                      output_tokens: int = 290, sim_s: float = MLPERF_SIM_S, warmup_s: float = MLPERF_WARMUP_S) -> pd.DataFrame:
+    """Diagnosis of the MLPerf Server gap (results/validation/latency_under_load.md): the 8-GPU
+    node of :data:`MLPERF_SYSTEMS` configured as in :func:`mlperf_rows`, Poisson at each rate;
+    per rate the simulated TTFT/TPOT, output tokens/s and the running batch per replica by
+    Little's law (tokens/s per replica x mean TPOT)."""
+    if prompt is None:
+        prompt, _ = mlperf_offline_prompt_tokens()
+    cfg = _harness(MLPERF_SYSTEMS[gpu][1])
+    tp, batch = int(cfg.get("tensor_parallelism", 1)), cfg.get("batch") or 1024
+    out = []
+    for rate in rates:
+        sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": float(rate)},
+                       sim_s, batch, warmup_s=warmup_s, prompt=prompt, output=output_tokens)
+        w = _wsum(run(sc, seed=SEED, figures=False).summary)
+        tok_rep = float(rate) * output_tokens / (8 // tp)
+        out.append({"gpu": gpu, "tp": tp, "batch": batch, "prompt_tokens": prompt, "rate_per_s": float(rate),
+                    "ttft_mean_s": w["ttft_s"]["mean"], "ttft_p99_s": w["ttft_s"]["p99"],
+                    "tpot_mean_s": w["tpot_s"]["mean"], "tpot_p99_s": w["tpot_s"]["p99"],
+                    "running_per_replica": tok_rep * (w["tpot_s"]["mean"] or math.nan)})
+    return pd.DataFrame(out)
+
+
+def overhead_grid(family: str, iteration_overheads_s=(None,), extra_per_seq_s=(0.0,), quick: bool = False) -> pd.DataFrame:
+    """Sensitivity of one family to the framework overheads (results/validation/latency_under_load.md):
+    the family re-run with each per-iteration overhead (None: the fitted one) and each per-sequence
+    overhead added to the fitted one; MdAPE and signed median error per metric.  A diagnosis tool:
+    nothing is written back."""
+    if family not in RUNNERS:
+        raise UserError(f"family: {family!r} unknown; allowed: {', '.join(FAMILIES)}")
+    p = load_params("h100-sxm")
+    a0, b0, k = p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale
+    out = []
+    for a in iteration_overheads_s:
+        for x in extra_per_seq_s:
+            with throughput_fit.framework_overheads(a0 if a is None else a, b0 + x, k):
+                rows = pd.DataFrame(RUNNERS[family](quick))
+            for metric, g in rows.groupby("metric"):
+                out.append({"family": family, "iteration_overhead_s": a0 if a is None else a, "extra_per_seq_s": x,
+                            "metric": metric, "n": len(g), "mdape": float(g.error.abs().median()),
+                            "bias": float(g.error.median())})
+    return pd.DataFrame(out)
 
 
 # ------------------------------------------------------------------ NIM fixed concurrency
@@ -272,7 +324,12 @@ def moe_rows(quick: bool) -> list[dict]:
             for r, p, s in zip(d.itertuples(index=False), pred, scale)]
 
 
+def mlperf_interactive_rows(quick: bool) -> list[dict]:
+    return mlperf_rows(quick, "Interactive")
+
+
 RUNNERS = {"offline": offline_rows, "online": online_rows, "mlperf_server": mlperf_rows,
+           "mlperf_interactive": mlperf_interactive_rows,
            "nim_concurrency": nim_rows, "moe_kernel": moe_rows}
 
 
@@ -361,6 +418,8 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
            "nodes (engine offline throughput = measured; Offline rows are not scored), "
            f"output = measured tokens per sample; Poisson at the measured rate, {MLPERF_SIM_S:g} s simulated, requests "
            f"arriving in the first {MLPERF_WARMUP_S:g} s not measured ({'quick: 90 s / 30 s' if out['quick'] else 'full mode'}).",
+           "- mlperf_interactive: v5.1 Interactive rows (8x H200), configured exactly as mlperf_server (the Interactive "
+           "harness config is not in the data: the node's v4.1 Server config, assumption).",
            f"- nim_concurrency: `closed_loop` arrivals (N users, zero think time, as AIPerf's concurrency mode), "
            f"{NIM_SIM_S:g} s simulated, the first {NIM_WARMUP_S:g} s not measured; throughput = output tokens per request x "
            "N / mean e2e (response-time law). Llama 3.3 70B uses the Llama 3.1 70B card (same architecture).",

@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "sim.cli.econ",
     "sim.cli.sweep",
     "sim.cli.validate",
+    "sim.cli.frontier",
 ]
 
 

@@ -42,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--max-num-seqs", type=int, default=None, help="Cap on running sequences per replica (default 2048, as trtllm-bench; assumption).")
     p.add_argument("--max-batched-tokens", type=int, default=None, help="Per-iteration token budget (default 8192, as trtllm-bench; assumption).")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="Share of GPU memory for weights + KV (default 0.95, as trtllm-bench; assumption).")
+    p.add_argument("--profile", default=None, help="Engine profile (vllm, trtllm-max-utilization, trtllm-guaranteed-no-evict): its batching defaults and fitted step overheads replace the trtllm-bench settings; the limit flags above still win.")
     p.add_argument("--seed", type=int, default=1, help="Root seed.")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     p.set_defaults(func=cmd_throughput)
@@ -113,12 +114,14 @@ def cmd_step(args) -> int:
 def cmd_throughput(args) -> int:
     r = throughput(args.model, args.gpu, args.gpus, args.tp, args.input, args.output, args.precision,
                    args.requests, args.seed, max_num_seqs=args.max_num_seqs,
-                   max_batched_tokens=args.max_batched_tokens, gpu_memory_utilization=args.gpu_memory_utilization)
+                   max_batched_tokens=args.max_batched_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
+                   profile=args.profile)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['model']} on {r['gpus']} x {r['gpu']} ({r['replicas']} replicas of TP{r['tp']}, {r['precision']}), "
-          f"{r['requests']} requests of {r['input_tokens']} in / {r['output_tokens']} out")
+          f"{r['requests']} requests of {r['input_tokens']} in / {r['output_tokens']} out"
+          + (f", profile {r['profile']}" if r["profile"] else ""))
     print(f"  output tokens/s      {r['output_tokens_per_s']:12.1f}")
     print(f"  output tokens/s/GPU  {r['output_tokens_per_s_per_gpu']:12.1f}")
     print(f"  makespan {r['last_completion_s']:.1f} s simulated, {r['completed']} completed, wall {r['wall_s']:.2f} s")

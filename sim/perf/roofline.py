@@ -30,6 +30,7 @@ from sim.perf import catalog
 from sim.perf.catalog import ACTIVATION_BYTES, BYTES_PER_PARAM, GPU, LLM
 from sim.core.errors import UserError
 from sim.core.resources import model_file
+from sim.perf.profiles import engine_profile
 from sim.perf.step import ConstantStepModel, StepTimeModel
 
 # activation reserve per GPU besides weights and KV (assumption; see docs/perf.md)
@@ -403,11 +404,15 @@ def build_step_model(dep) -> PerfModel:
     catalog.llm(dep.model, field=f"deployments[{dep.name}].model")
     catalog.gpu(dep.gpu, field=f"deployments[{dep.name}].gpu")
     b = dep.batching
-    # framework overheads: the calibration's default profile (docs/perf.md)
+    # framework overheads: the engine profile's (sim.perf.profiles), else the calibration's
+    # default profile (docs/perf.md); the datasheet roofline has none
+    prof = getattr(dep, "profile", None)
+    framework = engine_profile(prof).framework if prof is not None and dep.step_time.kind == "calibrated" else None
     return build_model(dep.model, dep.gpu, dep.tp, dep.precision, dep.step_time.kind,
                        max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
                        gpu_memory_utilization=b.gpu_memory_utilization,
-                       kv_cache_tokens=dep.step_time.kv_cache_tokens, name=f"deployment {dep.name!r}")
+                       kv_cache_tokens=dep.step_time.kv_cache_tokens, name=f"deployment {dep.name!r}",
+                       framework=framework)
 
 
 def make_step_model(dep) -> StepTimeModel:

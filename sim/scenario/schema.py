@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.demand import distributions as dist
 from sim.perf import catalog
+from sim.perf.profiles import PROFILE_NAMES as ENGINE_PROFILE_NAMES, PROFILES as ENGINE_PROFILES
 from sim.perf.roofline import build_step_model
 from sim.core.errors import UserError
 from sim.scenario.market import MarketSpec
@@ -213,6 +214,9 @@ class BatchingSpec(_BatchingAdmission):
     block_size_tokens: int = Field(default=16, ge=1, le=1024, description="Paged KV-cache block size, tokens. Source: vLLM default 16.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0, description="Share of GPU memory the engine may use (weights + KV). Source: vLLM default 0.9.")
     chunked_prefill: bool = Field(default=True, description="Split long prompts across iterations under the token budget; if false a prompt is prefilled whole (it may exceed the budget alone). Source: vLLM V1 enables chunked prefill by default.")
+    kv_admission: Literal["greedy", "reserve_full_output"] = Field(
+        default="greedy",
+        description="greedy: admit a request when its prompt's KV blocks fit now, preempt the newest running sequence (recompute) when a decode finds no free block (vLLM V1; TensorRT-LLM MAX_UTILIZATION); reserve_full_output: admit only when KV for the prompt and the whole output fits beside every running request's reservation, never preempt (TensorRT-LLM GUARANTEED_NO_EVICT). Source: vLLM V1 preempts by recompute.")
 
 
 CONSTANT_ONLY = ("decode_step_s", "prefill_per_token_s", "per_kv_token_s", "window_tokens")
@@ -373,6 +377,27 @@ class DeploymentSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=1 << 20, description="Number of replicas (GPUs used = replicas x tp). Run setting.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Continuous-batching settings.")
     step_time: StepTimeSpec = Field(default_factory=StepTimeSpec, description="Which iteration-time model to use.")
+    profile: Literal[ENGINE_PROFILE_NAMES] | None = Field(
+        default=None,
+        description="Engine profile (sim/perf/profiles.py, docs/perf.md): the serving software's batching defaults (max_num_seqs, max_batched_tokens, block size, memory share, chunked prefill, kv_admission) for every batching field left unset, and its fitted step-time framework overheads. vllm: vLLM V1 server defaults; trtllm-max-utilization / trtllm-guaranteed-no-evict: TensorRT-LLM in-flight batching with that capacity-scheduler policy. None: the scenario defaults and the calibration's default framework profile. assumption: None.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        """A named profile fills the batching fields the deployment leaves unset."""
+        if not isinstance(data, dict) or data.get("profile") is None or data["profile"] not in ENGINE_PROFILES:
+            return data
+        gpu = data.get("gpu", cls.model_fields["gpu"].default)
+        if not isinstance(gpu, str) or gpu not in catalog.gpus():
+            return data   # the unknown GPU is reported by _catalog
+        batching = data.get("batching", {})
+        if isinstance(batching, BatchingSpec):
+            batching = {k: getattr(batching, k) for k in batching.model_fields_set}
+        if not isinstance(batching, dict):
+            return data
+        filled = dict(ENGINE_PROFILES[data["profile"]].batching(catalog.gpu(gpu)))
+        filled.update(batching)
+        return {**data, "batching": filled}
 
     @model_validator(mode="after")
     def _catalog(self):
@@ -912,7 +937,28 @@ def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
                     cur = cur[part]
             else:
                 raise ScenarioError(f"{dotted}: {'.'.join(parts[:i])} is not a table")
+    _follow_new_profile(scenario, data, overrides)
     return scenario_from_dict(data, "override")
+
+
+def _follow_new_profile(scenario: Scenario, data: dict, overrides: dict[str, Any]) -> None:
+    """``--set deployments.N.profile=P``: batching fields still at the old defaults (the old
+    profile's, or the schema's) take P's defaults; fields set to other values, or overridden in
+    the same call, are kept."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if len(parts) != 3 or parts[0] != "deployments" or parts[2] != "profile" or value not in ENGINE_PROFILES:
+            continue
+        i = int(parts[1])
+        dep = scenario.deployments[i]
+        if dep.profile is not None:
+            old = ENGINE_PROFILES[dep.profile].batching(catalog.gpu(dep.gpu))
+        else:
+            old = {k: f.default for k, f in BatchingSpec.model_fields.items()}
+        b = data["deployments"][i]["batching"]
+        for k, v in old.items():
+            if k in b and b[k] == v and f"deployments.{i}.batching.{k}" not in overrides:
+                del b[k]
 
 
 def resolved_config(scenario: Scenario, seed: int) -> dict:

@@ -86,7 +86,7 @@ class Replica:
                  on_busy: Callable[["Replica", float, float, int, float], None] | None = None,
                  gpus: int = 1, site: str | None = None, deployment: int = 0,
                  on_slots_free: Callable[["Replica"], None] | None = None,
-                 max_waiting: int | None = None):
+                 max_waiting: int | None = None, reserve_full_output: bool = False):
         self.env = env
         self.index = index
         self.name = name
@@ -99,6 +99,9 @@ class Replica:
         self.max_waiting = max_waiting  # admission: most requests waiting here (None: unbounded)
         self.bs = block_size_tokens
         self.chunked_prefill = chunked_prefill
+        # KV admission: reserve the blocks of prompt + whole output at admission, never preempt
+        # (TensorRT-LLM GUARANTEED_NO_EVICT); False: greedy, preempt by recompute (vLLM)
+        self.reserve = reserve_full_output
         self.per_iteration = per_iteration
         self.total_blocks = step_model.kv_capacity_tokens // block_size_tokens
         self.window = step_model.window_tokens
@@ -132,6 +135,7 @@ class Replica:
         self.q_sum = 0
         self.res_cnt = [0] * self.bs
         self.prefill_blocks = 0
+        self.reserved_blocks = 0   # reserve_full_output: blocks reserved by the running requests
         self.fin_heap: list = []
         self.cross_heap: list = []
         self.pending = None
@@ -265,10 +269,14 @@ class Replica:
             j = 1
         if j >= self.run_k:
             return
-        need = self.blocks_for(r.target)
-        free = self.total_blocks - self.prefill_blocks - self.used_dec(self.x + j + 1)
-        if need > free:
-            return
+        if self.reserve:  # reservations do not change during a decode run
+            if self.blocks_for(r.prompt_tokens + r.output_tokens) > self.total_blocks - self.reserved_blocks:
+                return
+        else:
+            need = self.blocks_for(r.target)
+            free = self.total_blocks - self.prefill_blocks - self.used_dec(self.x + j + 1)
+            if need > free:
+                return
         t_end = self.run_t0 + model.decode_run_s(self.n_dec, self.run_kv0, self.run_growth, j)
         self.run_k = j
         self._arm(t_end - self.env.now)
@@ -306,6 +314,8 @@ class Replica:
             self.prefilling.remove(v)
             self.prefill_blocks -= v.blocks
             v.blocks = 0
+        if self.reserve:  # (never reached: reservations keep the cache from running out)
+            self.reserved_blocks -= -(-(v.prompt_tokens + v.output_tokens) // self.bs)
         v.state = WAITING
         v.target = v.prompt_tokens + v.generated
         v.prefilled = 0
@@ -348,11 +358,17 @@ class Replica:
             while self.waiting and len(running) < self.max_num_seqs and budget > 0:
                 r = self.waiting[0]
                 need = -(-r.target // self.bs)
-                if need > total - self.prefill_blocks - self.used_dec(x + 1):
+                if self.reserve:
+                    res = -(-(r.prompt_tokens + r.output_tokens) // self.bs)
+                    if res > total - self.reserved_blocks:
+                        break
+                elif need > total - self.prefill_blocks - self.used_dec(x + 1):
                     break
                 if not self.chunked_prefill and r.target > budget and chunks:
                     break
                 self.waiting.popleft()
+                if self.reserve:
+                    self.reserved_blocks += res
                 r.state = PREFILL
                 r.blocks = need
                 r.prefilled = 0
@@ -471,6 +487,8 @@ class Replica:
 
     def _finish(self, r: Request, now: float):
         del self.running[r.rid]
+        if self.reserve:
+            self.reserved_blocks -= -(-(r.prompt_tokens + r.output_tokens) // self.bs)
         r.state = DONE
         r.completion_s = now
         r.outcome = "completed"

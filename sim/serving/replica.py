@@ -12,5 +12,5 @@ def replica_from_spec(env, dep, step_model, index: int = -1, name: str = "probe"
     return Replica(env, index, name, step_model, max_num_seqs=b.max_num_seqs,
                    max_batched_tokens=b.max_batched_tokens, block_size_tokens=b.block_size_tokens,
                    chunked_prefill=b.chunked_prefill, per_iteration=per_iteration,
-                   max_waiting=b.max_waiting,
+                   max_waiting=b.max_waiting, reserve_full_output=(b.kv_admission == "reserve_full_output"),
                    on_complete=on_complete, gpus=dep.tp, **kw)

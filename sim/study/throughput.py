@@ -9,6 +9,7 @@ import math
 
 from sim.core.errors import UserError
 from sim.perf import catalog
+from sim.perf.profiles import engine_profile
 from sim.perf.roofline import build_step_model, extrapolation_reasons
 from sim.perf.step import prefill_attn_pairs
 from sim.scenario import BatchingSpec, scenario_from_dict
@@ -27,9 +28,10 @@ OFFLINE_HORIZON_S = 1e9
 def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, output_tokens: int,
                         precision: str = "fp8", requests: int | None = None, max_num_seqs: int | None = None,
                         max_batched_tokens: int | None = None, gpu_memory_utilization: float | None = None,
-                        horizon_s: float | None = None):
+                        horizon_s: float | None = None, profile: str | None = None):
     """The offline-throughput scenario: ``gpus / tp`` replicas, ``requests`` fixed-length
-    requests all arriving at t = 0."""
+    requests all arriving at t = 0.  With an engine ``profile`` its batching defaults replace
+    the trtllm-bench ones (limits given here still win)."""
     catalog.llm(model, "--model"), catalog.gpu(gpu, "--gpu"), catalog.check_precision(precision)
     if tp < 1 or gpus < tp or gpus % tp:
         raise UserError(f"--gpus: must be a positive multiple of --tp ({tp}); got {gpus}")
@@ -38,12 +40,18 @@ def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: 
     replicas = gpus // tp
     # an offline benchmark runs the engine the way trtllm-bench / MLPerf Offline do: large
     # batches and most of the memory for the KV cache (not the serving defaults)
-    batching = {
-        "max_num_seqs": OFFLINE_MAX_NUM_SEQS if max_num_seqs is None else max_num_seqs,
-        "max_batched_tokens": OFFLINE_MAX_BATCHED_TOKENS if max_batched_tokens is None else max_batched_tokens,
-        "gpu_memory_utilization": OFFLINE_GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None
-        else gpu_memory_utilization,
-    }
+    given = {"max_num_seqs": max_num_seqs, "max_batched_tokens": max_batched_tokens,
+             "gpu_memory_utilization": gpu_memory_utilization}
+    if profile is not None:
+        prof = engine_profile(profile)
+        batching = {**prof.batching(catalog.gpu(gpu)), **{k: v for k, v in given.items() if v is not None}}
+    else:
+        batching = {
+            "max_num_seqs": OFFLINE_MAX_NUM_SEQS if max_num_seqs is None else max_num_seqs,
+            "max_batched_tokens": OFFLINE_MAX_BATCHED_TOKENS if max_batched_tokens is None else max_batched_tokens,
+            "gpu_memory_utilization": OFFLINE_GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None
+            else gpu_memory_utilization,
+        }
     seqs = batching["max_num_seqs"]
     if requests is None:
         # several full batches per replica so the batch stays saturated, bounded for speed
@@ -55,7 +63,8 @@ def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: 
         "name": "throughput",
         "simulation": {"horizon_s": OFFLINE_HORIZON_S if horizon_s is None else horizon_s, "request_sample_size": 0},
         "deployments": [{"name": "bench", "model": model, "gpu": gpu, "precision": precision, "tp": tp,
-                         "replicas": replicas, "batching": batching}],
+                         "replicas": replicas, "batching": batching,
+                         **({"profile": profile} if profile is not None else {})}],
         "workloads": [{"name": "offline", "model": model, "arrivals": {"kind": "offline", "count": requests},
                        "prompt_tokens": {"dist": "constant", "value": input_tokens},
                        "output_tokens": {"dist": "constant", "value": output_tokens}}],
@@ -92,5 +101,6 @@ def throughput(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, outp
             "output_tokens_per_s": tps, "output_tokens_per_s_per_gpu": tps / gpus,
             "kv_capacity_tokens_per_replica": step.kv_capacity_tokens,
             "max_num_seqs": sc.deployments[0].batching.max_num_seqs,
+            "profile": sc.deployments[0].profile,
             "extrapolated": bool(extrapolation_reasons(gpu, model)),
             "extrapolation_reasons": extrapolation_reasons(gpu, model), "wall_s": res.wall_s}

@@ -26,7 +26,7 @@ def test_every_family_reported_with_finite_errors(quick):
     ins = df[df.in_sample]
     assert set(ins.family) <= {"offline", "moe_kernel"}
     assert (ins[ins.family == "offline"].config.str.startswith(throughput_fit.FIT_VERSION)).all()
-    assert (~df[df.family.isin(["online", "mlperf_server", "nim_concurrency"])].in_sample).all()
+    assert (~df[df.family.isin(["online", "mlperf_server", "mlperf_interactive", "nim_concurrency"])].in_sample).all()
     s = quick["summary"]
     for fam in v.FAMILIES:
         g = s[(s.family == fam) & (s.scope == "all")]
@@ -55,3 +55,28 @@ def test_cli_writes_outputs(tmp_path, capsys):
         assert (tmp_path / f).is_file()
     assert "online" in capsys.readouterr().out
     assert main(["validate", "--family", "nope"]) == 2
+
+
+def test_mlperf_load_sweep_latency_rises_with_load():
+    """The diagnosis sweep (results/validation/latency_under_load.md): on the 8x H100 node, more
+    offered load means a larger running batch (Little's law) and longer TPOT and TTFT; at the
+    measured NVIDIA v4.1 rate (74.42/s) the simulated batch stays far below the 1,024 cap."""
+    d = v.mlperf_load_sweep("h100-sxm", rates=(74.42, 88.0), prompt=352, sim_s=90.0, warmup_s=30.0)
+    assert list(d.rate_per_s) == [74.42, 88.0]
+    assert d.tpot_mean_s.is_monotonic_increasing and d.ttft_mean_s.is_monotonic_increasing
+    assert d.running_per_replica.is_monotonic_increasing
+    assert d.running_per_replica.iloc[0] < 0.5 * d.batch.iloc[0]
+
+
+def test_overhead_grid_restores_the_fit_and_responds_to_overheads():
+    """The sensitivity grid re-runs a family with other overheads and leaves the fit as it was:
+    zero added overhead reproduces the family's own errors; a per-sequence overhead lengthens ITL."""
+    base = pd.DataFrame(v.RUNNERS["nim_concurrency"](True))
+    g = v.overhead_grid("nim_concurrency", (None,), (0.0, 50e-6), quick=True)
+    itl = g[g.metric == "itl_mean_s"].set_index("extra_per_seq_s").bias
+    assert itl.loc[0.0] == pytest.approx(base[base.metric == "itl_mean_s"].error.median())
+    assert itl.loc[50e-6] > itl.loc[0.0]
+    assert load_params("h100-sxm").per_seq_overhead_s == pytest.approx(
+        load_params("h100-sxm").framework_profiles["trtllm"]["per_seq_overhead_s"])
+    with pytest.raises(v.UserError, match="family"):
+        v.overhead_grid("nope")
