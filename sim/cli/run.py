@@ -10,7 +10,7 @@ from sim.core.errors import UserError
 from sim.forecast.forecast import format_forecast, run_forecast
 from sim.scenario import Scenario, load_scenario, with_overrides
 from sim.scenario.estimate import ENV as WORK_ENV
-from sim.study.report import scenario_sources_rows, write_html_report, write_run_report
+from sim.study.report import finish_forecast, write_run_report
 from sim.cli.cells import run_cells_command
 from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
 from sim.study.run import _json_default, run
@@ -99,17 +99,17 @@ def cmd_run(args) -> int:
     out = check_out_dir(args.out) if args.out else default_out(scenario.name)
     progress = not args.quiet and sys.stderr.isatty()
     if scenario.forecast is not None:
-        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
-        cfg = json.loads((out / "config.json").read_text())
-        figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
-        write_html_report(out, f"sovsim forecast: {scenario.name} (seed {result.seed})", result.summary,
-                          figs, cfg, scenario_sources_rows(scenario))
-        result.files.append("report.html")
+        # the forecast's own figure is replaced by the study's (labelled, SLA target line)
+        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress, figures=False)
+        finish_forecast(result)   # warnings into summary.json, forecast.png, report.html
         if args.json:
             print(json.dumps(result.summary, default=_json_default))
         elif not args.quiet:
             print(format_forecast(result))
+            print(format_warnings(result.summary["warnings"]))
             print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
+        else:
+            print_warnings_quiet(result.summary["warnings"])
         return 0
     result = run(scenario, seed=args.seed, out_dir=out, progress=progress)
     write_run_report(result)
@@ -119,8 +119,24 @@ def cmd_run(args) -> int:
         print(json.dumps(result.summary, default=_json_default))
     elif not args.quiet:
         print(format_summary(result.summary))
+        print(format_warnings(result.summary.get("warnings", [])))
         print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
+    else:
+        print_warnings_quiet(result.summary.get("warnings", []))
     return 0
+
+
+def format_warnings(warnings: list[str]) -> str:
+    """The warnings block printed after a run's tables (empty line when there are none)."""
+    if not warnings:
+        return "\nno warnings"
+    return "\n" + "\n".join([f"warnings ({len(warnings)}):"] + [f"  ! {w}" for w in warnings])
+
+
+def print_warnings_quiet(warnings: list[str]) -> None:
+    """Under --quiet the tables are left out, the warnings are not (one line each, on stderr)."""
+    for w in warnings:
+        print(f"sovsim: warning: {w}", file=sys.stderr)
 
 
 def _fmt(v, unit="s"):
@@ -138,10 +154,20 @@ def format_summary(s: dict) -> str:
     lines.append(f"requests: {s['arrivals']} arrived, {s['completed']} completed, "
                  f"{s['rejected']} rejected, {s['in_flight']} in flight at the horizon")
     ru = s.get("request_utilisation")
-    lines.append(f"GPU utilisation {s['gpu_utilisation'] * 100:.1f} % busy"
-                 + (f", {ru * 100:.1f} % of request capacity" if ru is not None else "") + "   "
+    tu = s.get("throughput_utilisation")
+    # the load: request utilisation, throughput utilisation beside it (the busy share, time with
+    # any request in flight, reads ~100 % at almost any load: it stays in summary.json as busy_share)
+    lines.append("load: " + (f"request utilisation {ru * 100:.1f} %" if ru is not None else "request utilisation -")
+                 + (f", throughput utilisation {tu * 100:.1f} %" if tu is not None else "") + "   "
                  f"output {s['throughput_output_tokens_per_s']:.0f} tokens/s   "
                  f"preemptions {s['preemptions']}")
+    deps = s.get("deployments") or {}
+    if len(deps) > 1:
+        for name, d in deps.items():
+            dru, dtu = d.get("request_utilisation"), d.get("throughput_utilisation")
+            lines.append(f"  {name}{' at ' + d['site'] if d.get('site') else ''}: {d.get('gpus', 0)} GPUs, "
+                         f"request utilisation {'-' if dru is None else f'{dru * 100:.1f} %'}, "
+                         f"throughput utilisation {'-' if dtu is None else f'{dtu * 100:.1f} %'}")
     e = s.get("economics")
     if e:
         av = e.get("availability", {})

@@ -15,26 +15,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sim.scenario.market import default_market_spec  # noqa: E402
-from sim.study.glossary import axis_label, label  # noqa: E402
-
-CAPTIONS = {
-    "overview": "Left: the fleet's load per time bin as request utilisation (requests completed / the "
-                "requests the fleet could complete at full batch) and throughput utilisation (output tokens / "
-                "decode capacity), with KV-cache occupancy; the grey dotted line is the busy share (time with "
-                "any request in flight), which reads near 100 % at almost any load and is not a load measure. "
-                "Middle and right: the distribution of time to first token and time per output token of each "
-                "workload over the request sample; dashed lines are the SLA targets.",
-    "forecast": "Month by month: revenue, cost and gross margin (top left); SLA attainment against the "
-                "tenants' attainment target (dashed) and the fleet's request utilisation (top right); "
-                "sovereign contracts active, won and lost (bottom left); the sovereign provider's share of "
-                "contracted demand (bottom right).",
-}
-
-
-def caption(stem: str) -> str:
-    """What the figure named ``stem`` shows (the stem itself, humanised, if unknown)."""
-    return CAPTIONS.get(stem, stem.replace("_", " ").capitalize())
-
+from sim.study.glossary import CAPTIONS, axis_label, caption, label  # noqa: E402,F401  (CAPTIONS, caption: re-exported)
 
 def _load_per_bin(ts, summary):
     """Fleet request and throughput utilisation per time bin (GPU-weighted: each bin's
@@ -156,6 +137,7 @@ def forecast_figure(result) -> list[str]:
     ax.set_title("Market share")
     for a in axes.flat:
         a.set_xlabel("month")
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.suptitle(f"{result.summary['scenario']}: {len(df)}-month forecast (seed {result.seed})")
     fig.tight_layout()
     fig.savefig(result.out_dir / "forecast.png", dpi=110, metadata={"Software": None})

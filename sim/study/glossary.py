@@ -102,6 +102,25 @@ TERMS: dict[str, Term] = {
     "scenario": Term("Scenario", "", "text"),
 }
 
+CAPTIONS = {
+    "overview": "Left: the fleet's load per time bin as request utilisation (requests completed / the "
+                "requests the fleet could complete at full batch) and throughput utilisation (output tokens / "
+                "decode capacity), with KV-cache occupancy; the grey dotted line is the busy share (time with "
+                "any request in flight), which reads near 100 % at almost any load and is not a load measure. "
+                "Middle and right: the distribution of time to first token and time per output token of each "
+                "workload over the request sample; dashed lines are the SLA targets.",
+    "forecast": "Month by month: revenue, cost and gross margin (top left); SLA attainment against the "
+                "tenants' attainment target (dashed) and the fleet's request utilisation when the monthly table "
+                "has it (top right); sovereign contracts active, won and lost (bottom left); the sovereign "
+                "provider's share of contracted demand (bottom right).",
+}
+
+
+def caption(stem: str) -> str:
+    """What the figure named ``stem`` shows (the stem itself, humanised, if unknown)."""
+    return CAPTIONS.get(stem, stem.replace("_", " ").capitalize())
+
+
 _STATS = {"mean": "mean", "p50": "p50", "p90": "p90", "p99": "p99"}
 _GROUPS = {"workloads", "deployments", "sites", "verticals"}
 _PREFIX = {"contracts": "", "economics": ""}
