@@ -172,13 +172,15 @@ def run_warnings(summary: dict, scenario: Scenario | None = None, timeseries=Non
             out.append(f"the queue grows through the run: {growth:,.0f} more requests in the system at the "
                        f"end than at mid-run (arrivals outpace completions; the horizon's numbers are not a steady state)")
     else:
-        # no time series: Little's law on the summary (in flight vs rate x mean latency)
+        # no time series: what is still in the system at the horizon, against the arrivals and
+        # against Little's law (completion rate x mean latency)
         rate = summary.get("throughput_requests_per_s") or 0.0
         e2e = (summary.get("e2e_s") or {}).get("mean") or 0.0
         inflight = summary.get("in_flight") or 0
-        if inflight > max(QUEUE_GROWTH_MIN, 5 * rate * e2e):
-            out.append(f"the queue grows through the run: {inflight:,} requests in flight at the horizon, "
-                       f"{inflight / max(rate * e2e, 1e-9):.0f}x what the completion rate and mean latency imply")
+        arrivals = summary.get("arrivals") or 0
+        if inflight > max(QUEUE_GROWTH_MIN, 0.05 * arrivals, 2 * rate * e2e):
+            out.append(f"the queue grows through the run: {inflight:,} requests in flight at the horizon "
+                       f"({_pct(inflight / arrivals)} of the arrivals; arrivals outpace completions)")
     return out
 
 
