@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -104,10 +105,13 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _text_table(header: Sequence[str], rows: Iterable[Sequence[str]], num_from: int = 1,
+_NUMERIC = re.compile(r"^(EUR )?[-+]?[\d.,]+( %| ms| s| (million|billion|trillion))?$")
+
+
+def _text_table(header: Sequence[str], rows: Iterable[Sequence[str]], num_from: int | None = None,
                 code_from: int | None = None) -> str:
-    """A table of already formatted cells; columns from ``num_from`` on are right-aligned,
-    from ``code_from`` on shown as code (raw keys)."""
+    """A table of already formatted cells; numbers (or every column from ``num_from`` on) are
+    right-aligned, columns from ``code_from`` on shown as code (raw keys)."""
     h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
     body = []
     for r in rows:
@@ -116,7 +120,8 @@ def _text_table(header: Sequence[str], rows: Iterable[Sequence[str]], num_from: 
             if code_from is not None and i >= code_from:
                 cells.append(f"<td><code>{html.escape(str(v))}</code></td>")
             else:
-                cls = ' class="num"' if i >= num_from else ""
+                num = i >= num_from if num_from is not None else bool(_NUMERIC.match(str(v)))
+                cls = ' class="num"' if num else ""
                 cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
