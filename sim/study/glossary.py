@@ -141,7 +141,7 @@ PARAMETERS: dict[str, str] = {
     "fit_start": "sovereignty fit at the start",
     "fit_end": "sovereignty fit once the gap is closed",
     "midpoint_month": "month the gap is half closed",
-    "width_months": "gap-closing speed (months)",
+    "width_months": "gap-closing time scale (months)",
     "rfp_rate_per_month": "RFPs per month",
     "rfp_growth_per_year": "RFP growth per year (factor)",
     "rate_per_s_median": "contract size (median requests/s)",
