@@ -217,27 +217,85 @@ def _type_name(ann) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+def _num(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        if v >= 1 << 20 and v & (v - 1) == 0:
+            return f"2^{v.bit_length() - 1}"
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def constraint_text(metadata, noun: str = "items") -> str:
+    """Readable constraints of a field's metadata: ``> 0 and <= 1024``, ``at least 1 character``
+    (the strict, finite numbers every field has are left out: see the header)."""
+    parts = []
+    for m in metadata or ():
+        if isinstance(getattr(m, "metadata", None), list):   # a Field(...) inside Annotated[...]
+            inner = constraint_text(m.metadata, noun)
+            if inner:
+                parts.append(inner)
+            continue
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                parts.append(f"{sym} {_num(v)}")
+        lo, hi = getattr(m, "min_length", None), getattr(m, "max_length", None)
+        if lo is not None:
+            parts.append(f"at least {lo} {noun[:-1] if lo == 1 else noun}")
+        if hi is not None:
+            parts.append(f"at most {hi} {noun}")
+        if getattr(m, "multiple_of", None) is not None:
+            parts.append(f"a multiple of {_num(m.multiple_of)}")
+        if getattr(m, "pattern", None):
+            parts.append(f"matching {m.pattern}")
+    return " and ".join(parts)
+
+
+def _inner_constraints(ann) -> str:
+    """Constraints inside an annotation (the values of a table, the items of a list)."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return constraint_text(args[1:]) or _inner_constraints(args[0])
+    if origin is dict and len(args) == 2:
+        c = _inner_constraints(args[1])
+        return f"each value {c}" if c else ""
+    if origin in (list, tuple) and args:
+        c = _inner_constraints(args[0])
+        return f"each item {c}" if c else ""
+    return ""
+
+
 def schema_rows():
-    """(path, type, default, constraints, description) for every field, depth first."""
+    """(path, type, default, constraints, description) for every field, depth first: nested
+    tables (also the values of a table of tables, ``<key>``) and every member of a union
+    (tagged ``[kind=...]``)."""
     from pydantic import BaseModel
     from pydantic_core import PydanticUndefined
-
 
     rows = []
     seen = set()
 
     def members(ann):
+        """(model, separator) of each schema model an annotation holds."""
         origin = typing.get_origin(ann)
         args = typing.get_args(ann)
         if origin is typing.Annotated:
             return members(args[0])
-        if origin in (list, tuple, typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (list, tuple):
+            return [(m, "[]" + sep) for a in args for m, sep in members(a)]
+        if origin is dict and len(args) == 2:
+            return [(m, ".<name>" + sep) for m, sep in members(args[1])]
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
             out = []
             for a in args:
                 out += members(a)
             return out
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            return [ann]
+            return [(ann, ".")]
         return []
 
     def walk(model, prefix):
@@ -247,20 +305,25 @@ def schema_rows():
                 "(table)" if f.default_factory is not None else repr(f.default))
             if f.is_required():
                 default = "required"
-            cons = ", ".join(str(m) for m in f.metadata) if f.metadata else ""
-            rows.append((path, _type_name(f.annotation), default, cons, f.description or ""))
+            typ = _type_name(f.annotation)
+            noun = "characters" if typ.startswith("str") else "items"
+            cons = " and ".join(c for c in (constraint_text(f.metadata, noun), _inner_constraints(f.annotation)) if c)
+            rows.append((path, typ, default, cons, f.description or ""))
             subs = members(f.annotation)
-            for sm in subs:
+            for sm, sep in subs:
                 key = (path, sm.__name__)
                 if key in seen:
                     continue
                 seen.add(key)
                 tag = ""
-                for fn, ff in sm.model_fields.items():
-                    if typing.get_origin(ff.annotation) is typing.Literal and fn in ("kind", "dist"):
-                        tag = f"[{fn}={typing.get_args(ff.annotation)[0]}]"
-                sep = "[]." if typing.get_origin(f.annotation) is list else "."
-                walk(sm, f"{path}{tag}{sep}" if tag else f"{path}{sep}")
+                if len(subs) > 1:   # a union of tables: name the member by its tag
+                    for fn, ff in sm.model_fields.items():
+                        if typing.get_origin(ff.annotation) is typing.Literal and fn in ("kind", "dist"):
+                            tag = f"[{fn}={typing.get_args(ff.annotation)[0]}]"
+                if sep.startswith("[]"):
+                    walk(sm, f"{path}[]{tag}{sep[2:]}")
+                else:
+                    walk(sm, f"{path}{sep[:-1]}{tag}{sep[-1]}")
 
     walk(Scenario, "")
     return rows
@@ -271,14 +334,18 @@ def cmd_schema(args) -> int:
     if args.markdown:
         print("# Scenario reference\n")
         print("Generated by `sovsim schema --markdown`. Every field of a scenario TOML file; "
-              "unknown fields are errors.\n")
+              "unknown fields are errors. Numbers are strict and finite everywhere (no inf or nan; "
+              "no string or boolean is converted into a number; an integer is accepted where a "
+              "decimal is expected); the constraints column gives each field's allowed range.\n")
         print("| field | type | default | constraints | meaning (source) |")
         print("| --- | --- | --- | --- | --- |")
         for r in rows:
             print("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
         return 0
+    print("# every scenario field: type, default, allowed values; numbers are strict and finite "
+          "(no inf/nan, no string or boolean converted)")
     for path, typ, default, cons, desc in rows:
-        print(f"{path}  ({typ}; default {default}{'; ' + cons if cons else ''})")
+        print(f"{path}  ({typ}; default {default}{'; allowed ' + cons if cons else ''})")
         if desc:
             print(f"    {desc}")
     return 0
