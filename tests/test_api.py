@@ -31,15 +31,26 @@ def test_docs_api_md_examples_run():
 def test_import_sim_is_cheap_and_lazy():
     code = ("import sys, sim; heavy = [m for m in ('sim.api', 'pandas', 'simpy', 'sim.study.run') if m in sys.modules];"
             "print(heavy); f = sim.forecast; print(callable(f), 'sim.api' in sys.modules)")
+    # and the other order: the subpackage first, then the API through it
+    code2 = ("import sim.forecast.forecast as f, sim; import sim.study.run as r; "
+             "print(callable(sim.forecast), sim.forecast.forecast is f, callable(sim.run))")
+    out2 = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out2.strip() == "True True True"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.split("\n")[:2] == ["[]", "True True"]
 
 
-def test_top_level_names_are_the_api_functions():
+def test_top_level_names_are_the_api_functions(monkeypatch):
     import sim
-    import sim.forecast.forecast  # noqa: F401  (the subpackage records itself on sim)
+    import sim.forecast.forecast as fc   # the subpackage records itself on sim, and stays importable
 
-    assert sim.forecast is sim.api.forecast and sim.run is sim.api.run
+    assert fc.run_forecast is sys.modules["sim.forecast.forecast"].run_forecast
+    # sim.forecast is the subpackage, callable as the API function
+    assert sim.forecast is sys.modules["sim.forecast"] and callable(sim.forecast)
+    seen = []
+    monkeypatch.setattr(sim.api, "forecast", lambda *a, **k: seen.append((a, k)) or "called")
+    assert sim.forecast("default", seed=3) == "called" and seen == [(("default",), {"seed": 3})]
+    assert sim.run is sim.api.run
     assert sim.sweep is sim.api.sweep and sim.capacity is sim.api.capacity
     assert sim.load_scenario is sim.api.load_scenario
     from sim.forecast.forecast import run_forecast   # the subpackage stays importable by name
