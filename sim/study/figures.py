@@ -122,7 +122,7 @@ def forecast_figure(result) -> list[str]:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share (0-1)")
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("Service and load")
+    ax.set_title("Service and load" if "request_utilisation" in df.columns else "Service")
     ax = axes[1, 0]
     ax.plot(df["month"], df["contracts_active"], label="active")
     ax.bar(df["month"], df["contracts_won"], alpha=0.5, label="won")
