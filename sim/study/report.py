@@ -270,12 +270,17 @@ def run_tables(summary: Mapping) -> list[tuple[str, list[str], list[list[str]]]]
         out.append(("Deployments", ["deployment", "site", "replica", "GPUs", "request utilisation",
                                     "throughput utilisation", "KV-cache occupancy", "busy share (not a load measure)"], rows))
     ss = summary.get("sites") or {}
+    money = (summary.get("economics") or {}).get("by_site") or {}
     if ss:
-        rows = [[n, st.get("jurisdiction") or "-", ", ".join(st.get("certifications") or []) or "-",
-                 f("gpus", st.get("gpus")), f("gpu_hours", st.get("gpu_hours")), f("completed", st.get("completed")),
-                 f("busy_share", st.get("gpu_utilisation"))] for n, st in ss.items()]
+        rows = []
+        for n, st in ss.items():
+            m = money.get("-" if n == "(unsited)" else n, {})
+            rows.append([n, st.get("jurisdiction") or "-", ", ".join(st.get("certifications") or []) or "-",
+                         f("gpus", st.get("gpus")), f("gpu_hours", st.get("gpu_hours")), f("completed", st.get("completed")),
+                         f("revenue_eur", m.get("revenue_eur")), f("costs_eur", m.get("costs_eur")),
+                         f("margin_eur", m.get("margin_eur")), f("busy_share", st.get("gpu_utilisation"))])
         out.append(("Sites", ["site", "jurisdiction", "certifications", "GPUs", "GPU-hours", "requests completed",
-                              "busy share (not a load measure)"], rows))
+                              "revenue", "cost", "gross margin", "busy share (not a load measure)"], rows))
     return out
 
 

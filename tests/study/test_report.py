@@ -47,6 +47,8 @@ def test_run_report_reads_as_a_strategist_needs(day_report):
     assert rows[2][1].endswith(" ms") and rows[3][0].startswith("Busy share") and "not a load measure" in rows[3][0]
     for heading in ("<h2>Workloads", "<h2>Deployments", "<h2>Sites"):
         assert heading in html
+    sites = html[html.index("<h2>Sites"):html.index("<h2>Figures")]
+    assert "<th>cost</th>" in sites and f"EUR {r.summary['economics']['costs_eur']:,.2f}" in sites
     assert "<figcaption>Left: the fleet's load per time bin as request utilisation" in html_mod.unescape(html)
 
 
