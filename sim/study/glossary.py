@@ -121,7 +121,9 @@ def caption(stem: str) -> str:
     return CAPTIONS.get(stem, stem.replace("_", " ").capitalize())
 
 
-_STATS = {"mean": "mean", "p50": "p50", "p90": "p90", "p99": "p99"}
+_STATS = {"mean": "mean", "p50": "p50", "p90": "p90", "p99": "p99",
+          # a cells run's estimates: {value, ci_low, ci_high}
+          "value": "", "ci_low": "(95 % CI low)", "ci_high": "(95 % CI high)"}
 _GROUPS = {"workloads", "deployments", "sites", "verticals"}
 _PREFIX = {"contracts": "", "economics": ""}
 
@@ -199,11 +201,14 @@ def label(key: str) -> str:
         owner, parts = parts[1], parts[2:]
     elif parts[0] in _PREFIX and len(parts) > 1:
         parts = parts[1:]
-    stat = parts.pop() if len(parts) > 1 and parts[-1] in _STATS else ""
+    stats = []
+    while len(parts) > 1 and parts[-1] in _STATS:
+        stats.insert(0, parts.pop())
     base = ".".join(parts)
     text = TERMS[base].label if base in TERMS else _humanise(base)
-    if stat:
-        text = f"{text} {_STATS[stat]}"
+    for stat in stats:
+        if _STATS[stat]:
+            text = f"{text} {_STATS[stat]}"
     return f"{owner}: {text}" if owner else text
 
 
