@@ -113,6 +113,21 @@ CAPTIONS = {
                 "tenants' attainment target (dashed) and the fleet's request utilisation when the monthly table "
                 "has it (top right); sovereign contracts active, won and lost (bottom left); the sovereign "
                 "provider's share of contracted demand (bottom right).",
+    # the experiments' figures: the question each answers (README, "Figures")
+    "capacity_sweep": "How many H100s does Mixtral need at each load? (64 points x 5 replications).",
+    "gpu_generations": "A100 vs H100 vs H200 vs B200 at equal SLA: GPUs, GPU-hours and EUR per million tokens "
+                       "(B200: no EUR price in the data).",
+    "moe_batching": "Where does Mixtral lose its small-batch advantage over dense 13B/47B models?",
+    "fragmentation": "What does residency cost in SLA attainment, utilisation and GPUs?",
+    "failure_resilience": "SLA attainment, availability and margin at 1x to 10,000x the Llama 3 GPU/node failure "
+                          "rates, requeue preserving vs recomputing tokens (4 replications, 95 % intervals).",
+    "lease_vs_own": "Rent GPU-hours or own hardware in leased colocation? The break-even utilisation.",
+    "autoscale": "Fixed fleets or a capacity policy over a weekday of finance demand: GPUs in the fleet hour by "
+                 "hour, SLA attainment against cost (2 replications).",
+    "sovereignty_gap": "Margin, market share and utilisation if hyperscalers close the sovereignty gap fast, or "
+                       "start a price war (full forecast, 4 replications).",
+    "tornado": "Which market assumptions move the 36-month gross margin most? Change of the cumulative margin "
+               "with each parameter at its low and high end, one at a time (paired replications, 95 % intervals).",
 }
 
 
