@@ -65,7 +65,7 @@ def run_figures(result) -> list[str]:
     ax.set_xlabel("simulated time (h)")
     ax.set_ylabel("share of fleet capacity (0-1)")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center right")
     ru = s.get("request_utilisation")
     ax.set_title("Load" + (f": request utilisation {ru * 100:.1f} %" if ru is not None else ""))
     done = req[req["outcome"] == "completed"]
@@ -84,7 +84,7 @@ def run_figures(result) -> list[str]:
         ax.set_ylabel("share of requests at or below (CDF)")
         ax.set_title(f"{label(col)}: " + ("time to first token" if col == "ttft_s" else "time per output token"))
         if ax.lines:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{s['scenario']} (seed {result.seed})")
     fig.tight_layout()
     fig.savefig(out / "overview.png", dpi=110)
