@@ -29,6 +29,7 @@ import numpy as np
 
 from market_common import add_common_args, base_scenario, check_args, main_guard, mean_ci, run_all, with_market
 from sim.scenario.market import _parse, fallback_parameters, read_table, set_parameter
+from sim.study.glossary import parameter_label
 
 OUTCOMES = {
     "cum_margin_eur": ("gross_margin_eur", "sum"),
@@ -155,7 +156,7 @@ def tornado(table, path: Path, base: float, mode: str, reps: int, months: int, t
     ax.errorbar(lo, y, xerr=t["d_cum_margin_eur_low_ci95"].to_numpy() / 1e6, fmt="none", ecolor="k", lw=0.8)
     ax.errorbar(hi, y, xerr=t["d_cum_margin_eur_high_ci95"].to_numpy() / 1e6, fmt="none", ecolor="k", lw=0.8)
     ax.set_yticks(y)
-    ax.set_yticklabels([f"{b}.{p}" for b, p in zip(t["block"], t["parameter"])], fontsize=8)
+    ax.set_yticklabels([parameter_label(b, p) for b, p in zip(t["block"], t["parameter"])], fontsize=8)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel(f"change of {months}-month cumulative gross margin vs base ({base/1e6:.2f} M EUR), M EUR")
     ax.set_title(f"One-at-a-time sensitivity ({reps} paired replications, 95% CI) — {mode}", fontsize=10)

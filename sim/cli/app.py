@@ -7,7 +7,7 @@ that adds its parsers and sets ``func(args) -> int`` on each.  Bad input raises
 Every command (every leaf of the parser tree) takes the same two output flags, added here by
 :func:`add_output_flags` after the modules registered theirs:
 
-* ``--quiet``: nothing but errors (no progress, no table; a command that defines its own
+* ``--quiet``: nothing but errors and warnings (no progress, no table; a command that defines its own
   ``--quiet``, as ``run`` does, keeps it, and prints ``--json`` output if asked);
 * ``-v`` / ``--verbose``: a progress line after every step when not on a terminal, and the
   ``sim`` loggers at INFO.
@@ -77,7 +77,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
         seen.add(id(p))
         opts = p._option_string_actions
         if "--quiet" not in opts:
-            p.add_argument("--quiet", action="store_true", help="nothing but errors (no progress, no output)")
+            p.add_argument("--quiet", action="store_true", help="nothing but errors and warnings (no progress, no output)")
             p.set_defaults(_quiet_here=True)
         else:   # the command's own --quiet (it may still print --json); not a group's default
             p.set_defaults(_quiet_here=False)
@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except UserError as err:
         print(f"sovsim: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:   # work allowed past the estimate's limit (--max-work) that does not fit
+        print("sovsim: error: out of memory; allowed: less work (a shorter horizon, fewer replicas, wider "
+              "timeseries bins, a smaller request sample) or a machine with more memory", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         return 0

@@ -13,6 +13,7 @@ from sim.scenario import resolved_config
 from sim.study.cells import run_cells
 from sim.study.report import scenario_sources_rows, write_html_report
 from sim.study.sweep import make_executor
+from sim.study.warnings import scenario_warnings
 
 
 def _ci(d: dict, scale: float = 1.0, fmt: str = "{:,.0f}") -> str:
@@ -45,6 +46,8 @@ def format_cells(s: dict) -> str:
              f"{s['residency_violations']['value']:.0f}"]
     if s["sla_attainment"]["value"] is not None and s["sla_attainment"]["value"] < 0.95:
         lines.append("warning: fleet SLA attainment is under 95 %: some cells are saturated in their busiest hours")
+    for w in s.get("warnings", []):
+        lines.append(f"warning: {w}")
     return "\n".join(lines)
 
 
@@ -65,6 +68,7 @@ def run_cells_command(args, scenario) -> int:
             close()
         wall = time.perf_counter() - t0
         s = res.summary
+        s["warnings"] = scenario_warnings(scenario)   # deployments and sites no tenant can use
         folder.write_json("summary.json", s)
         rows = [dict(cell=i, site=res.cells[i].site, replicas=sum(res.cells[i].replicas), **r["totals"])
                 for i, r in sorted(res.per_cell.items())]

@@ -66,7 +66,10 @@ def format_economics(e: dict, s: dict | None = None) -> str:
     lines = []
     if s is not None:
         lines.append(f"completed {s['completed']} / arrivals {s['arrivals']}, rejected {s['rejected']}, "
-                     f"SLA attainment {s['sla_attainment']}, GPU utilisation {s['gpu_utilisation']:.3f}")
+                     f"SLA attainment {s['sla_attainment']}, request utilisation "
+                     + ("-" if s.get("request_utilisation") is None else f"{s['request_utilisation'] * 100:.1f} %")
+                     + ("" if s.get("throughput_utilisation") is None else
+                        f", throughput utilisation {s['throughput_utilisation'] * 100:.1f} %"))
     lines.append(f"revenue  EUR {e['revenue_eur']:>14,.2f}")
     for ln in ("rental", "partner", "depreciation", "colocation", "power", "sla_credits"):
         lines.append(f"  {ln:<13}EUR {e[ln + '_cents'] / 100:>14,.2f}")

@@ -10,7 +10,7 @@ from sim.core.errors import UserError
 from sim.forecast.forecast import format_forecast, run_forecast
 from sim.scenario import Scenario, load_scenario, with_overrides
 from sim.scenario.estimate import ENV as WORK_ENV
-from sim.study.report import scenario_sources_rows, write_html_report, write_run_report
+from sim.study.report import finish_forecast, write_run_report
 from sim.cli.cells import run_cells_command
 from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
 from sim.study.run import _json_default, run
@@ -99,18 +99,17 @@ def cmd_run(args) -> int:
     out = check_out_dir(args.out) if args.out else default_out(scenario.name)
     progress = False if args.quiet else None   # None: sim.core.progress default (bar on a terminal, heartbeat lines otherwise)
     if scenario.forecast is not None:
-        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
-        cfg = json.loads((out / "config.json").read_text())
-        figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
-        write_html_report(out, f"sovsim forecast: {scenario.name} (seed {result.seed})", result.summary,
-                          figs, cfg, scenario_sources_rows(scenario))
-        add_to_manifest(out, ["report.html"])
-        result.files.append("report.html")
+        # the forecast's own figure is replaced by the study's (labelled, SLA target line)
+        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress, figures=False)
+        finish_forecast(result)   # warnings into summary.json, forecast.png, report.html
         if args.json:
             print(json.dumps(result.summary, default=_json_default))
         elif not args.quiet:
             print(format_forecast(result))
+            print(format_warnings(result.summary["warnings"]))
             print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
+        else:
+            print_warnings_quiet(result.summary["warnings"])
         return 0
     result = run(scenario, seed=args.seed, out_dir=out, progress=progress)
     write_run_report(result)
@@ -120,8 +119,24 @@ def cmd_run(args) -> int:
         print(json.dumps(result.summary, default=_json_default))
     elif not args.quiet:
         print(format_summary(result.summary))
+        print(format_warnings(result.summary.get("warnings", [])))
         print(f"\nwrote {out}/: {', '.join(result.files)}   ({result.wall_s:.1f} s wall)")
+    else:
+        print_warnings_quiet(result.summary.get("warnings", []))
     return 0
+
+
+def format_warnings(warnings: list[str]) -> str:
+    """The warnings block printed after a run's tables (empty line when there are none)."""
+    if not warnings:
+        return "\nno warnings"
+    return "\n" + "\n".join([f"warnings ({len(warnings)}):"] + [f"  ! {w}" for w in warnings])
+
+
+def print_warnings_quiet(warnings: list[str]) -> None:
+    """Under --quiet the tables are left out, the warnings are not (one line each, on stderr)."""
+    for w in warnings:
+        print(f"sovsim: warning: {w}", file=sys.stderr)
 
 
 def _fmt(v, unit="s"):
@@ -139,10 +154,20 @@ def format_summary(s: dict) -> str:
     lines.append(f"requests: {s['arrivals']} arrived, {s['completed']} completed, "
                  f"{s['rejected']} rejected, {s['in_flight']} in flight at the horizon")
     ru = s.get("request_utilisation")
-    lines.append(f"GPU utilisation {s['gpu_utilisation'] * 100:.1f} % busy"
-                 + (f", {ru * 100:.1f} % of request capacity" if ru is not None else "") + "   "
+    tu = s.get("throughput_utilisation")
+    # the load: request utilisation, throughput utilisation beside it (the busy share, time with
+    # any request in flight, reads ~100 % at almost any load: it stays in summary.json as busy_share)
+    lines.append("load: " + (f"request utilisation {ru * 100:.1f} %" if ru is not None else "request utilisation -")
+                 + (f", throughput utilisation {tu * 100:.1f} %" if tu is not None else "") + "   "
                  f"output {s['throughput_output_tokens_per_s']:.0f} tokens/s   "
                  f"preemptions {s['preemptions']}")
+    deps = s.get("deployments") or {}
+    if len(deps) > 1:
+        for name, d in deps.items():
+            dru, dtu = d.get("request_utilisation"), d.get("throughput_utilisation")
+            lines.append(f"  {name}{' at ' + d['site'] if d.get('site') else ''}: {d.get('gpus', 0)} GPUs, "
+                         f"request utilisation {'-' if dru is None else f'{dru * 100:.1f} %'}, "
+                         f"throughput utilisation {'-' if dtu is None else f'{dtu * 100:.1f} %'}")
     e = s.get("economics")
     if e:
         av = e.get("availability", {})
@@ -192,27 +217,85 @@ def _type_name(ann) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+def _num(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        if v >= 1 << 20 and v & (v - 1) == 0:
+            return f"2^{v.bit_length() - 1}"
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def constraint_text(metadata, noun: str = "items") -> str:
+    """Readable constraints of a field's metadata: ``> 0 and <= 1024``, ``at least 1 character``
+    (the strict, finite numbers every field has are left out: see the header)."""
+    parts = []
+    for m in metadata or ():
+        if isinstance(getattr(m, "metadata", None), list):   # a Field(...) inside Annotated[...]
+            inner = constraint_text(m.metadata, noun)
+            if inner:
+                parts.append(inner)
+            continue
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                parts.append(f"{sym} {_num(v)}")
+        lo, hi = getattr(m, "min_length", None), getattr(m, "max_length", None)
+        if lo is not None:
+            parts.append(f"at least {lo} {noun[:-1] if lo == 1 else noun}")
+        if hi is not None:
+            parts.append(f"at most {hi} {noun}")
+        if getattr(m, "multiple_of", None) is not None:
+            parts.append(f"a multiple of {_num(m.multiple_of)}")
+        if getattr(m, "pattern", None):
+            parts.append(f"matching {m.pattern}")
+    return " and ".join(parts)
+
+
+def _inner_constraints(ann) -> str:
+    """Constraints inside an annotation (the values of a table, the items of a list)."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return constraint_text(args[1:]) or _inner_constraints(args[0])
+    if origin is dict and len(args) == 2:
+        c = _inner_constraints(args[1])
+        return f"each value {c}" if c else ""
+    if origin in (list, tuple) and args:
+        c = _inner_constraints(args[0])
+        return f"each item {c}" if c else ""
+    return ""
+
+
 def schema_rows():
-    """(path, type, default, constraints, description) for every field, depth first."""
+    """(path, type, default, constraints, description) for every field, depth first: nested
+    tables (also the values of a table of tables, ``<key>``) and every member of a union
+    (tagged ``[kind=...]``)."""
     from pydantic import BaseModel
     from pydantic_core import PydanticUndefined
-
 
     rows = []
     seen = set()
 
     def members(ann):
+        """(model, separator) of each schema model an annotation holds."""
         origin = typing.get_origin(ann)
         args = typing.get_args(ann)
         if origin is typing.Annotated:
             return members(args[0])
-        if origin in (list, tuple, typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (list, tuple):
+            return [(m, "[]" + sep) for a in args for m, sep in members(a)]
+        if origin is dict and len(args) == 2:
+            return [(m, ".<name>" + sep) for m, sep in members(args[1])]
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
             out = []
             for a in args:
                 out += members(a)
             return out
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            return [ann]
+            return [(ann, ".")]
         return []
 
     def walk(model, prefix):
@@ -222,20 +305,25 @@ def schema_rows():
                 "(table)" if f.default_factory is not None else repr(f.default))
             if f.is_required():
                 default = "required"
-            cons = ", ".join(str(m) for m in f.metadata) if f.metadata else ""
-            rows.append((path, _type_name(f.annotation), default, cons, f.description or ""))
+            typ = _type_name(f.annotation)
+            noun = "characters" if typ.startswith("str") else "items"
+            cons = " and ".join(c for c in (constraint_text(f.metadata, noun), _inner_constraints(f.annotation)) if c)
+            rows.append((path, typ, default, cons, f.description or ""))
             subs = members(f.annotation)
-            for sm in subs:
+            for sm, sep in subs:
                 key = (path, sm.__name__)
                 if key in seen:
                     continue
                 seen.add(key)
                 tag = ""
-                for fn, ff in sm.model_fields.items():
-                    if typing.get_origin(ff.annotation) is typing.Literal and fn in ("kind", "dist"):
-                        tag = f"[{fn}={typing.get_args(ff.annotation)[0]}]"
-                sep = "[]." if typing.get_origin(f.annotation) is list else "."
-                walk(sm, f"{path}{tag}{sep}" if tag else f"{path}{sep}")
+                if len(subs) > 1:   # a union of tables: name the member by its tag
+                    for fn, ff in sm.model_fields.items():
+                        if typing.get_origin(ff.annotation) is typing.Literal and fn in ("kind", "dist"):
+                            tag = f"[{fn}={typing.get_args(ff.annotation)[0]}]"
+                if sep.startswith("[]"):
+                    walk(sm, f"{path}[]{tag}{sep[2:]}")
+                else:
+                    walk(sm, f"{path}{sep[:-1]}{tag}{sep[-1]}")
 
     walk(Scenario, "")
     return rows
@@ -246,14 +334,18 @@ def cmd_schema(args) -> int:
     if args.markdown:
         print("# Scenario reference\n")
         print("Generated by `sovsim schema --markdown`. Every field of a scenario TOML file; "
-              "unknown fields are errors.\n")
+              "unknown fields are errors. Numbers are strict and finite everywhere (no inf or nan; "
+              "no string or boolean is converted into a number; an integer is accepted where a "
+              "decimal is expected); the constraints column gives each field's allowed range.\n")
         print("| field | type | default | constraints | meaning (source) |")
         print("| --- | --- | --- | --- | --- |")
         for r in rows:
             print("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
         return 0
+    print("# every scenario field: type, default, allowed values; numbers are strict and finite "
+          "(no inf/nan, no string or boolean converted)")
     for path, typ, default, cons, desc in rows:
-        print(f"{path}  ({typ}; default {default}{'; ' + cons if cons else ''})")
+        print(f"{path}  ({typ}; default {default}{'; allowed ' + cons if cons else ''})")
         if desc:
             print(f"    {desc}")
     return 0

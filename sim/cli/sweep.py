@@ -98,7 +98,7 @@ def cmd_sweep(args) -> int:
     print(f"sweep: {len(res.points)} points x {args.replications} replications = {len(res.tasks)} runs; "
           f"computed {res.computed}, reused {res.reused}; wall {res.wall_s:.1f} s")
     cols = ["point", *grid]
-    for m in ("sla_attainment", "ttft_s.p99", "gpu_utilisation"):
+    for m in ("sla_attainment", "ttft_s.p99", "request_utilisation", "throughput_utilisation"):
         if f"{m}_mean" in t:
             cols += [f"{m}_mean", f"{m}_ci95_lo", f"{m}_ci95_hi"]
     import pandas as pd

@@ -168,20 +168,27 @@ class RunFolder:
 
 
 def add_to_manifest(path: str | Path, names: list[str]) -> None:
-    """Record files written into a finished run folder after its manifest (a report made by
-    the command from the run's results)."""
+    """Record files written (or rewritten) into a finished run folder after its manifest (a
+    report made by the command from the run's results); entries already listed get their new
+    size and checksum."""
     p = Path(path)
     m = p / MANIFEST
     try:
         man = json.loads(m.read_text())
     except (OSError, ValueError):
         return
-    have = {f["name"] for f in man.get("files", [])}
+    files = man.setdefault("files", [])
+    index = {f["name"]: i for i, f in enumerate(files)}
     for n in names:
         f = p / n
-        if f.is_file() and n not in have:
+        if f.is_file():
             os.chmod(f, FILE_MODE)
-            man.setdefault("files", []).append({"name": n, "bytes": f.stat().st_size, "sha256": _sha256(f)})
+            entry = {"name": n, "bytes": f.stat().st_size, "sha256": _sha256(f)}
+            if n in index:     # rewritten after the manifest (e.g. a summary gaining its warnings)
+                files[index[n]] = entry
+            else:
+                index[n] = len(files)
+                files.append(entry)
     write_json_atomic(m, man, indent=2)
 
 

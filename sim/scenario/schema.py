@@ -9,6 +9,7 @@ what is allowed.
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import tomllib
 import types
@@ -611,6 +612,22 @@ class CellsSpec(Spec):
     warmup_s: float = Field(default=60.0, ge=0.0, description="Warm-up before each window, discarded, seconds. Run setting.")
 
 
+def _misspelt_deployment(deployments, wanted: str, asked: set[str]) -> tuple[int | None, int | None]:
+    """For a workload's model ``wanted`` that no deployment serves: (index of the deployment to
+    blame, index of a deployment to mention).  A deployment that serves no workload is blamed
+    when ``wanted`` is a catalog id and its own model is not (a typo under a constant step time,
+    whose model id is a label); one whose model is close to ``wanted`` (difflib ratio >= 0.8) is
+    mentioned otherwise."""
+    idle = [(j, d) for j, d in enumerate(deployments) if d.model not in asked]
+    close = [j for j, d in idle if difflib.SequenceMatcher(None, d.model, wanted).ratio() >= 0.8]
+    if wanted in catalog.llms():
+        wrong = [j for j, d in idle if d.model not in catalog.llms()]
+        if wrong:
+            return next((j for j in close if j in wrong), wrong[0]), None
+    close = [j for j in close if deployments[j].model not in catalog.llms()]
+    return None, (close[0] if close else None)
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", description="Scenario label.")
     description: str = Field(default="", description="Free text.")
@@ -681,9 +698,18 @@ class Scenario(Spec):
                 raise ValueError(f"capacity_policy.step_gpus: {cp.step_gpus} GPUs cannot hold one replica of "
                                  f"deployment {big.name!r} (tp={big.tp}); use {big.tp} or a multiple of it")
         served = {d.model for d in self.deployments}
+        asked = {w.model for w in self.workloads}
         for i, w in enumerate(self.workloads):
             if w.model not in served:
-                raise ValueError(f"workloads[{i}].model: {w.model!r} is served by no deployment (served: {sorted(served)})")
+                blame, hint = _misspelt_deployment(self.deployments, w.model, asked)
+                if blame is not None:   # the deployment's model is the typo, not the workload's
+                    d = self.deployments[blame]
+                    raise ValueError(f"deployments[{blame}].model: {d.model!r} is no catalog model and no workload asks "
+                                     f"for it; did you mean {w.model!r} (workloads[{i}].model)?")
+                near = difflib.get_close_matches(w.model, sorted(served), n=1, cutoff=0.8)
+                also = (f"; or is deployments[{hint}].model {self.deployments[hint].model!r} a typo of it?"
+                        if hint is not None else f"; did you mean {near[0]!r}?" if near else "")
+                raise ValueError(f"workloads[{i}].model: {w.model!r} is served by no deployment (served: {sorted(served)}){also}")
         return self
 
 

@@ -16,6 +16,7 @@ from sim.scenario import Scenario, resolved_config
 from sim.scenario.estimate import check_work
 from sim.serving.world import World
 from sim.study.figures import run_figures
+from sim.study.warnings import run_warnings
 
 
 @dataclass
@@ -55,6 +56,9 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None 
         result.requests = world.metrics.requests_frame(names)
         result.timeseries = world.metrics.timeseries_frame(
             world.replicas, summary["duration_s"] or scenario.simulation.horizon_s)
+        # the busy share under its own name (``gpu_utilisation`` is kept: same number, docs/metrics.md)
+        summary["busy_share"] = summary["gpu_utilisation"]
+        summary["warnings"] = run_warnings(summary, scenario, result.timeseries)
         if folder is not None:
             write_outputs(result, figures=figures, folder=folder)
     return result

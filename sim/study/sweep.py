@@ -513,7 +513,7 @@ def mean_ci95(values: np.ndarray, bounds: tuple[float, float] | None = None) -> 
 # name, an attainment or an availability (any), or a busy-time utilisation.  Not
 # throughput_utilisation or request_utilisation: ratios to a reference rate, they can pass 1.
 UNIT_INTERVAL_SUFFIXES = ("attainment", "availability")
-UNIT_INTERVAL_NAMES = ("utilisation", "gpu_utilisation")
+UNIT_INTERVAL_NAMES = ("utilisation", "gpu_utilisation", "busy_share")
 
 
 def metric_bounds(name: str) -> tuple[float, float] | None:

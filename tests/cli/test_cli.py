@@ -115,3 +115,24 @@ def test_schema_documents_every_field(capsys):
         assert field in text, field
     from sim.cli.run import schema_rows
     assert all(desc for *_, desc in schema_rows()), "a field without description"
+
+
+def test_schema_prints_readable_constraints_and_nested_fields(capsys):
+    assert main(["schema"]) == 0
+    text = capsys.readouterr().out
+    assert "Gt(" not in text and "Ge(" not in text and "MinLen(" not in text and "strict=True" not in text
+    assert "simulation.horizon_s  (float; default 3600.0; allowed > 0)" in text
+    assert "simulation.seed  (int; default 1; allowed >= 0 and < 2^63)" in text
+    assert "each value >= 0 and <= 60" in text                      # sites[].network_latency_s values
+    # a competitor's gap curve, a table of tables, shows every field
+    for f in ("fit_start", "fit_end", "midpoint_month", "width_months"):
+        assert f"market.competitors[].sovereignty.<name>.{f}  (" in text, f
+    # a union of tables is tagged per member; a single table is not
+    assert "sites[].contracts[][kind=owned_colo].capex_eur_per_gpu" in text
+    assert "deployments[].step_time.decode_step_s" in text and "step_time[kind=" not in text
+    assert "sites[].name  (str; default required; allowed at least 1 character)" in text
+
+
+def test_docs_scenario_reference_is_the_schema_output(capsys):
+    assert main(["schema", "--markdown"]) == 0
+    assert capsys.readouterr().out == (Path(__file__).resolve().parents[2] / "docs" / "scenario-reference.md").read_text()

@@ -233,3 +233,19 @@ def test_forecast_work_is_estimated_before_the_market_runs():
     with pytest.raises(UserError, match=r"^work estimate: .* requests is above the limit") as e:
         run_forecast(big, seed=1)
     assert "max_work=" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_out_of_memory_past_the_work_limit_is_one_line(tmp_path, capsys, monkeypatch):
+    """Work allowed past the estimate (--max-work) that does not fit in memory: one line, exit 2."""
+    import sim.cli.run as cli_run
+
+    def exhausted(*_a, **_k):
+        raise MemoryError
+
+    monkeypatch.setattr(cli_run, "run", exhausted)
+    path = tmp_path / "s.toml"
+    path.write_text(BASE)
+    rc = main(["run", str(path), "--out", str(tmp_path / "o"), "--max-work", "1e15"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("sovsim: error: out of memory; allowed: less work")

@@ -198,3 +198,32 @@ def test_unknown_site_reference_is_an_error():
     d["deployments"][0]["site"] = "atlantis"
     with pytest.raises(ScenarioError, match="atlantis"):
         scenario_from_dict(d)
+
+
+def _labels(dep_model: str, wl_model: str, step: dict | None = None) -> dict:
+    dep = {"name": "d", "model": dep_model, "tp": 2}
+    if step is not False:
+        dep["step_time"] = step or {"kind": "constant", "decode_step_s": 0.02, "kv_cache_tokens": 20000}
+    return {"deployments": [dep],
+            "workloads": [{"name": "w", "model": wl_model, "arrivals": {"kind": "poisson", "rate_per_s": 1.0},
+                           "prompt_tokens": {"dist": "constant", "value": 10},
+                           "output_tokens": {"dist": "constant", "value": 10}}]}
+
+
+def test_a_misspelt_deployment_model_is_blamed_on_the_deployment():
+    # a constant step time keeps the model id a label, so the catalog does not catch the typo
+    with pytest.raises(ScenarioError) as e:
+        scenario_from_dict(_labels("mixtral-8x7", "mixtral-8x7b"), "s.toml")
+    assert str(e.value) == ("s.toml: deployments[0].model: 'mixtral-8x7' is no catalog model and no workload asks "
+                            "for it; did you mean 'mixtral-8x7b' (workloads[0].model)?")
+    # a misspelt workload model is still the workload's, with the near miss named
+    with pytest.raises(ScenarioError, match=r"workloads\[0\]\.model: 'mixtral-8x7' is served by no deployment "
+                                            r"\(served: \['mixtral-8x7b'\]\); did you mean 'mixtral-8x7b'\?"):
+        scenario_from_dict(_labels("mixtral-8x7b", "mixtral-8x7"), "s.toml")
+    # two catalog models that differ: the workload's message, unchanged
+    with pytest.raises(ScenarioError, match=r"workloads\[0\]\.model: 'mixtral-8x7b' is served by no deployment "
+                                            r"\(served: \['llama-3-8b'\]\)$"):
+        scenario_from_dict(_labels("llama-3-8b", "mixtral-8x7b", False), "s.toml")
+    # a calibrated deployment with a misspelt id is caught by the catalog, on the deployment
+    with pytest.raises(ScenarioError, match=r"deployments\[0\]\.model: unknown model 'mixtral-8x7'"):
+        scenario_from_dict(_labels("mixtral-8x7", "mixtral-8x7b", False), "s.toml")
