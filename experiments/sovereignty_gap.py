@@ -96,6 +96,8 @@ def main() -> int:
     mode = "market-only (constant SLA %.3f, fluid fleet)" % args.sla if args.market_only else "full forecast"
     cols = ["month", "gap", "price", "seed", "share", "gpu_utilisation", "gross_margin_eur", "revenue_eur",
             "cost_eur", "contracts_active", "contracts_won", "contracts_lost", "sla_attainment"]
+    if "request_utilisation" in monthly.columns:   # the load measure (gpu_utilisation is the busy share)
+        cols.insert(cols.index("gpu_utilisation"), "request_utilisation")
     monthly[cols].to_csv(out / "sovereignty_gap_monthly.csv", index=False, float_format="%.6g")
 
     def cum_margin(g, pr):
@@ -110,7 +112,7 @@ def main() -> int:
         cum = per_seed.gross_margin_eur.sum().to_numpy()
         last = sub[sub.month == sub.month.max()].sort_values("seed")
         share = last.share.to_numpy()
-        util = per_seed.gpu_utilisation.mean().to_numpy()
+        util = per_seed[util_column(monthly)].mean().to_numpy()
         rev = per_seed.revenue_eur.sum().to_numpy()
         row = {"gap": g, "price": pr, "reps": len(cum)}
         for name, x in (("cum_margin_eur", cum), ("final_share", share), ("mean_utilisation", util), ("cum_revenue_eur", rev)):
@@ -140,12 +142,19 @@ def main() -> int:
     return 0
 
 
+def util_column(monthly) -> str:
+    """The load measure when the table has it (the forecast's request utilisation), else the busy share."""
+    return "request_utilisation" if "request_utilisation" in monthly.columns else "gpu_utilisation"
+
+
 def plot(monthly, path: Path, mode: str, reps: int):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [("share", "sovereign share of contracted demand"), ("gpu_utilisation", "GPU utilisation"),
+    util_label = ("request utilisation (load)" if util_column(monthly) == "request_utilisation"
+                  else "busy share (time with any request in flight; not a load measure)")
+    metrics = [("share", "sovereign share of contracted demand"), (util_column(monthly), util_label),
                ("gross_margin_eur", "gross margin, kEUR / month")]
     fig, axes = plt.subplots(len(metrics), len(PRICE_SCENARIOS), figsize=(13, 9), sharex=True, sharey="row")
     colors = dict(zip(GAP_SPEEDS, ["#1b9e77", "#7570b3", "#444444", "#d95f02"]))
