@@ -14,6 +14,7 @@ from sim.study.report import scenario_sources_rows, write_html_report, write_run
 from sim.cli.cells import run_cells_command
 from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
 from sim.study.run import _json_default, run
+from sim.study.sweep import make_executor
 
 
 def register(sub):
@@ -29,7 +30,8 @@ def register(sub):
                    help="override a scenario field by dotted path, e.g. deployments.0.replicas=8 "
                         "(VALUE is parsed as TOML, else taken as a string); repeatable")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes for a scenario with [cells] (default: all cores; 0 = in this process)")
+                   help="processes for a scenario with [cells] (default: all cores; 0 = in this process); "
+                        "for a forecast, N >= 1 runs each month's windows on N processes (default: in this process)")
     add_max_work(p)
     p.set_defaults(func=cmd_run)
 
@@ -99,7 +101,11 @@ def cmd_run(args) -> int:
     out = check_out_dir(args.out) if args.out else default_out(scenario.name)
     progress = not args.quiet and sys.stderr.isatty()
     if scenario.forecast is not None:
-        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress)
+        ex, close = make_executor(args.workers) if args.workers else (None, lambda: None)
+        try:
+            result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress, executor=ex)
+        finally:
+            close()
         cfg = json.loads((out / "config.json").read_text())
         figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
         write_html_report(out, f"sovsim forecast: {scenario.name} (seed {result.seed})", result.summary,

@@ -31,8 +31,8 @@ from sim.core.rng import RandomStreams
 from sim.core.runfolder import RunFolder, run_folder
 from sim.economics.ledger import Price, credit_tiers_for, month_lines_eur
 from sim.forecast.fleet import FixedFleet, PolicyFleet
-from sim.forecast.windows import (HOUR_S, WEEK_H, simulate_period, tenant_workload, window_busy_gpu_s,  # noqa: F401
-                                  window_scenario, window_seed, window_site_stats)
+from sim.forecast.windows import (HOUR_S, WEEK_H, simulate_period, simulate_window, tenant_workload,  # noqa: F401
+                                  window_busy_gpu_s, window_scenario, window_seed, window_site_stats)
 from sim.market.market import MONTH_S, Market
 from sim.scenario import Scenario, WorkloadSpec, resolved_config
 from sim.scenario.estimate import check_work
@@ -158,8 +158,14 @@ def _money_columns(monthly: pd.DataFrame, report: dict) -> pd.DataFrame:
     return monthly
 
 
-def simulate_forecast(scenario: Scenario, seed: int, progress: bool = False) -> ForecastResult:
-    """The months of the forecast, market, traffic and money (no files)."""
+def simulate_forecast(scenario: Scenario, seed: int, progress: bool = False, executor=None) -> ForecastResult:
+    """The months of the forecast, market, traffic and money (no files).
+
+    Months run in order: a month's tenants depend on the SLA delivered in earlier months
+    (renewals, churn, awards) and, with a capacity policy, its fleet on earlier months'
+    measurements.  The windows of one month are independent given its fleet and tenants:
+    with ``executor`` (any ``concurrent.futures.Executor``) they run in parallel, with the
+    same results as in this process."""
     spec = scenario.forecast
     streams = RandomStreams(seed)
     env = simpy.Environment()
@@ -179,7 +185,8 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: bool = False) -> 
         base = fleet.base_for(t_mid)
         per = simulate_period(base, [tenant_workload(c, spec) for c in contracts], MONTH_S,
                               spec.windows_per_month, spec.window_s, spec.warmup_s, u,
-                              lambda k, m=m: window_seed(streams, m, k), continuous=spec.continuous)
+                              lambda k, m=m: window_seed(streams, m, k), continuous=spec.continuous,
+                              executor=executor)
         prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in contracts}, t_mid)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
@@ -207,18 +214,20 @@ def write_forecast_outputs(result: ForecastResult, folder: RunFolder, figures: b
 
 
 def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,
-                 progress: bool = False, figures: bool = True, max_work: float | None = None) -> ForecastResult:
+                 progress: bool = False, figures: bool = True, max_work: float | None = None,
+                 executor=None) -> ForecastResult:
     """The monthly forecast of ``scenario`` (which needs ``[forecast]``; ``[market]`` is
     optional: without it the market's defaults apply).  With ``out_dir``, the run folder is
     written through :func:`sim.core.runfolder.run_folder`: ``config.json`` first, results,
-    ``manifest.json`` last with the status (``error.txt`` and no stale results on failure)."""
+    ``manifest.json`` last with the status (``error.txt`` and no stale results on failure).
+    ``executor``: run each month's windows on it (:func:`simulate_forecast`)."""
     if scenario.forecast is None:
         raise UserError("forecast: the scenario has no [forecast] block (months, window_s, ...)")
     check_work(scenario, max_work)   # refuse work beyond the limits before any (sim.scenario.estimate)
     seed = scenario.simulation.seed if seed is None else int(seed)
     with run_folder(out_dir, "run", resolved_config(scenario, seed)) as folder:
         t_start = time.perf_counter()
-        result = simulate_forecast(scenario, seed, progress)
+        result = simulate_forecast(scenario, seed, progress, executor)
         result.wall_s = time.perf_counter() - t_start
         if folder is not None:
             result.out_dir = folder.path

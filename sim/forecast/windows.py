@@ -15,6 +15,8 @@ stationary demand.
 """
 from __future__ import annotations
 
+import gc
+
 from sim.core.rng import RandomStreams
 from sim.demand.verticals import vertical_workload
 from sim.scenario import Scenario, scenario_from_dict
@@ -107,9 +109,52 @@ def _new_workload_acc() -> dict:
             "completed": 0, "rejected": 0}
 
 
+def simulate_window(wsc: Scenario | str, seed: int, site_stats: bool = True) -> dict:
+    """Simulate one traffic window (a picklable task for any ``concurrent.futures.Executor``:
+    ``wsc`` may be the window's scenario as JSON) and return what its month needs: per
+    workload, the counts measured after the warm-up; busy GPU-seconds; per-site statistics
+    (with ``site_stats``); residency violations; the window's p99 TTFT.
+
+    Memory: a world holds reference cycles (its environment, processes and replicas), so
+    without a collection it would outlive the window until Python's next full collection,
+    and a forecast's peak memory would grow with the number of tenants (each stream's
+    latency histograms).  The objects alive before the window are frozen out of the
+    collector (``gc.freeze``), so the collection after it scans only the window's own
+    objects (milliseconds)."""
+    if isinstance(wsc, str):
+        wsc = Scenario.model_validate_json(wsc)
+    mine = gc.get_freeze_count() == 0   # never unfreeze what a caller froze
+    if mine:
+        gc.freeze()
+    try:
+        out = _run_window(wsc, seed, site_stats)
+        gc.collect()
+    finally:
+        if mine:
+            gc.unfreeze()
+    return out
+
+
+def _run_window(wsc: Scenario, seed: int, site_stats: bool) -> dict:
+    world = World(wsc, seed)
+    done_at_warmup = None
+    if site_stats:
+        if wsc.simulation.warmup_s > 0:
+            world.env.run(until=wsc.simulation.warmup_s)
+        done_at_warmup = [r.completed for r in world.replicas]
+    world.run()
+    s = world.summary()
+    keep = ("measured_rejected", "measured", "inflight_missed", "sla_attainment", "measured_prompt_tokens",
+            "measured_output_tokens", "measured_arrivals")
+    return {"busy_gpu_s": window_busy_gpu_s(world),
+            "sites": window_site_stats(world, done_at_warmup) if site_stats else {},
+            "workloads": {name: {k: ws[k] for k in keep} for name, ws in s["workloads"].items()},
+            "residency_violations": s["residency_violations"], "ttft_p99": s["ttft_s"]["p99"]}
+
+
 def simulate_period(base: Scenario, workloads: list[dict], period_s: float, windows: int,
                     window_s: float, warmup_s: float, phase: float, seed_of, continuous: bool = False,
-                    site_stats: bool = True) -> dict:
+                    site_stats: bool = True, executor=None) -> dict:
     """Estimate one period (a month) of traffic from ``windows`` sampled windows.
 
     Window ``k`` starts at hour-of-week ``(k + phase) * 168 / windows``; totals scale by
@@ -117,33 +162,40 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
     instead.  Returns per-workload sums (unscaled), fleet busy/GPU seconds, the busy share
     (``gpu_utilisation``) and, with ``site_stats`` (the default), per-site busy time and
     request counts and the fleet's ``request_utilisation`` (requests completed after the
-    warm-up / what the replicas could complete at full batch, as single runs define it)."""
+    warm-up / what the replicas could complete at full batch, as single runs define it).
+
+    The windows of a period are independent given its fleet and tenants (each has its own
+    seed, ``seed_of(k)``, and starts from an empty system), so with ``executor`` (any
+    ``concurrent.futures.Executor``: a process pool, Dask) they run in parallel; their
+    results are combined in window order, so the period's sums are the same as in this
+    process, to the last bit."""
     if continuous:
         windows, window_s = 1, period_s
     out = {"scale": period_s / (windows * window_s), "workloads": {}, "arrivals": 0, "completed": 0,
            "rejected": 0, "busy_gpu_s": 0.0, "gpu_s": 0.0, "ttft_p99": [], "residency_violations": 0,
            "window_s": window_s, "windows": windows, "sites": {}}
     gpus = sum(d.gpus for d in base.deployments)
+    tasks = []   # (scenario of the window, its seed), in window order
     for k in range(windows):
         how = 0.0 if continuous else (k + phase) * WEEK_H / windows
         wsc = window_scenario(base, workloads, how, window_s, 0.0 if continuous else warmup_s)
         out["gpu_s"] += gpus * window_s
-        if wsc is None:
-            continue
-        world = World(wsc, seed_of(k))
+        if wsc is not None:
+            tasks.append((wsc, seed_of(k)))
+    if executor is None:
+        results = [simulate_window(wsc, seed, site_stats) for wsc, seed in tasks]
+    else:
+        n = len(tasks)
+        results = list(executor.map(simulate_window, [wsc.model_dump_json() for wsc, _ in tasks],
+                                    [seed for _, seed in tasks], [site_stats] * n))
+    for r in results:
+        out["busy_gpu_s"] += r["busy_gpu_s"]
         if site_stats:
-            if wsc.simulation.warmup_s > 0:
-                world.env.run(until=wsc.simulation.warmup_s)
-            done_at_warmup = [r.completed for r in world.replicas]
-        world.run()
-        s = world.summary()
-        out["busy_gpu_s"] += window_busy_gpu_s(world)
-        if site_stats:
-            for site, st in window_site_stats(world, done_at_warmup).items():
+            for site, st in r["sites"].items():
                 acc_s = out["sites"].setdefault(site, {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
                 for k_, v_ in st.items():
                     acc_s[k_] += v_
-        for name, ws in s["workloads"].items():
+        for name, ws in r["workloads"].items():
             # only what arrived after the warm-up is measured and scaled
             acc = out["workloads"].setdefault(name, _new_workload_acc())
             n_rej = ws["measured_rejected"]
@@ -160,9 +212,9 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
             out["arrivals"] += ws["measured_arrivals"]
             out["completed"] += ws["measured"]
             out["rejected"] += n_rej
-        out["residency_violations"] += s["residency_violations"]
-        if s["ttft_s"]["p99"] is not None:
-            out["ttft_p99"].append(s["ttft_s"]["p99"])
+        out["residency_violations"] += r["residency_violations"]
+        if r["ttft_p99"] is not None:
+            out["ttft_p99"].append(r["ttft_p99"])
     out["gpu_utilisation"] = out["busy_gpu_s"] / out["gpu_s"] if out["gpu_s"] else 0.0
     cap = sum(st["capacity_requests"] for st in out["sites"].values())
     out["request_utilisation"] = (sum(st["completed"] for st in out["sites"].values()) / cap
