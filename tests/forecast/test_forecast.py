@@ -257,3 +257,72 @@ def test_failed_forecast_leaves_error_txt_and_no_stale_results(tmp_path, monkeyp
     assert (out / "config.json").is_file() and "window failed" in (out / "error.txt").read_text()
     assert not (out / "monthly.csv").exists() and not (out / "summary.json").exists()
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_a_tenant_is_spread_over_the_models_its_residency_allows():
+    from sim.forecast.windows import portfolio_shares, portfolio_workloads, tenant_of
+    sc = load_scenario("provider")
+    w = {"name": "c7", "model": "mixtral-8x7b", "arrivals": {"kind": "poisson", "rate_per_s": 10.0},
+         "prompt_tokens": {"dist": "constant", "value": 100}, "output_tokens": {"dist": "constant", "value": 50},
+         "residency": {"allowed_jurisdictions": ["FR"], "required_certifications": ["SecNumCloud"]}}
+    shares = portfolio_shares(sc)
+    assert len(shares) >= 4 and sum(shares.values()) == pytest.approx(1.0)
+    out = portfolio_workloads([w], shares, sc)
+    # only par-1 holds SecNumCloud: the models deployed there, not mixtral-8x22b (GRA, AMS)
+    assert {v["model"] for v in out} == {d.model for d in sc.deployments if d.site == "par-1"}
+    assert sum(v["arrivals"]["rate_per_s"] for v in out) == pytest.approx(10.0)
+    assert {tenant_of(v["name"]) for v in out} == {"c7"}
+    # one model: the tenants as they were
+    assert portfolio_workloads([w], {"mixtral-8x7b": 1.0}, sc) == [w]
+
+
+def test_a_fleet_slice_holds_one_cell_per_site_and_the_front_router_share():
+    from sim.forecast.windows import fleet_slice
+    sc = load_scenario("provider")
+    w = {"name": "c1", "model": "mixtral-8x7b", "arrivals": {"kind": "poisson", "rate_per_s": 1000.0},
+         "prompt_tokens": {"dist": "constant", "value": 100}, "output_tokens": {"dist": "constant", "value": 50}}
+    sliced, ws, weights, site_w = fleet_slice(sc, [w], 8)
+    for site in {d.site for d in sc.deployments}:
+        here = [d for d in sliced.deployments if d.site == site]
+        assert 1 <= sum(d.replicas for d in here) <= 8 + len(here)
+        full = sum(d.gpus for d in sc.deployments if d.site == site)
+        assert site_w[site] == pytest.approx(full / sum(d.gpus for d in here))
+    # the slice's rate times its weight is the fleet's
+    assert ws[0]["arrivals"]["rate_per_s"] * weights["c1"] == pytest.approx(1000.0)
+    mix_full = sum(d.gpus for d in sc.deployments if d.model == "mixtral-8x7b")
+    mix_slice = sum(d.gpus for d in sliced.deployments if d.model == "mixtral-8x7b")
+    assert weights["c1"] == pytest.approx(mix_full / mix_slice)
+
+
+def test_sliced_windows_are_one_cell_scaled_to_the_fleet():
+    """Eight replicas sliced into cells of 2: each window simulates one cell at a quarter of
+    the rate, and its totals scale by 4 (ratios unchanged): the same as simulating a
+    2-replica fleet at a quarter of the demand, with the same seeds, times 4."""
+    def fleet(n):
+        d = base().model_dump(mode="python")
+        d["deployments"][0]["replicas"] = n
+        return scenario_from_dict(d)
+
+    kw = dict(period_s=3 * 3600.0, windows=6, window_s=60.0, warmup_s=20.0, phase=0.4, seed_of=lambda k: 50 + k)
+    sliced = simulate_period(fleet(8), workloads(14.0), max_replicas=2, **kw)
+    cell = simulate_period(fleet(2), workloads(3.5), **kw)
+    assert sliced["simulated_arrivals"] == cell["arrivals"] > 1000
+    assert sliced["arrivals"] == pytest.approx(4 * cell["arrivals"], abs=6)   # whole requests per window
+    assert sliced["gpu_utilisation"] == pytest.approx(cell["gpu_utilisation"], rel=1e-12)
+    assert sliced["sla_attainment"] == pytest.approx(cell["sla_attainment"], abs=1e-3)
+    assert sliced["request_utilisation"] == pytest.approx(cell["request_utilisation"], rel=1e-12)
+    assert sliced["arrivals"] * sliced["scale"] / (3 * 3600.0) == pytest.approx(14.0, rel=0.1)
+
+
+def test_the_provider_scenario_is_a_growing_multi_site_portfolio():
+    sc = load_scenario("provider")
+    assert sc.forecast.months == 36
+    assert sum(d.gpus for d in sc.deployments) >= 2000
+    assert len({d.site for d in sc.deployments}) >= 3 and len({d.model for d in sc.deployments}) >= 4
+    assert sc.capacity_policy.kind != "fixed" and sc.cells.max_replicas is not None
+    one = run_forecast(with_overrides(sc, {"forecast.months": 1, "forecast.windows_per_month": 1,
+                                           "forecast.window_s": 10.0, "forecast.warmup_s": 5.0}), seed=1)
+    m = one.monthly
+    assert int(m["residency_violations"].sum()) == 0 and m["simulated_requests"].iloc[0] > 0
+    assert m["requests"].iloc[0] > 10 * m["simulated_requests"].iloc[0]   # a slice, scaled to the fleet
+    assert (m["revenue_eur"] - m["cost_eur"] - m["sla_credits_eur"] - m["gross_margin_eur"]).abs().max() < 1e-6
