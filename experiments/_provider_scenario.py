@@ -49,9 +49,9 @@ from sim.serving.replica import replica_from_spec  # noqa: E402
 from sim.serving.residency import site_allows  # noqa: E402
 
 START_SHARE = 0.2   # assumption: the provider at month 0 has a fifth of its month-36 fleet (2,048 of 10,240 GPUs)
-START_LOAD = 0.5   # assumption: month-0 contracts offer 50 % of the capacity of the busiest (site, model)
-POLICY = {"kind": "threshold", "high_utilisation": 0.6, "low_utilisation": 0.1, "step_gpus": 64,
-          "max_gpus": 8192}   # assumption: order 8 nodes at a time above 60 % request utilisation
+START_LOAD = 0.6   # assumption: month-0 contracts offer 60 % of the capacity of the busiest (site, model)
+POLICY = {"kind": "threshold", "high_utilisation": 0.5, "low_utilisation": 0.1, "step_gpus": 128,
+          "max_gpus": 8192}   # assumption: order 16 nodes at a time above 50 % request utilisation
 PEAK_LOAD = 0.85   # assumption: offered load of the busiest cell in its busiest hour, share of its fluid capacity
 VERTICAL_SHARE = {"general": 0.40, "finance": 0.30, "healthcare": 0.15, "public_sector": 0.15}  # assumption
 # the conversion models/market/parameters.csv uses for the sovereign list price (models/economics/fx.csv)
@@ -310,7 +310,7 @@ def provider() -> None:
         lines += ["[[market.verticals]]", f'name = "{name}"',
                   f"rate_per_s_median = {round(med * factor, 3)}   # parameters.csv median {med} x {factor:,.1f} (sizing above)", ""]
     lines += ["[forecast]", "months = 36",
-              "windows_per_month = 6   # run setting: 6 stratified windows of 30 s (10 s warm-up) per month",
+              "windows_per_month = 4   # run setting: 4 stratified windows of 30 s (10 s warm-up) per month",
               "window_s = 30.0", "warmup_s = 10.0", ""]
     out = ROOT / "sim" / "scenarios" / "provider.toml"
     out.write_text("\n".join(lines))
