@@ -16,12 +16,17 @@ from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
 from sim.study.run import _json_default, run
 from sim.study.sweep import make_executor
 
+#: What ``sovsim run`` runs without a scenario: the packaged 36-month provider forecast
+#: (about 1.5 minutes on 2 cores, docs/forecast.md); the 16-GPU forecast is ``small``.
+RUN_DEFAULT = "provider"
+
 
 def register(sub):
-    p = sub.add_parser("run", help="simulate a scenario (default: the shipped default scenario)",
+    p = sub.add_parser("run", help="simulate a scenario (default: the packaged provider forecast)",
                        description="Simulate a scenario and write config.json, summary.json, "
                                    "timeseries.parquet, requests.parquet and figures to --out.")
-    p.add_argument("scenario", nargs="?", help="scenario TOML file (default: the shipped default)")
+    p.add_argument("scenario", nargs="?", help=f"scenario TOML file or packaged name (default: {RUN_DEFAULT!r}, the "
+                                               "36-month provider forecast; 'small' is the 16-GPU one)")
     p.add_argument("--seed", type=int, help="root seed (default: the scenario's simulation.seed)")
     p.add_argument("--out", help="output folder (default: runs/<scenario name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
@@ -94,6 +99,8 @@ def scenario_from_args(args):
 
 
 def cmd_run(args) -> int:
+    if args.scenario is None:
+        args.scenario = RUN_DEFAULT
 
     scenario = scenario_from_args(args)
     if scenario.cells.max_replicas is not None and scenario.forecast is None:

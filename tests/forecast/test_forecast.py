@@ -63,7 +63,7 @@ def test_windowed_and_continuous_agree_on_stationary_demand():
 
 
 def test_forecast_runs_conserves_contracts_and_residency():
-    sc = with_overrides(load_scenario(), {"forecast.months": 3, "forecast.windows_per_month": 2,
+    sc = with_overrides(load_scenario("small"), {"forecast.months": 3, "forecast.windows_per_month": 2,
                                           "forecast.window_s": 30.0, "forecast.warmup_s": 10.0})
     r = run_forecast(sc, seed=3)
     m = r.monthly
@@ -86,7 +86,7 @@ def test_forecast_windows_on_a_process_pool_give_the_serial_forecast():
     pool (scenarios shipped as JSON, results combined in window order) the monthly table
     and the summary are exactly the serial ones, with a capacity policy acting too."""
     import concurrent.futures as cf
-    sc = with_overrides(load_scenario(), {**SMALL, "forecast.months": 4, "forecast.windows_per_month": 4,
+    sc = with_overrides(load_scenario("small"), {**SMALL, "forecast.months": 4, "forecast.windows_per_month": 4,
                                                  "capacity_policy.kind": "threshold"})
     serial = run_forecast(sc, seed=5)
     with cf.ProcessPoolExecutor(max_workers=2) as ex:
@@ -129,8 +129,8 @@ def test_a_window_leaves_no_world_behind():
 def test_forecast_with_a_policy_that_never_acts_costs_what_the_fixed_fleet_costs():
     """The policy path bills tranches through the ledger; the fixed path multiplies GPUs by
     contract rates.  With thresholds no signal can cross, they must agree to the cent."""
-    fixed = run_forecast(with_overrides(load_scenario(), SMALL), seed=2)
-    idle = run_forecast(with_overrides(load_scenario(), {
+    fixed = run_forecast(with_overrides(load_scenario("small"), SMALL), seed=2)
+    idle = run_forecast(with_overrides(load_scenario("small"), {
         **SMALL, "capacity_policy.kind": "threshold", "capacity_policy.high_utilisation": 1.0,
         "capacity_policy.low_utilisation": 0.0, "capacity_policy.max_queue_per_replica": 1e9}), seed=2)
     a, b = fixed.monthly, idle.monthly
@@ -141,7 +141,7 @@ def test_forecast_with_a_policy_that_never_acts_costs_what_the_fixed_fleet_costs
 
 
 def test_forecast_policy_grows_a_small_site_ahead_of_demand_and_bills_it():
-    sc = with_overrides(load_scenario(), {
+    sc = with_overrides(load_scenario("small"), {
         **SMALL, "forecast.months": 4, "sites.0.contracts.0.gpus": 2, "deployments.0.replicas": 1,
         "capacity_policy.kind": "forecast", "capacity_policy.step_gpus": 2})
     r = run_forecast(sc, seed=2)
@@ -176,7 +176,7 @@ STRAINED = {**SMALL, "deployments.0.replicas": 1, "deployments.1.replicas": 1, "
 
 @pytest.fixture(scope="module")
 def strained():
-    return run_forecast(with_overrides(load_scenario(), STRAINED), seed=3)
+    return run_forecast(with_overrides(load_scenario("small"), STRAINED), seed=3)
 
 
 def _cents(x: float) -> int:
@@ -240,7 +240,7 @@ def test_forecast_reports_request_utilisation_beside_the_busy_share(strained):
 
 
 def test_failed_forecast_leaves_error_txt_and_no_stale_results(tmp_path, monkeypatch):
-    sc = with_overrides(load_scenario(), {**SMALL, "forecast.months": 1})
+    sc = with_overrides(load_scenario("small"), {**SMALL, "forecast.months": 1})
     out = tmp_path / "f"
     run_forecast(sc, seed=1, out_dir=out, figures=False)
     assert (out / "monthly.csv").is_file()
@@ -326,3 +326,20 @@ def test_the_provider_scenario_is_a_growing_multi_site_portfolio():
     assert int(m["residency_violations"].sum()) == 0 and m["simulated_requests"].iloc[0] > 0
     assert m["requests"].iloc[0] > 10 * m["simulated_requests"].iloc[0]   # a slice, scaled to the fleet
     assert (m["revenue_eur"] - m["cost_eur"] - m["sla_credits_eur"] - m["gross_margin_eur"]).abs().max() < 1e-6
+
+
+def test_small_is_the_former_default_and_sovsim_run_runs_provider(monkeypatch, tmp_path):
+    small, default = load_scenario("small").model_dump(), load_scenario().model_dump()
+    assert small.pop("name") == "small" and default.pop("name") == "default"
+    assert small == default
+    from sim.cli import run as cli_run
+    from sim.cli.app import main
+    seen = {}
+
+    def fake(scenario, **kw):
+        seen["name"] = scenario.name
+        raise SystemExit(0)
+    monkeypatch.setattr(cli_run, "run_forecast", fake)
+    with pytest.raises(SystemExit):
+        main(["run", "--quiet", "--out", str(tmp_path / "o")])
+    assert seen["name"] == "provider"
