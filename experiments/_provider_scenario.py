@@ -18,7 +18,15 @@ so they are the busiest; other sites run lighter. Each workload's
 lengths, SLA class and residency rule are its vertical's defaults (docs/demand.md). This
 script prints the tokens per day the scenario implies.
 
-    python experiments/_provider_scenario.py      # rewrites sim/scenarios/provider-day.toml
+The same script writes ``provider`` (sim/scenarios/provider.toml), the 36-month forecast
+whose month-36 fleet ``provider-day`` is: the same sites, models, GPUs and prices, starting
+at ``START_SHARE`` of provider-day's replicas (2,048 GPUs) and growing under a threshold
+capacity policy; its tenants come from the RFP market (models/market/parameters.csv) with
+every vertical's contract size scaled by one factor so that the month-0 contracts offer
+``START_LOAD`` of the month-0 fleet's fluid request capacity (how: the market alone is run
+to mid-month 0 with the scenario's seed; contract sizes scale linearly with the median).
+
+    python experiments/_provider_scenario.py      # rewrites provider-day.toml and provider.toml
 """
 from __future__ import annotations
 
@@ -40,6 +48,10 @@ from sim.serving.fluid import replica_request_capacity_per_s  # noqa: E402
 from sim.serving.replica import replica_from_spec  # noqa: E402
 from sim.serving.residency import site_allows  # noqa: E402
 
+START_SHARE = 0.2   # assumption: the provider at month 0 has a fifth of its month-36 fleet (2,048 of 10,240 GPUs)
+START_LOAD = 0.6   # assumption: month-0 contracts offer 60 % of the capacity of the busiest (site, model)
+POLICY = {"kind": "threshold", "high_utilisation": 0.5, "low_utilisation": 0.1, "step_gpus": 128,
+          "max_gpus": 8192}   # assumption: order 16 nodes at a time above 50 % request utilisation
 PEAK_LOAD = 0.85   # assumption: offered load of the busiest cell in its busiest hour, share of its fluid capacity
 VERTICAL_SHARE = {"general": 0.40, "finance": 0.30, "healthcare": 0.15, "public_sector": 0.15}  # assumption
 # the conversion models/market/parameters.csv uses for the sovereign list price (models/economics/fx.csv)
@@ -179,6 +191,29 @@ def _peak_cell_load(base, probes, workloads) -> float:
     return worst
 
 
+def _busiest_site_load(sc, probes, contracts) -> float:
+    """The largest offered load (share of fluid request capacity, per model) at any site, for
+    these contracts as the forecast serves them: each tenant spread over the models its
+    residency allows (:func:`sim.forecast.windows.portfolio_workloads`), each model's share
+    over the allowed sites in proportion to its GPUs there (the front router's split)."""
+    from sim.forecast.windows import portfolio_shares, portfolio_workloads, tenant_workload
+    sites = {s_.name: s_ for s_ in sc.sites}
+    ws = portfolio_workloads([tenant_workload(c, sc.forecast) for c in contracts], portfolio_shares(sc), sc)
+    load: dict[tuple, float] = {}
+    for w in ws:
+        spec = WorkloadSpec.model_validate(w)
+        p, o = spec.prompt_tokens.build().mean, spec.output_tokens.build().mean
+        ok = [i for i, d in enumerate(sc.deployments)
+              if d.model == spec.model and site_allows(sites[d.site], spec.residency)]
+        gpus = sum(sc.deployments[i].gpus for i in ok)
+        for i in ok:
+            d = sc.deployments[i]
+            rate = spec.arrivals.rate_per_s * d.gpus / gpus
+            key = (d.site, d.model)
+            load[key] = load.get(key, 0.0) + rate / (replica_request_capacity_per_s(probes[i], p, o) * d.replicas)
+    return max(load.values())
+
+
 def _inline(d) -> str:
     def val(v):
         if isinstance(v, str):
@@ -195,5 +230,94 @@ def _inline(d) -> str:
     return "{ " + ", ".join(f"{k} = {val(v)}" for k, v in d.items() if v is not None) + " }"
 
 
+def provider() -> None:
+    """Write sim/scenarios/provider.toml (see the module docstring)."""
+    import math
+
+    from sim.core.rng import RandomStreams
+    from sim.market.market import MONTH_S, Market
+    from sim.scenario.market import MarketSpec, default_market_dict
+    from sim.serving.fluid import probe_replica
+
+    growing = "mixtral-8x7b"   # each site's first deployment: the one the policy grows
+    fleet = sorted(FLEET, key=lambda r: (SITES.index(next(x for x in SITES if x[0] == r[0])), r[1] != growing))
+    fleet = [(site, model, gpu, tp, max(1, math.ceil(n * START_SHARE))) for site, model, gpu, tp, n in fleet]
+    deployments = [{"name": f"{model}-{gpu}-{site}", "site": site, "model": model, "gpu": gpu, "precision": "fp8",
+                    "tp": tp, "replicas": n} for site, model, gpu, tp, n in fleet]
+    sites = [{"name": n, "jurisdiction": j, "certifications": c} for n, j, c in SITES]
+    probe = scenario_from_dict({"name": "probe", "sites": sites, "deployments": deployments,
+                                "workloads": [{"name": "probe", "model": growing,
+                                               "arrivals": {"kind": "poisson", "rate_per_s": 1.0},
+                                               "prompt_tokens": {"dist": "constant", "value": 1},
+                                               "output_tokens": {"dist": "constant", "value": 1}}]})
+    env = simpy.Environment()
+    probes = [probe_replica(env, d) for d in probe.deployments]
+
+    def capacity_of(vertical: str) -> float:
+        """The month-0 fleet's fluid request capacity at this vertical's mean lengths."""
+        spec = WorkloadSpec.model_validate(vertical_workload(vertical, "probe", 1.0))
+        p, o = spec.prompt_tokens.build().mean, spec.output_tokens.build().mean
+        return sum(replica_request_capacity_per_s(r, p, o) * d.replicas for r, d in zip(probes, probe.deployments))
+
+    # the default market's month-0 sovereign contracts, same seed as the forecast
+    menv = simpy.Environment()
+    market = Market(menv, MarketSpec.model_validate({}), RandomStreams(1), lambda c: None)
+    menv.run(until=0.5 * MONTH_S)
+    month0 = market.sovereign_contracts(0.5 * MONTH_S)
+    rate0 = sum(c.rate_per_s for c in month0)
+    load0 = _busiest_site_load(probe, probes, month0)   # at the default contract sizes
+    factor = START_LOAD / load0
+    capacity = sum(capacity_of(c.vertical) * c.rate_per_s for c in month0) / rate0
+    medians = {v["name"]: v["rate_per_s_median"] for v in default_market_dict()["verticals"]}
+    gpus0 = sum(d.gpus for d in probe.deployments)
+    lines = ['# Generated by experiments/_provider_scenario.py: edit that script, not this file.',
+             "#",
+             f"# The 36-month forecast of the provider whose month-36 fleet is provider-day: month 0 is {START_SHARE:.0%} of",
+             f"# provider-day's replicas ({gpus0:,} GPUs) over the same 4 EU sites (FR x2, DE, NL), 4 models on",
+             "# H100/H200/B200 (the prices, cards and flags of provider-day); a threshold capacity policy orders",
+             f"# {POLICY['step_gpus']} GPUs at a site when last month's request utilisation there is above "
+             f"{POLICY['high_utilisation']} (assumption) and",
+             "# adds mixtral-8x7b replicas (each site's first deployment) on them.",
+             "# Demand: the RFP market of models/market/parameters.csv (every source there), each vertical's",
+             f"# contract size (rate_per_s_median) x {factor:,.1f}: the factor that makes the month-0 contracts offer",
+             f"# {START_LOAD:.0%} (assumption) of the fluid request capacity of the busiest (site, model) of the month-0",
+             f"# fleet (the French sites, which alone may serve the HDS and SecNumCloud tenants); the default",
+             f"# market's month-0 contracts sum to {rate0:.2f} req/s, {rate0 * factor:,.0f} req/s after scaling. Each",
+             "# tenant is spread over the models its residency allows in proportion to each model's request",
+             "# capacity in force (docs/forecast.md); tenants pay the market's sovereign list price.",
+             "# Each window simulates one slice of the fleet (one cell of <= cells.max_replicas replicas per",
+             "# site, docs/forecast.md) and scales it to the fleet.",
+             'name = "provider"',
+             f'description = "36-month forecast of a sovereign provider growing from {gpus0:,} GPUs (4 EU sites, 4 models, H100/H200/B200) under a capacity policy; tenants from the RFP market, sized to load the fleet."',
+             "", "[simulation]", "seed = 1", "",
+             "[cells]", "max_replicas = 8   # run setting: each window simulates one cell of <= 8 replicas per site", "",
+             "[capacity_policy]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in POLICY.items()] + [""]
+    for n, j, c in SITES:
+        lines += ["[[sites]]", f'name = "{n}"', f'jurisdiction = "{j}"', f"certifications = {c!r}".replace("'", '"'), ""]
+        gpus_here = [g for s_, m, g, tp, r in fleet if s_ == n]
+        for gpu in dict.fromkeys(gpus_here):   # the growing deployment's GPU first: orders use its terms
+            gpus = sum(tp * r for s_, m, g, tp, r in fleet if s_ == n and g == gpu)
+            price, src = GPU_PRICE[gpu]
+            lines += ["[[sites.contracts]]", 'kind = "rental"', f'name = "{n}-{gpu}"', 'term = "on_demand"',
+                      f"gpus = {gpus}", f"price_eur_per_gpu_h = {price}   # {src}", ""]
+    for d in deployments:
+        flag = "  # extrapolated (datasheet ceilings)" if is_extrapolated(d["gpu"], d["model"]) else ""
+        lines += ["[[deployments]]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in d.items()]
+        lines[-1] += flag
+        lines.append("")
+    lines += ["[market]", ""]
+    for name, med in medians.items():
+        lines += ["[[market.verticals]]", f'name = "{name}"',
+                  f"rate_per_s_median = {round(med * factor, 3)}   # parameters.csv median {med} x {factor:,.1f} (sizing above)", ""]
+    lines += ["[forecast]", "months = 36",
+              "windows_per_month = 4   # run setting: 4 stratified windows of 30 s (10 s warm-up) per month",
+              "window_s = 30.0", "warmup_s = 10.0", ""]
+    out = ROOT / "sim" / "scenarios" / "provider.toml"
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}: {gpus0} GPUs at month 0, contract sizes x {factor:.1f} "
+          f"(month-0 contracts {rate0 * factor:,.0f} req/s; fleet capacity at their lengths {capacity:,.0f} req/s)")
+
+
 if __name__ == "__main__":
     main()
+    provider()

@@ -14,13 +14,19 @@ from sim.study.report import finish_forecast, write_run_report
 from sim.cli.cells import run_cells_command
 from sim.core.runfolder import add_to_manifest, check_out_dir, default_out
 from sim.study.run import _json_default, run
+from sim.study.sweep import make_executor
+
+#: What ``sovsim run`` runs without a scenario: the packaged 36-month provider forecast
+#: (about 1.5 minutes on 2 cores, docs/forecast.md); the 16-GPU forecast is ``small``.
+RUN_DEFAULT = "provider"
 
 
 def register(sub):
-    p = sub.add_parser("run", help="simulate a scenario (default: the shipped default scenario)",
+    p = sub.add_parser("run", help="simulate a scenario (default: the packaged provider forecast)",
                        description="Simulate a scenario and write config.json, summary.json, "
                                    "timeseries.parquet, requests.parquet and figures to --out.")
-    p.add_argument("scenario", nargs="?", help="scenario TOML file (default: the shipped default)")
+    p.add_argument("scenario", nargs="?", help=f"scenario TOML file or packaged name (default: {RUN_DEFAULT!r}, the "
+                                               "36-month provider forecast; 'small' is the 16-GPU one)")
     p.add_argument("--seed", type=int, help="root seed (default: the scenario's simulation.seed)")
     p.add_argument("--out", help="output folder (default: runs/<scenario name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
@@ -29,7 +35,8 @@ def register(sub):
                    help="override a scenario field by dotted path, e.g. deployments.0.replicas=8 "
                         "(VALUE is parsed as TOML, else taken as a string); repeatable")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes for a scenario with [cells] (default: all cores; 0 = in this process)")
+                   help="processes for a scenario with [cells] (default: all cores; 0 = in this process); "
+                        "for a forecast, N >= 1 runs each month's windows on N processes (default: in this process)")
     add_max_work(p)
     p.set_defaults(func=cmd_run)
 
@@ -92,6 +99,8 @@ def scenario_from_args(args):
 
 
 def cmd_run(args) -> int:
+    if args.scenario is None:
+        args.scenario = RUN_DEFAULT
 
     scenario = scenario_from_args(args)
     if scenario.cells.max_replicas is not None and scenario.forecast is None:
@@ -100,7 +109,11 @@ def cmd_run(args) -> int:
     progress = False if args.quiet else None   # None: sim.core.progress default (bar on a terminal, heartbeat lines otherwise)
     if scenario.forecast is not None:
         # the forecast's own figure is replaced by the study's (labelled, SLA target line)
-        result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress, figures=False)
+        ex, close = make_executor(args.workers) if args.workers else (None, lambda: None)
+        try:
+            result = run_forecast(scenario, seed=args.seed, out_dir=out, progress=progress, executor=ex, figures=False)
+        finally:
+            close()
         finish_forecast(result)   # warnings into summary.json, forecast.png, report.html
         if args.json:
             print(json.dumps(result.summary, default=_json_default))

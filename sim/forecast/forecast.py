@@ -30,10 +30,11 @@ from sim.core.rng import RandomStreams
 from sim.core.runfolder import RunFolder, run_folder
 from sim.economics.ledger import Price, credit_tiers_for, month_lines_eur
 from sim.forecast.fleet import FixedFleet, PolicyFleet
-from sim.forecast.windows import (HOUR_S, WEEK_H, simulate_period, tenant_workload, window_busy_gpu_s,  # noqa: F401
+from sim.forecast.windows import (HOUR_S, WEEK_H, fleet_slice, portfolio_shares, portfolio_workloads,  # noqa: F401
+                                  simulate_period, simulate_window, tenant_of, tenant_workload, window_busy_gpu_s,
                                   window_scenario, window_seed, window_site_stats)
 from sim.market.market import MONTH_S, Market
-from sim.scenario import Scenario, WorkloadSpec, resolved_config
+from sim.scenario import Scenario, WorkloadSpec, resolved_config, with_overrides
 from sim.scenario.estimate import check_work
 
 _tenant = tenant_workload          # the names this module had before the split
@@ -102,7 +103,7 @@ def _bill_month(ledger, tenants: _Tenants, delivered: _Delivered, per: dict, by_
     prompt and output tokens."""
     scale = per["scale"]
     prompt = output = 0
-    for name, acc in per["workloads"].items():
+    for name, acc in _by_tenant(per["workloads"]).items():
         c = by_name[name]
         delivered.add(c.id, acc["measured"], acc["met"])
         ledger.set_price(name, tenants.price(c))
@@ -111,6 +112,19 @@ def _bill_month(ledger, tenants: _Tenants, delivered: _Delivered, per: dict, by_
         prompt += acc["prompt_tokens"]
         output += acc["output_tokens"]
     return prompt, output
+
+
+def _by_tenant(workloads: dict) -> dict:
+    """The window workloads' sums per tenant (a tenant spread over a portfolio is one
+    workload per model, ``c<id>@<model>``; :func:`sim.forecast.windows.portfolio_workloads`)."""
+    if not any("@" in name for name in workloads):
+        return workloads
+    out: dict = {}
+    for name, acc in workloads.items():
+        t = out.setdefault(tenant_of(name), dict.fromkeys(acc, 0))
+        for k, v in acc.items():
+            t[k] += v
+    return out
 
 
 def _month_row(m: int, contracts: list, market, fleet, base: Scenario, per: dict, prompt: int,
@@ -143,7 +157,8 @@ def _month_row(m: int, contracts: list, market, fleet, base: Scenario, per: dict
     }
     row.update(dict.fromkeys(MONEY_COLUMNS, 0.0))
     row.update({"gross_margin_share": None, "cost_eur_per_mtok": None,
-                "residency_violations": per["residency_violations"], "simulated_requests": arrivals})
+                "residency_violations": per["residency_violations"],
+                "simulated_requests": per.get("simulated_arrivals", arrivals)})
     return row
 
 
@@ -157,8 +172,14 @@ def _money_columns(monthly: pd.DataFrame, report: dict) -> pd.DataFrame:
     return monthly
 
 
-def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Progress | bool | None" = False) -> ForecastResult:
-    """The months of the forecast, market, traffic and money (no files)."""
+def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Progress | bool | None" = False, executor=None) -> ForecastResult:
+    """The months of the forecast, market, traffic and money (no files).
+
+    Months run in order: a month's tenants depend on the SLA delivered in earlier months
+    (renewals, churn, awards) and, with a capacity policy, its fleet on earlier months'
+    measurements.  The windows of one month are independent given its fleet and tenants:
+    with ``executor`` (any ``concurrent.futures.Executor``) they run in parallel, with the
+    same results as in this process."""
     spec = scenario.forecast
     streams = RandomStreams(seed)
     env = simpy.Environment()
@@ -176,9 +197,11 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
         u = float(rng_phase.random())
         contracts = market.sovereign_contracts(t_mid)    # the tenants of the month
         base = fleet.base_for(t_mid)
-        per = simulate_period(base, [tenant_workload(c, spec) for c in contracts], MONTH_S,
-                              spec.windows_per_month, spec.window_s, spec.warmup_s, u,
-                              lambda k, m=m: window_seed(streams, m, k), continuous=spec.continuous)
+        per = simulate_period(base, portfolio_workloads([tenant_workload(c, spec) for c in contracts],
+                                                  portfolio_shares(base) if spec.model is None else {}, base),
+                              MONTH_S, spec.windows_per_month, spec.window_s, spec.warmup_s, u,
+                              lambda k, m=m: window_seed(streams, m, k), continuous=spec.continuous,
+                              executor=executor, max_replicas=scenario.cells.max_replicas)
         prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in contracts}, t_mid)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
@@ -204,23 +227,37 @@ def write_forecast_outputs(result: ForecastResult, folder: RunFolder, figures: b
 
 
 def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,
-                 progress: bool = False, figures: bool = True, max_work: float | None = None) -> ForecastResult:
+                 progress: bool = False, figures: bool = True, max_work: float | None = None,
+                 executor=None) -> ForecastResult:
     """The monthly forecast of ``scenario`` (which needs ``[forecast]``; ``[market]`` is
     optional: without it the market's defaults apply).  With ``out_dir``, the run folder is
     written through :func:`sim.core.runfolder.run_folder`: ``config.json`` first, results,
-    ``manifest.json`` last with the status (``error.txt`` and no stale results on failure)."""
+    ``manifest.json`` last with the status (``error.txt`` and no stale results on failure).
+    ``executor``: run each month's windows on it (:func:`simulate_forecast`)."""
     if scenario.forecast is None:
         raise UserError("forecast: the scenario has no [forecast] block (months, window_s, ...)")
-    check_work(scenario, max_work)   # refuse work beyond the limits before any (sim.scenario.estimate)
+    check_work(_work_view(scenario), max_work)   # refuse work beyond the limits before any (sim.scenario.estimate)
     seed = scenario.simulation.seed if seed is None else int(seed)
     with run_folder(out_dir, "run", resolved_config(scenario, seed)) as folder:
         t_start = time.perf_counter()
-        result = simulate_forecast(scenario, seed, progress)
+        result = simulate_forecast(scenario, seed, progress, executor)
         result.wall_s = time.perf_counter() - t_start
         if folder is not None:
             result.out_dir = folder.path
             write_forecast_outputs(result, folder, figures)
     return result
+
+
+def _work_view(scenario: Scenario) -> Scenario:
+    """The scenario whose work estimate is the forecast's: with ``[cells]`` each window
+    simulates one slice of the fleet (:func:`sim.forecast.windows.fleet_slice`), the work of
+    windows shorter by the slice's share of the month-0 fleet's GPUs."""
+    if scenario.cells.max_replicas is None:
+        return scenario
+    sliced = fleet_slice(scenario, [], scenario.cells.max_replicas)[0]
+    f = sum(d.gpus for d in sliced.deployments) / max(1, sum(d.gpus for d in scenario.deployments))
+    fc = scenario.forecast
+    return with_overrides(scenario, {"forecast.window_s": fc.window_s * f, "forecast.warmup_s": fc.warmup_s * f})
 
 
 def _summary(scenario, seed, monthly: pd.DataFrame, market) -> dict:

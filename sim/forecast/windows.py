@@ -15,10 +15,16 @@ stationary demand.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
+
+import simpy
+
 from sim.core.rng import RandomStreams
 from sim.demand.verticals import vertical_workload
-from sim.scenario import Scenario, scenario_from_dict
-from sim.serving.fluid import replica_request_capacity_per_s
+from sim.scenario import Scenario, WorkloadSpec, scenario_from_dict
+from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
+from sim.serving.residency import site_allows
 from sim.serving.world import World
 
 HOUR_S = 3600.0
@@ -107,9 +113,169 @@ def _new_workload_acc() -> dict:
             "completed": 0, "rejected": 0}
 
 
+_CAPACITY: dict[str, float] = {}   # request capacity of a replica per deployment spec (pure, cached)
+
+
+def portfolio_shares(scenario: Scenario, rule=None) -> dict[str, float]:
+    """Each served model's share of the fleet's request capacity (at the sites residency
+    ``rule`` allows, if given): its replicas' fluid request capacity
+    (:func:`sim.serving.fluid.replica_request_capacity_per_s`, general-vertical mean
+    lengths) over the fleet's."""
+    sites = {s_.name: s_ for s_ in scenario.sites}
+    deps = [d for d in scenario.deployments if d.replicas > 0 and (
+        rule is None or site_allows(sites.get(d.site) if d.site else None, rule))]
+    models = {d.model for d in deps}
+    if len(models) <= 1:
+        return dict.fromkeys(models, 1.0)
+    spec = WorkloadSpec.model_validate(vertical_workload("general", "probe", 1.0))
+    p, o = spec.prompt_tokens.build().mean, spec.output_tokens.build().mean
+    cap: dict[str, float] = {}
+    for d in deps:
+        key = d.model_dump_json()
+        if key not in _CAPACITY:
+            _CAPACITY[key] = replica_request_capacity_per_s(probe_replica(simpy.Environment(), d), p, o)
+        cap[d.model] = cap.get(d.model, 0.0) + _CAPACITY[key] * d.replicas
+    total = sum(cap.values())
+    return {m: c / total for m, c in cap.items()} if total > 0 else {}
+
+
+def portfolio_workloads(workloads: list[dict], shares: dict[str, float], scenario: Scenario) -> list[dict]:
+    """A fleet serving several models: each tenant's requests spread over the portfolio,
+    one workload ``<tenant>@<model>`` per model some site its residency allows serves, at
+    ``shares[model]`` of its rate renormalised over those models (assumption: the provider
+    steers each tenant over its portfolio in proportion to each model's request capacity in
+    force, :func:`portfolio_shares`, so every model runs at about the same load); with one
+    model (or none) the tenants are unchanged."""
+    if len(shares) <= 1:
+        return workloads
+    out = []
+    by_rule: dict[str, dict[str, float]] = {}
+    for w in workloads:
+        rule = WorkloadSpec.model_validate(w).residency
+        key = rule.model_dump_json()
+        if key not in by_rule:   # the capacity of each model at the sites this rule allows
+            by_rule[key] = {m: sh for m, sh in portfolio_shares(scenario, rule).items() if m in shares}
+        ok = by_rule[key]
+        total = sum(ok.values())
+        for model, share in ok.items():
+            v = dict(w, name=f"{w['name']}@{model}", model=model)
+            v["arrivals"] = dict(w["arrivals"], rate_per_s=w["arrivals"]["rate_per_s"] * share / total)
+            out.append(v)
+    return out
+
+
+def tenant_of(workload_name: str) -> str:
+    """The tenant (``c<contract id>``) a window workload belongs to."""
+    return workload_name.split("@", 1)[0]
+
+
+def fleet_slice(base: Scenario, workloads: list[dict], max_replicas: int):
+    """One slice of a large fleet, as the cells of :mod:`sim.study.cells` shard it: at each
+    site, ``K = ceil(replicas / max_replicas)`` cells; the slice holds one cell per site
+    (each deployment's replicas / K, rounded, at least 1) and each workload at its share of
+    the GPUs it may use (residency held), the share a front router splitting arrivals in
+    proportion to usable GPUs sends it (a random split of a Poisson/NHPP stream is again
+    one, at the shared rate).  Returns ``(slice scenario, workloads at their slice rates,
+    per-workload weight 1/share, per-site weight GPUs / slice GPUs)``; totals measured on the
+    slice times these weights estimate the fleet's (cells of a site differ only by the
+    rounding of their replica counts)."""
+    d = base.model_dump(mode="python", exclude={"market", "workloads"})   # the windows' workloads come apart
+    site_reps: dict = {}
+    for dep in base.deployments:
+        site_reps[dep.site] = site_reps.get(dep.site, 0) + dep.replicas
+    site_gpus: dict = {}
+    slice_gpus: dict = {}
+    for dep, dd in zip(base.deployments, d["deployments"]):
+        k = max(1, -(-site_reps[dep.site] // max_replicas))
+        dd["replicas"] = max(1, round(dep.replicas / k)) if dep.replicas > 0 else 0
+        key = dep.site or "-"
+        site_gpus[key] = site_gpus.get(key, 0) + dep.gpus
+        slice_gpus[key] = slice_gpus.get(key, 0) + dd["replicas"] * dep.tp
+    sliced = scenario_from_dict(d, "forecast slice")
+    sites = {s_.name: s_ for s_ in base.sites}
+    ws, weights = [], {}
+    for w in workloads:
+        rule = WorkloadSpec.model_validate(w).residency
+        full = part = 0
+        for dep, sdep in zip(base.deployments, sliced.deployments):
+            if dep.model == w["model"] and site_allows(sites.get(dep.site) if dep.site else None, rule):
+                full += dep.gpus
+                part += sdep.gpus
+        if full == 0 or part == 0:
+            continue
+        v = dict(w)
+        v["arrivals"] = dict(w["arrivals"], rate_per_s=w["arrivals"]["rate_per_s"] * part / full)
+        ws.append(v)
+        weights[w["name"]] = full / part
+    site_w = {k: site_gpus[k] / slice_gpus[k] for k in site_gpus if slice_gpus.get(k)}
+    return sliced, ws, weights, site_w
+
+
+def simulate_window(wsc: Scenario | str, seed: int, site_stats: bool = True) -> dict:
+    """Simulate one traffic window (a picklable task for any ``concurrent.futures.Executor``:
+    ``wsc`` may be the window's scenario as JSON) and return what its month needs: per
+    workload, the counts measured after the warm-up; busy GPU-seconds; per-site statistics
+    (with ``site_stats``); residency violations; the window's p99 TTFT.
+
+    Memory: a world holds reference cycles (its environment, processes and replicas), so
+    without a collection it would outlive the window until Python's next full collection,
+    and a forecast's peak memory would grow with the number of tenants (each stream's
+    latency histograms).  The objects alive before the window are frozen out of the
+    collector (``gc.freeze``), so the collection after it scans only the window's own
+    objects (milliseconds)."""
+    if isinstance(wsc, str):
+        wsc = Scenario.model_validate_json(wsc)
+    mine = gc.get_freeze_count() == 0   # never unfreeze what a caller froze
+    if mine:
+        gc.freeze()
+    try:
+        out = _run_window(wsc, seed, site_stats)
+        gc.collect()
+    finally:
+        if mine:
+            gc.unfreeze()
+    _trim()
+    return out
+
+
+def _libc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):   # not glibc: nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def _trim() -> None:
+    """Hand the window's freed heap back to the system (glibc ``malloc_trim``): its many
+    small arrays (four latency histograms per workload) otherwise leave the heap fragmented
+    at its largest window.  No effect on results."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _run_window(wsc: Scenario, seed: int, site_stats: bool) -> dict:
+    world = World(wsc, seed)
+    done_at_warmup = None
+    if site_stats:
+        if wsc.simulation.warmup_s > 0:
+            world.env.run(until=wsc.simulation.warmup_s)
+        done_at_warmup = [r.completed for r in world.replicas]
+    world.run()
+    s = world.summary()
+    keep = ("measured_rejected", "measured", "inflight_missed", "sla_attainment", "measured_prompt_tokens",
+            "measured_output_tokens", "measured_arrivals")
+    return {"busy_gpu_s": window_busy_gpu_s(world),
+            "sites": window_site_stats(world, done_at_warmup) if site_stats else {},
+            "workloads": {name: {k: ws[k] for k in keep} for name, ws in s["workloads"].items()},
+            "residency_violations": s["residency_violations"], "ttft_p99": s["ttft_s"]["p99"]}
+
+
 def simulate_period(base: Scenario, workloads: list[dict], period_s: float, windows: int,
                     window_s: float, warmup_s: float, phase: float, seed_of, continuous: bool = False,
-                    site_stats: bool = True) -> dict:
+                    site_stats: bool = True, executor=None, max_replicas: int | None = None) -> dict:
     """Estimate one period (a month) of traffic from ``windows`` sampled windows.
 
     Window ``k`` starts at hour-of-week ``(k + phase) * 168 / windows``; totals scale by
@@ -117,33 +283,52 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
     instead.  Returns per-workload sums (unscaled), fleet busy/GPU seconds, the busy share
     (``gpu_utilisation``) and, with ``site_stats`` (the default), per-site busy time and
     request counts and the fleet's ``request_utilisation`` (requests completed after the
-    warm-up / what the replicas could complete at full batch, as single runs define it)."""
+    warm-up / what the replicas could complete at full batch, as single runs define it).
+
+    The windows of a period are independent given its fleet and tenants (each has its own
+    seed, ``seed_of(k)``, and starts from an empty system), so with ``executor`` (any
+    ``concurrent.futures.Executor``: a process pool, Dask) they run in parallel; their
+    results are combined in window order, so the period's sums are the same as in this
+    process, to the last bit.
+
+    ``max_replicas`` (a forecast's ``[cells]``): each window simulates one slice of the fleet
+    (:func:`fleet_slice`), one cell per site, and its totals are scaled to the fleet."""
     if continuous:
         windows, window_s = 1, period_s
     out = {"scale": period_s / (windows * window_s), "workloads": {}, "arrivals": 0, "completed": 0,
            "rejected": 0, "busy_gpu_s": 0.0, "gpu_s": 0.0, "ttft_p99": [], "residency_violations": 0,
            "window_s": window_s, "windows": windows, "sites": {}}
     gpus = sum(d.gpus for d in base.deployments)
+    weights = site_w = None
+    sim_base = base
+    if max_replicas is not None:
+        sim_base, workloads, weights, site_w = fleet_slice(base, workloads, max_replicas)
+        site_stats = True   # the fleet's busy time is scaled per site
+    tasks = []   # (scenario of the window, its seed), in window order
     for k in range(windows):
         how = 0.0 if continuous else (k + phase) * WEEK_H / windows
-        wsc = window_scenario(base, workloads, how, window_s, 0.0 if continuous else warmup_s)
+        wsc = window_scenario(sim_base, workloads, how, window_s, 0.0 if continuous else warmup_s)
         out["gpu_s"] += gpus * window_s
-        if wsc is None:
-            continue
-        world = World(wsc, seed_of(k))
+        if wsc is not None:
+            tasks.append((wsc, seed_of(k)))
+    if executor is None:
+        results = [simulate_window(wsc, seed, site_stats) for wsc, seed in tasks]
+    else:
+        n = len(tasks)
+        results = list(executor.map(simulate_window, [wsc.model_dump_json() for wsc, _ in tasks],
+                                    [seed for _, seed in tasks], [site_stats] * n))
+    for r in results:
+        if weights is not None:
+            out["simulated_arrivals"] = out.get("simulated_arrivals", 0) + sum(
+                ws["measured_arrivals"] for ws in r["workloads"].values())
+            r = _scaled(r, weights, site_w)
+        out["busy_gpu_s"] += r["busy_gpu_s"]
         if site_stats:
-            if wsc.simulation.warmup_s > 0:
-                world.env.run(until=wsc.simulation.warmup_s)
-            done_at_warmup = [r.completed for r in world.replicas]
-        world.run()
-        s = world.summary()
-        out["busy_gpu_s"] += window_busy_gpu_s(world)
-        if site_stats:
-            for site, st in window_site_stats(world, done_at_warmup).items():
+            for site, st in r["sites"].items():
                 acc_s = out["sites"].setdefault(site, {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
                 for k_, v_ in st.items():
                     acc_s[k_] += v_
-        for name, ws in s["workloads"].items():
+        for name, ws in r["workloads"].items():
             # only what arrived after the warm-up is measured and scaled
             acc = out["workloads"].setdefault(name, _new_workload_acc())
             n_rej = ws["measured_rejected"]
@@ -160,9 +345,9 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
             out["arrivals"] += ws["measured_arrivals"]
             out["completed"] += ws["measured"]
             out["rejected"] += n_rej
-        out["residency_violations"] += s["residency_violations"]
-        if s["ttft_s"]["p99"] is not None:
-            out["ttft_p99"].append(s["ttft_s"]["p99"])
+        out["residency_violations"] += r["residency_violations"]
+        if r["ttft_p99"] is not None:
+            out["ttft_p99"].append(r["ttft_p99"])
     out["gpu_utilisation"] = out["busy_gpu_s"] / out["gpu_s"] if out["gpu_s"] else 0.0
     cap = sum(st["capacity_requests"] for st in out["sites"].values())
     out["request_utilisation"] = (sum(st["completed"] for st in out["sites"].values()) / cap
@@ -170,6 +355,19 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
     n = sum(a["measured"] for a in out["workloads"].values())
     out["sla_attainment"] = (sum(a["met"] for a in out["workloads"].values()) / n) if n else None
     return out
+
+
+def _scaled(r: dict, weights: dict[str, float], site_w: dict[str, float]) -> dict:
+    """A slice's window result scaled to the fleet: each workload's counts by its weight
+    (rounded to whole requests and tokens), each site's statistics by its GPU ratio."""
+    counts = ("measured_rejected", "measured", "inflight_missed", "measured_prompt_tokens",
+              "measured_output_tokens", "measured_arrivals")
+    wl = {}
+    for name, ws in r["workloads"].items():
+        f = weights.get(name, 1.0)
+        wl[name] = dict(ws, **{k: round(ws[k] * f) for k in counts})
+    sites = {site: {k: v * site_w.get(site, 1.0) for k, v in st.items()} for site, st in r["sites"].items()}
+    return dict(r, workloads=wl, sites=sites, busy_gpu_s=sum(st["busy_gpu_s"] for st in sites.values()))
 
 
 def window_seed(streams: RandomStreams, month: int, k: int) -> int:

@@ -1,1 +1,1 @@
-"""Scenarios shipped inside the package (TOML). ``default.toml`` (the 36-month forecast) is what ``sovsim run`` runs; ``day.toml`` is one day of Mixtral traffic."""
+"""Scenarios shipped inside the package (TOML). ``provider.toml`` (the 36-month forecast of a 2,063 -> 8,359-GPU provider) is what ``sovsim run`` runs; ``small.toml`` (= ``default.toml``, what ``load_scenario()`` loads) the 16-GPU forecast; ``provider-day.toml`` one weekday of the provider at month 36; ``day.toml`` one day of Mixtral traffic."""

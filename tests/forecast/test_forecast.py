@@ -63,7 +63,7 @@ def test_windowed_and_continuous_agree_on_stationary_demand():
 
 
 def test_forecast_runs_conserves_contracts_and_residency():
-    sc = with_overrides(load_scenario(), {"forecast.months": 3, "forecast.windows_per_month": 2,
+    sc = with_overrides(load_scenario("small"), {"forecast.months": 3, "forecast.windows_per_month": 2,
                                           "forecast.window_s": 30.0, "forecast.warmup_s": 10.0})
     r = run_forecast(sc, seed=3)
     m = r.monthly
@@ -81,11 +81,56 @@ def test_forecast_runs_conserves_contracts_and_residency():
 SMALL = {"forecast.months": 3, "forecast.windows_per_month": 2, "forecast.window_s": 30.0, "forecast.warmup_s": 10.0}
 
 
+def test_forecast_windows_on_a_process_pool_give_the_serial_forecast():
+    """A month's windows are independent given its fleet and tenants: run on a 2-process
+    pool (scenarios shipped as JSON, results combined in window order) the monthly table
+    and the summary are exactly the serial ones, with a capacity policy acting too."""
+    import concurrent.futures as cf
+    sc = with_overrides(load_scenario("small"), {**SMALL, "forecast.months": 4, "forecast.windows_per_month": 4,
+                                                 "capacity_policy.kind": "threshold"})
+    serial = run_forecast(sc, seed=5)
+    with cf.ProcessPoolExecutor(max_workers=2) as ex:
+        pooled = run_forecast(sc, seed=5, executor=ex)
+    pd.testing.assert_frame_equal(serial.monthly, pooled.monthly, check_exact=True)
+    assert serial.summary == pooled.summary
+    assert serial.monthly["simulated_requests"].sum() > 0
+
+
+def test_a_window_leaves_no_world_behind():
+    """Each window's world (reference cycles: environment, processes, replicas, and its
+    streams' latency histograms) is collected when the window ends, so a forecast's memory
+    does not grow with its months."""
+    import gc
+    import weakref
+
+    from sim.forecast import windows as windows_mod
+    from sim.serving.world import World
+    seen = []
+
+    class Spy(World):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            seen.append(weakref.ref(self))
+
+    gc.disable()   # only the window's own collection may free the worlds
+    try:
+        orig = windows_mod.World
+        windows_mod.World = Spy
+        try:
+            simulate_period(base(), workloads(2.0), 3600.0, windows=3, window_s=20.0, warmup_s=5.0, phase=0.3,
+                            seed_of=lambda k: k)
+        finally:
+            windows_mod.World = orig
+    finally:
+        gc.enable()
+    assert len(seen) == 3 and all(ref() is None for ref in seen)
+
+
 def test_forecast_with_a_policy_that_never_acts_costs_what_the_fixed_fleet_costs():
     """The policy path bills tranches through the ledger; the fixed path multiplies GPUs by
     contract rates.  With thresholds no signal can cross, they must agree to the cent."""
-    fixed = run_forecast(with_overrides(load_scenario(), SMALL), seed=2)
-    idle = run_forecast(with_overrides(load_scenario(), {
+    fixed = run_forecast(with_overrides(load_scenario("small"), SMALL), seed=2)
+    idle = run_forecast(with_overrides(load_scenario("small"), {
         **SMALL, "capacity_policy.kind": "threshold", "capacity_policy.high_utilisation": 1.0,
         "capacity_policy.low_utilisation": 0.0, "capacity_policy.max_queue_per_replica": 1e9}), seed=2)
     a, b = fixed.monthly, idle.monthly
@@ -96,7 +141,7 @@ def test_forecast_with_a_policy_that_never_acts_costs_what_the_fixed_fleet_costs
 
 
 def test_forecast_policy_grows_a_small_site_ahead_of_demand_and_bills_it():
-    sc = with_overrides(load_scenario(), {
+    sc = with_overrides(load_scenario("small"), {
         **SMALL, "forecast.months": 4, "sites.0.contracts.0.gpus": 2, "deployments.0.replicas": 1,
         "capacity_policy.kind": "forecast", "capacity_policy.step_gpus": 2})
     r = run_forecast(sc, seed=2)
@@ -131,7 +176,7 @@ STRAINED = {**SMALL, "deployments.0.replicas": 1, "deployments.1.replicas": 1, "
 
 @pytest.fixture(scope="module")
 def strained():
-    return run_forecast(with_overrides(load_scenario(), STRAINED), seed=3)
+    return run_forecast(with_overrides(load_scenario("small"), STRAINED), seed=3)
 
 
 def _cents(x: float) -> int:
@@ -195,7 +240,7 @@ def test_forecast_reports_request_utilisation_beside_the_busy_share(strained):
 
 
 def test_failed_forecast_leaves_error_txt_and_no_stale_results(tmp_path, monkeypatch):
-    sc = with_overrides(load_scenario(), {**SMALL, "forecast.months": 1})
+    sc = with_overrides(load_scenario("small"), {**SMALL, "forecast.months": 1})
     out = tmp_path / "f"
     run_forecast(sc, seed=1, out_dir=out, figures=False)
     assert (out / "monthly.csv").is_file()
@@ -212,3 +257,89 @@ def test_failed_forecast_leaves_error_txt_and_no_stale_results(tmp_path, monkeyp
     assert (out / "config.json").is_file() and "window failed" in (out / "error.txt").read_text()
     assert not (out / "monthly.csv").exists() and not (out / "summary.json").exists()
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_a_tenant_is_spread_over_the_models_its_residency_allows():
+    from sim.forecast.windows import portfolio_shares, portfolio_workloads, tenant_of
+    sc = load_scenario("provider")
+    w = {"name": "c7", "model": "mixtral-8x7b", "arrivals": {"kind": "poisson", "rate_per_s": 10.0},
+         "prompt_tokens": {"dist": "constant", "value": 100}, "output_tokens": {"dist": "constant", "value": 50},
+         "residency": {"allowed_jurisdictions": ["FR"], "required_certifications": ["SecNumCloud"]}}
+    shares = portfolio_shares(sc)
+    assert len(shares) >= 4 and sum(shares.values()) == pytest.approx(1.0)
+    out = portfolio_workloads([w], shares, sc)
+    # only par-1 holds SecNumCloud: the models deployed there, not mixtral-8x22b (GRA, AMS)
+    assert {v["model"] for v in out} == {d.model for d in sc.deployments if d.site == "par-1"}
+    assert sum(v["arrivals"]["rate_per_s"] for v in out) == pytest.approx(10.0)
+    assert {tenant_of(v["name"]) for v in out} == {"c7"}
+    # one model: the tenants as they were
+    assert portfolio_workloads([w], {"mixtral-8x7b": 1.0}, sc) == [w]
+
+
+def test_a_fleet_slice_holds_one_cell_per_site_and_the_front_router_share():
+    from sim.forecast.windows import fleet_slice
+    sc = load_scenario("provider")
+    w = {"name": "c1", "model": "mixtral-8x7b", "arrivals": {"kind": "poisson", "rate_per_s": 1000.0},
+         "prompt_tokens": {"dist": "constant", "value": 100}, "output_tokens": {"dist": "constant", "value": 50}}
+    sliced, ws, weights, site_w = fleet_slice(sc, [w], 8)
+    for site in {d.site for d in sc.deployments}:
+        here = [d for d in sliced.deployments if d.site == site]
+        assert 1 <= sum(d.replicas for d in here) <= 8 + len(here)
+        full = sum(d.gpus for d in sc.deployments if d.site == site)
+        assert site_w[site] == pytest.approx(full / sum(d.gpus for d in here))
+    # the slice's rate times its weight is the fleet's
+    assert ws[0]["arrivals"]["rate_per_s"] * weights["c1"] == pytest.approx(1000.0)
+    mix_full = sum(d.gpus for d in sc.deployments if d.model == "mixtral-8x7b")
+    mix_slice = sum(d.gpus for d in sliced.deployments if d.model == "mixtral-8x7b")
+    assert weights["c1"] == pytest.approx(mix_full / mix_slice)
+
+
+def test_sliced_windows_are_one_cell_scaled_to_the_fleet():
+    """Eight replicas sliced into cells of 2: each window simulates one cell at a quarter of
+    the rate, and its totals scale by 4 (ratios unchanged): the same as simulating a
+    2-replica fleet at a quarter of the demand, with the same seeds, times 4."""
+    def fleet(n):
+        d = base().model_dump(mode="python")
+        d["deployments"][0]["replicas"] = n
+        return scenario_from_dict(d)
+
+    kw = dict(period_s=3 * 3600.0, windows=6, window_s=60.0, warmup_s=20.0, phase=0.4, seed_of=lambda k: 50 + k)
+    sliced = simulate_period(fleet(8), workloads(14.0), max_replicas=2, **kw)
+    cell = simulate_period(fleet(2), workloads(3.5), **kw)
+    assert sliced["simulated_arrivals"] == cell["arrivals"] > 1000
+    assert sliced["arrivals"] == pytest.approx(4 * cell["arrivals"], abs=6)   # whole requests per window
+    assert sliced["gpu_utilisation"] == pytest.approx(cell["gpu_utilisation"], rel=1e-12)
+    assert sliced["sla_attainment"] == pytest.approx(cell["sla_attainment"], abs=1e-3)
+    assert sliced["request_utilisation"] == pytest.approx(cell["request_utilisation"], rel=1e-12)
+    assert sliced["arrivals"] * sliced["scale"] / (3 * 3600.0) == pytest.approx(14.0, rel=0.1)
+
+
+def test_the_provider_scenario_is_a_growing_multi_site_portfolio():
+    sc = load_scenario("provider")
+    assert sc.forecast.months == 36
+    assert sum(d.gpus for d in sc.deployments) >= 2000
+    assert len({d.site for d in sc.deployments}) >= 3 and len({d.model for d in sc.deployments}) >= 4
+    assert sc.capacity_policy.kind != "fixed" and sc.cells.max_replicas is not None
+    one = run_forecast(with_overrides(sc, {"forecast.months": 1, "forecast.windows_per_month": 1,
+                                           "forecast.window_s": 10.0, "forecast.warmup_s": 5.0}), seed=1)
+    m = one.monthly
+    assert int(m["residency_violations"].sum()) == 0 and m["simulated_requests"].iloc[0] > 0
+    assert m["requests"].iloc[0] > 10 * m["simulated_requests"].iloc[0]   # a slice, scaled to the fleet
+    assert (m["revenue_eur"] - m["cost_eur"] - m["sla_credits_eur"] - m["gross_margin_eur"]).abs().max() < 1e-6
+
+
+def test_small_is_the_former_default_and_sovsim_run_runs_provider(monkeypatch, tmp_path):
+    small, default = load_scenario("small").model_dump(), load_scenario().model_dump()
+    assert small.pop("name") == "small" and default.pop("name") == "default"
+    assert small == default
+    from sim.cli import run as cli_run
+    from sim.cli.app import main
+    seen = {}
+
+    def fake(scenario, **kw):
+        seen["name"] = scenario.name
+        raise SystemExit(0)
+    monkeypatch.setattr(cli_run, "run_forecast", fake)
+    with pytest.raises(SystemExit):
+        main(["run", "--quiet", "--out", str(tmp_path / "o")])
+    assert seen["name"] == "provider"
