@@ -148,13 +148,14 @@ def one_run(sc: Scenario, seed: int) -> dict:
     if len(res.requests) < s["arrivals"]:
         raise RuntimeError(f"request sample holds {len(res.requests)} of {s['arrivals']} requests; raise request_sample_size")
     return {"per_vertical": attainment(res.requests, sc),
+            "request_utilisation": s["request_utilisation"],
             "gpu_utilisation": s["gpu_utilisation"], "throughput_utilisation": s["throughput_utilisation"],
             "rejected_share": s["rejected"] / s["arrivals"] if s["arrivals"] else 0.0,
             "residency_violations": s["residency_violations"],
             "eligible_replicas": {w["vertical"]: w["eligible_replicas"] for w in s["workloads"].values()},
             # one deployment per site: its throughput utilisation is the site's
             "site_throughput_utilisation": {d["site"]: d["throughput_utilisation"] for d in s["deployments"].values()},
-            "gpus": s["gpus"], "wall_s": res.wall_s}
+            "gpus": s["gpus"]}
 
 
 def mean_ci(x) -> tuple[float, float]:
@@ -235,7 +236,7 @@ def tables(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 rows.append({**base, "metric": f"sla_attainment_{v}", "mean": m, "ci95": h})
                 rows.append({**base, "metric": f"rejected_share_{v}", "mean": rs, "ci95": rh})
                 rows.append({**base, "metric": f"unfinished_share_{v}", "mean": us, "ci95": float("nan")})
-            for k in ("gpu_utilisation", "throughput_utilisation", "rejected_share", "residency_violations"):
+            for k in ("request_utilisation", "gpu_utilisation", "throughput_utilisation", "rejected_share", "residency_violations"):
                 m, h = mean_ci([x[k] for x in runs])
                 rows.append({**base, "metric": k, "mean": m, "ci95": h})
             for site, _, _ in SITES:
@@ -307,7 +308,7 @@ def figure(df: pd.DataFrame, extra: pd.DataFrame, split_df: pd.DataFrame, path: 
     ax.legend(fontsize=8, title="offered load")
     ax = axes.flat[5]
     for layout, (c, label) in style.items():
-        for metric, ls, name in (("gpu_utilisation", "--", "busy share"),
+        for metric, ls, name in (("request_utilisation", "--", "requests / request capacity"),
                                  ("throughput_utilisation", "-", "tokens / saturation rate")):
             d = df[(df.metric == metric) & (df.layout == layout)].sort_values("load_per_s")
             ax.plot(d.load_per_s, d["mean"], ls, marker="o", color=c, label=f"{layout}: {name}")
@@ -316,7 +317,7 @@ def figure(df: pd.DataFrame, extra: pd.DataFrame, split_df: pd.DataFrame, path: 
         d = df[(df.metric == f"throughput_utilisation_{site}") & (df.layout == "partitioned")].sort_values("load_per_s")
         ax.plot(d.load_per_s, d["mean"], ls, marker="s", ms=4, color="C1" if site == FR_SITE else "C2",
                 label=f"partitioned, {site} alone: tokens / saturation")
-    ax.set_title("GPU utilisation (fleet; busy share is ~1 under continuous batching)", fontsize=10)
+    ax.set_title("load: request and throughput utilisation (fleet)", fontsize=10)
     ax.set_xlabel("offered load, requests/s")
     ax.set_ylabel("utilisation")
     ax.set_ylim(0, 1.05)
@@ -375,8 +376,7 @@ def main(argv=None) -> int:
             "base_replicas": BASE_REPLICAS, "tp": 2, "model": "mixtral-8x7b", "gpu": "h100-sxm", "precision": "fp8",
             "tolerance": TOLERANCE, "tail_s": TAIL_S, "max_extra_replicas": MAX_EXTRA_REPLICAS,
             "split_search": {str(r["load_per_s"]): r["split_search"] for r in results},
-            "growth_paths": {str(r["load_per_s"]): r["path"] for r in results},
-            "wall_s": wall}
+            "growth_paths": {str(r["load_per_s"]): r["path"] for r in results}}   # no wall time: byte-identical reruns
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     print(f"wrote {out}/fragmentation.csv, extra_gpus.csv, split_search.csv, fragmentation.png, meta.json in {wall:.0f} s")
     return 0
