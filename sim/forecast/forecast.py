@@ -205,7 +205,7 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
         prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in contracts}, t_mid)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
-        bar.update(1, requests=per["arrivals"])
+        bar.update(1, requests=per.get("simulated_arrivals", per["arrivals"]))   # simulated, not scaled to the fleet
     bar.close()
     report = fleet.close(spec.months)
     monthly = _money_columns(pd.DataFrame(rows), report)

@@ -60,12 +60,18 @@ def tenants(scenario: Scenario) -> list[tuple[str, str, ResidencySpec]]:
     out = [(w.name, w.model, w.residency) for w in scenario.workloads]
     if scenario.forecast is not None:
         market = scenario.market or default_market_spec()
+        portfolio = {d.model for d in scenario.deployments if d.replicas > 0}
         for v in market.verticals:
             if v.name not in VERTICALS:
                 continue
             w = vertical_workload(v.name, v.name, 1.0)
-            model = scenario.forecast.model or w["model"]
-            out.append((f"{v.name} tenants", model, ResidencySpec(**w["residency"])))
+            rule = ResidencySpec(**w["residency"])
+            if scenario.forecast.model is None and len(portfolio) > 1:
+                # a portfolio forecast spreads each tenant over the models its residency reaches
+                # (sim.forecast.windows.portfolio_workloads)
+                out.extend((f"{v.name} tenants", m, rule) for m in sorted(portfolio))
+            else:
+                out.append((f"{v.name} tenants", scenario.forecast.model or w["model"], rule))
     return out
 
 

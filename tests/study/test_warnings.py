@@ -168,3 +168,16 @@ def test_forecast_scenario_unusable_site():
     (w,) = scenario_warnings(bad)
     assert w.startswith("deployment mixtral-fra (4 GPUs at fra-1) can serve no tenant") and "finance tenants" in w
     assert w in forecast_warnings(monthly(), bad)
+
+
+def test_portfolio_forecast_spreads_tenants_over_every_model():
+    """provider serves four models with no forecast.model: each tenant is spread over the
+    models its residency reaches, so no deployment is idle for want of a tenant's model."""
+    sc = load_scenario("provider")
+    assert sc.forecast.model is None and len({d.model for d in sc.deployments}) >= 4
+    assert scenario_warnings(sc) == []
+    # pinned to one model, the other models' deployments serve nobody and are said to
+    pinned = with_overrides(sc, {"forecast.model": "mixtral-8x7b"})
+    ws = scenario_warnings(pinned)
+    assert ws and all("no tenant asks for its model" in w for w in ws)
+    assert not any("mixtral-8x7b-" in w.split(" (")[0] for w in ws)
