@@ -75,6 +75,7 @@ TERMS: dict[str, Term] = {
     "revenue_eur": Term("Revenue", "EUR", "eur"),
     "costs_eur": Term("Costs", "EUR", "eur"),
     "cost_eur": Term("Costs", "EUR", "eur"),
+    "sla_credits_eur": Term("SLA credits granted", "EUR", "eur"),
     "capacity_cost_eur": Term("Capacity cost", "EUR", "eur"),
     "power_cost_eur": Term("Power cost", "EUR", "eur"),
     "margin_eur": Term("Gross margin", "EUR", "eur"),

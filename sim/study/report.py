@@ -302,7 +302,7 @@ def write_run_report(result, title: str | None = None) -> Path:
 
 # ------------------------------------------------------------------ forecasts
 FORECAST_HEADLINE = (
-    "revenue_eur", "cost_eur", "gross_margin_eur", "gross_margin_share", "cost_eur_per_mtok", "tokens",
+    "revenue_eur", "cost_eur", "sla_credits_eur", "gross_margin_eur", "gross_margin_share", "cost_eur_per_mtok", "tokens",
     "request_utilisation_mean", "sla_attainment_mean", "final_share", "contracts.won", "contracts.lost",
     "contracts.active", "contracts.churned", "contracts.expired", "contracts.renewed", "months",
     "residency_violations", "simulated_requests", "gpu_utilisation_mean")
@@ -314,7 +314,9 @@ def month_table(monthly) -> tuple[list[str], list[list[str]]]:
     load = "request_utilisation" if "request_utilisation" in monthly.columns else "gpu_utilisation"
     header = ["month", "contracts active", "won", "lost", "requests/s", "GPUs",
               "request utilisation" if load == "request_utilisation" else "busy share (not a load measure)",
-              "SLA attainment", "TTFT p99 (s)", "revenue", "cost", "gross margin", "margin share"]
+              "SLA attainment", "TTFT p99 (s)", "revenue", "cost"]
+    credits = "sla_credits_eur" in monthly.columns   # revenue - cost - SLA credits = gross margin
+    header += (["SLA credits"] if credits else []) + ["gross margin", "margin share"]
     f = format_value
     rows = []
     for _, r in monthly.iterrows():
@@ -323,6 +325,7 @@ def month_table(monthly) -> tuple[list[str], list[list[str]]]:
                      f(load, r[load]), f("sla_attainment", r["sla_attainment"]),
                      "-" if r.get("ttft_p99_s") is None or r["ttft_p99_s"] != r["ttft_p99_s"] else f"{r['ttft_p99_s']:.2f}",
                      f("revenue_eur", r["revenue_eur"]), f("cost_eur", r["cost_eur"]),
+                     *([f("sla_credits_eur", r["sla_credits_eur"])] if credits else []),
                      f("gross_margin_eur", r["gross_margin_eur"]), f("gross_margin_share", r["gross_margin_share"])])
     return header, rows
 

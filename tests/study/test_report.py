@@ -67,6 +67,11 @@ def test_forecast_report_has_the_month_table_and_warnings(tmp_path):
     header, rows = month_table(res.monthly)
     assert len(rows) == 3 and header[0] == "month" and "SLA attainment" in header
     assert rows[0][-1].endswith("%") and rows[0][-4].startswith("EUR")
+    # revenue, cost, SLA credits, gross margin: the reader can check the margin from the row
+    i = header.index("revenue")
+    assert header[i:i + 4] == ["revenue", "cost", "SLA credits", "gross margin"]
+    man = json.loads((tmp_path / "manifest.json").read_text())   # the rewritten summary is recorded
+    assert {f["name"] for f in man["files"]} >= {"summary.json", "forecast.png", "report.html"}
     assert (tmp_path / "forecast.png").exists() and "forecast.png" in res.files and "report.html" in res.files
     assert "GPU utilisation" not in _text(html)
     assert "SLA attainment against the tenants' attainment target (dashed)" in html_mod.unescape(html)
