@@ -202,3 +202,39 @@ def test_busy_time_split_across_bins():
     assert m.tokens[0][:3] == pytest.approx([50.0, 100.0, 50.0])
     assert m.kv_block_s[0][:3] == pytest.approx([15.0, 30.0, 15.0])
     assert sum(m.busy[0]) == pytest.approx(20.0)
+
+
+def test_histogram_stores_only_its_span_and_matches_the_full_binning():
+    """The stored span grows to cover new values (below, above, disjoint merges) and the
+    full-length counts and quantiles equal a plain full-range binning of the same values."""
+    import math
+    from sim.serving.metrics import _H_BINS, _H_LO, _H_LOG_RATIO, _H_RATIO
+    rng = np.random.default_rng(7)
+    parts = [np.exp(rng.normal(mu, 0.3, 500)) for mu in (-3.0, 2.0, -6.0, 0.0)] + [np.array([0.0, 1e-8])]
+    h, merged = LogHistogram(), LogHistogram()
+    for v in parts:
+        h.add(v)
+        other = LogHistogram()
+        other.add(v)
+        merged.merge(other)
+    into_empty = LogHistogram()
+    into_empty.merge(merged)
+    allv = np.concatenate(parts)
+    idx = np.zeros(len(allv), dtype=np.int64)
+    pos = allv >= _H_LO
+    idx[pos] = 1 + np.floor(np.log(allv[pos] / _H_LO) / _H_LOG_RATIO).astype(np.int64)
+    full = np.bincount(np.clip(idx, 0, _H_BINS - 1), minlength=_H_BINS)
+
+    def dense_quantile(q):   # the full-range algorithm
+        cum = np.cumsum(full)
+        i = min(int(np.searchsorted(cum, q * cum[-1], side="left")), _H_BINS - 1)
+        return 0.0 if i == 0 else _H_LO * _H_RATIO ** (i - 1) * math.sqrt(_H_RATIO)
+
+    for hist in (h, merged, into_empty):
+        assert np.array_equal(hist.counts, full) and hist.n == len(allv)
+        assert hist._counts.size < _H_BINS // 2          # only the span is stored
+        for q in (0.0, 0.01, 0.3, 0.5, 0.9, 0.999, 1.0):
+            assert hist.quantile(q) == dense_quantile(q)
+    one = LogHistogram()
+    one.add(np.array([0.02]))
+    assert one._counts.size == 1 and one.quantile(0.5) == pytest.approx(0.02, rel=0.002)
