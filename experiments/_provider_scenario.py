@@ -138,18 +138,7 @@ def main() -> None:
              "# the fleet as cells of 16 replicas; 2 cells of each exchangeable group, each cell's day",
              "# from 24 windows of 120 s (one per hour, random phase) after 60 s of warm-up",
              "[cells]", "max_replicas = 16", "sample = 2", "windows = 24", "window_s = 120.0", "warmup_s = 60.0", ""]
-    for n, j, c in SITES:
-        lines += ["[[sites]]", f'name = "{n}"', f'jurisdiction = "{j}"', f"certifications = {c!r}".replace("'", '"'), ""]
-        for gpu in sorted({g for s_, m, g, tp, r in FLEET if s_ == n}):
-            gpus = sum(tp * r for s_, m, g, tp, r in FLEET if s_ == n and g == gpu)
-            price, src = GPU_PRICE[gpu]
-            lines += ["[[sites.contracts]]", 'kind = "rental"', f'name = "{n}-{gpu}"', 'term = "on_demand"',
-                      f"gpus = {gpus}", f"price_eur_per_gpu_h = {price}   # {src}", ""]
-    for d in deployments:
-        flag = "  # extrapolated (datasheet ceilings)" if is_extrapolated(d["gpu"], d["model"]) else ""
-        lines += ["[[deployments]]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in d.items()]
-        lines[-1] += flag
-        lines.append("")
+    lines += _fleet_lines(FLEET, deployments, growing_first=False)
     for w in workloads:
         lines += ["[[workloads]]", f'name = "{w["name"]}"', f'model = "{w["model"]}"', f'vertical = "{w["vertical"]}"',
                   "arrivals = " + _inline(w["arrivals"]), "prompt_tokens = " + _inline(w["prompt_tokens"]),
@@ -212,6 +201,28 @@ def _busiest_site_load(sc, probes, contracts) -> float:
             key = (d.site, d.model)
             load[key] = load.get(key, 0.0) + rate / (replica_request_capacity_per_s(probes[i], p, o) * d.replicas)
     return max(load.values())
+
+
+def _fleet_lines(fleet, deployments: list[dict], growing_first: bool) -> list[str]:
+    """TOML of the sites, one on-demand rental contract per site and GPU, and the deployments.
+
+    ``growing_first``: a site's contracts in fleet order (the growing deployment's GPU first,
+    so the capacity policy's orders use its terms) instead of sorted by GPU."""
+    lines: list[str] = []
+    for n, j, c in SITES:
+        lines += ["[[sites]]", f'name = "{n}"', f'jurisdiction = "{j}"', f"certifications = {c!r}".replace("'", '"'), ""]
+        here = [g for s_, m, g, tp, r in fleet if s_ == n]
+        for gpu in (dict.fromkeys(here) if growing_first else sorted(set(here))):
+            gpus = sum(tp * r for s_, m, g, tp, r in fleet if s_ == n and g == gpu)
+            price, src = GPU_PRICE[gpu]
+            lines += ["[[sites.contracts]]", 'kind = "rental"', f'name = "{n}-{gpu}"', 'term = "on_demand"',
+                      f"gpus = {gpus}", f"price_eur_per_gpu_h = {price}   # {src}", ""]
+    for d in deployments:
+        flag = "  # extrapolated (datasheet ceilings)" if is_extrapolated(d["gpu"], d["model"]) else ""
+        lines += ["[[deployments]]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in d.items()]
+        lines[-1] += flag
+        lines.append("")
+    return lines
 
 
 def _inline(d) -> str:
@@ -292,19 +303,7 @@ def provider() -> None:
              "", "[simulation]", "seed = 1", "",
              "[cells]", "max_replicas = 8   # run setting: each window simulates one cell of <= 8 replicas per site", "",
              "[capacity_policy]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in POLICY.items()] + [""]
-    for n, j, c in SITES:
-        lines += ["[[sites]]", f'name = "{n}"', f'jurisdiction = "{j}"', f"certifications = {c!r}".replace("'", '"'), ""]
-        gpus_here = [g for s_, m, g, tp, r in fleet if s_ == n]
-        for gpu in dict.fromkeys(gpus_here):   # the growing deployment's GPU first: orders use its terms
-            gpus = sum(tp * r for s_, m, g, tp, r in fleet if s_ == n and g == gpu)
-            price, src = GPU_PRICE[gpu]
-            lines += ["[[sites.contracts]]", 'kind = "rental"', f'name = "{n}-{gpu}"', 'term = "on_demand"',
-                      f"gpus = {gpus}", f"price_eur_per_gpu_h = {price}   # {src}", ""]
-    for d in deployments:
-        flag = "  # extrapolated (datasheet ceilings)" if is_extrapolated(d["gpu"], d["model"]) else ""
-        lines += ["[[deployments]]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in d.items()]
-        lines[-1] += flag
-        lines.append("")
+    lines += _fleet_lines(fleet, deployments, growing_first=True)
     lines += ["[market]", ""]
     for name, med in medians.items():
         lines += ["[[market.verticals]]", f'name = "{name}"',

@@ -36,7 +36,7 @@ from sim.core.errors import UserError
 from sim.forecast.forecast import ForecastResult, run_forecast
 from sim.scenario import Scenario, scenario_from_dict, with_overrides
 from sim.scenario import load_scenario as _load
-from sim.study.capacity_search import CapacityResult, capacity_search, parse_targets
+from sim.study.capacity_search import CapacityResult, capacity_search, evaluation_rows, parse_targets
 from sim.study.report import finish_forecast, write_run_report
 from sim.study.run import RunResult
 from sim.study.run import run as _run
@@ -254,12 +254,7 @@ def capacity(scenario: str | Path | Scenario | Mapping, targets: Mapping[str, fl
     finally:
         if ex is not None:
             ex.shutdown()
-    rows = []
-    for e in res.evaluations:
-        row: dict[str, Any] = {"replicas": e.replicas, "gpus": e.gpus, "feasible": e.feasible}
-        for v, (m, lo, hi) in sorted(e.attainment.items()):
-            row[f"{v}_attainment_mean"], row[f"{v}_attainment_ci95_lo"], row[f"{v}_attainment_ci95_hi"] = m, lo, hi
-        rows.append(row)
+    rows = evaluation_rows(res)
     head = {"scope": res.scope, "deployments": ", ".join(res.deployments), "replicas": res.replicas, "gpus": res.gpus,
             **{f"target.{k}": v for k, v in res.targets.items()}, **{f"cost.{k}": v for k, v in (res.cost or {}).items()}}
     return Capacity(res.replicas, res.gpus, pd.DataFrame([head]), pd.DataFrame(rows), res)

@@ -366,14 +366,20 @@ def _cost(summaries: list[dict] | None) -> tuple[dict | None, str]:
     return out, note
 
 
-def _write(out: Path, r: CapacityResult) -> None:
-
+def evaluation_rows(r: CapacityResult) -> list[dict[str, Any]]:
+    """One row per evaluated fleet size: replicas, GPUs, feasible, and each vertical's
+    attainment mean and 95 % interval (``<vertical>_attainment_mean / _ci95_lo / _ci95_hi``)."""
     rows = []
     for e in r.evaluations:
         row: dict[str, Any] = {"replicas": e.replicas, "gpus": e.gpus, "feasible": e.feasible}
         for v, (m, lo, hi) in sorted(e.attainment.items()):
             row[f"{v}_attainment_mean"], row[f"{v}_attainment_ci95_lo"], row[f"{v}_attainment_ci95_hi"] = m, lo, hi
         rows.append(row)
+    return rows
+
+
+def _write(out: Path, r: CapacityResult) -> None:
+    rows = evaluation_rows(r)
     atomic_write_json(out / "capacity.json", {
         "scope": r.scope, "deployments": r.deployments, "targets": r.targets,
         "replicas": r.replicas, "gpus": r.gpus, "cost": r.cost, "cost_note": r.cost_note,
