@@ -9,7 +9,8 @@ import importlib as _importlib
 import sys as _sys
 import types as _types
 
-__version__ = "0.1.0"
+from sim.core.version import VERSION as __version__
+
 API = ("load_scenario", "run", "forecast", "sweep", "capacity")
 
 

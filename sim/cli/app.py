@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 
-from sim import __version__
+from sim.core.version import VERSION as __version__
 from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.scenario.estimate import ENV as WORK_ENV

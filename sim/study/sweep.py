@@ -55,7 +55,7 @@ from sim.core.errors import UserError
 from sim.core.runfolder import check_out_dir, write_atomic, write_json_atomic
 from sim.core.stats import UNIT_INTERVAL, mean_ci
 from sim.scenario import Scenario, scenario_from_dict, with_overrides
-from sim import __version__
+from sim.core.version import VERSION as __version__
 from sim.forecast.forecast import run_forecast
 from sim.study.run import _json_default, run
 
