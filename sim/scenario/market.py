@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -221,10 +222,28 @@ def _parse(value: str) -> Any:
     return value
 
 
+def table_files() -> list[Path]:
+    """The market parameter table's files: ``parameters.csv`` then each
+    ``parameters_<mechanism>.csv`` beside it (one per market mechanism, same columns),
+    in name order."""
+    main = Path(model_file(*TABLE))
+    return [main] + sorted(main.parent.glob("parameters_*.csv"))
+
+
 def read_table() -> list[dict[str, str]]:
-    """Rows of models/market/parameters.csv as dicts of strings."""
-    with open(model_file(*TABLE), newline="") as f:
-        return list(csv.DictReader(f))
+    """Rows of models/market/parameters.csv and its ``parameters_*.csv`` companions, as
+    dicts of strings; a (block, name, key) defined twice is an error."""
+    rows: list[dict[str, str]] = []
+    seen: dict[tuple, str] = {}
+    for path in table_files():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                k = (row["block"], row["name"], row["key"])
+                if k in seen:
+                    raise ValueError(f"{path.name}: market parameter {'.'.join(k)} is already defined in {seen[k]}")
+                seen[k] = path.name
+                rows.append(row)
+    return rows
 
 
 @functools.lru_cache(maxsize=1)
