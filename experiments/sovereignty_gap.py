@@ -127,7 +127,7 @@ def main() -> int:
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "sovereignty_gap_summary.csv", index=False)
     (out / "sovereignty_gap_meta.json").write_text(json.dumps(
-        {"mode": mode, "reps": args.reps, "months": int(monthly.month.max()) + 1, "wall_s": round(wall, 1),
+        {"mode": mode, "reps": args.reps, "months": int(monthly.month.max()) + 1,
          "gap_midpoints": GAP_SPEEDS, "war_months": WAR_MONTHS, "war_factor": WAR_FACTOR}, indent=1))
     plot(monthly, out / "sovereignty_gap.png", mode, args.reps)
     pd.set_option("display.width", 200)
