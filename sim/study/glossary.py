@@ -257,6 +257,8 @@ def format_value(key: str, value: Any) -> str:
     if fmt == "pct":
         return f"{v * 100:.1f} %"
     if fmt == "eur":
+        if v == 0:
+            return "EUR 0"
         return f"EUR {v:,.2f}" if abs(v) < 1000 else f"EUR {v:,.0f}"
     if fmt == "eur_mtok":
         return f"EUR {v:.3f}"

@@ -39,6 +39,7 @@ figcaption{font-size:.9em;color:#555}pre{background:#f8f8f8;padding:1em;overflow
 font-size:.8em}
 .warn{background:#fff4e5;border:1px solid #f0b35a;padding:.6em 1em;border-radius:4px}
 .warn li{margin:.2em 0}.ok{color:#2a7a2a}code{font-size:.85em;color:#666}
+.wide{overflow-x:auto}.wide table{font-size:.78em}.wide td,.wide th{padding:.2em .35em}
 """
 
 
@@ -166,7 +167,9 @@ def render_html_report(title: str, summary: Mapping | None, figures: Any, scenar
         parts.append(_text_table(["quantity", "value", "key in summary.json"], rows, num_from=1, code_from=2))
     for heading, header, rows in tables or ():
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(_text_table(header, rows))
+        # a wide table (the forecast's months) in a compact font, scrolling rather than overflowing the page
+        table = _text_table(header, rows)
+        parts.append(f"<div class=\"wide\">{table}</div>" if len(header) > 8 else table)
     figs = _figure_items(figures)
     if figs:
         parts.append("<h2>Figures</h2>")

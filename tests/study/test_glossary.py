@@ -23,7 +23,7 @@ def test_formats():
     assert format_value("gross_margin_share", 0.798) == "79.8 %"
     assert format_value("tokens", 8.381e12) == "8.38 trillion"
     assert format_value("revenue_eur", 1234567.891) == "EUR 1,234,568"
-    assert format_value("revenue_eur", 3.4) == "EUR 3.40"
+    assert format_value("revenue_eur", 3.4) == "EUR 3.40" and format_value("sla_credits_eur", 0.0) == "EUR 0"
     assert format_value("ttft_s.p99", 0.1011) == "101 ms" and format_value("ttft_s", 13.2) == "13.20 s"
     assert format_value("arrivals", 3656) == "3,656"
     assert format_value("sla_attainment", None) == "-" and format_value("sla_attainment", float("nan")) == "-"

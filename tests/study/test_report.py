@@ -86,3 +86,11 @@ def test_month_table_prefers_request_utilisation():
     assert header[6] == "request utilisation" and rows[0][6] == "12.0 %"
     header, rows = month_table(df.drop(columns="request_utilisation"))
     assert header[6] == "busy share (not a load measure)" and rows[0][6] == "99.0 %"
+
+
+def test_wide_tables_scroll_in_a_compact_font_instead_of_overflowing_the_page():
+    header = [f"c{i}" for i in range(14)]
+    page = render_html_report("t", None, [], None, None, warnings=[],
+                              tables=[("Months", header, [["1"] * 14]), ("Narrow", ["a", "b"], [["1", "2"]])])
+    assert page.count('<div class="wide"><table>') == 1          # only the 14-column table
+    assert ".wide{overflow-x:auto}" in page
