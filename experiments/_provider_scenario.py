@@ -295,7 +295,7 @@ def provider() -> None:
              f"# fleet (the French sites, which alone may serve the HDS and SecNumCloud tenants); the default",
              f"# market's month-0 contracts sum to {rate0:.2f} req/s, {rate0 * factor:,.0f} req/s after scaling. Each",
              "# tenant is spread over the models its residency allows in proportion to each model's request",
-             "# capacity in force (docs/forecast.md); tenants pay the market's sovereign list price.",
+             "# capacity in force (docs/forecast.md); tenants pay the sovereign price list (per vertical and model, sim/market/pricing.py).",
              "# Each window simulates one slice of the fleet (one cell of <= cells.max_replicas replicas per",
              "# site, docs/forecast.md) and scales it to the fleet.",
              'name = "provider"',

@@ -6,6 +6,11 @@ weekly profile is a documented transformation of the fitted Azure conversation p
 the numbers of each transformation are marked ``assumption`` in :data:`VERTICALS` and in
 ``models/demand/README.md``.
 
+There is no placement setting: a "dedicated" placement for healthcare and public-sector buyers
+was listed here but read by no code, so it was removed (issue 14 item 5); every tenant shares
+the replicas its residency allows.  Dedicated deployments (own replicas, own capacity tranches,
+priced accordingly) are a mechanism still to build (docs/market.md, "Limits and doubts").
+
 Hour-of-week convention: hour 0 = Monday 00:00-01:00 UTC, 168 hours.
 """
 from __future__ import annotations
@@ -170,8 +175,6 @@ class Vertical:
     allowed_jurisdictions: tuple[str, ...] | None = None
     required_certifications: tuple[str, ...] = ()
     residency_note: str = ""
-    placement: str = "shared"
-    placement_note: str = "assumption"
     extra: dict = field(default_factory=dict)
 
 
@@ -189,7 +192,6 @@ VERTICALS: dict[str, Vertical] = {
         prompt_source="azure-conv-prompt", output_source="azure-conv-output",
         lengths_note="data: Azure 2023 conversation trace (fitted)",
         sla_class="standard", sla_note="MLPerf Server constraint",
-        placement="shared", placement_note="assumption: general enterprise buys the shared pool",
     ),
     "finance": Vertical(
         name="finance",
@@ -205,7 +207,6 @@ VERTICALS: dict[str, Vertical] = {
         allowed_jurisdictions=("FR", "DE", "NL", "IT", "ES", "BE", "LU", "IE", "AT", "FI", "SE", "DK", "PT", "PL"),
         required_certifications=("ISO27001",),
         residency_note="assumption: EU/EEA processing (GDPR ch. V, EBA outsourcing guidelines) with ISO 27001",
-        placement="shared", placement_note="assumption",
     ),
     "healthcare": Vertical(
         name="healthcare",
@@ -221,7 +222,6 @@ VERTICALS: dict[str, Vertical] = {
         allowed_jurisdictions=("FR",), required_certifications=("HDS",),
         residency_note="French health data must be hosted by an HDS-certified host (Code de la sante publique "
                        "art. L.1111-8); FR-only is an assumption for a French buyer",
-        placement="dedicated", placement_note="assumption",
     ),
     "public_sector": Vertical(
         name="public_sector",
@@ -235,7 +235,6 @@ VERTICALS: dict[str, Vertical] = {
         allowed_jurisdictions=("FR",), required_certifications=("SecNumCloud",),
         residency_note="French State 'cloud au centre' doctrine (circulaire 6282/SG, 2021; updated 2023) asks "
                        "for SecNumCloud for sensitive data; FR-only is an assumption",
-        placement="dedicated", placement_note="assumption",
     ),
 }
 

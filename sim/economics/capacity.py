@@ -57,7 +57,7 @@ class CapacityManager:
     at the site (for the threshold policy); ``forecast_gpus(t)`` the GPUs demand needs at
     time ``t`` (for the forecast policy).  ``load()``, if given, replaces ``busy_gpu_s`` for
     the threshold policy: it returns ``(utilisation, queue_per_replica)`` since its last call
-    (:class:`FleetCapacity` passes throughput utilisation and the waiting requests), or None
+    (:class:`FleetCapacity` passes request utilisation and the waiting requests), or None
     when nothing has been measured yet (no decision)."""
 
     def __init__(self, env, ledger, site: str, order_terms: Terms, params: PolicyParams,

@@ -92,13 +92,15 @@ DEFAULTS: dict[str, Default] = {
         14 * DAY_S, "s", "assumption: two weeks to reserve a block on a partner cloud"),
     # ---------------------------------------------------------------- owned in colo
     "own_gpu_card_eur": Default(
-        33395.29, "EUR/GPU",
-        "gpu_prices.csv 'NVIDIA H100 PCIe 80GB card, EU B2B price' (smicro.eu, checked 2026-09-26); "
-        "SXM modules are sold only inside HGX boards, no price seen"),
+        317000.0 * 0.86 / 8.0, "EUR/GPU",
+        "gpu_prices.csv 'Thinkmate HGX H100 8-GPU server (8x H100 SXM5 80GB with InfiniBand cards) quotation' "
+        "USD 317,000 / 8 GPUs x 0.86 EUR/USD (fx.csv): one H100 SXM's share of an 8-GPU HGX server, its host "
+        "included (SXM modules are sold only inside HGX boards; the PCIe card price, gpu_prices.csv "
+        "'NVIDIA H100 PCIe 80GB card, EU B2B price', is a different product)"),
     "own_server_overhead_share": Default(
-        0.40, "share of GPU cost",
-        "assumption: host (CPUs, RAM, NICs, chassis, switch share) adds 40% to the GPU cost; "
-        "no server price in models/economics"),
+        0.0, "share of GPU cost",
+        "gpu_prices.csv 'Thinkmate HGX H100 8-GPU server (8x H100 SXM5 80GB with InfiniBand cards) quotation': "
+        "the server price already includes the host (CPUs, RAM, NICs, chassis), so nothing is added"),
     "own_life_years": Default(
         4.0, "years", "assumption: straight-line depreciation over 4 years, no resale value"),
     "own_lead_time_s": Default(

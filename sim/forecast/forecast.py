@@ -34,8 +34,10 @@ from sim.forecast.windows import (HOUR_S, WEEK_H, fleet_slice, portfolio_shares,
                                   simulate_period, simulate_window, tenant_of, tenant_workload, window_busy_gpu_s,
                                   window_scenario, window_seed, window_site_stats)
 from sim.market.market import MONTH_S, Market
+from sim.market.pricing import model_price
 from sim.scenario import Scenario, WorkloadSpec, resolved_config, with_overrides
 from sim.scenario.estimate import check_work
+from sim.scenario.market import default_market_spec
 
 _tenant = tenant_workload          # the names this module had before the split
 _window_seed = window_seed
@@ -88,13 +90,21 @@ class _Tenants:
         self.scenario = scenario
         self.spec = spec
         self._tiers: dict[str, tuple] = {}
+        self._market_spec = None   # the market whose price list bills each model (sim.market.pricing)
 
-    def price(self, contract) -> Price:
+    def price(self, contract, model: str | None = None) -> Price:
+        """The tenant's price for the tokens of ``model`` (None: the contract price itself):
+        the contract price times the model's price-list factors (:mod:`sim.market.pricing`)."""
         if contract.id not in self._tiers:
             w = WorkloadSpec.model_validate(tenant_workload(contract, self.spec))
             self._tiers[contract.id] = credit_tiers_for(self.scenario.pricing, w)
-        return Price.from_eur_per_mtok(contract.price_eur_per_mtok_in, contract.price_eur_per_mtok_out,
-                                       self._tiers[contract.id])
+        if model is None:
+            return Price.from_eur_per_mtok(contract.price_eur_per_mtok_in, contract.price_eur_per_mtok_out,
+                                           self._tiers[contract.id])
+        if self._market_spec is None:
+            self._market_spec = self.scenario.market if self.scenario.market is not None else default_market_spec()
+        p_in, p_out = model_price(self._market_spec, contract, model)
+        return Price.from_eur_per_mtok(p_in, p_out, self._tiers[contract.id])
 
 
 def _bill_month(ledger, tenants: _Tenants, delivered: _Delivered, per: dict, by_name: dict, t_s: float) -> tuple[int, int]:
@@ -103,15 +113,28 @@ def _bill_month(ledger, tenants: _Tenants, delivered: _Delivered, per: dict, by_
     prompt and output tokens."""
     scale = per["scale"]
     prompt = output = 0
+    parts = _by_model(per["workloads"])
     for name, acc in _by_tenant(per["workloads"]).items():
         c = by_name[name]
         delivered.add(c.id, acc["measured"], acc["met"])
-        ledger.set_price(name, tenants.price(c))
-        ledger.record_usage(t_s, name, c.vertical, None, round(acc["prompt_tokens"] * scale),
-                            round(acc["output_tokens"] * scale), acc["measured"], acc["met_requests"])
+        # each model's tokens at its price-list price (sim.market.pricing), one SLA count per tenant
+        for model, pacc in parts.get(name, [(tenants.spec.model if tenants.spec is not None else None, acc)]):
+            ledger.set_price(name, tenants.price(c, model))
+            ledger.record_usage(t_s, name, c.vertical, None, round(pacc["prompt_tokens"] * scale),
+                                round(pacc["output_tokens"] * scale), pacc["measured"], pacc["met_requests"])
         prompt += acc["prompt_tokens"]
         output += acc["output_tokens"]
     return prompt, output
+
+
+def _by_model(workloads: dict) -> dict:
+    """Tenant -> [(model, sums)] for tenants spread over a portfolio (``c<id>@<model>``)."""
+    out: dict = {}
+    for name, acc in workloads.items():
+        if "@" in name:
+            tenant, model = name.split("@", 1)
+            out.setdefault(tenant, []).append((model, acc))
+    return out
 
 
 def _by_tenant(workloads: dict) -> dict:

@@ -46,6 +46,8 @@ import simpy
 from sim.core.rng import RandomStreams
 from sim.economics.contracts import Tranche, rental_terms
 from sim.economics.ledger import Ledger, Price, default_credit_tiers, month_lines_eur
+from sim.market.pricing import vertical_price
+from sim.market.sizing import ContractSize, size_of
 from sim.scenario.market import MarketSpec, VerticalMarketSpec, default_market_spec, fallback_parameters
 
 MONTH_S = 30.4375 * 86400.0   # a mean Gregorian month: 2,629,800 s
@@ -84,6 +86,12 @@ class CustomerContract:
     renewals: int = 0
     status: str = "active"        # active | churned | expired
     attainment_at_end: float | None = None
+    contracted_tokens_per_s: float = 0.0   # the contracted volume, prompt + output tokens/s (sim.market.sizing)
+
+    @property
+    def contracted_tokens_per_month(self) -> float:
+        """The contracted volume per month, prompt + output tokens."""
+        return self.contracted_tokens_per_s * MONTH_S
 
     def active_at(self, t_s: float) -> bool:
         return self.start_s <= t_s < self.end_s
@@ -225,7 +233,8 @@ class Market:
 
     def blended_price(self, provider: str, vertical: str) -> float:
         v = self.verticals[vertical]
-        return ((v.prompt_tokens_mean * self.price_in[provider] + v.output_tokens_mean * self.price_out[provider])
+        p_in, p_out = vertical_price(v, provider, self.price_in[provider], self.price_out[provider])   # sim.market.pricing
+        return ((v.prompt_tokens_mean * p_in + v.output_tokens_mean * p_out)
                 / (v.prompt_tokens_mean + v.output_tokens_mean))
 
     def utilities(self, vertical: str, t_s: float | None = None, exclude: str | None = None) -> dict[str, float]:
@@ -286,9 +295,9 @@ class Market:
         acc["lost_to"] = dict.fromkeys(self.competitors, 0)
         return acc
 
-    def _draw_size(self, v: VerticalMarketSpec) -> float:
+    def _draw_size(self, v: VerticalMarketSpec) -> ContractSize:
         rng = self._rng[v.name]["size"]
-        return float(v.rate_per_s_median * math.exp(v.rate_per_s_sigma * rng.standard_normal()))
+        return size_of(v, float(rng.standard_normal()))   # a token volume (sim.market.sizing)
 
     def _draw_procurement_s(self, v: VerticalMarketSpec) -> float:
         rng = self._rng[v.name]["procurement"]
@@ -306,7 +315,7 @@ class Market:
         names, p = list(probs), np.fromiter(probs.values(), float)
         cum = np.cumsum(p)
         for _ in range(v.initial_contracts):
-            size = float(v.rate_per_s_median * math.exp(v.rate_per_s_sigma * rng.standard_normal()))
+            size = size_of(v, float(rng.standard_normal()))
             u = rng.random()
             remaining = rng.random() * term_s
             provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
@@ -323,7 +332,7 @@ class Market:
             n = int(rng.poisson(self._rfp_rate(v, k + 0.5)))
             for off in np.sort(rng.random(n)).tolist():
                 t = self.t0_s + (k + off) * MONTH_S
-                size = float(v.rate_per_s_median * math.exp(v.rate_per_s_sigma * rng.standard_normal()))
+                size = size_of(v, float(rng.standard_normal()))
                 delay = float(rng.uniform(v.procurement_months_min, v.procurement_months_max)) * MONTH_S
                 if t + delay >= self.t0_s:   # earlier awards are represented by the initial book
                     self.env.process(self._procure(v, size, rfp_s=t, award_s=t + delay, exclude=None))
@@ -350,7 +359,7 @@ class Market:
             if t_next > env.now:
                 yield env.timeout(t_next - env.now)
 
-    def _procure(self, v: VerticalMarketSpec, size: float, rfp_s: float, award_s: float, exclude: str | None):
+    def _procure(self, v: VerticalMarketSpec, size: ContractSize, rfp_s: float, award_s: float, exclude: str | None):
         env = self.env
         if award_s > env.now:
             yield env.timeout(award_s - env.now)
@@ -363,16 +372,17 @@ class Market:
         provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
         self._sign(v, provider, size, rfp_s=rfp_s, start_s=env.now, initial=False)
 
-    def _sign(self, v: VerticalMarketSpec, provider: str, size: float, rfp_s: float, start_s: float,
+    def _sign(self, v: VerticalMarketSpec, provider: str, size: ContractSize, rfp_s: float, start_s: float,
               initial: bool) -> CustomerContract:
         term_s = v.term_months * MONTH_S
+        p_in, p_out = vertical_price(v, provider, self.price_in[provider], self.price_out[provider])
         c = CustomerContract(
             id=f"{v.name}-{self._next_id:05d}", vertical=v.name, provider=provider,
-            start_s=start_s, end_s=start_s + term_s, rate_per_s=size,
-            price_eur_per_mtok_in=self.price_in[provider], price_eur_per_mtok_out=self.price_out[provider],
+            start_s=start_s, end_s=start_s + term_s, rate_per_s=size.rate_per_s,
+            price_eur_per_mtok_in=p_in, price_eur_per_mtok_out=p_out,
             sla=SLATargets(v.sla.ttft_s, v.sla.tpot_s, v.sla.attainment_target),
             prompt_tokens_mean=v.prompt_tokens_mean, output_tokens_mean=v.output_tokens_mean,
-            rfp_s=rfp_s, term_s=term_s, initial=initial)
+            rfp_s=rfp_s, term_s=term_s, initial=initial, contracted_tokens_per_s=size.tokens_per_s)
         self._next_id += 1
         idx = len(self.contracts)
         self.contracts.append(c)
@@ -410,8 +420,8 @@ class Market:
             else:
                 c.renewals += 1
                 c.end_s += c.term_s
-                c.price_eur_per_mtok_in = self.price_in[c.provider]
-                c.price_eur_per_mtok_out = self.price_out[c.provider]
+                c.price_eur_per_mtok_in, c.price_eur_per_mtok_out = vertical_price(
+                    v, c.provider, self.price_in[c.provider], self.price_out[c.provider])
                 if c.provider == SOVEREIGN:
                     self._bump(v.name, "renewed")
                 continue
@@ -424,7 +434,7 @@ class Market:
                 self._bump(v.name, "rfps")
                 self._bump(v.name, "retenders")
                 delay = self._draw_procurement_s(v)
-                env.process(self._procure(v, c.rate_per_s, rfp_s=env.now, award_s=env.now + delay,
+                env.process(self._procure(v, ContractSize(c.rate_per_s, c.contracted_tokens_per_s), rfp_s=env.now, award_s=env.now + delay,
                                           exclude=c.provider))
             return
 

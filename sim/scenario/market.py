@@ -65,6 +65,20 @@ class VerticalMarketSpec(_Spec):
     need_end_prob: float = Field(ge=0.0, le=1.0, description=f"Probability at expiry that the tenant's need ends (contract expires, no re-tender). {_TABLE_NOTE} (assumption)")
     initial_contracts: int = Field(ge=0, description=f"Contracts of this vertical in force at t = 0 across all providers, awarded by the same choice model at t = 0 with remaining terms uniform over the term. {_TABLE_NOTE} (assumption)")
     sla: MarketSLASpec = Field(description="Latency targets written into this vertical's contracts.")
+    size_basis: Literal["tokens", "requests"] = Field(description=f"tokens: an RFP's size is a token volume, rate_per_s_median x reference_tokens_per_request tokens/s at the median, and its request rate follows from this vertical's own mean lengths (prompt_tokens_mean + output_tokens_mean; sim/market/sizing.py); requests: rate_per_s_median is the request rate whatever the lengths (the former sizing). {_TABLE_NOTE} (parameters_contracts.csv: definition)")
+    reference_tokens_per_request: float = Field(gt=0.0, le=float(1 << 24), description=f"Tokens per request of the length mix rate_per_s_median is counted in (size_basis = tokens). {_TABLE_NOTE} (parameters_contracts.csv: Azure LLM trace 2023 conversation means 1155 + 211)")
+    price_factor: float = Field(gt=0.0, le=1e6, description=f"This vertical's price list: the sovereign list price (and its per-model price list) times this factor, in the buyers' choice and on the ledger (sim/market/pricing.py). {_TABLE_NOTE} (parameters_contracts.csv: assumption)")
+
+    @property
+    def tokens_per_request(self) -> float:
+        """Mean prompt + output tokens of one of this vertical's requests."""
+        return self.prompt_tokens_mean + self.output_tokens_mean
+
+    @property
+    def rate_per_s_per_size_unit(self) -> float:
+        """Requests/s of a contract per unit of rate_per_s_median (1 with size_basis =
+        requests; reference / own tokens per request with size_basis = tokens)."""
+        return 1.0 if self.size_basis == "requests" else self.reference_tokens_per_request / self.tokens_per_request
 
     @model_validator(mode="after")
     def _check(self):
@@ -88,6 +102,12 @@ class GapCurveSpec(_Spec):
         return self.fit_start + (self.fit_end - self.fit_start) / (1.0 + math.exp(-z))
 
 
+class ModelPriceSpec(_Spec):
+    """One model's entry in the sovereign price list, relative to the list price."""
+    factor_in: float = Field(gt=0.0, le=1e6, description=f"Price per input token of this model over the sovereign list price (the reference model's). {_TABLE_NOTE} (parameters_contracts.csv: api_prices.csv ratios)")
+    factor_out: float = Field(gt=0.0, le=1e6, description=f"Price per output token of this model over the sovereign list price. {_TABLE_NOTE} (parameters_contracts.csv: api_prices.csv ratios)")
+
+
 class SovereignOfferSpec(_Spec):
     price_eur_per_mtok_in: float = Field(gt=0.0, description=f"Sovereign list price, EUR per 1M input tokens. {_TABLE_NOTE} (assumption at the EU-hosted Mixtral list price, api_prices.csv)")
     price_eur_per_mtok_out: float = Field(gt=0.0, description=f"Sovereign list price, EUR per 1M output tokens. {_TABLE_NOTE}")
@@ -95,6 +115,7 @@ class SovereignOfferSpec(_Spec):
     sla_attainment_prior: float = Field(ge=0.0, le=1.0, description=f"Delivered attainment buyers assume until the simulation has measured one. {_TABLE_NOTE} (assumption)")
     price_response: float = Field(ge=0.0, le=1.0, description=f"When a hyperscaler cut lowers the cheapest hyperscaler list price (input + output) by factor f, the sovereign prices are multiplied by f**price_response (0 = hold, 1 = follow). {_TABLE_NOTE} (assumption)")
     sovereignty: dict[str, float] = Field(description=f"Sovereignty fit per vertical (1 by normalisation). {_TABLE_NOTE}")
+    price_list: dict[str, ModelPriceSpec] = Field(default_factory=dict, description=f"Per-model price list (catalog model id -> factors on the list price); a model not listed is billed at the list price. The buyers' choice compares the list price itself (the reference model, Mixtral 8x7B); the ledger bills each model's tokens at its factor (sim/market/pricing.py). {_TABLE_NOTE} (parameters_contracts.csv)")
 
 
 class CompetitorSpec(_Spec):

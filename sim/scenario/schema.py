@@ -326,14 +326,14 @@ class FaultsSpec(Spec):
 
 
 class CapacityPolicySpec(Spec):
-    kind: Literal["fixed", "threshold", "forecast"] = Field(default="fixed", description="fixed: the contracts' GPUs only; threshold: order/release on throughput utilisation and queueing; forecast: order lead-time ahead of the workloads' expected demand. Replicas are added as GPUs arrive and drained before they leave (docs/economics.md).")
+    kind: Literal["fixed", "threshold", "forecast"] = Field(default="fixed", description="fixed: the contracts' GPUs only; threshold: order/release on request utilisation and queueing; forecast: order lead-time ahead of the workloads' expected demand. Replicas are added as GPUs arrive and drained before they leave (docs/economics.md).")
     contract: str | None = Field(default=None, description="Name of the contract whose terms new orders use (None: the first contract of the site; a site without contracts orders on-demand rental).")
     deployment: str | None = Field(default=None, description="Deployment whose replicas are added on new GPUs (None: at each site, its deployment with the most outstanding work per replica when the GPUs arrive).")
     max_queue_per_replica: float = Field(default=4.0, ge=0.0, description="threshold: also order when more requests than this wait (unadmitted, or parked at the router) per accepting replica at the site. assumption.")
     drain_s: float = Field(default=600.0, ge=0.0, description="A released tranche stays at least this long after the release decision so its replicas finish what they hold (no new requests meanwhile); anything left then is migrated with its emitted tokens. assumption: 10 min, far above end-to-end latencies of the default workloads.")
     check_interval_s: float = Field(default=3600.0, gt=0.0, description="How often the policy looks, seconds. assumption.")
-    high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when the site's throughput utilisation (output tokens / saturation tokens, docs/metrics.md) since the last look is above this. assumption.")
-    low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release a tranche when throughput utilisation is below this and nothing waits. assumption.")
+    high_utilisation: float = Field(default=0.8, gt=0.0, le=1.0, description="threshold: order when the site's request utilisation (requests completed / what its replicas could complete at full batch for the site's length mix, docs/metrics.md) since the last look is above this. assumption.")
+    low_utilisation: float = Field(default=0.3, ge=0.0, lt=1.0, description="threshold: release a tranche when request utilisation is below this and nothing waits. assumption.")
     step_gpus: int = Field(default=8, ge=1, le=1 << 20, description="GPUs per order or release (one node). assumption.")
     min_gpus: int = Field(default=0, ge=0, le=1 << 20, description="Run setting: never release below this many GPUs at a site.")
     max_gpus: int = Field(default=1 << 20, ge=1, le=1 << 20, description="Run setting: never order above this many GPUs at a site (default: no cap).")

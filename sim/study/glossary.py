@@ -187,6 +187,9 @@ PARAMETERS: dict[str, str] = {
     "output_tokens_per_gpu_s": "output tokens per GPU-second",
     "target_utilisation": "target utilisation",
     "retender_on_churn": "re-tender on churn",
+    "price_factor": "vertical price factor on the list price",
+    "size_basis": "contract size basis (tokens or requests)",
+    "reference_tokens_per_request": "tokens per request of the contract-size unit",
 }
 _BLOCKS = {"sovereign": "sovereign offer", "competitor": "competitors", "vertical": "buyers",
            "fallback": "fluid fleet", "market": "market"}

@@ -47,7 +47,7 @@ def test_terms_arithmetic_from_published_prices():
     pt = partner_terms()
     assert pt.fixed_eur_per_gpu_h * 730 == pytest.approx(1940.0)
     own = owned_terms(jurisdiction="FR")
-    dep_h = 33395.29 * 1.4 / (4 * 8760)
+    dep_h = 317000.0 * 0.86 / 8 / (4 * 8760)   # HGX H100 server quotation per GPU, host included
     colo_h = 155.0 * 10.2 / 8 / 730
     assert own.fixed_eur_per_gpu_h == pytest.approx(dep_h + colo_h)
     assert own.power_eur_per_gpu_s(1.0) * HOUR_S == pytest.approx(0.9375 * 1.58 * 0.1534)

@@ -146,7 +146,7 @@ def test_idle_fleet_for_a_month_costs_exactly_its_fixed_charges():
     assert rep["rental_cents"] == cents(4 * 730 * 25.3308 / 8) + cents(16 * 730 * 25.3308 / 8 * (1 - 0.26))
     assert rep["partner_cents"] == cents(2 * 1940.0)
     assert rep["colocation_cents"] == cents(8 * 155.0 * 10.2 / 8)
-    assert rep["depreciation_cents"] == cents(8 * 33395.29 * 1.4 / (4 * 12))
+    assert rep["depreciation_cents"] == cents(8 * 317000.0 * 0.86 / 8 / (4 * 12))
     idle_kwh = 8 * 60.0 / 1000 * 730 * 1.58
     assert rep["power_cents"] == cents(idle_kwh * 0.1534)
     assert led.energy_kwh == pytest.approx(idle_kwh, rel=1e-12)
@@ -197,7 +197,7 @@ def test_owned_release_writes_off_book_value():
     led.advance(MONTH_S)
     led.end_tranche(tr, 2 * MONTH_S)
     led.close(3 * MONTH_S)
-    assert led.report()["depreciation_cents"] == round(8 * 33395.29 * 1.4 * 100)
+    assert led.report()["depreciation_cents"] == round(8 * 317000.0 * 0.86 / 8 * 100)
     assert led.report()["colocation_cents"] == round(2 * 8 * 155.0 * 10.2 / 8 * 100)
 
 
