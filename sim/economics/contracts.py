@@ -159,6 +159,13 @@ DEFAULTS: dict[str, Default] = {
     "sla_credit_share_below_95": Default(
         0.25, "share of month revenue",
         "assumption: 25% service credit when monthly attainment is under 0.95"),
+    # ---------------------------------------------------------------- public capacity (EU AI gigafactories)
+    "public_capacity_cost_share": Default(
+        0.5, "share of an owned GPU-hour's all-in cost",
+        "assumption: no per-GPU-hour price of EuroHPC AI factory / gigafactory capacity is published "
+        "(models/market/public_sector.csv: free for research and SMEs, pay-per-use otherwise); priced at cost "
+        "net of the EU's contribution of up to 50% of acquisition and operating costs (Regulation (EU) 2024/1732, "
+        "public_sector.csv), i.e. 0.5 x an owned H100 in colo at full load (owned_terms().cost_eur_per_gpu_h(1))"),
 }
 
 
@@ -274,6 +281,17 @@ def owned_terms(name: str = "owned", jurisdiction: str | None = None, capex_eur_
         power_eur_per_kwh=power_price_default(jurisdiction) if power_eur_per_kwh is None else power_eur_per_kwh,
         capex_eur_per_gpu=capex, life_s=life_s,
     )
+
+
+def public_capacity_terms(name: str = "public_capacity", price_eur_per_gpu_h: float | None = None,
+                          lead_time_s: float = 0.0) -> Terms:
+    """Public AI capacity (the EU AI gigafactories, InvestAI): GPU-hours at a public price
+    (default :data:`DEFAULTS` ``public_capacity_cost_share`` x an owned GPU-hour's all-in cost
+    at full load), billed on the ``rental`` cost line, available ``lead_time_s`` after t = 0,
+    no minimum term.  Who may use it is the caller's gate (``sim.forecast.public_capacity``)."""
+    price = (d("public_capacity_cost_share") * owned_terms().cost_eur_per_gpu_h(1.0)
+             if price_eur_per_gpu_h is None else price_eur_per_gpu_h)
+    return Terms("public_capacity", name, {"rental": price / HOUR_S}, lead_time_s, 0.0, 0.0)
 
 
 def terms_from_spec(spec, jurisdiction: str | None = None) -> Terms:

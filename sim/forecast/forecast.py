@@ -30,6 +30,7 @@ from sim.core.rng import RandomStreams
 from sim.core.runfolder import RunFolder, run_folder
 from sim.economics.ledger import Price, credit_tiers_for, month_lines_eur
 from sim.forecast.fleet import FixedFleet, PolicyFleet
+from sim.forecast.public_capacity import PublicCapacity, public_capacity_cost_eur
 from sim.forecast.windows import (HOUR_S, WEEK_H, fleet_slice, portfolio_shares, portfolio_workloads,  # noqa: F401
                                   simulate_period, simulate_window, tenant_of, tenant_workload, window_busy_gpu_s,
                                   window_scenario, window_seed, window_site_stats)
@@ -211,28 +212,41 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     rng_phase = streams.generator("forecast/phase")
     fleet = PolicyFleet(scenario, env, market, spec) if scenario.capacity_policy.kind != "fixed" else FixedFleet(scenario)
     tenants = _Tenants(scenario, spec)
+    public = PublicCapacity(scenario, market.spec, env, spec)   # eligible tenants on public AI capacity (off by default)
     rows = []
     bar = progress_mod.start(progress, spec.months, "month", "forecast")   # sim.core.progress
     for m in range(spec.months):
         t0 = m * MONTH_S
         t_mid = t0 + 0.5 * MONTH_S
         env.run(until=t0 + MONTH_S)
+        backlog_row = market.backlog.close_month(m)       # at the month's end (sim/market/backlog.py)
         u = float(rng_phase.random())
         contracts = market.sovereign_contracts(t_mid)    # the tenants of the month
         base = fleet.base_for(t_mid)
-        per = simulate_period(base, portfolio_workloads([tenant_workload(c, spec) for c in contracts],
+        on_public = public.place(m, contracts, fleet.ledger, tenants, delivered)
+        on_fleet = [c for c in contracts if c.id not in on_public] if on_public else contracts
+        per = simulate_period(base, portfolio_workloads([tenant_workload(c, spec) for c in on_fleet],
                                                   portfolio_shares(base) if spec.model is None else {}, base),
                               MONTH_S, spec.windows_per_month, spec.window_s, spec.warmup_s, u,
                               lambda k, m=m: window_seed(streams, m, k), continuous=spec.continuous,
                               executor=executor, max_replicas=scenario.cells.max_replicas)
-        prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in contracts}, t_mid)
+        prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in on_fleet}, t_mid)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
+        rows[-1].update({k: v for k, v in backlog_row.items() if k != "month"})
+        pub = public.month_columns(m)
+        rows[-1]["tokens"] += pub.pop("public_capacity_tokens")
+        rows[-1].update(pub)
         bar.update(1, requests=per.get("simulated_arrivals", per["arrivals"]))   # simulated, not scaled to the fleet
     bar.close()
     report = fleet.close(spec.months)
     monthly = _money_columns(pd.DataFrame(rows), report)
+    monthly["public_capacity_cost_eur"] = public_capacity_cost_eur(fleet.ledger, spec.months)
     summary = _summary(scenario, seed, monthly, market)
+    summary["backlog"] = {"opening_eur": market.backlog.open(), "final_eur": float(monthly["backlog_eur"].iloc[-1]),
+                          "cancelled_contracts": int(monthly["contracts_cancelled"].sum()),
+                          "cancelled_eur": float(monthly["backlog_cancelled_eur"].sum()),
+                          "anchors": len(market.public.anchors), "slips": len(market.public.slips)}
     if isinstance(fleet, PolicyFleet):
         summary["capacity"] = fleet.report()
     return ForecastResult(monthly=monthly, summary=summary, scenario=scenario, seed=seed, market=market,

@@ -46,7 +46,9 @@ import simpy
 from sim.core.rng import RandomStreams
 from sim.economics.contracts import Tranche, rental_terms
 from sim.economics.ledger import Ledger, Price, default_credit_tiers, month_lines_eur
+from sim.market.backlog import Backlog
 from sim.market.pricing import vertical_price
+from sim.market.public_sector import PublicSector
 from sim.market.sizing import ContractSize, size_of
 from sim.scenario.market import MarketSpec, VerticalMarketSpec, default_market_spec, fallback_parameters
 
@@ -56,7 +58,7 @@ SOVEREIGN = "sovereign"
 MARKET_ONLY_SITE = "market-only"   # the one site of the market-only mode's fluid fleet
 SLA_COUNT_BASE = 10 ** 6           # run setting: requests a constant attainment is counted over
 
-COUNTER_KEYS = ("rfps", "retenders", "won", "initial", "lost", "active", "expired", "churned", "renewed")
+COUNTER_KEYS = ("rfps", "retenders", "won", "initial", "lost", "active", "expired", "churned", "renewed", "cancelled")
 
 
 @dataclass
@@ -162,9 +164,12 @@ class Market:
                      for v in self.verticals}
         self._rng_comp = {c: {what: st.generator(f"market/{what}/{c}") for what in ("price_cut", "shortage")}
                           for c in self.competitors}
+        self.backlog = Backlog(self.t0_s, MONTH_S)       # signed sovereign revenue still to come
+        self.public = PublicSector(self, spec.public_sector, st, MONTH_S)   # sim/market/public_sector.py
         for v in spec.verticals:
             self._initial_book(v)
             env.process(self._rfp_process(v))
+        self.backlog.open()
         for c in spec.competitors:
             if c.price_cut_rate_per_year > 0:
                 env.process(self._price_cut_process(c))
@@ -272,11 +277,25 @@ class Market:
             rows.append(self._row(k, partial=self.env.now < start + MONTH_S))
         return rows
 
+    def cancel_contract(self, c: CustomerContract, idx: int) -> None:
+        """End contract ``c`` (index ``idx``) now, status ``cancelled`` (a public budget shift,
+        sim/market/public_sector.py): no renewal, no re-tender; one not yet started never runs."""
+        now = self.env.now
+        if c.provider == SOVEREIGN:
+            self.backlog.cancelled(c, now)
+        c.status = "cancelled"
+        c.end_s = now
+        c.start_s = min(c.start_s, now)
+        if c.provider == SOVEREIGN:
+            self._active.discard(idx)
+            self._bump(c.vertical, "active", -1)
+            self._bump(c.vertical, "cancelled")
+
     def check_conservation(self) -> None:
         """Raise AssertionError if a counter identity is broken (cheap; used by tests)."""
         for k, c in self.counters.items():
-            if c["won"] != c["active"] + c["expired"] + c["churned"]:
-                raise AssertionError(f"{k}: won {c['won']} != active {c['active']} + expired {c['expired']} + churned {c['churned']}")
+            if c["won"] != c["active"] + c["expired"] + c["churned"] + c["cancelled"]:
+                raise AssertionError(f"{k}: won {c['won']} != active {c['active']} + expired {c['expired']} + churned {c['churned']} + cancelled {c['cancelled']}")
         for v in self.verticals:
             n = sum(1 for i in self._active if self.contracts[i].vertical == v and self.contracts[i].provider == SOVEREIGN)
             if n != self.counters[v]["active"]:
@@ -322,6 +341,8 @@ class Market:
             c = self._sign(v, provider, size, rfp_s=self.t0_s, start_s=self.t0_s + remaining - term_s,
                            initial=True)
             c.end_s = self.t0_s + remaining
+            if provider == SOVEREIGN:
+                self.backlog.signed(c, self.t0_s, initial=True)
 
     def _pipeline(self, v: VerticalMarketSpec):
         """RFPs issued before t = 0 whose award falls after it (own stream: the length of
@@ -386,6 +407,9 @@ class Market:
         self._next_id += 1
         idx = len(self.contracts)
         self.contracts.append(c)
+        self.public.on_sign(c, idx, initial)
+        if provider == SOVEREIGN and not initial:
+            self.backlog.signed(c, self.env.now)
         if provider == SOVEREIGN:
             self._bump(v.name, "won", monthly=not initial)   # the t = 0 book is not a month-0 win
             self._bump(v.name, "active")
@@ -406,6 +430,8 @@ class Market:
         while True:
             if c.end_s > env.now:
                 yield env.timeout(c.end_s - env.now)
+            if c.status != "active":      # ended early (a public contract cancelled)
+                return
             if c.provider == SOVEREIGN:
                 a = self.attainment_of(c)
             else:
@@ -422,8 +448,10 @@ class Market:
                 c.end_s += c.term_s
                 c.price_eur_per_mtok_in, c.price_eur_per_mtok_out = vertical_price(
                     v, c.provider, self.price_in[c.provider], self.price_out[c.provider])
+                self.public.on_renew(c)
                 if c.provider == SOVEREIGN:
                     self._bump(v.name, "renewed")
+                    self.backlog.signed(c, env.now)
                 continue
             c.status = outcome
             if c.provider == SOVEREIGN:

@@ -99,6 +99,14 @@ TERMS: dict[str, Term] = {
     "expired": Term("Contracts expired", "contracts", "int"),
     "churned": Term("Contracts churned", "contracts", "int"),
     "renewed": Term("Contracts renewed", "contracts", "int"),
+    "backlog_eur": Term("Contracted backlog", "EUR of signed revenue still to come", "eur"),
+    "backlog_signed_eur": Term("Backlog signed", "EUR", "eur"),
+    "backlog_recognised_eur": Term("Backlog recognised", "EUR", "eur"),
+    "backlog_cancelled_eur": Term("Backlog cancelled", "EUR", "eur"),
+    "contracts_cancelled": Term("Contracts cancelled (budget shifts)", "contracts", "int"),
+    "public_capacity_gpus": Term("Public AI capacity in use", "GPUs", "int"),
+    "public_capacity_tenants": Term("Tenants on public AI capacity", "contracts", "int"),
+    "public_capacity_cost_eur": Term("Public AI capacity cost", "EUR", "eur"),
     "seed": Term("Seed", "", "text"),
     "scenario": Term("Scenario", "", "text"),
 }
@@ -125,6 +133,9 @@ CAPTIONS = {
     "lease_vs_own": "Rent GPU-hours or own hardware in leased colocation? The break-even utilisation.",
     "autoscale": "Fixed fleets or a capacity policy over a weekday of finance demand: GPUs in the fleet hour by "
                  "hour, SLA attainment against cost (2 replications).",
+    "public_sector": "What do public-sector anchors do to revenue visibility and risk? Contracted backlog, backlog "
+                     "coverage (backlog / monthly revenue) and 36-month margin without anchors, with anchors, with "
+                     "cancellation and slip risk, and with public AI capacity (16-GPU forecast, paired seeds, 95 % CI).",
     "sovereignty_gap": "Margin, market share and utilisation if hyperscalers close the sovereignty gap fast, or "
                        "start a price war (full forecast, 4 replications).",
     "tornado": "Which market assumptions move the 36-month gross margin most? Change of the cumulative margin "
@@ -190,9 +201,21 @@ PARAMETERS: dict[str, str] = {
     "price_factor": "vertical price factor on the list price",
     "size_basis": "contract size basis (tokens or requests)",
     "reference_tokens_per_request": "tokens per request of the contract-size unit",
+    # block public_sector (models/market/parameters_public_sector.csv)
+    "anchor_share": "share of awards that are anchors",
+    "anchor_size_factor": "anchor size (x median contract)",
+    "anchor_size_sigma": "anchor size spread (log sd)",
+    "anchor_term_months": "anchor term (months)",
+    "price_discount": "public price discount",
+    "cancel_rate_per_year": "budget-shift cancellations per year",
+    "slip_prob": "probability a start slips",
+    "slip_mean_months": "mean start slip (months)",
+    "capacity_gpus_max": "public AI capacity quota (GPUs)",
+    "capacity_lead_months": "public AI capacity lead time (months)",
+    "capacity_attainment": "SLA attainment on public AI capacity",
 }
 _BLOCKS = {"sovereign": "sovereign offer", "competitor": "competitors", "vertical": "buyers",
-           "fallback": "fluid fleet", "market": "market"}
+           "fallback": "fluid fleet", "market": "market", "public_sector": "public sector"}
 
 
 def _humanise(key: str) -> str:

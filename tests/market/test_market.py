@@ -11,7 +11,7 @@ import simpy
 from scipy import stats
 
 from sim.market.market import (MONTH_S, SOVEREIGN, Market, churn_probability, logit_probabilities, market_only_forecast, simulate_market)
-from sim.scenario.market import (MarketSpec, default_market_dict, default_market_spec, read_table, set_parameter)
+from sim.scenario.market import (MarketSpec, _parse, default_market_dict, default_market_spec, read_table, set_parameter)
 from sim.core.rng import RandomStreams
 from sim.scenario import ScenarioError, load_scenario, scenario_from_dict
 
@@ -222,14 +222,17 @@ def test_contract_counts_are_conserved_every_month():
         env.run(until=k * MONTH_S)
         m.check_conservation()
     tot = m.counters["total"]
-    assert tot["won"] == tot["active"] + tot["expired"] + tot["churned"]
+    # + cancelled: public contracts ended by a budget shift (sim/market/public_sector.py)
+    assert tot["won"] == tot["active"] + tot["expired"] + tot["churned"] + tot["cancelled"]
     assert tot["won"] > tot["initial"] > 0 and tot["churned"] > 0 and tot["renewed"] > 0
     sov = [c for c in m.contracts if c.provider == SOVEREIGN]
     assert len(sov) == tot["won"]
     assert sum(c.status == "active" for c in sov) == tot["active"]
     assert sum(c.status == "churned" for c in sov) == tot["churned"]
     assert sum(c.renewals for c in sov) == tot["renewed"]
-    assert len(m.active_contracts(env.now, provider=SOVEREIGN)) == tot["active"]
+    # active = signed and not ended: a public contract whose start slipped is active before it runs
+    waiting = sum(c.status == "active" and c.start_s > env.now for c in sov)
+    assert len(m.active_contracts(env.now, provider=SOVEREIGN)) == tot["active"] - waiting
     # per vertical counters add up to the total
     for key in ("won", "lost", "active", "expired", "churned", "renewed", "rfps"):
         assert sum(m.counters[v][key] for v in VERTS) == tot[key]
@@ -317,6 +320,9 @@ def test_parameter_table_defines_every_default_with_a_source():
         assert float(table[("sovereign", "sovereign", key)]["value"]) == pytest.approx(val)
         seen.add(("sovereign", "sovereign", key))
     seen.add(("market", "market", "retender_on_churn"))
+    for key, val in _leaves(dumped["public_sector"]):   # models/market/parameters_public_sector.csv
+        assert _parse(table[("public_sector", "public_sector", key)]["value"]) == val, key
+        seen.add(("public_sector", "public_sector", key))
     assert set(k for k in table if k[0] != "fallback") == seen
     # and each varied parameter can be set through set_parameter (the sensitivity path)
     for r in rows:
