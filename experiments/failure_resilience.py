@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"contracts_faults: {gpus} H100, {cfg['horizon_s'] / 60:g}-min runs from an all-up fleet, "
+    fig.suptitle(f"Failure resilience (scenario contracts_faults): {gpus} H100, {cfg['horizon_s'] / 60:g}-min runs from an all-up fleet, "
                  f"repair median {REPAIR_MEDIAN_S / 3600:g} h; {reps} replications, 95% CI", fontsize=10)
     png = save_png(fig, out, "failure_resilience")
 
