@@ -26,7 +26,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from _common import executor, out_dir, parser, save_png, write_csv
+from _common import executor, main_wrapper, out_dir, parser, save_png, write_csv, write_report
 from sim.core.stats import mean_ci
 from sim.forecast.forecast import run_forecast
 from sim.market.market import MONTH_S, SOVEREIGN
@@ -121,7 +121,7 @@ def plot(summary, out, reps: int, months: int):
     fig.suptitle(f"Contracts vs traffic per vertical: small scenario, {months} months, {reps} replication(s), "
                  "95% CI (dashed: the vertical's attainment target)")
     fig.tight_layout()
-    save_png(fig, out, "verticals")
+    return save_png(fig, out, "verticals")
 
 
 def main() -> int:
@@ -153,7 +153,13 @@ def main() -> int:
     out = out_dir(args)
     write_csv(summary, out, "verticals")
     months = int(scenario("tokens", args.quick).forecast.months)
-    plot(summary, out, reps, months)
+    png = plot(summary, out, reps, months)
+    headline = {f"{r['sizing']}/{r['vertical']}": {k: r[k] for k in ("revenue_eur", "tokens_per_request", "served_over_contracted",
+                                                                     "sla_attainment", "sla_target", "margin_eur")}
+                for r in summary.to_dict("records")}
+    write_report(out, "Contracts vs traffic per vertical", headline,
+                 [(f"Per vertical and contract sizing ({months} months, {reps} replication(s), 95 % CI)", png)],
+                 scenario("tokens", args.quick))
     print(f"{len(jobs)} forecasts in {time.perf_counter() - t0:.0f} s wall")
     pd.set_option("display.width", 220)
     show = summary[["sizing", "vertical", "revenue_eur", "tokens", "requests", "tokens_per_request",
@@ -163,4 +169,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_wrapper(main))
