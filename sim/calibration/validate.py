@@ -404,11 +404,13 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
     df.to_csv(results_dir / "validation.csv", index=False, float_format="%.6g")
     summ.to_csv(results_dir / "validation_summary.csv", index=False, float_format="%.6g")
     figure(df, results_dir / "predicted_vs_measured.png")
+    if (df.metric == "bin_tok_s").any():
+        trace_figure(df, results_dir / "vllm_trace_series.png")
     cls = summ[(summ["class"] != "(all)")]
     md = ["# `sovsim validate`: the engine against public end-to-end measurements\n",
           f"Written by `sovsim validate{' --quick' if out['quick'] else ''}` (`sim/calibration/validate.py`). "
           "error = predicted / measured - 1 (positive: predicted above measured, i.e. more throughput or a longer latency). "
-          "Every row in `validation.csv`; aggregates in `validation_summary.csv`. CPU seconds per family: "
+          "Every row in `validation.csv`; aggregates in `validation_summary.csv`; the vllm_trace series in `vllm_trace_series.png`. CPU seconds per family: "
           + ", ".join(f"{k} {v:.0f}" for k, v in out["cpu_s"].items()) + ".\n",
           "## Which fit each family sees (leave-one-family-out)\n", "| family | fitted parameters used |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in FITS.items() if k in set(df.family)]
@@ -452,7 +454,8 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
            + (" (quick: Mixtral only)." if out["quick"] else "."),
            "- moe_kernel: the step model's MoE layer (not an engine run) against AIConfigurator vLLM fused-MoE tables."]
     (results_dir / "README.md").write_text("\n".join(md) + "\n")
-    log(f"wrote {results_dir}/validation.csv, validation_summary.csv, predicted_vs_measured.png, README.md")
+    log(f"wrote {results_dir}/validation.csv, validation_summary.csv, predicted_vs_measured.png"
+        f"{', vllm_trace_series.png' if (df.metric == 'bin_tok_s').any() else ''}, README.md")
 
 
 def figure(df: pd.DataFrame, path: Path) -> None:
@@ -479,6 +482,27 @@ def figure(df: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("measured"); ax.set_ylabel("predicted (engine)"); ax.set_title(name)
         ax.legend(fontsize=6)
     fig.suptitle("sovsim validate: predicted vs measured (dotted: +-25 %)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def trace_figure(df: pd.DataFrame, path: Path) -> None:
+    """The ``vllm_trace`` bins: measured vs simulated generation throughput per second, per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    b = df[df.metric == "bin_tok_s"].copy()
+    b["t_s"] = b.config.str.extract(r"bin t=(\d+) s")[0].astype(int)
+    runs = list(dict.fromkeys(b.model))
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], runs):
+        g = b[b.model == m].sort_values("t_s")
+        ax.plot(g.t_s, g.measured, "k-", label="measured (vLLM, 4x H100)")
+        ax.plot(g.t_s, g.predicted, "C1--", label="engine (trace replay)")
+        ax.set_xlabel("time, s (end of 1 s bin)"); ax.set_ylabel("output tokens/s"); ax.set_title(m, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("vllm_trace: generation throughput per second (bins >= 10 % of the measured peak)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -78,3 +78,10 @@ def test_a_wrong_step_model_moves_the_error(quick, monkeypatch):
     assert r[base.metric == "drain_s"].iloc[0] > 1.1
     assert r[base.metric == "output_tok_s"].iloc[0] < 1.0
     assert (slow[tpot].error.median() - base[tpot].error.median()) > 0.2
+
+
+def test_outputs_carry_the_trace_series(quick, tmp_path):
+    v.write_outputs(quick, tmp_path, log=lambda *a: None)
+    assert (tmp_path / "vllm_trace_series.png").is_file()
+    md = (tmp_path / "README.md").read_text()
+    assert "aiconfigurator" in md and "vllm_trace" in md
