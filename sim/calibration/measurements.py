@@ -47,6 +47,18 @@ def _aiconfigurator_moe(d: pd.DataFrame) -> pd.DataFrame:
                            "moe_ep_size", "source_file"])
 
 
+AICONFIGURATOR_SYSTEMS = ("h100_sxm", "h200_sxm", "b200_sxm")  # the catalog's GPUs (no A100 rows in the sample)
+
+
+def _aiconfigurator_serving(d: pd.DataFrame) -> pd.DataFrame:
+    """Measured aggregated-serving points of the catalog's models (Llama 3.1 8B / 70B: the sample
+    has no Mixtral rows) on the catalog's GPUs, at a precision the catalog has (fp8, or blank =
+    16-bit); columns that are empty for every kept row (the disaggregated-serving ones) dropped."""
+    d = d[d.model_path.str.contains("Llama-3.1-", regex=False) & d.system.isin(AICONFIGURATOR_SYSTEMS)
+          & (d["mode"] == "agg") & (d.precision.fillna("") != "fp4") & (d.pp_size == 1)]
+    return d.dropna(axis=1, how="all")
+
+
 def _dense_mlperf(d: pd.DataFrame) -> pd.DataFrame:
     return d[d.model.str.startswith(("llama2-70b", "llama3.1-8b", "llama3.1-405b"))]
 
@@ -57,9 +69,14 @@ FILTERED_PUBLIC = {
                                                    _aiconfigurator_moe),
     "mlperf_inference_v4.1_llm_results.csv": ("mlperf_inference_v4.1_llm_results.csv", _dense_mlperf),
     "mlperf_inference_v5.1_llm_results.csv": ("mlperf_inference_v5.1_llm_results.csv", _dense_mlperf),
+    "aiconfigurator_silicon_serving_llama.csv": ("more/aiconfigurator_silicon_sample.csv", _aiconfigurator_serving),
     "mlperf_inference_harness_configs.csv": ("mlperf_inference_harness_configs.csv",
                                              lambda d: d[d.model == "llama2-70b"]),
 }
+
+# byte-for-byte copies from the shared public/more/ folder (LLMServingSim artifact: the real vLLM
+# runs' generation throughput per second and the request traces they replayed)
+MORE_FILES = ["llmservingsim_vllm_h100_measured_throughput_timeseries.csv", "llmservingsim_sharegpt_rate10_traces.csv"]
 
 
 def _sha256(p: Path) -> str:
@@ -138,11 +155,17 @@ def import_measurements(src: Path, dest: Path | None = None) -> list[Path]:
         shutil.copyfile(f, p)
         written.append(p)
         sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+    for name in MORE_FILES:
+        f = src / "public" / "more" / name
+        p = dest / "public" / name
+        shutil.copyfile(f, p)
+        written.append(p)
+        sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
     # filtered copies (rows kept, values unchanged; PROVENANCE.md says which)
     for name, (rel, keep) in FILTERED_PUBLIC.items():
         f = src / "public" / rel
         p = dest / "public" / name
-        keep(pd.read_csv(f)).to_csv(p, index=False, float_format="%.6g" if name.startswith("aiconfigurator") else None)
+        keep(pd.read_csv(f)).to_csv(p, index=False, float_format="%.6g" if name.startswith("aiconfigurator_moe") else None)
         written.append(p)
         sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
     # sorted, so the table regenerates byte for byte whatever the order of the lists above

@@ -16,6 +16,12 @@ measured experiment.  Families:
   latency limits, so smaller running batches), configured like ``mlperf_server``.
 * ``nim_concurrency`` -- NVIDIA NIM (AIPerf) Llama-3.3-70B, 2x H100 TP2, fixed concurrency N:
   TTFT, ITL and output tokens/s, with the ``closed_loop`` arrival kind (N users, no think time).
+* ``aiconfigurator`` -- NVIDIA AIConfigurator measured serving points (Llama 3.1 8B / 70B,
+  H100 / H200 / B200, TensorRT-LLM / vLLM / SGLang, fixed concurrency): TTFT and TPOT, with
+  ``closed_loop`` arrivals (:mod:`sim.calibration.serving_points`).
+* ``vllm_trace`` -- the LLMServingSim artifact's real vLLM runs on 4x H100 (Mixtral-8x7B, and
+  Llama-3.1-70B on two instances), their request trace replayed: generation throughput (mean,
+  plateau, per 1 s bin) and drain time after the last arrival (:mod:`sim.calibration.serving_points`).
 * ``moe_kernel`` -- the fused-MoE layer of the step model against AIConfigurator vLLM kernel
   tables (step-model level: no end-to-end Mixtral measurement is in the data).
 
@@ -34,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.calibration import measurements, moe_fit, throughput_fit
+from sim.calibration import measurements, moe_fit, serving_points, throughput_fit
 from sim.core import progress as progress_mod
 from sim.core.errors import UserError
 from sim.perf.roofline import load_params
@@ -42,7 +48,8 @@ from sim.scenario import scenario_from_dict
 from sim.study.run import run
 from sim.study.throughput import throughput
 
-FAMILIES = ("offline", "online", "mlperf_server", "mlperf_interactive", "nim_concurrency", "moe_kernel")
+FAMILIES = ("offline", "online", "mlperf_server", "mlperf_interactive", "nim_concurrency", "aiconfigurator",
+            "vllm_trace", "moe_kernel")
 FITS = {
     "offline": "operator efficiencies (vidur kernels, vLLM PR #24700 MoE), trtllm profile (ms/iteration, "
                "us/seq, kernel_time_scale) fitted on perf-overview v0.17 dense offline rows: v0.17 rows in_sample, "
@@ -54,6 +61,10 @@ FITS = {
     "mlperf_interactive": "as mlperf_server (same prompt inference from the v4.1 OFFLINE rows); the v5.1 Interactive rows "
                           "were never fitted: held out",
     "nim_concurrency": "same trtllm profile (v0.17 offline rows); NIM rows never fitted: held out",
+    "aiconfigurator": "the trtllm profile (v0.17 offline rows) for TensorRT-LLM points, the vllm profile (Argonne / "
+                      "vLLM CI rows) for vLLM and SGLang points; the AIConfigurator points were never fitted: held out",
+    "vllm_trace": "the vllm profile (Argonne / vLLM CI rows) and the MoE scale (AIConfigurator kernel rows); the "
+                  "LLMServingSim runs and traces were never fitted: held out",
     "moe_kernel": "moe_kernel_time_scale fitted on AIConfigurator H100 rows: H100 rows in_sample, "
                   "H200 / A100 rows held out",
 }
@@ -330,7 +341,8 @@ def mlperf_interactive_rows(quick: bool) -> list[dict]:
 
 RUNNERS = {"offline": offline_rows, "online": online_rows, "mlperf_server": mlperf_rows,
            "mlperf_interactive": mlperf_interactive_rows,
-           "nim_concurrency": nim_rows, "moe_kernel": moe_rows}
+           "nim_concurrency": nim_rows, "aiconfigurator": serving_points.aiconfigurator_rows,
+           "vllm_trace": serving_points.vllm_trace_rows, "moe_kernel": moe_rows}
 
 
 # ------------------------------------------------------------------ summaries and outputs
@@ -392,11 +404,13 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
     df.to_csv(results_dir / "validation.csv", index=False, float_format="%.6g")
     summ.to_csv(results_dir / "validation_summary.csv", index=False, float_format="%.6g")
     figure(df, results_dir / "predicted_vs_measured.png")
+    if (df.metric == "bin_tok_s").any():
+        trace_figure(df, results_dir / "vllm_trace_series.png")
     cls = summ[(summ["class"] != "(all)")]
     md = ["# `sovsim validate`: the engine against public end-to-end measurements\n",
           f"Written by `sovsim validate{' --quick' if out['quick'] else ''}` (`sim/calibration/validate.py`). "
           "error = predicted / measured - 1 (positive: predicted above measured, i.e. more throughput or a longer latency). "
-          "Every row in `validation.csv`; aggregates in `validation_summary.csv`. CPU seconds per family: "
+          "Every row in `validation.csv`; aggregates in `validation_summary.csv`; the vllm_trace series in `vllm_trace_series.png`. CPU seconds per family: "
           + ", ".join(f"{k} {v:.0f}" for k, v in out["cpu_s"].items()) + ".\n",
           "## Which fit each family sees (leave-one-family-out)\n", "| family | fitted parameters used |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in FITS.items() if k in set(df.family)]
@@ -423,9 +437,25 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
            f"- nim_concurrency: `closed_loop` arrivals (N users, zero think time, as AIPerf's concurrency mode), "
            f"{NIM_SIM_S:g} s simulated, the first {NIM_WARMUP_S:g} s not measured; throughput = output tokens per request x "
            "N / mean e2e (response-time law). Llama 3.3 70B uses the Llama 3.1 70B card (same architecture).",
+           f"- aiconfigurator: one engine run per measured point: catalog model and GPU, measured TP and precision "
+           f"(blank = {serving_points.AIC_DEFAULT_PRECISION}, assumption), engine profile per backend "
+           f"({', '.join(f'{k} -> {v}' for k, v in serving_points.BACKEND_PROFILES.items())}; SGLang has no profile: "
+           "assumption), `closed_loop` arrivals with N = the measured concurrency, no think time, constant ISL / OSL; one "
+           "warm-up cycle then two measured cycles (window doubled until every user completed a measured request); "
+           "simulated means against the measured values (mean or median not stated)"
+           + (" (quick: one point per model, GPU and backend)." if out["quick"] else "."),
+           f"- vllm_trace: the LLMServingSim artifact's 300-request ShareGPT traces replayed on {serving_points.TRACE_GPU}, "
+           f"`{serving_points.TRACE_PROFILE}` profile, {serving_points.TRACE_PRECISION}, "
+           + ", ".join(f"{k}: {m} {n}x TP{tp}" for k, (m, _, tp, n) in serving_points.TRACE_RUNS.items())
+           + " (TP, dtype, SXM: assumption); measured bin k = tokens in [k-1, k) s (assumption); output_tok_s = tokens / "
+           f"time of the last non-empty bin; plateau = mean of bins ({serving_points.PLATEAU_S[0]}, "
+           f"{serving_points.PLATEAU_S[1]}] s; drain = last non-empty bin - last arrival; bin_tok_s: bins with at least "
+           f"{100 * serving_points.BIN_FLOOR:.0f} % of the measured peak. The runs published no TTFT / TPOT"
+           + (" (quick: Mixtral only)." if out["quick"] else "."),
            "- moe_kernel: the step model's MoE layer (not an engine run) against AIConfigurator vLLM fused-MoE tables."]
     (results_dir / "README.md").write_text("\n".join(md) + "\n")
-    log(f"wrote {results_dir}/validation.csv, validation_summary.csv, predicted_vs_measured.png, README.md")
+    log(f"wrote {results_dir}/validation.csv, validation_summary.csv, predicted_vs_measured.png"
+        f"{', vllm_trace_series.png' if (df.metric == 'bin_tok_s').any() else ''}, README.md")
 
 
 def figure(df: pd.DataFrame, path: Path) -> None:
@@ -452,6 +482,27 @@ def figure(df: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("measured"); ax.set_ylabel("predicted (engine)"); ax.set_title(name)
         ax.legend(fontsize=6)
     fig.suptitle("sovsim validate: predicted vs measured (dotted: +-25 %)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def trace_figure(df: pd.DataFrame, path: Path) -> None:
+    """The ``vllm_trace`` bins: measured vs simulated generation throughput per second, per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    b = df[df.metric == "bin_tok_s"].copy()
+    b["t_s"] = b.config.str.extract(r"bin t=(\d+) s")[0].astype(int)
+    runs = list(dict.fromkeys(b.model))
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], runs):
+        g = b[b.model == m].sort_values("t_s")
+        ax.plot(g.t_s, g.measured, "k-", label="measured (vLLM, 4x H100)")
+        ax.plot(g.t_s, g.predicted, "C1--", label="engine (trace replay)")
+        ax.set_xlabel("time, s (end of 1 s bin)"); ax.set_ylabel("output tokens/s"); ax.set_title(m, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("vllm_trace: generation throughput per second (bins >= 10 % of the measured peak)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -8,7 +8,8 @@ from sim.calibration.validate import FAMILIES, validate
 
 def register(sub) -> None:
     p = sub.add_parser("validate", help="Score the full engine against the public end-to-end measurements "
-                                        "(offline, online, MLPerf Server and Interactive, NIM concurrency, MoE kernel).")
+                                        "(offline, online, MLPerf Server and Interactive, NIM concurrency, AIConfigurator serving points, "
+                                        "vLLM trace replay, MoE kernel).")
     p.add_argument("--quick", action="store_true", help="A small stratified subset (CI; well under a minute).")
     p.add_argument("--family", action="append", default=None,
                    help=f"Only this family (repeatable): {', '.join(FAMILIES)}.")
