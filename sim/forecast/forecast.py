@@ -253,24 +253,29 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
                           ledger=fleet.ledger)
 
 
-def write_forecast_outputs(result: ForecastResult, folder: RunFolder, figures: bool = True) -> None:
-    """``summary.json``, ``monthly.parquet``, ``monthly.csv`` and the figure, into ``folder``."""
+def write_forecast_outputs(result: ForecastResult, folder: RunFolder) -> None:
+    """``summary.json``, ``monthly.parquet`` and ``monthly.csv`` into ``folder``; the figure and
+    ``report.html`` are the study layer's (:func:`sim.study.report.finish_forecast`)."""
     folder.write_json("summary.json", result.summary)
     folder.write_with("monthly.parquet", lambda t: result.monthly.to_parquet(t, index=False))
     folder.write_with("monthly.csv", lambda t: result.monthly.to_csv(t, index=False))
     result.files = ["config.json", "summary.json", "monthly.parquet", "monthly.csv"]
-    if figures:
-        result.files += forecast_figures(result, folder)
 
 
 def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,
-                 progress: bool = False, figures: bool = True, max_work: float | None = None,
+                 progress: bool = False, figures: bool = False, max_work: float | None = None,
                  executor=None) -> ForecastResult:
     """The monthly forecast of ``scenario`` (which needs ``[forecast]``; ``[market]`` is
     optional: without it the market's defaults apply).  With ``out_dir``, the run folder is
     written through :func:`sim.core.runfolder.run_folder`: ``config.json`` first, results,
     ``manifest.json`` last with the status (``error.txt`` and no stale results on failure).
-    ``executor``: run each month's windows on it (:func:`simulate_forecast`)."""
+    ``executor``: run each month's windows on it (:func:`simulate_forecast`).  ``figures``:
+    kept for callers that pass ``figures=False``; this layer draws none (one forecast figure,
+    labelled, with its SLA target line: :func:`sim.study.report.finish_forecast`, which
+    ``sovsim run`` and ``sim.forecast`` call)."""
+    if figures:
+        raise UserError("run_forecast(figures=True): figures are drawn by sim.study.report.finish_forecast(result) "
+                        "(or use sim.forecast(..., out=...)); pass figures=False")
     if scenario.forecast is None:
         raise UserError("forecast: the scenario has no [forecast] block (months, window_s, ...)")
     check_work(_work_view(scenario), max_work)   # refuse work beyond the limits before any (sim.scenario.estimate)
@@ -281,7 +286,7 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
         result.wall_s = time.perf_counter() - t_start
         if folder is not None:
             result.out_dir = folder.path
-            write_forecast_outputs(result, folder, figures)
+            write_forecast_outputs(result, folder)
     return result
 
 
@@ -362,49 +367,3 @@ def format_forecast(result: ForecastResult) -> str:
                  f"{'-' if ru is None else f'{ru * 100:.1f} %'} (busy share {s['gpu_utilisation_mean'] * 100:.1f} %), "
                  f"mean SLA attainment {(s['sla_attainment_mean'] or 0) * 100:.1f} %; residency violations {s['residency_violations']}")
     return "\n".join(lines)
-
-
-def forecast_figures(result: ForecastResult, folder: RunFolder | None = None) -> list[str]:
-    """``forecast.png``: money (revenue, cost, SLA credits, margin), service (request
-    utilisation, SLA attainment), contracts, market share; into ``folder`` (else
-    ``result.out_dir``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    df = result.monthly
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    ax = axes[0, 0]
-    ax.plot(df["month"], df["revenue_eur"] / 1e3, label="revenue")
-    ax.plot(df["month"], df["cost_eur"] / 1e3, label="cost")
-    ax.plot(df["month"], df["sla_credits_eur"] / 1e3, label="SLA credits")
-    ax.plot(df["month"], df["gross_margin_eur"] / 1e3, label="gross margin")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_ylabel("kEUR per month")
-    ax.legend()
-    ax.set_title("Money")
-    ax = axes[0, 1]
-    ax.plot(df["month"], df["request_utilisation"].astype(float), label="request utilisation")
-    ax.plot(df["month"], df["sla_attainment"], label="SLA attainment")
-    ax.set_ylim(0, 1.05)
-    ax.legend()
-    ax.set_title("Service")
-    ax = axes[1, 0]
-    ax.plot(df["month"], df["contracts_active"], label="active")
-    ax.bar(df["month"], df["contracts_won"], alpha=0.5, label="won")
-    ax.bar(df["month"], -df["contracts_lost"], alpha=0.5, label="lost (RFPs)")
-    ax.set_title("Contracts")
-    ax.legend()
-    ax = axes[1, 1]
-    ax.plot(df["month"], df["share"], label="sovereign share of contracted demand")
-    ax.set_ylim(0, 1)
-    ax.set_title("Market share")
-    for a in axes.flat:
-        a.set_xlabel("month")
-    fig.suptitle(f"{result.summary['scenario']}: {len(df)}-month forecast (seed {result.seed})")
-    fig.tight_layout()
-    if folder is not None:
-        folder.write_with("forecast.png", lambda p: fig.savefig(p, dpi=110, format="png"))
-    else:
-        fig.savefig(result.out_dir / "forecast.png", dpi=110)
-    plt.close(fig)
-    return ["forecast.png"]
