@@ -168,6 +168,33 @@ def frontier(model: str, gpu: str, tp: int, gpus: int | None = None,
     return df[COLUMNS]
 
 
+def point_labels(m: pd.DataFrame, tol: float = 0.01) -> list[tuple[str, float, float]]:
+    """One label per distinct point of the frontier panel: loads whose (tokens/s per user,
+    tokens/s per GPU) lie within ``tol`` (relative) of the previous load's share one label,
+    "first-last" (past the running-sequence cap extra users only queue, so their points
+    coincide and their numbers would print over each other).
+
+    >>> m = pd.DataFrame({"load": [128, 256, 384, 512], "tok_s_per_user": [50.0, 40.0, 40.1, 40.0],
+    ...                   "output_tok_s_per_gpu": [3000.0, 4880.0, 4881.0, 4879.0]})
+    >>> point_labels(m)
+    [('128', 50.0, 3000.0), ('256-512', 40.0, 4880.0)]
+    """
+    groups: list[list] = []
+    for r in m.sort_values("load").itertuples(index=False):
+        x, y = float(r.tok_s_per_user), float(r.output_tok_s_per_gpu)
+        if groups:
+            _, gx, gy = groups[-1][0]
+            if abs(x - gx) <= tol * max(abs(gx), 1e-12) and abs(y - gy) <= tol * max(abs(gy), 1e-12):
+                groups[-1].append((r.load, x, y))
+                continue
+        groups.append([(r.load, x, y)])
+    out = []
+    for g in groups:
+        text = f"{g[0][0]:g}" if len(g) == 1 else f"{g[0][0]:g}-{g[-1][0]:g}"
+        out.append((text, g[0][1], g[0][2]))
+    return out
+
+
 def frontier_figure(df: pd.DataFrame, path, title: str) -> None:
     """Three panels against output tokens/s per GPU: tokens/s per user (with the Pareto
     curve), TTFT p50/p99, TPOT p50/p99 (means over replications)."""
@@ -182,9 +209,8 @@ def frontier_figure(df: pd.DataFrame, path, title: str) -> None:
     ax.plot(m.tok_s_per_user, m.output_tok_s_per_gpu, "o", color="C0", alpha=0.5, label="sweep point")
     p = m[m.pareto].sort_values("tok_s_per_user")
     ax.plot(p.tok_s_per_user, p.output_tok_s_per_gpu, "-o", color="C3", label="Pareto front")
-    for r in m.itertuples(index=False):
-        ax.annotate(f"{r.load:g}", (r.tok_s_per_user, r.output_tok_s_per_gpu), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+    for text, x, y in point_labels(m):
+        ax.annotate(text, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("interactivity: output tokens/s per user (1 / mean TPOT)")
     ax.set_ylabel("throughput: output tokens/s per GPU")
     ax.set_title(f"frontier (labels: {unit})")
