@@ -7,8 +7,9 @@ output tokens of that demand (arrived output tokens per second; the fleet meets 
 Cost per million output tokens = GPU-hours per million x the generation's on-demand rental
 price per GPU-hour at an EU provider (a row of models/economics/gpu_prices.csv, through
 ``sim.economics.contracts.rental_terms``; rental bills every provisioned hour and includes power).  The
-data has EUR prices for A100 (OVHcloud), H100 SXM (Scaleway) and H200 (OVHcloud), none for
-B200 (USD only): its cost column is empty and the table says why.  (The runs' own ledger
+data has EUR prices for A100 (OVHcloud), H100 SXM (Scaleway) and H200 (OVHcloud); B200 only in
+USD (Nebius USD 8.50 per GPU-hour from 2026-10-01, region not stated, the price the ``provider``
+scenario uses), converted at the EUR/USD rate of models/economics/fx.csv and flagged so.  (The runs' own ledger
 block is not used here: without contracts it prices every GPU at the H100 default.)
 H200 and B200 step times are extrapolated from datasheet ceilings (see ``sim.perf``): treat
 them as estimates.
@@ -30,13 +31,16 @@ QUICK = dict(rate_per_s=25.0, replications=2, horizon_s=20.0, warmup_s=5.0)
 
 # On-demand rental price per GPU-hour of each generation at an EU provider, in EUR, as a row
 # of models/economics/gpu_prices.csv (item, GPUs per instance).  B200: the data holds only
-# USD prices (AWS p6-b200 Paris, Nebius) and no EUR/USD rate, so no EUR price is invented.
+# USD prices (AWS p6-b200 Paris, Nebius): the Nebius price (as in experiments/_provider_scenario.py)
+# times the EUR/USD rate of models/economics/fx.csv.
 PRICE_ROWS = {
     "a100-sxm-80gb": ("OVHcloud a100-180 (1x A100 80GB) hourly", 1),
     "h100-sxm": ("Scaleway H100-SXM-8-80G (8x H100 SXM) on-demand, fr-par-2", 8),
     "h200": ("OVHcloud h200-1920 (8x H200 141GB) hourly", 8),
 }
-NO_PRICE = {"b200": "no EUR price in models/economics/gpu_prices.csv (only USD: AWS p6-b200 Paris, Nebius; no EUR/USD rate recorded)"}
+USD_PRICES = {"b200": (8.50, "Nebius B200 USD 8.50/GPU-h from 2026-10-01 (gpu_prices.csv 'Nebius H100 (HGX) on-demand' notes; "
+                           "region not stated)")}
+NO_PRICE: dict[str, str] = {}
 
 
 def gpu_hour_price_eur(gpu: str):
@@ -50,6 +54,12 @@ def gpu_hour_price_eur(gpu: str):
     from sim.economics.contracts import rental_terms
     from sim.core.resources import model_file
 
+    if gpu in USD_PRICES:
+        usd, src = USD_PRICES[gpu]
+        fx = pd.read_csv(model_file("economics", "fx.csv")).set_index("item")
+        rate = float(fx.loc["EUR per USD, conversion of USD list prices", "value"])
+        terms = rental_terms(f"on_demand_{gpu}", "on_demand", price_eur_per_gpu_h=usd * rate)
+        return terms.cost_eur_per_gpu_h(busy_share=1.0), f"{src} x {rate:g} EUR/USD (fx.csv)"
     if gpu not in PRICE_ROWS:
         return None, NO_PRICE.get(gpu, f"no price row for {gpu} in models/economics/gpu_prices.csv")
     item, n_gpus = PRICE_ROWS[gpu]
