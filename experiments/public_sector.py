@@ -121,6 +121,7 @@ def plot(monthly, summary, out, reps: int):
     import numpy as np
     from sim.core.stats import mean_ci
 
+    colours = dict(zip(CELLS, ["0.5", "tab:blue", "tab:orange", "tab:green"]))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
     for cell in CELLS:
@@ -129,20 +130,23 @@ def plot(monthly, summary, out, reps: int):
         stats = [mean_ci(g[g.month == k].backlog_eur.to_numpy(dtype=float)) for k in months]
         mean = np.array([s.mean for s in stats]) / 1e6
         half = np.nan_to_num(np.array([s.half_width for s in stats], dtype=float)) / 1e6
-        ax.plot(months, mean, label=cell)
-        ax.fill_between(months, mean - half, mean + half, alpha=0.15)
+        ax.plot(months, mean, label=cell, color=colours[cell])
+        ax.fill_between(months, mean - half, mean + half, alpha=0.15, color=colours[cell])
     ax.set_xlabel("month")
     ax.set_ylabel("M EUR")
     ax.set_title("Contracted backlog (backlog_eur), month end")
     ax.legend(fontsize=8)
-    for ax, col, title, scale in ((axes[1], "coverage_months", "Revenue visibility: backlog / monthly revenue", 1.0),
-                                  (axes[2], "cum_margin_eur", "36-month gross margin", 1e6)):
+    for ax, col, title, unit, scale in (
+            (axes[1], "coverage_months", "Revenue visibility: backlog / monthly revenue", "months", 1.0),
+            (axes[2], "d_cum_margin_eur_vs_no_anchors", "36-month gross margin, change vs no_anchors (paired seeds)",
+             "thousand EUR", 1e3)):
         x = np.arange(len(summary))
         ax.bar(x, summary[col] / scale, yerr=np.nan_to_num(summary[col + "_ci95"] / scale), capsize=4,
-               color=["0.6", "tab:blue", "tab:orange", "tab:green"][:len(summary)])
+               color=[colours[c] for c in summary.cell])
+        ax.axhline(0, color="k", lw=0.5)
         ax.set_xticks(x, summary.cell, rotation=20, fontsize=8)
-        ax.set_ylabel("months" if scale == 1.0 else "M EUR")
-        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=10)
     fig.suptitle(f"Public-sector anchors on the 16-GPU forecast: {reps} paired seeds per cell, mean and 95 % CI")
     fig.tight_layout()
     return save_png(fig, out, "public_sector")
