@@ -159,7 +159,7 @@ def tornado(table, path: Path, base: float, mode: str, reps: int, months: int, t
     ax.set_yticklabels([parameter_label(b, p) for b, p in zip(t["block"], t["parameter"])], fontsize=8)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel(f"change of {months}-month cumulative gross margin vs base ({base/1e6:.2f} M EUR), M EUR")
-    ax.set_title(f"One-at-a-time sensitivity ({reps} paired replications, 95% CI) — {mode}", fontsize=10)
+    ax.set_title(f"One-at-a-time sensitivity ({reps} paired replications, 95% CI)\n{mode}", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
