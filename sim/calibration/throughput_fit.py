@@ -82,20 +82,28 @@ def cases(versions=tuple(VERSIONS)) -> pd.DataFrame:
 def framework_overheads(a_s: float, b_s: float, scale: float = 1.0):
     """Temporarily set the per-iteration / per-sequence overheads and the kernel-time scale of
     every loaded GPU's calibration (the engine builds its step model from
-    :func:`sim.perf.roofline.load_params`)."""
+    :func:`sim.perf.roofline.load_params`), and of its ``trtllm`` framework profile, which the
+    ``trtllm-*`` engine profiles read instead (``validate.overhead_grid`` on ``aiconfigurator``)."""
     saved = []
     for gid in catalog.gpus():
         try:
             p = load_params(gid)
         except UserError:
             continue
-        saved.append((p, p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale))
+        prof = p.framework_profiles.get(PROFILE)
+        saved.append((p, p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale,
+                      None if prof is None else dict(prof)))
         p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a_s, b_s, scale
+        if prof is not None:
+            prof.update(iteration_overhead_s=a_s, per_seq_overhead_s=b_s, kernel_time_scale=scale)
     try:
         yield
     finally:
-        for p, a0, b0, s0 in saved:
+        for p, a0, b0, s0, prof0 in saved:
             p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a0, b0, s0
+            if prof0 is not None:
+                p.framework_profiles[PROFILE].clear()
+                p.framework_profiles[PROFILE].update(prof0)
 
 
 def makespan(r) -> tuple[float, float]:
@@ -143,10 +151,12 @@ def predict(terms: pd.DataFrame, a_s: float, b_s: float, scale: float = 1.0) -> 
                                    + b_s * terms.seq_iterations)).to_numpy()
 
 
-def fit(terms: pd.DataFrame, with_scale: bool = True) -> tuple[float, float, float]:
+def fit(terms: pd.DataFrame, with_scale: bool = True,
+        iteration_overhead_s: float | None = None) -> tuple[float, float, float]:
     """(a_s, b_s, kernel_time_scale): bounded robust least squares on log(predicted / measured);
     each (GPU, precision) group weighted equally so the largest table does not decide alone.
-    ``with_scale=False``: overheads only (scale 1)."""
+    ``with_scale=False``: overheads only (scale 1).  ``iteration_overhead_s``: ``a`` held at that
+    value, only ``b`` (and the scale) fitted (:func:`form_comparison`)."""
     from scipy.optimize import least_squares
     d = terms[np.isfinite(terms.t0_s)]
     if d.empty:
@@ -159,10 +169,41 @@ def fit(terms: pd.DataFrame, with_scale: bool = True) -> tuple[float, float, flo
     # scaled variables: ms, us, scale
     lo = [BOUNDS[0][0] * 1e3, BOUNDS[0][1] * 1e6, SCALE_BOUNDS[0]]
     hi = [BOUNDS[1][0] * 1e3, BOUNDS[1][1] * 1e6, SCALE_BOUNDS[1]]
+    x0 = [1.0, 5.0, 1.0]
     if not with_scale:
         lo[2], hi[2] = 1.0 - 1e-12, 1.0 + 1e-12
-    r = least_squares(res, [1.0, 5.0, 1.0], bounds=(lo, hi), loss="soft_l1", f_scale=0.05)
-    return float(r.x[0] * 1e-3), float(r.x[1] * 1e-6), float(r.x[2]) if with_scale else 1.0
+    if iteration_overhead_s is not None:
+        x0[0] = iteration_overhead_s * 1e3
+        lo[0], hi[0] = x0[0] - 1e-9, x0[0] + 1e-9
+    r = least_squares(res, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05)
+    a = float(r.x[0] * 1e-3) if iteration_overhead_s is None else float(iteration_overhead_s)
+    return a, float(r.x[1] * 1e-6), float(r.x[2]) if with_scale else 1.0
+
+
+# Candidate forms of the framework term for :func:`form_comparison`: None = ``a`` fitted
+# (the committed form), a number = ``a`` held there (0.0: per running sequence only).
+FORMS = {"per-iteration + per-sequence (committed)": None, "per-sequence only (a = 0)": 0.0}
+
+
+def form_comparison(terms: pd.DataFrame, forms: dict = FORMS) -> pd.DataFrame:
+    """Leave-one-version-out score of each candidate form of the framework term on the
+    perf-overview rows alone (closed form on :func:`affine_terms`; the committed
+    ``results/calibration/throughput_trtllm_dense.csv`` carries them): per form and fit version,
+    the fitted ``(a, b, scale)`` and each other version's median APE and signed median error.
+    docs/perf.md ("Validation", tried): the per-sequence-only form wins these folds but loses
+    held-out serving families."""
+    t = terms[np.isfinite(terms.t0_s)]
+    out = []
+    for form, a_fixed in forms.items():
+        for v in VERSIONS:
+            a, b, sc = fit(t[t.version == v], iteration_overhead_s=a_fixed)
+            for u in VERSIONS:
+                g = t[t.version == u]
+                e = predict(g, a, b, sc) / g.measured_tok_s - 1.0
+                out.append({"form": form, "fit_version": v, "iteration_overhead_s": a, "per_seq_overhead_s": b,
+                            "kernel_time_scale": sc, "scored_version": u, "held_out": u != v, "rows": len(g),
+                            "mdape": float(e.abs().median()), "bias": float(e.median())})
+    return pd.DataFrame(out)
 
 
 def summary_lines(df: pd.DataFrame, err_col: str) -> list[str]:

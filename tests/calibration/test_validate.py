@@ -80,3 +80,57 @@ def test_overhead_grid_restores_the_fit_and_responds_to_overheads():
         load_params("h100-sxm").framework_profiles["trtllm"]["per_seq_overhead_s"])
     with pytest.raises(v.UserError, match="family"):
         v.overhead_grid("nope")
+
+
+def _synthetic_terms(a_s, b_s, scale, n=40, seed=3):
+    """Rows shaped like ``throughput_fit.affine_terms``: running batches from 30 to 1,500, so
+    the per-iteration and per-sequence terms are separable; measured = the exact prediction."""
+    rng = np.random.default_rng(seed)
+    it = rng.uniform(500, 5000, n)
+    mb = np.exp(rng.uniform(np.log(30), np.log(1500), n))
+    t = pd.DataFrame({"version": ["v0.17"] * n, "gpu": rng.choice(["h100-sxm", "h200"], n), "precision": "fp8",
+                      "t0_s": it * rng.uniform(0.02, 0.3, n), "iterations": it, "seq_iterations": it * mb,
+                      "output_tokens": it * mb})
+    t["measured_tok_s"] = throughput_fit.predict(t, a_s, b_s, scale)
+    return t
+
+
+def test_throughput_fit_recovers_either_form_of_the_framework_term():
+    """The free fit recovers a per-iteration constant; held at a = 0 (the per-sequence-only form of
+    docs/perf.md, tried) it recovers the per-sequence cost and the kernel-time scale."""
+    a, b, sc = throughput_fit.fit(_synthetic_terms(2e-3, 3e-6, 0.85))
+    assert a == pytest.approx(2e-3, rel=1e-3) and b == pytest.approx(3e-6, rel=1e-3) and sc == pytest.approx(0.85, rel=1e-4)
+    a, b, sc = throughput_fit.fit(_synthetic_terms(0.0, 5e-6, 0.9), iteration_overhead_s=0.0)
+    assert a == 0.0 and b == pytest.approx(5e-6, rel=1e-3) and sc == pytest.approx(0.9, rel=1e-4)
+    # held at the wrong constant, the fit cannot reproduce the rows exactly
+    t = _synthetic_terms(0.0, 5e-6, 0.9)
+    a, b, sc = throughput_fit.fit(t, iteration_overhead_s=4e-3)
+    assert a == 4e-3 and np.abs(throughput_fit.predict(t, a, b, sc) / t.measured_tok_s - 1).max() > 0.01
+
+
+def test_form_comparison_scores_every_form_on_the_other_versions():
+    rows = []
+    for v, a in (("v0.14", 1e-3), ("v0.17", 1e-3), ("v1.0", 1e-3)):
+        rows.append(_synthetic_terms(a, 2e-6, 0.9, seed=len(rows)).assign(version=v))
+    d = throughput_fit.form_comparison(pd.concat(rows, ignore_index=True))
+    assert set(d.form) == set(throughput_fit.FORMS) and len(d) == 2 * 3 * 3
+    free = d[d.form.str.contains("committed") & d.held_out]
+    fixed = d[d.form.str.contains("a = 0") & d.held_out]
+    assert (fixed.iteration_overhead_s == 0).all() and free.mdape.max() < 1e-3 < fixed.mdape.min()
+
+
+def test_framework_overheads_reach_the_trtllm_engine_profiles():
+    """``overhead_grid`` on a family that names an engine profile (aiconfigurator) must move its
+    step model too, and leave the committed profile as it was."""
+    from sim.perf import catalog
+    from sim.perf.roofline import PerfModel
+
+    def model():
+        return PerfModel(catalog.llm("llama-3.1-8b"), catalog.gpu("h100-sxm"), 1, "fp8", load_params("h100-sxm"),
+                         framework="trtllm")
+    before = dict(load_params("h100-sxm").framework_profiles["trtllm"])
+    with throughput_fit.framework_overheads(1.25e-3, 7e-6, 0.95):
+        m = model()
+        assert (m.p.iteration_overhead_s, m.p.per_seq_overhead_s, m.p.kernel_time_scale) == (1.25e-3, 7e-6, 0.95)
+    assert load_params("h100-sxm").framework_profiles["trtllm"] == before
+    assert model().p.per_seq_overhead_s == before["per_seq_overhead_s"]
