@@ -16,8 +16,8 @@ Reach 0 is today's direct-only market (listed or not: nobody is bound).  Per run
 36-month cumulative gross margin and its direct and marketplace parts, marketplace revenue
 as a share of revenue, the sovereign share of contracted demand (mean of the last 12
 months; hosted marketplace demand counts as non-sovereign), marketplace contracts in force
-at the end and migrations to direct; per cell the mean with a 95 % t interval and the change
-against reach 0 paired by seed.
+at the end and migrations to direct; per cell the mean with a 95 % t interval, the change
+against reach 0 and (listed cells) the value of listing, listed - not listed, paired by seed.
 
 Traffic windows are fewer and shorter than the forecast's defaults (``WINDOWS``: 2 windows of
 30 s per month) to keep 7 cells x reps forecasts within ~10 CPU-minutes; the money comes
@@ -34,7 +34,7 @@ import time
 import _common  # noqa: F401  (puts the project root on sys.path, sets the Agg backend)
 from _common import executor, main_wrapper, out_dir, parser, save_png, write_csv, write_report
 
-REPLICATIONS = 12
+REPLICATIONS = 16
 MONTHS = 36
 WINDOWS = {"forecast.windows_per_month": 2, "forecast.window_s": 30.0, "forecast.warmup_s": 10.0}
 PLATFORMS = ("aws", "azure", "gcp")
@@ -108,9 +108,14 @@ def summarise(runs):
         for col in STATS:
             r = mean_ci(g[col].to_numpy(dtype=float))
             row[col], row[col + "_ci95"] = r.mean, r.half_width
+        other = runs[runs.cell == cell.replace("_listed", "_unlisted")].set_index("seed") if listed and reach > 0 else None
         for col in ("cum_margin_eur", "sovereign_share"):
             r = mean_ci((g[col] - base[col].reindex(g.index)).to_numpy(dtype=float))
             row[f"d_{col}_vs_reach0"], row[f"d_{col}_vs_reach0_ci95"] = r.mean, r.half_width
+            # the value of listing at this reach: listed - not listed, paired by seed
+            r = mean_ci((g[col] - other[col].reindex(g.index)).to_numpy(dtype=float)) if other is not None else None
+            row[f"d_{col}_listed_vs_unlisted"] = r.mean if r is not None else float("nan")
+            row[f"d_{col}_listed_vs_unlisted_ci95"] = r.half_width if r is not None else float("nan")
         out.append(row)
     return pd.DataFrame(out)
 
@@ -168,7 +173,8 @@ def main() -> int:
     write_csv(mean_monthly, out, "channels_monthly")
     png = plot(summary, out, reps, months)
     headline = {r["cell"]: {k: r[k] for k in ("cum_margin_eur", "d_cum_margin_eur_vs_reach0",
-                                              "d_cum_margin_eur_vs_reach0_ci95", "sovereign_share",
+                                              "d_cum_margin_eur_vs_reach0_ci95", "d_cum_margin_eur_listed_vs_unlisted",
+                                              "d_cum_margin_eur_listed_vs_unlisted_ci95", "sovereign_share",
                                               "d_sovereign_share_vs_reach0", "marketplace_revenue_share",
                                               "migrations")}
                 for r in summary.to_dict("records")}
@@ -178,8 +184,8 @@ def main() -> int:
     pd.set_option("display.width", 240)
     show = summary[["cell", "cum_margin_eur", "cum_margin_eur_ci95", "d_cum_margin_eur_vs_reach0",
                     "d_cum_margin_eur_vs_reach0_ci95", "sovereign_share", "d_sovereign_share_vs_reach0",
-                    "d_sovereign_share_vs_reach0_ci95", "marketplace_revenue_share", "cum_marketplace_margin_eur",
-                    "migrations"]]
+                    "d_sovereign_share_vs_reach0_ci95", "d_cum_margin_eur_listed_vs_unlisted",
+                    "d_cum_margin_eur_listed_vs_unlisted_ci95", "marketplace_revenue_share", "migrations"]]
     print(show.to_string(index=False, float_format=lambda v: f"{v:,.3g}"))
     print(f"{len(tasks)} forecasts in {wall:.1f} s wall; wrote {out}/channels.png, channels_summary.csv, "
           "channels_runs.csv, channels_monthly.csv")

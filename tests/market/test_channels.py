@@ -240,3 +240,28 @@ def test_defaults_come_from_the_table_with_sources():
         rows = list(csv.DictReader(f))
     assert rows and all(r["source"].strip() for r in rows)
     assert all(r["source"].startswith(("assumption", "channels.csv:")) for r in rows)   # sourced facts live in channels.csv
+
+
+def test_the_forecast_capacity_policy_plans_no_gpu_for_hosted_tenants():
+    """The forecast policy sizes sites from the contracts in force; hosted marketplace tenants
+    are left out (they run on the platform's GPUs)."""
+    from sim.forecast.fleet import PolicyFleet
+
+    mks = [{"name": "aws", "reach": 1.0, "migrate_prob_per_year": 0.0}]
+    sc = with_overrides(small(1, mks), {"capacity_policy.kind": "forecast"})
+    env = simpy.Environment()
+    m = Market(env, sc.market, RandomStreams(2), lambda c: 0.99)
+    fleet = PolicyFleet(sc, env, m, sc.forecast)
+    env.run(until=24 * MONTH_S)
+    t = env.now
+    site = next(iter(fleet.growing))
+
+    def gpus(c):
+        peak, gpus_per_rps, ok = fleet._vertical(c, fleet.growing[site])
+        return c.rate_per_s * peak / len(ok) * gpus_per_rps if site in ok else 0.0
+
+    contracts = m.sovereign_contracts(t)
+    hosted = [c for c in contracts if m.channels.hosted(c)]
+    assert hosted and len(hosted) < len(contracts) and sum(gpus(c) for c in hosted) > 0
+    planned = fleet._forecast_gpus(site, t)
+    assert planned == pytest.approx(sum(gpus(c) for c in contracts if not m.channels.hosted(c)))
