@@ -7,10 +7,12 @@ Cells on the 16-GPU ``small`` forecast (market + windowed serving + ledger), eac
 * ``reach`` -- the share of RFPs from buyers bound to a hyperscaler platform (they buy only
   through its marketplace): 0, 0.2, 0.4, 0.6, split equally over aws, azure and gcp
   (assumption: no per-platform split of European AI buyers in the sources);
-* ``listed`` -- the provider's offer is listed on the three marketplaces (a bound buyer may
-  choose it, as a marketplace contract: 3 % fee, served on the platform's GPUs at a hosting
-  fee, lock-in with yearly migration to direct; models/market/parameters_channels.csv) or not
-  (a bound buyer never sees the sovereign offer).
+* ``listing`` -- ``listed``: the provider's offer is listed on the three marketplaces (a bound
+  buyer may choose it, as a marketplace contract: 3 % fee, served on the platform's GPUs at a
+  hosting fee, non-sovereign, lock-in with yearly migration to direct;
+  models/market/parameters_channels.csv); ``unlisted``: a bound buyer never sees the sovereign
+  offer; ``listed_fleet``: listed, but the marketplace traffic runs on the sovereign fleet
+  (``hosted = false``: fee only, counts as sovereign).
 
 Reach 0 is today's direct-only market (listed or not: nobody is bound).  Per run: the
 36-month cumulative gross margin and its direct and marketplace parts, marketplace revenue
@@ -18,9 +20,10 @@ as a share of revenue, the sovereign share of contracted demand (mean of the las
 months; hosted marketplace demand counts as non-sovereign), marketplace contracts in force
 at the end and migrations to direct; per cell the mean with a 95 % t interval, the change
 against reach 0 and (listed cells) the value of listing, listed - not listed, paired by seed.
+Reach 0 is one cell (``reach0``): with nobody bound the listing changes nothing.
 
 Traffic windows are fewer and shorter than the forecast's defaults (``WINDOWS``: 2 windows of
-30 s per month) to keep 7 cells x reps forecasts within ~10 CPU-minutes; the money comes
+30 s per month) to keep 10 cells x reps forecasts within ~10-15 CPU-minutes; the money comes
 from the same ledger.  Writes ``results/channels/``: ``channels.png``,
 ``channels_summary.csv``, ``channels_runs.csv``, ``channels_monthly.csv`` (mean per month
 and cell), ``report.html``.
@@ -34,13 +37,13 @@ import time
 import _common  # noqa: F401  (puts the project root on sys.path, sets the Agg backend)
 from _common import executor, main_wrapper, out_dir, parser, save_png, write_csv, write_report
 
-REPLICATIONS = 16
+REPLICATIONS = 12
 MONTHS = 36
 WINDOWS = {"forecast.windows_per_month": 2, "forecast.window_s": 30.0, "forecast.warmup_s": 10.0}
 PLATFORMS = ("aws", "azure", "gcp")
 REACHES = (0.0, 0.2, 0.4, 0.6)
-CELLS = [("reach0", 0.0, True)] + [(f"reach{r:g}_{'listed' if listed else 'unlisted'}", r, listed)
-                                   for r in REACHES[1:] for listed in (True, False)]
+LISTINGS = {"listed": (True, True), "unlisted": (False, True), "listed_fleet": (True, False)}   # name: (listed, hosted)
+CELLS = [("reach0", 0.0, "listed")] + [(f"reach{r:g}_{kind}", r, kind) for r in REACHES[1:] for kind in LISTINGS]
 COLUMNS = ("month", "share", "revenue_eur", "gross_margin_eur", "direct_revenue_eur", "marketplace_revenue_eur",
            "marketplace_fee_eur", "marketplace_hosting_cost_eur", "direct_margin_eur", "marketplace_margin_eur",
            "marketplace_contracts_active", "marketplace_share", "channel_migrations", "contracts_active",
@@ -51,11 +54,13 @@ def scenario_for(cell: str, months: int, sets: tuple = ()):
     from sim.scenario import load_scenario, with_overrides
     from sim.study.sweep import apply_sets
 
-    _, reach, listed = next(c for c in CELLS if c[0] == cell)
+    _, reach, kind = next(c for c in CELLS if c[0] == cell)
+    listed, hosted = LISTINGS[kind]
     over = dict(WINDOWS, **{"forecast.months": months})
     for i, _name in enumerate(PLATFORMS):
         over[f"market.channels.marketplaces.{i}.reach"] = reach / len(PLATFORMS)
         over[f"market.channels.marketplaces.{i}.listed"] = listed
+        over[f"market.channels.marketplaces.{i}.hosted"] = hosted
     sc = with_overrides(load_scenario("small"), over)
     return apply_sets(sc, list(sets)) if sets else sc
 
@@ -102,13 +107,14 @@ def summarise(runs):
 
     base = runs[runs.cell == "reach0"].set_index("seed")
     out = []
-    for cell, reach, listed in CELLS:
+    for cell, reach, kind in CELLS:
         g = runs[runs.cell == cell].set_index("seed").sort_index()
-        row = {"cell": cell, "reach": reach, "listed": listed, "reps": len(g)}
+        row = {"cell": cell, "reach": reach, "listing": kind, "reps": len(g)}
         for col in STATS:
             r = mean_ci(g[col].to_numpy(dtype=float))
             row[col], row[col + "_ci95"] = r.mean, r.half_width
-        other = runs[runs.cell == cell.replace("_listed", "_unlisted")].set_index("seed") if listed and reach > 0 else None
+        other = (runs[runs.cell == f"reach{reach:g}_unlisted"].set_index("seed")
+                 if kind != "unlisted" and reach > 0 else None)
         for col in ("cum_margin_eur", "sovereign_share"):
             r = mean_ci((g[col] - base[col].reindex(g.index)).to_numpy(dtype=float))
             row[f"d_{col}_vs_reach0"], row[f"d_{col}_vs_reach0_ci95"] = r.mean, r.half_width
@@ -126,8 +132,9 @@ def plot(summary, out, reps: int, months: int):
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     base = summary[summary.cell == "reach0"].iloc[0]
-    for listed, style, label in ((True, "o-", "listed on the marketplaces"), (False, "s--", "not listed")):
-        g = summary[(summary.listed == listed) & (summary.reach > 0)]
+    for kind, style, label in (("listed", "o-", "listed, hosted on the platform's GPUs"), ("unlisted", "s--", "not listed"),
+                               ("listed_fleet", "^:", "listed, served on the sovereign fleet")):
+        g = summary[(summary.listing == kind) & (summary.reach > 0)]
         g = [base] + [r for _, r in g.iterrows()]
         x = np.array([r["reach"] for r in g])
         for ax, col, scale in ((axes[0], "cum_margin_eur", 1e6), (axes[1], "sovereign_share", 0.01),
@@ -180,7 +187,7 @@ def main() -> int:
                 for r in summary.to_dict("records")}
     write_report(out, "Marketplace vs direct: margin and sovereign share", headline,
                  [("36-month margin, sovereign share and marketplace revenue share by reach", png)],
-                 scenario_for("reach0.4_listed", months, sets))
+                 scenario_for("reach0.4_listed", months, sets))   # the resolved scenario of one cell
     pd.set_option("display.width", 240)
     show = summary[["cell", "cum_margin_eur", "cum_margin_eur_ci95", "d_cum_margin_eur_vs_reach0",
                     "d_cum_margin_eur_vs_reach0_ci95", "sovereign_share", "d_sovereign_share_vs_reach0",

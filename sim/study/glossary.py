@@ -143,8 +143,9 @@ CAPTIONS = {
     "autoscale": "Fixed fleets or a capacity policy over a weekday of finance demand: GPUs in the fleet hour by "
                  "hour, SLA attainment against cost (2 replications).",
     "channels": "Marketplace vs direct: 36-month gross margin, sovereign share of contracted demand and marketplace "
-                "share of revenue as more buyers are bound to a hyperscaler platform, with the offer listed on the "
-                "marketplaces or not (16-GPU forecast, paired seeds, 95 % CI).",
+                "share of revenue as more buyers are bound to a hyperscaler platform: the offer not listed, listed and "
+                "hosted on the platform's GPUs, or listed and served on the sovereign fleet (16-GPU forecast, "
+                "paired seeds, 95 % CI).",
     "public_sector": "What do public-sector anchors do to revenue visibility and risk? Contracted backlog, backlog "
                      "coverage (backlog / monthly revenue) and 36-month margin without anchors, with anchors, with "
                      "cancellation and slip risk, and with public AI capacity (16-GPU forecast, paired seeds, 95 % CI).",
