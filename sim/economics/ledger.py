@@ -14,8 +14,14 @@ Revenue lines: ``revenue_input``, ``revenue_output`` (tokens x the tenant's pric
 Cost lines: ``rental``, ``partner``, ``depreciation``, ``colocation`` (fixed charges of the
 tranches in force, accrued continuously), ``power`` (owned GPUs, from the replicas' actual
 busy time: busy draw while the batch is non-empty, idle draw otherwise, times PUE and the
-site's EUR/kWh) and ``sla_credits`` (paid per workload and month when its SLA attainment
-falls under a tier of its pricing entry).
+site's EUR/kWh), ``marketplace_fee`` (a hyperscaler marketplace's share of a tenant's
+revenue, :meth:`Ledger.charge_revenue_share`), ``marketplace_hosting`` (tokens served on a
+hyperscaler's GPUs; sim/forecast/channels.py) and ``sla_credits`` (paid per workload and
+month when its SLA attainment falls under a tier of its pricing entry).
+
+Besides the cells, the ledger keeps each account holder's whole cents per month and line
+(:attr:`Ledger.who_cells`) and each workload's tokens per month, so a report by channel
+(a set of tenants) is a sum of the same cents.
 
 Costs are booked per site with vertical ``""``; :meth:`Ledger.report` allocates each site's
 month of costs to verticals in proportion to the tokens (prompt + output) they had served
@@ -37,7 +43,8 @@ PEUR_PER_CENT = 10 ** 10
 
 REVENUE_LINES = ("revenue_input", "revenue_output")
 FIXED_LINES = ("rental", "partner", "depreciation", "colocation")
-COST_LINES = FIXED_LINES + ("power", "sla_credits")
+MARKETPLACE_LINES = ("marketplace_fee", "marketplace_hosting")
+COST_LINES = FIXED_LINES + ("power",) + MARKETPLACE_LINES + ("sla_credits",)
 UNALLOCATED = "unallocated"
 
 
@@ -111,6 +118,8 @@ class Ledger:
         self._resid: dict[tuple, int] = defaultdict(int)                      # pEUR < 1 cent
         self.exact_peur: dict[tuple, int] = defaultdict(int)                  # per account
         self.posted_cents: dict[tuple, int] = defaultdict(int)                # per account
+        self.who_cells: dict[tuple[int, str, str], int] = defaultdict(int)    # (month, who, line) -> cents
+        self.workload_tokens: dict[tuple[int, str], int] = defaultdict(int)   # (month, workload) -> tokens billed
         # tokens served per (month, site, vertical): allocation keys and cost per Mtok
         self.tokens: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
         # SLA bookkeeping per (month, workload): [n, met], and revenue per (month, workload, site, vertical)
@@ -142,6 +151,7 @@ class Ledger:
         if cents:
             self.cells[(month, site, vertical, line)] += cents
             self.posted_cents[acct] += cents
+            self.who_cells[(month, who, line)] += cents
 
     # ------------------------------------------------------------------ capacity
     def add_tranche(self, tranche: Tranche) -> None:
@@ -270,6 +280,16 @@ class Ledger:
         tk[0] += prompt_tokens
         tk[1] += output_tokens
         self.workload_rev[(m, workload)][(site, vertical)] += rin + rout
+        self.workload_tokens[(m, workload)] += prompt_tokens + output_tokens
+
+    def charge_revenue_share(self, m: int, workload: str, line: str, share: float) -> None:
+        """Post ``share`` of ``workload``'s revenue billed so far in month ``m`` to cost line
+        ``line`` (a marketplace's fee), at the revenue's site and vertical; call it once per
+        workload-month, after the month's tokens are billed."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"charge_revenue_share: share {share}")
+        for (site, vertical), rev in self.workload_rev.get((m, workload), {}).items():
+            self.post(m, line, site, vertical, workload, int(round(rev * share)))
 
     def record_request(self, now: float, workload: str, vertical: str, site: str | None,
                        prompt_tokens: int, output_tokens: int, sla_met: bool,
@@ -330,6 +350,7 @@ class Ledger:
                 line, site, vertical, _ = acct
                 self.cells[(last, site, vertical, line)] += 1
                 self.posted_cents[acct] += 1
+                self.who_cells[(last, acct[3], line)] += 1
             self._resid[acct] = 0
         self.closed = True
 
@@ -428,7 +449,8 @@ def price_for(pricing: list, workload) -> Price:
 def month_lines_eur(report: dict, months: int) -> list[dict[str, float]]:
     """Per month ``0 .. months-1`` of a :meth:`Ledger.report`: each revenue and cost line
     (``<line>_eur``), ``revenue_eur``, ``capacity_cost_eur`` (the fixed lines),
-    ``power_cost_eur``, ``cost_eur`` (capacity + power), ``sla_credits_eur`` and
+    ``power_cost_eur``, ``marketplace_fee_eur``, ``marketplace_hosting_cost_eur``, ``cost_eur``
+    (capacity + power + the marketplace lines), ``sla_credits_eur`` and
     ``gross_margin_eur`` = revenue - cost - credits.  Every amount is a whole number of cents
     taken from the ledger's cells, so the identity holds to the cent."""
     out = []
@@ -437,9 +459,11 @@ def month_lines_eur(report: dict, months: int) -> list[dict[str, float]]:
         c = {ln: (r[f"{ln}_cents"] if r is not None else 0) for ln in REVENUE_LINES + COST_LINES}
         rev = sum(c[ln] for ln in REVENUE_LINES)
         fixed = sum(c[ln] for ln in FIXED_LINES)
-        cost = fixed + c["power"]
+        cost = fixed + c["power"] + c["marketplace_fee"] + c["marketplace_hosting"]
         row = {f"{ln}_eur": c[ln] / 100 for ln in REVENUE_LINES}
         row.update({f"{ln}_cost_eur": c[ln] / 100 for ln in FIXED_LINES})
+        row.update(marketplace_fee_eur=c["marketplace_fee"] / 100,
+                   marketplace_hosting_cost_eur=c["marketplace_hosting"] / 100)
         row.update(revenue_eur=rev / 100, capacity_cost_eur=fixed / 100, power_cost_eur=c["power"] / 100,
                    cost_eur=cost / 100, sla_credits_eur=c["sla_credits"] / 100,
                    gross_margin_eur=(rev - cost - c["sla_credits"]) / 100)

@@ -107,7 +107,7 @@ class PolicyFleet(_LedgerFleet):
       fell under its tenants' lowest target makes each site not under ``low_utilisation``
       order once;
     * forecast: the peak-hour request rate of the sovereign contracts already signed and in
-      force at the time looked at (contract rate x the vertical's profile peak, split evenly
+      force at the time looked at, hosted marketplace tenants left out (contract rate x the vertical's profile peak, split evenly
       over the sites its residency allows), in GPUs at the fluid request capacity of a
       replica for the vertical's mean lengths (:func:`sim.serving.fluid.replica_request_capacity_per_s`).
     """
@@ -198,6 +198,8 @@ class PolicyFleet(_LedgerFleet):
         di = self.growing[site]
         gpus = 0.0
         for c in self.market.sovereign_contracts(t):
+            if self.market.channels.hosted(c):     # served on a hyperscaler's GPUs (sim/market/channels.py)
+                continue
             peak, gpus_per_rps, ok = self._vertical(c, di)
             if site in ok:
                 gpus += c.rate_per_s * peak / len(ok) * gpus_per_rps

@@ -29,6 +29,7 @@ from sim.core.errors import UserError
 from sim.core.rng import RandomStreams
 from sim.core.runfolder import RunFolder, run_folder
 from sim.economics.ledger import Price, credit_tiers_for, month_lines_eur
+from sim.forecast.channels import MarketplaceBilling
 from sim.forecast.fleet import FixedFleet, PolicyFleet
 from sim.forecast.public_capacity import PublicCapacity, public_capacity_cost_eur
 from sim.forecast.windows import (HOUR_S, WEEK_H, fleet_slice, portfolio_shares, portfolio_workloads,  # noqa: F401
@@ -46,7 +47,8 @@ _window_seed = window_seed
 #: Money columns of the monthly table, all read from the ledger (whole cents).
 MONEY_COLUMNS = ("revenue_eur", "revenue_input_eur", "revenue_output_eur", "rental_cost_eur",
                  "partner_cost_eur", "depreciation_cost_eur", "colocation_cost_eur", "capacity_cost_eur",
-                 "power_cost_eur", "cost_eur", "sla_credits_eur", "gross_margin_eur")
+                 "power_cost_eur", "cost_eur", "sla_credits_eur", "gross_margin_eur",
+                 "marketplace_fee_eur", "marketplace_hosting_cost_eur")
 
 
 @dataclass
@@ -213,6 +215,7 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     fleet = PolicyFleet(scenario, env, market, spec) if scenario.capacity_policy.kind != "fixed" else FixedFleet(scenario)
     tenants = _Tenants(scenario, spec)
     public = PublicCapacity(scenario, market.spec, env, spec)   # eligible tenants on public AI capacity (off by default)
+    channels = MarketplaceBilling(market, spec)   # marketplace tenants: hosted traffic, fees (sim/forecast/channels.py)
     rows = []
     bar = progress_mod.start(progress, spec.months, "month", "forecast")   # sim.core.progress
     for m in range(spec.months):
@@ -223,16 +226,20 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
         u = float(rng_phase.random())
         contracts = market.sovereign_contracts(t_mid)    # the tenants of the month
         base = fleet.base_for(t_mid)
-        on_public = public.place(m, contracts, fleet.ledger, tenants, delivered)
-        on_fleet = [c for c in contracts if c.id not in on_public] if on_public else contracts
+        hosted, hosted_tokens = channels.place_hosted(m, contracts, fleet.ledger, tenants, delivered)
+        served = [c for c in contracts if c.id not in hosted] if hosted else contracts
+        on_public = public.place(m, served, fleet.ledger, tenants, delivered)
+        on_fleet = [c for c in served if c.id not in on_public] if on_public else served
         per = simulate_period(base, portfolio_workloads([tenant_workload(c, spec) for c in on_fleet],
                                                   portfolio_shares(base) if spec.model is None else {}, base),
                               MONTH_S, spec.windows_per_month, spec.window_s, spec.warmup_s, u,
                               lambda k, m=m: window_seed(streams, m, k), continuous=spec.continuous,
                               executor=executor, max_replicas=scenario.cells.max_replicas)
         prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in on_fleet}, t_mid)
+        channels.charge_fees(m, contracts, fleet.ledger)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
+        rows[-1]["tokens"] += hosted_tokens
         rows[-1].update({k: v for k, v in backlog_row.items() if k != "month"})
         pub = public.month_columns(m)
         rows[-1]["tokens"] += pub.pop("public_capacity_tokens")
@@ -242,11 +249,17 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     report = fleet.close(spec.months)
     monthly = _money_columns(pd.DataFrame(rows), report)
     monthly["public_capacity_cost_eur"] = public_capacity_cost_eur(fleet.ledger, spec.months)
+    channels.columns(monthly, fleet.ledger)
     summary = _summary(scenario, seed, monthly, market)
     summary["backlog"] = {"opening_eur": market.backlog.open(), "final_eur": float(monthly["backlog_eur"].iloc[-1]),
                           "cancelled_contracts": int(monthly["contracts_cancelled"].sum()),
                           "cancelled_eur": float(monthly["backlog_cancelled_eur"].sum()),
                           "anchors": len(market.public.anchors), "slips": len(market.public.slips)}
+    summary["channels"] = {"marketplace_revenue_eur": float(monthly["marketplace_revenue_eur"].sum()),
+                           "marketplace_margin_eur": float(monthly["marketplace_margin_eur"].sum()),
+                           "direct_margin_eur": float(monthly["direct_margin_eur"].sum()),
+                           "marketplace_contracts_signed": len(market.channels.signed),
+                           "migrations": len(market.channels.migrations)}
     if isinstance(fleet, PolicyFleet):
         summary["capacity"] = fleet.report()
     return ForecastResult(monthly=monthly, summary=summary, scenario=scenario, seed=seed, market=market,

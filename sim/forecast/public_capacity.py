@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from sim.economics.contracts import Tranche, public_capacity_terms
-from sim.economics.ledger import Ledger
+from sim.economics.ledger import MARKETPLACE_LINES, Ledger
 from sim.market.market import MONTH_S
 from sim.scenario import Scenario, WorkloadSpec
 from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
@@ -119,6 +119,7 @@ def public_capacity_cost_eur(ledger: Ledger, months: int) -> list[float]:
     """Per month, the cost the ledger posted at the public-capacity site (whole cents)."""
     cents = [0] * months
     for (m, site, _vertical, line), c in ledger.cells.items():
-        if site == PUBLIC_SITE and line != "sla_credits" and not line.startswith("revenue") and 0 <= m < months:
+        if (site == PUBLIC_SITE and line != "sla_credits" and line not in MARKETPLACE_LINES   # a marketplace fee is not capacity
+                and not line.startswith("revenue") and 0 <= m < months):
             cents[m] += c
     return [c / 100 for c in cents]

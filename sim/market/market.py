@@ -47,6 +47,7 @@ from sim.core.rng import RandomStreams
 from sim.economics.contracts import Tranche, rental_terms
 from sim.economics.ledger import Ledger, Price, default_credit_tiers, month_lines_eur
 from sim.market.backlog import Backlog
+from sim.market.channels import DIRECT, Channels
 from sim.market.pricing import vertical_price
 from sim.market.public_sector import PublicSector
 from sim.market.sizing import ContractSize, size_of
@@ -89,6 +90,7 @@ class CustomerContract:
     status: str = "active"        # active | churned | expired
     attainment_at_end: float | None = None
     contracted_tokens_per_s: float = 0.0   # the contracted volume, prompt + output tokens/s (sim.market.sizing)
+    channel: str = DIRECT         # "direct" or the marketplace it was sold through (sim.market.channels)
 
     @property
     def contracted_tokens_per_month(self) -> float:
@@ -166,6 +168,7 @@ class Market:
                           for c in self.competitors}
         self.backlog = Backlog(self.t0_s, MONTH_S)       # signed sovereign revenue still to come
         self.public = PublicSector(self, spec.public_sector, st, MONTH_S)   # sim/market/public_sector.py
+        self.channels = Channels(self, spec.channels, st, MONTH_S)          # sim/market/channels.py
         for v in spec.verticals:
             self._initial_book(v)
             env.process(self._rfp_process(v))
@@ -242,7 +245,8 @@ class Market:
         return ((v.prompt_tokens_mean * p_in + v.output_tokens_mean * p_out)
                 / (v.prompt_tokens_mean + v.output_tokens_mean))
 
-    def utilities(self, vertical: str, t_s: float | None = None, exclude: str | None = None) -> dict[str, float]:
+    def utilities(self, vertical: str, t_s: float | None = None, exclude: str | None = None,
+                  exclude_also: str | None = None) -> dict[str, float]:
         """Deterministic utility of each offer (the logit's systematic part).
 
         ``t_s`` sets the point on the sovereignty-gap curves; prices, delivered SLA and
@@ -250,7 +254,7 @@ class Market:
         v = self.verticals[vertical]
         out = {}
         for p in self.providers:
-            if p == exclude or not self.available(p):
+            if p == exclude or p == exclude_also or not self.available(p):
                 continue
             asc = self.spec.sovereign.asc if p == SOVEREIGN else self.competitors[p].asc
             out[p] = (asc - v.beta_price * math.log(self.blended_price(p, vertical))
@@ -259,8 +263,8 @@ class Market:
         return out
 
     def choice_probabilities(self, vertical: str, t_s: float | None = None,
-                             exclude: str | None = None) -> dict[str, float]:
-        u = self.utilities(vertical, t_s, exclude)
+                             exclude: str | None = None, exclude_also: str | None = None) -> dict[str, float]:
+        u = self.utilities(vertical, t_s, exclude, exclude_also)
         if not u:
             return {}
         p = logit_probabilities(np.fromiter(u.values(), float))
@@ -384,14 +388,18 @@ class Market:
         env = self.env
         if award_s > env.now:
             yield env.timeout(award_s - env.now)
-        probs = self.choice_probabilities(v.name, env.now, exclude)
+        binding = self.channels.bind(v.name)          # a buyer bound to a marketplace (sim/market/channels.py)
+        unlisted = binding is not None and not binding.listed
+        probs = self.choice_probabilities(v.name, env.now, exclude, SOVEREIGN if unlisted else None)
         u = self._rng[v.name]["choice"].random()      # one draw per award, whatever the offer set
         if not probs:
             return
         names = list(probs)
         cum = np.cumsum(np.fromiter(probs.values(), float))
         provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
-        self._sign(v, provider, size, rfp_s=rfp_s, start_s=env.now, initial=False)
+        c = self._sign(v, provider, size, rfp_s=rfp_s, start_s=env.now, initial=False)
+        if provider == SOVEREIGN:
+            self.channels.on_award(c, binding)
 
     def _sign(self, v: VerticalMarketSpec, provider: str, size: ContractSize, rfp_s: float, start_s: float,
               initial: bool) -> CustomerContract:
@@ -550,17 +558,22 @@ class Market:
         rate = dict.fromkeys(self.providers, 0.0)
         rate_v = {v: 0.0 for v in self.verticals}
         total_v = {v: 0.0 for v in self.verticals}
+        hosted = 0.0       # sovereign contracts served on a hyperscaler's GPUs: non-sovereign in the share
         for c in self.contracts:
             if c.start_s <= now < c.end_s:
                 rate[c.provider] += c.rate_per_s
                 total_v[c.vertical] += c.rate_per_s
                 if c.provider == SOVEREIGN:
-                    rate_v[c.vertical] += c.rate_per_s
+                    if self.channels.hosted(c):
+                        hosted += c.rate_per_s
+                    else:
+                        rate_v[c.vertical] += c.rate_per_s
         market_rate = sum(rate.values())
         row["active"] = self.counters["total"]["active"]
         row["contracted_rate_per_s"] = rate[SOVEREIGN]
         row["market_rate_per_s"] = market_rate
-        row["share"] = rate[SOVEREIGN] / market_rate if market_rate > 0 else float("nan")
+        row["hosted_rate_per_s"] = hosted
+        row["share"] = (rate[SOVEREIGN] - hosted) / market_rate if market_rate > 0 else float("nan")
         row["sovereign_sla"] = self.sovereign_delivered_sla
         for v in self.verticals:
             for key in ("rfps", "won", "lost", "churned"):

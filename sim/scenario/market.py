@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.core.resources import model_file
+from sim.scenario.channels import ChannelsSpec, default_channels_dict, merge_channels
 from sim.scenario.public_sector import PublicSectorSpec, default_public_sector_dict
 from sim.scenario.rules import fail
 
@@ -169,6 +170,7 @@ class MarketSpec(_Spec):
     events: list[MarketEventSpec] = Field(default_factory=list, description="Scheduled moves (price cuts, capacity shortages) on top of the stochastic ones.")
     retender_on_churn: bool = Field(validate_default=True, default_factory=_default("retender_on_churn"), description="A churned tenant issues a new RFP (with procurement delay) that excludes the provider it left. Default: models/market/parameters.csv (assumption).")
     public_sector: PublicSectorSpec = Field(validate_default=True, default_factory=default_public_sector_dict, description="Public-sector anchors (large awards, public price, budget-shift cancellations, start slips) and access to public AI capacity (docs/market.md). Default: models/market/parameters_public_sector.csv.")
+    channels: ChannelsSpec = Field(validate_default=True, default_factory=default_channels_dict, description="Sales channels beside direct: the hyperscaler marketplaces (fee, reach into buyers bound to the platform, hosted traffic, lock-in; docs/market.md). Default: models/market/parameters_channels.csv.")
 
     @model_validator(mode="before")
     @classmethod
@@ -185,6 +187,8 @@ class MarketSpec(_Spec):
             out["sovereign"] = _deep_merge(base["sovereign"], data["sovereign"])
         if isinstance(data.get("public_sector"), dict):   # a partial block completes from its table
             out["public_sector"] = _deep_merge(default_public_sector_dict(), data["public_sector"])
+        if isinstance(data.get("channels"), dict):        # marketplaces named like a default one complete from its table
+            out["channels"] = merge_channels(data["channels"])
         for key in ("verticals", "competitors"):
             items = data.get(key)
             if isinstance(items, list):
@@ -325,6 +329,8 @@ def set_parameter(spec: MarketSpec, block: str, name: str, key: str, value: Any)
         target = data
     elif block == "public_sector":
         target = data["public_sector"]
+    elif block == "channel":
+        target = next(mk for mk in data["channels"]["marketplaces"] if mk["name"] == name)
     else:
         raise KeyError(block)
     parts = key.split(".")

@@ -107,6 +107,15 @@ TERMS: dict[str, Term] = {
     "public_capacity_gpus": Term("Public AI capacity in use", "GPUs", "int"),
     "public_capacity_tenants": Term("Tenants on public AI capacity", "contracts", "int"),
     "public_capacity_cost_eur": Term("Public AI capacity cost", "EUR", "eur"),
+    "direct_revenue_eur": Term("Direct revenue", "EUR", "eur"),
+    "marketplace_revenue_eur": Term("Marketplace revenue", "EUR", "eur"),
+    "marketplace_fee_eur": Term("Marketplace fees", "EUR", "eur"),
+    "marketplace_hosting_cost_eur": Term("Marketplace hosting cost", "EUR", "eur"),
+    "direct_margin_eur": Term("Direct gross margin", "EUR", "eur"),
+    "marketplace_margin_eur": Term("Marketplace gross margin", "EUR", "eur"),
+    "marketplace_contracts_active": Term("Marketplace tenants", "contracts", "int"),
+    "marketplace_share": Term("Marketplace share of revenue", "", "pct"),
+    "channel_migrations": Term("Marketplace tenants moved to direct", "contracts", "int"),
     "seed": Term("Seed", "", "text"),
     "scenario": Term("Scenario", "", "text"),
 }
@@ -133,6 +142,10 @@ CAPTIONS = {
     "lease_vs_own": "Rent GPU-hours or own hardware in leased colocation? The break-even utilisation.",
     "autoscale": "Fixed fleets or a capacity policy over a weekday of finance demand: GPUs in the fleet hour by "
                  "hour, SLA attainment against cost (2 replications).",
+    "channels": "Marketplace vs direct: 36-month gross margin, sovereign share of contracted demand and marketplace "
+                "share of revenue as more buyers are bound to a hyperscaler platform: the offer not listed, listed and "
+                "hosted on the platform's GPUs, or listed and served on the sovereign fleet (16-GPU forecast, "
+                "paired seeds, 95 % CI).",
     "public_sector": "What do public-sector anchors do to revenue visibility and risk? Contracted backlog, backlog "
                      "coverage (backlog / monthly revenue) and 36-month margin without anchors, with anchors, with "
                      "cancellation and slip risk, and with public AI capacity (16-GPU forecast, paired seeds, 95 % CI).",
@@ -213,9 +226,19 @@ PARAMETERS: dict[str, str] = {
     "capacity_gpus_max": "public AI capacity quota (GPUs)",
     "capacity_lead_months": "public AI capacity lead time (months)",
     "capacity_attainment": "SLA attainment on public AI capacity",
+    # block channel (models/market/parameters_channels.csv)
+    "listed": "listed on the marketplace",
+    "reach": "buyers bound to the platform (share of RFPs)",
+    "fee_share": "marketplace fee (share of revenue)",
+    "hosted": "marketplace traffic on the platform's GPUs",
+    "hosting_eur_per_mtok": "hosting fee (EUR per 1M tokens)",
+    "hosted_attainment": "SLA attainment on the platform",
+    "migrate_prob_per_year": "yearly migration to direct (new tenant)",
+    "lockin_halflife_years": "lock-in half-life (years of contract age)",
 }
 _BLOCKS = {"sovereign": "sovereign offer", "competitor": "competitors", "vertical": "buyers",
-           "fallback": "fluid fleet", "market": "market", "public_sector": "public sector"}
+           "fallback": "fluid fleet", "market": "market", "public_sector": "public sector",
+           "channel": "marketplaces"}
 
 
 def _humanise(key: str) -> str:

@@ -323,6 +323,10 @@ def test_parameter_table_defines_every_default_with_a_source():
     for key, val in _leaves(dumped["public_sector"]):   # models/market/parameters_public_sector.csv
         assert _parse(table[("public_sector", "public_sector", key)]["value"]) == val, key
         seen.add(("public_sector", "public_sector", key))
+    for mk in dumped["channels"]["marketplaces"]:       # models/market/parameters_channels.csv
+        for key, val in _leaves({k: x for k, x in mk.items() if k != "name"}):
+            assert _parse(table[("channel", mk["name"], key)]["value"]) == val, key
+            seen.add(("channel", mk["name"], key))
     assert set(k for k in table if k[0] != "fallback") == seen
     # and each varied parameter can be set through set_parameter (the sensitivity path)
     for r in rows:
