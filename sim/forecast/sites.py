@@ -46,7 +46,7 @@ def column_site(site: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", site).strip("_").lower() or UNSITED
 
 
-def window_deployment_stats(world, done_at_warmup: list[int]) -> dict[tuple[str, str], dict[str, float]]:
+def window_deployment_stats(world, done_at_warmup: list[int], caps: dict | None = None) -> dict[tuple[str, str], dict[str, float]]:
     """Per deployment ``(site, name)`` of one window, after the warm-up: requests completed and
     the requests its replicas could have completed at full batch for the window's length
     mix (as :func:`sim.forecast.windows.window_site_stats` per site)."""
@@ -59,7 +59,7 @@ def window_deployment_stats(world, done_at_warmup: list[int]) -> dict[tuple[str,
             sum(st.arrived_output_tokens for st in streams) / n) if n else None)
     deps = world.scenario.deployments
     out: dict[tuple[str, str], dict[str, float]] = {}
-    caps: dict[int, float] = {}
+    caps = {} if caps is None else caps   # deployment index -> replica request capacity (shared with the site stats)
     for rep in world.replicas:
         dep = deps[rep.deployment]
         st = out.setdefault((dep.site or "-", dep.name), {"completed": 0.0, "capacity_requests": 0.0})

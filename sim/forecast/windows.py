@@ -85,7 +85,7 @@ def window_busy_gpu_s(world: World) -> float:
     return total
 
 
-def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict[str, float]]:
+def window_site_stats(world: World, done_at_warmup: list[int], caps: dict | None = None) -> dict[str, dict[str, float]]:
     """Per site, after the warm-up: busy GPU-seconds, requests completed, and the requests
     its replicas could have completed at full batch for the window's length mix
     (:func:`sim.serving.fluid.replica_request_capacity_per_s`): request utilisation."""
@@ -96,7 +96,7 @@ def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict
     mix = ((sum(st.arrived_prompt_tokens for st in world.metrics.streams) / n,
             sum(st.arrived_output_tokens for st in world.metrics.streams) / n) if n else None)
     out: dict[str, dict[str, float]] = {}
-    caps: dict[int, float] = {}
+    caps = {} if caps is None else caps   # deployment index -> replica request capacity (shared per window)
     for rep in world.replicas:
         st = out.setdefault(rep.site or "-", {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
         b = world.metrics.busy[rep.index]
@@ -266,11 +266,12 @@ def _run_window(wsc: Scenario, seed: int, site_stats: bool) -> dict:
         done_at_warmup = [r.completed for r in world.replicas]
     world.run()
     s = world.summary()
+    caps: dict[int, float] = {}   # one fluid capacity per deployment for both per-site and per-deployment stats
     keep = ("measured_rejected", "measured", "inflight_missed", "sla_attainment", "measured_prompt_tokens",
             "measured_output_tokens", "measured_arrivals")
     return {"busy_gpu_s": window_busy_gpu_s(world),
-            "sites": window_site_stats(world, done_at_warmup) if site_stats else {},
-            "deployments": window_deployment_stats(world, done_at_warmup) if site_stats else {},   # sim/forecast/sites.py
+            "sites": window_site_stats(world, done_at_warmup, caps) if site_stats else {},
+            "deployments": window_deployment_stats(world, done_at_warmup, caps) if site_stats else {},   # sim/forecast/sites.py
             "workloads": {name: {k: ws[k] for k in keep} for name, ws in s["workloads"].items()},
             "residency_violations": s["residency_violations"], "ttft_p99": s["ttft_s"]["p99"]}
 
