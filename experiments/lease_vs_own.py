@@ -20,10 +20,19 @@ Method
    * ``mix``: owned base sized to the coming year's median demand + on-demand for the rest.
 4. **Break-even utilisation**: flat demand ``u x 64`` GPUs, a 64-GPU owned fleet versus
    on-demand rental of exactly the busy GPU-hours; the ``u`` where cost per served GPU-hour
-   is equal (simulated, interpolated), checked against the closed form
+   is equal (interpolated on a ledger sweep), checked against the closed form
    :func:`sim.economics.contracts.break_even_utilisation`.
 
-Outputs: ``table.csv``, ``table.md``, ``breakeven.csv``, ``summary.json``,
+   The crossing reproduces the closed form by construction (flat demand, linear terms): it is
+   the formula's arithmetic, not evidence beyond it.
+5. **Growing fleet, by simulation** (``--growing-replications``, default 4; 0 skips it): the
+   36-month forecast (``years`` x 12 months) of the ``small`` market at one site (Paris) from
+   4 GPUs, its threshold capacity policy ordering owned servers in colo or committed rental
+   as request utilisation crosses 60 %; the same seed for both strategies in each replication
+   (paired), the own - rent differences of cost and margin with 95 % CIs
+   (``growing.csv``, ``summary.json`` ``growing_fleet``).  About 30 CPU-seconds per forecast.
+
+Outputs: ``table.csv``, ``table.md``, ``breakeven.csv``, ``growing.csv``, ``summary.json``,
 ``lease_vs_own.png``.
 """
 from __future__ import annotations
@@ -208,12 +217,74 @@ def simulate(strategy: str, years: float, demand, tokens_per_gpu_s: float, out_s
                    owned_busy[0] / owned_cap_s if owned_cap_s else None)
 
 
+# The growing fleet (section 5): a forecast whose capacity policy buys owned tranches or rents.
+GROW_START_GPUS = 4        # assumption: a small first site (2 Mixtral TP2 replicas)
+GROW_HIGH_UTIL = 0.6       # assumption: order when last month's request utilisation exceeds 60 %
+GROW_LOW_UTIL = 0.1        # assumption: release under 10 %
+GROW_STEP_GPUS = 4         # assumption: tranches of 4 GPUs (two TP2 replicas)
+
+
+def growing_scenario(strategy: str, months: int):
+    """The ``small`` scenario cut to its Paris site, starting at ``GROW_START_GPUS`` GPUs, whose
+    threshold policy orders owned servers in colo (``own``) or committed rental (``rent``)."""
+    from sim.scenario import load_scenario, scenario_from_dict
+    d = load_scenario("small").model_dump(mode="python")
+    d["sites"] = [s_ for s_ in d["sites"] if s_["name"] == SITE]
+    contract = ({"kind": "owned_colo", "name": "own", "gpus": GROW_START_GPUS} if strategy == "own" else
+                {"kind": "rental", "name": "rent", "term": "committed", "gpus": GROW_START_GPUS})
+    d["sites"][0]["contracts"] = [contract]
+    d["deployments"] = [dep for dep in d["deployments"] if dep["site"] == SITE]
+    d["deployments"][0]["replicas"] = GROW_START_GPUS // d["deployments"][0]["tp"]
+    d["capacity_policy"] = dict(d["capacity_policy"], kind="threshold", contract=contract["name"],
+                                high_utilisation=GROW_HIGH_UTIL, low_utilisation=GROW_LOW_UTIL,
+                                step_gpus=GROW_STEP_GPUS, min_gpus=GROW_START_GPUS,
+                                deployment=d["deployments"][0]["name"])
+    d["forecast"] = dict(d["forecast"], months=months)
+    d["name"] = f"lease_vs_own_growing_{strategy}"
+    return scenario_from_dict(d, d["name"])
+
+
+def growing_fleet(months: int, replications: int) -> tuple[list[dict], dict]:
+    """Lease vs own answered by simulation: the same market (seed ``r`` for both strategies:
+    common random numbers) on a fleet the threshold policy grows with owned tranches or with
+    committed rental; per replication the horizon's cost, margin, owned/leased cost, mean
+    request utilisation and final GPUs; the paired own - rent differences with 95 % CIs."""
+    from sim.core.stats import mean_ci
+    from sim.forecast.forecast import run_forecast
+    rows = []
+    for r in range(replications):
+        for strat in ("own", "rent"):
+            res = run_forecast(growing_scenario(strat, months), seed=1000 + r, figures=False)
+            m, su = res.monthly, res.summary
+            rows.append({"strategy": strat, "replication": r, "cost_eur": su["cost_eur"],
+                         "gross_margin_eur": su["gross_margin_eur"], "owned_cost_eur": su["owned_cost_eur"],
+                         "leased_cost_eur": su["leased_cost_eur"], "sla_credits_eur": su["sla_credits_eur"],
+                         "request_utilisation_mean": su["request_utilisation_mean"],
+                         "sla_attainment_mean": su["sla_attainment_mean"],
+                         "gpus_start": int(m["gpus_in_force"].iloc[0]), "gpus_end": int(m["gpus_in_force"].iloc[-1]),
+                         "cost_eur_per_mtok": su["cost_eur_per_mtok"]})
+            print(f"growing fleet, {strat:>4} replication {r}: cost EUR {su['cost_eur']:,.0f}, margin EUR "
+                  f"{su['gross_margin_eur']:,.0f}, GPUs {rows[-1]['gpus_start']} -> {rows[-1]['gpus_end']}, "
+                  f"request utilisation {su['request_utilisation_mean']:.3f}")
+    out = {"months": months, "replications": replications, "start_gpus": GROW_START_GPUS,
+           "high_utilisation": GROW_HIGH_UTIL, "low_utilisation": GROW_LOW_UTIL, "step_gpus": GROW_STEP_GPUS}
+    for key in ("cost_eur", "gross_margin_eur", "request_utilisation_mean", "sla_attainment_mean", "gpus_end"):
+        own = [x[key] for x in rows if x["strategy"] == "own"]
+        rent = [x[key] for x in rows if x["strategy"] == "rent"]
+        for name, v in (("own", own), ("rent", rent), ("own_minus_rent", [a - b for a, b in zip(own, rent)])):
+            ci = mean_ci(v)
+            out[f"{name}_{key}"] = {"mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "n": ci.n}
+    return rows, out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--years", type=float, default=3.0)
     ap.add_argument("--peak-gpus", type=float, default=64.0)
     ap.add_argument("--probe", default=str(ROOT / "experiments" / "scenarios" / "lease_vs_own_probe.toml"))
     ap.add_argument("--out", default=str(ROOT / "results" / "lease_vs_own"))
+    ap.add_argument("--growing-replications", type=int, default=4,
+                    help="replications of the growing-fleet forecasts (section 5; 0 = skip)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +353,13 @@ def main(argv=None) -> int:
                           "own_at_half_busy": own.cost_eur_per_gpu_h(0.5)},
         "rent_over_own_ratio_full_busy": ratio_full, "rent_over_own_ratio_half_busy": ratio_half,
     }
+    if args.growing_replications > 0:
+        g_rows, g_sum = growing_fleet(max(2, round(args.years * 12)), args.growing_replications)
+        summary["growing_fleet"] = g_sum
+        import pandas as pd
+        pd.DataFrame(g_rows).to_csv(out / "growing.csv", index=False, float_format="%.6g")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
     import pandas as pd
     pd.DataFrame(rows).to_csv(out / "table.csv", index=False, float_format="%.6g")
     pd.DataFrame(sweep).to_csv(out / "breakeven.csv", index=False, float_format="%.6g")
@@ -293,10 +370,22 @@ def main(argv=None) -> int:
                   f"{r['cost_eur_per_mtok_output']:.3f} | {r['cost_eur_per_served_gpu_h']:.3f} | "
                   f"{r['fleet_utilisation']:.3f} | {r['served_share']:.4f} | {r['margin_share']:.3f} |")
     md.append("")
-    md.append(f"Break-even utilisation (own vs elastic on-demand rental): simulated {be_sim:.3f}, "
-              f"closed form {be_formula:.3f}. Rent/own cost per GPU-hour: {ratio_full:.2f}x at full busy, "
+    md.append(f"Break-even utilisation (own vs elastic on-demand rental): closed form {be_formula:.3f} "
+              f"(the flat-demand ledger sweep reproduces its arithmetic: {be_sim:.3f}). Rent/own cost per GPU-hour: {ratio_full:.2f}x at full busy, "
               f"{ratio_half:.2f}x at half busy.")
     md.append(f"Probe: {tok_s:.0f} tokens per busy GPU-second ({probe['step_time']} step-time model).")
+    if "growing_fleet" in summary:
+        g = summary["growing_fleet"]
+
+        def ci(k):
+            x = g[k]
+            return f"{x['mean']:,.0f} (95 % CI {x['ci_low']:,.0f} to {x['ci_high']:,.0f})"
+        md.append("")
+        md.append(f"Growing fleet, simulated ({g['months']}-month forecast of the small market at one site from "
+                  f"{g['start_gpus']} GPUs, threshold policy at {g['high_utilisation']:.0%} request utilisation, "
+                  f"{g['replications']} paired replications): own - rent cost EUR {ci('own_minus_rent_cost_eur')}, "
+                  f"margin EUR {ci('own_minus_rent_gross_margin_eur')}; GPUs at the end own "
+                  f"{g['own_gpus_end']['mean']:.1f}, rent {g['rent_gpus_end']['mean']:.1f}.")
     (out / "table.md").write_text("\n".join(md) + "\n")
     plot(rows, sweep, be_sim, be_formula, out / "lease_vs_own.png")
     print("\n".join(md))

@@ -133,12 +133,14 @@ def run(scenario: str | Path | Scenario | Mapping = "day", overrides: Mapping[st
 @dataclass
 class Forecast:
     """A multi-month forecast: ``summary`` (one row), ``monthly`` (one row per month, the
-    columns of monthly.csv), ``warnings``, ``raw`` (the nested summary) and ``result``."""
+    columns of monthly.csv), ``warnings``, ``raw`` (the nested summary), ``result`` and
+    ``deployments`` (one row per month x deployment, ``monthly_deployments.csv``)."""
     summary: pd.DataFrame
     monthly: pd.DataFrame
     warnings: list[str]
     raw: dict
     result: ForecastResult
+    deployments: pd.DataFrame | None = None   # month x deployment: the rows of monthly_deployments.csv
 
 
 def forecast(scenario: str | Path | Scenario | Mapping = "default", overrides: Mapping[str, Any] | None = None, *,
@@ -157,7 +159,8 @@ def forecast(scenario: str | Path | Scenario | Mapping = "default", overrides: M
     sc = _scenario(scenario, overrides)
     res = run_forecast(sc, seed=seed, out_dir=out, progress=progress, figures=False, max_work=max_work)
     finish_forecast(res)
-    return Forecast(summary_row(res.summary), res.monthly, list(res.summary["warnings"]), res.summary, res)
+    return Forecast(summary_row(res.summary), res.monthly, list(res.summary["warnings"]), res.summary, res,
+                    res.deployments)
 
 
 # ------------------------------------------------------------------ a sweep

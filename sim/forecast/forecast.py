@@ -31,6 +31,7 @@ from sim.core.runfolder import RunFolder, run_folder
 from sim.economics.ledger import Price, credit_tiers_for, month_lines_eur
 from sim.forecast.channels import MarketplaceBilling
 from sim.forecast.fleet import FixedFleet, PolicyFleet
+from sim.forecast.sites import SiteMonths
 from sim.forecast.public_capacity import PublicCapacity, public_capacity_cost_eur
 from sim.forecast.windows import (HOUR_S, WEEK_H, fleet_slice, portfolio_shares, portfolio_workloads,  # noqa: F401
                                   simulate_period, simulate_window, tenant_of, tenant_workload, window_busy_gpu_s,
@@ -62,6 +63,7 @@ class ForecastResult:
     files: list[str] = field(default_factory=list)
     market: object = None
     ledger: object = None
+    deployments: pd.DataFrame | None = None   # month x deployment (sim/forecast/sites.py)
 
 
 class _Delivered:
@@ -217,6 +219,7 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     public = PublicCapacity(scenario, market.spec, env, spec)   # eligible tenants on public AI capacity (off by default)
     channels = MarketplaceBilling(market, spec)   # marketplace tenants: hosted traffic, fees (sim/forecast/channels.py)
     rows = []
+    sites = SiteMonths(scenario)   # per-site and per-deployment columns (sim/forecast/sites.py)
     bar = progress_mod.start(progress, spec.months, "month", "forecast")   # sim.core.progress
     for m in range(spec.months):
         t0 = m * MONTH_S
@@ -238,6 +241,7 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
         prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in on_fleet}, t_mid)
         channels.charge_fees(m, contracts, fleet.ledger)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
+        sites.record(m, base, fleet, per, t_mid)
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
         rows[-1]["tokens"] += hosted_tokens
         rows[-1].update({k: v for k, v in backlog_row.items() if k != "month"})
@@ -250,7 +254,11 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     monthly = _money_columns(pd.DataFrame(rows), report)
     monthly["public_capacity_cost_eur"] = public_capacity_cost_eur(fleet.ledger, spec.months)
     channels.columns(monthly, fleet.ledger)
+    monthly, deployments, site_summary = sites.finish(monthly, fleet.ledger)
     summary = _summary(scenario, seed, monthly, market)
+    summary["sites"] = site_summary
+    summary["owned_cost_eur"] = float(monthly["owned_cost_eur"].sum())
+    summary["leased_cost_eur"] = float(monthly["leased_cost_eur"].sum())
     summary["backlog"] = {"opening_eur": market.backlog.open(), "final_eur": float(monthly["backlog_eur"].iloc[-1]),
                           "cancelled_contracts": int(monthly["contracts_cancelled"].sum()),
                           "cancelled_eur": float(monthly["backlog_cancelled_eur"].sum()),
@@ -263,7 +271,7 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     if isinstance(fleet, PolicyFleet):
         summary["capacity"] = fleet.report()
     return ForecastResult(monthly=monthly, summary=summary, scenario=scenario, seed=seed, market=market,
-                          ledger=fleet.ledger)
+                          ledger=fleet.ledger, deployments=deployments)
 
 
 def write_forecast_outputs(result: ForecastResult, folder: RunFolder) -> None:
@@ -273,6 +281,9 @@ def write_forecast_outputs(result: ForecastResult, folder: RunFolder) -> None:
     folder.write_with("monthly.parquet", lambda t: result.monthly.to_parquet(t, index=False))
     folder.write_with("monthly.csv", lambda t: result.monthly.to_csv(t, index=False))
     result.files = ["config.json", "summary.json", "monthly.parquet", "monthly.csv"]
+    if result.deployments is not None:
+        folder.write_with("monthly_deployments.csv", lambda t: result.deployments.to_csv(t, index=False))
+        result.files.append("monthly_deployments.csv")
 
 
 def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Path | None = None,

@@ -22,6 +22,7 @@ import simpy
 
 from sim.core.rng import RandomStreams
 from sim.demand.verticals import vertical_workload
+from sim.forecast.sites import window_deployment_stats
 from sim.scenario import Scenario, WorkloadSpec, scenario_from_dict
 from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
 from sim.serving.residency import site_allows
@@ -84,7 +85,7 @@ def window_busy_gpu_s(world: World) -> float:
     return total
 
 
-def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict[str, float]]:
+def window_site_stats(world: World, done_at_warmup: list[int], caps: dict | None = None) -> dict[str, dict[str, float]]:
     """Per site, after the warm-up: busy GPU-seconds, requests completed, and the requests
     its replicas could have completed at full batch for the window's length mix
     (:func:`sim.serving.fluid.replica_request_capacity_per_s`): request utilisation."""
@@ -95,7 +96,7 @@ def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict
     mix = ((sum(st.arrived_prompt_tokens for st in world.metrics.streams) / n,
             sum(st.arrived_output_tokens for st in world.metrics.streams) / n) if n else None)
     out: dict[str, dict[str, float]] = {}
-    caps: dict[int, float] = {}
+    caps = {} if caps is None else caps   # deployment index -> replica request capacity (shared per window)
     for rep in world.replicas:
         st = out.setdefault(rep.site or "-", {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
         b = world.metrics.busy[rep.index]
@@ -265,10 +266,12 @@ def _run_window(wsc: Scenario, seed: int, site_stats: bool) -> dict:
         done_at_warmup = [r.completed for r in world.replicas]
     world.run()
     s = world.summary()
+    caps: dict[int, float] = {}   # one fluid capacity per deployment for both per-site and per-deployment stats
     keep = ("measured_rejected", "measured", "inflight_missed", "sla_attainment", "measured_prompt_tokens",
             "measured_output_tokens", "measured_arrivals")
     return {"busy_gpu_s": window_busy_gpu_s(world),
-            "sites": window_site_stats(world, done_at_warmup) if site_stats else {},
+            "sites": window_site_stats(world, done_at_warmup, caps) if site_stats else {},
+            "deployments": window_deployment_stats(world, done_at_warmup, caps) if site_stats else {},   # sim/forecast/sites.py
             "workloads": {name: {k: ws[k] for k in keep} for name, ws in s["workloads"].items()},
             "residency_violations": s["residency_violations"], "ttft_p99": s["ttft_s"]["p99"]}
 
@@ -297,7 +300,7 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
         windows, window_s = 1, period_s
     out = {"scale": period_s / (windows * window_s), "workloads": {}, "arrivals": 0, "completed": 0,
            "rejected": 0, "busy_gpu_s": 0.0, "gpu_s": 0.0, "ttft_p99": [], "residency_violations": 0,
-           "window_s": window_s, "windows": windows, "sites": {}}
+           "window_s": window_s, "windows": windows, "sites": {}, "deployments": {}}
     gpus = sum(d.gpus for d in base.deployments)
     weights = site_w = None
     sim_base = base
@@ -328,6 +331,10 @@ def simulate_period(base: Scenario, workloads: list[dict], period_s: float, wind
                 acc_s = out["sites"].setdefault(site, {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
                 for k_, v_ in st.items():
                     acc_s[k_] += v_
+            for key, st in r.get("deployments", {}).items():   # per deployment (sim/forecast/sites.py)
+                acc_d = out["deployments"].setdefault(key, {"completed": 0.0, "capacity_requests": 0.0})
+                for k_, v_ in st.items():
+                    acc_d[k_] += v_
         for name, ws in r["workloads"].items():
             # only what arrived after the warm-up is measured and scaled
             acc = out["workloads"].setdefault(name, _new_workload_acc())
@@ -367,7 +374,8 @@ def _scaled(r: dict, weights: dict[str, float], site_w: dict[str, float]) -> dic
         f = weights.get(name, 1.0)
         wl[name] = dict(ws, **{k: round(ws[k] * f) for k in counts})
     sites = {site: {k: v * site_w.get(site, 1.0) for k, v in st.items()} for site, st in r["sites"].items()}
-    return dict(r, workloads=wl, sites=sites, busy_gpu_s=sum(st["busy_gpu_s"] for st in sites.values()))
+    deps = {key: {k: v * site_w.get(key[0], 1.0) for k, v in st.items()} for key, st in r.get("deployments", {}).items()}
+    return dict(r, workloads=wl, sites=sites, deployments=deps, busy_gpu_s=sum(st["busy_gpu_s"] for st in sites.values()))
 
 
 def window_seed(streams: RandomStreams, month: int, k: int) -> int:

@@ -13,12 +13,15 @@ exact names in ``summary.json`` / ``monthly.csv`` (docs/metrics.md defines each)
 '8.38 trillion'
 >>> label("workloads.chat.ttft_s.p99")
 'chat: TTFT p99'
+>>> label("site_par_1_request_utilisation")
+'site par_1: Request utilisation'
 >>> parameter_label("vertical", "rfp_growth_per_year")
 'buyers: RFP growth per year (factor)'
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +81,12 @@ TERMS: dict[str, Term] = {
     "sla_credits_eur": Term("SLA credits granted", "EUR", "eur"),
     "capacity_cost_eur": Term("Capacity cost", "EUR", "eur"),
     "power_cost_eur": Term("Power cost", "EUR", "eur"),
+    # per site and owned vs leased (sim/forecast/sites.py)
+    "owned_cost_eur": Term("Owned capacity cost (depreciation, colocation, power)", "EUR", "eur"),
+    "leased_cost_eur": Term("Leased capacity cost (rental, partner)", "EUR", "eur"),
+    "gpus_start": Term("GPUs at start", "GPUs", "int"),
+    "gpus_end": Term("GPUs at end", "GPUs", "int"),
+    "site": Term("Site"),
     "margin_eur": Term("Gross margin", "EUR", "eur"),
     "gross_margin_eur": Term("Gross margin", "EUR", "eur"),
     "margin_share": Term("Gross margin share of revenue", "share of revenue", "pct"),
@@ -241,6 +250,15 @@ _BLOCKS = {"sovereign": "sovereign offer", "competitor": "competitors", "vertica
            "channel": "marketplaces"}
 
 
+_SITE_COLUMN = re.compile(r"^site_(.+)_(gpus|request_utilisation|cost_eur)$")
+
+
+def _site_column(key: str) -> tuple[str, str] | None:
+    """``site_<site>_<metric>`` (a forecast's per-site column) -> (site, metric)."""
+    mt = _SITE_COLUMN.match(key)
+    return (mt.group(1), mt.group(2)) if mt else None
+
+
 def _humanise(key: str) -> str:
     words = key.replace("_eur", " (EUR)").replace("_s", " (s)").replace("_", " ")
     return words[:1].upper() + words[1:]
@@ -248,6 +266,9 @@ def _humanise(key: str) -> str:
 
 def term(key: str) -> Term:
     """The :class:`Term` of a key (its last meaningful part for a dotted path)."""
+    site_col = _site_column(key)
+    if site_col is not None:
+        return TERMS[site_col[1]]
     parts = key.split(".")
     while parts and (parts[-1] in _STATS):
         parts.pop()
@@ -260,6 +281,9 @@ def label(key: str) -> str:
     (``workloads.chat.ttft_s.p99`` -> ``chat: TTFT p99``)."""
     if key in TERMS:
         return TERMS[key].label
+    site_col = _site_column(key)
+    if site_col is not None:
+        return f"site {site_col[0]}: {TERMS[site_col[1]].label}"
     parts = key.split(".")
     owner = ""
     if len(parts) >= 3 and parts[0] in _GROUPS:

@@ -306,7 +306,7 @@ def write_run_report(result, title: str | None = None) -> Path:
 # ------------------------------------------------------------------ forecasts
 FORECAST_HEADLINE = (
     "revenue_eur", "cost_eur", "sla_credits_eur", "gross_margin_eur", "gross_margin_share", "cost_eur_per_mtok", "tokens",
-    "request_utilisation_mean", "sla_attainment_mean", "final_share", "contracts.won", "contracts.lost",
+    "owned_cost_eur", "leased_cost_eur", "request_utilisation_mean", "sla_attainment_mean", "final_share", "contracts.won", "contracts.lost",
     "contracts.active", "contracts.churned", "contracts.expired", "contracts.renewed", "months",
     "residency_violations", "simulated_requests", "gpu_utilisation_mean")
 
@@ -333,6 +333,23 @@ def month_table(monthly) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def site_table(summary: Mapping, months: int) -> tuple[list[str], list[list[str]]] | None:
+    """The forecast's Sites table (``summary["sites"]``, :mod:`sim.forecast.sites`): GPUs at
+    start and end, mean request utilisation, cost over the horizon and its owned/leased split."""
+    sites = summary.get("sites")
+    if not isinstance(sites, Mapping) or not sites:
+        return None
+    header = [label("site"), label("gpus_start"), label("gpus_end"), label("request_utilisation_mean"),
+              f"Costs over {months} months (EUR)", "Owned: depreciation, colocation, power (EUR)",
+              "Leased: rental, partner (EUR)"]
+    f = format_value
+    rows = [[name, f("gpus_start", st["gpus_start"]), f("gpus_end", st["gpus_end"]),
+             f("request_utilisation_mean", st["request_utilisation_mean"]), f("cost_eur", st["cost_eur"]),
+             f("owned_cost_eur", st["owned_cost_eur"]), f("leased_cost_eur", st["leased_cost_eur"])]
+            for name, st in sites.items()]
+    return header, rows
+
+
 def finish_forecast(result: ForecastResult, title: str | None = None, figures: bool = True) -> ForecastResult:
     """What a person reads of a forecast, added to ``result``: ``summary["warnings"]``
     (:func:`sim.study.warnings.forecast_warnings`), ``request_utilisation_mean`` when the monthly
@@ -353,10 +370,14 @@ def finish_forecast(result: ForecastResult, title: str | None = None, figures: b
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else result.scenario.model_dump(mode="json")
     header, rows = month_table(result.monthly)
+    tables = [("Months", header, rows)]
+    st = site_table(s, len(result.monthly))
+    if st is not None:
+        tables.insert(0, ("Sites", *st))
     figs = [(p.stem, p) for p in sorted(out.glob("*.png"))]
     write_html_report(out, title or f"sovsim forecast: {result.scenario.name} (seed {result.seed})", s, figs, cfg,
                       scenario_sources_rows(result.scenario), warnings=s["warnings"],
-                      headline_keys=FORECAST_HEADLINE, tables=[("Months", header, rows)],
+                      headline_keys=FORECAST_HEADLINE, tables=tables,
                       notes="Money in EUR over the whole horizon; utilisation and attainment as shares of "
                             "capacity and of requests; months are simulated in sampled traffic windows "
                             "(docs/forecast.md).")

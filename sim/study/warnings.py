@@ -21,6 +21,7 @@ import statistics
 from typing import Any, Iterable
 
 from sim.demand.verticals import VERTICALS, vertical_workload
+from sim.forecast.sites import column_site
 from sim.scenario import ResidencySpec, Scenario
 from sim.scenario.market import default_market_spec
 from sim.serving.residency import site_allows
@@ -30,6 +31,7 @@ LOW_LOAD = 0.10          # assumption: a fleet under 10 % of its request capacit
 HIGH_LOAD = 0.90         # assumption: above 90 % of request capacity queues build (docs/metrics.md)
 MOSTLY_REJECTED = 0.5    # more than half of a stream's requests rejected
 QUEUE_GROWTH_MIN = 20    # requests: a backlog growth smaller than this is noise (assumption)
+IDLE_SITE_MONTHS = 3     # assumption: a site idle (under LOW_LOAD) this many months is worth a line
 TTFT_BLOWUP = 5.0        # a p99 TTFT above 5x the TTFT target means queues, not prefill (assumption)
 
 
@@ -237,6 +239,7 @@ def forecast_warnings(monthly, scenario: Scenario | None = None) -> list[str]:
         if len(cold):
             out.append(f"the fleet is under {_pct(LOW_LOAD)} of its request capacity in {len(cold)} months "
                        f"(months {_months(cold['month'])}; lowest {_pct(float(ru.min()))}): GPUs paid for idle")
+    out += site_warnings(monthly, scenario)
     if "ttft_p99_s" in monthly.columns:
         p99 = monthly["ttft_p99_s"].astype(float)
         slow = monthly[p99 > TTFT_BLOWUP * ttft]
@@ -247,6 +250,38 @@ def forecast_warnings(monthly, scenario: Scenario | None = None) -> list[str]:
         rej = monthly[monthly["rejected_share"].astype(float) > MOSTLY_REJECTED]
         if len(rej):
             out.append(f"most requests are rejected in {len(rej)} months (months {_months(rej['month'])})")
+    return out
+
+
+def site_warnings(monthly, scenario: Scenario | None = None) -> list[str]:
+    """Sites of a forecast (its ``site_<site>_*`` columns, :mod:`sim.forecast.sites`) under
+    ``LOW_LOAD`` of their request capacity, with GPUs in force, in ``IDLE_SITE_MONTHS`` months or
+    more; says so when no tenant's residency rule allows any of the site's deployments."""
+    out = []
+    bad = unusable_deployments(scenario) if scenario is not None else {}
+    deps: dict[str, list] = {}
+    for d in (scenario.deployments if scenario is not None else []):
+        if d.site:
+            deps.setdefault(column_site(d.site), []).append(d)
+    for col in monthly.columns:
+        if not (col.startswith("site_") and col.endswith("_request_utilisation")):
+            continue
+        key = col[len("site_"):-len("_request_utilisation")]
+        gcol = f"site_{key}_gpus"
+        if gcol not in monthly.columns:
+            continue
+        ru = monthly[col].astype(float)
+        idle = monthly[(ru < LOW_LOAD) & (monthly[gcol] > 0)]
+        if len(idle) < IDLE_SITE_MONTHS:
+            continue
+        live = [d for d in deps.get(key, []) if d.replicas > 0]
+        name = live[0].site if live else key
+        why = ""
+        if live and all(d.name in bad for d in live):
+            why = f"; no tenant can use it ({'; '.join(sorted({bad[d.name] for d in live}))})"
+        out.append(f"site {name} is under {_pct(LOW_LOAD)} of its request capacity in {len(idle)} of "
+                   f"{len(monthly)} months (months {_months(idle['month'])}; mean {_pct(float(ru.mean()))}) "
+                   f"with up to {int(monthly[gcol].max())} GPUs in force: paid for idle{why}")
     return out
 
 
