@@ -20,11 +20,13 @@ script prints the tokens per day the scenario implies.
 
 The same script writes ``provider`` (sim/scenarios/provider.toml), the 36-month forecast
 whose month-36 fleet ``provider-day`` is: the same sites, models, GPUs and prices, starting
-at ``START_SHARE`` of provider-day's replicas (2,048 GPUs) and growing under a threshold
-capacity policy; its tenants come from the RFP market (models/market/parameters.csv) with
-every vertical's contract size scaled by one factor so that the month-0 contracts offer
-``START_LOAD`` of the month-0 fleet's fluid request capacity (how: the market alone is run
-to mid-month 0 with the scenario's seed; contract sizes scale linearly with the median).
+at ``START_SHARE`` of provider-day's replicas per site (2,801 GPUs, half of par-1's and 15 % of
+the others') and growing under a threshold capacity policy; its tenants come from the RFP
+market (models/market/parameters.csv) with every vertical's contract size scaled by one factor
+so that the month-0 contracts, in their busiest hour of the week, offer ``START_LOAD`` of the
+fluid request capacity of the busiest (site, model) of the month-0 fleet (how: the market alone
+is run to the end of month 0 with the scenario's seed and its tenants are those in force at
+mid-month, as the forecast takes them; contract sizes scale linearly with the median).
 
     python experiments/_provider_scenario.py      # rewrites provider-day.toml and provider.toml
 """
@@ -48,10 +50,27 @@ from sim.serving.fluid import replica_request_capacity_per_s  # noqa: E402
 from sim.serving.replica import replica_from_spec  # noqa: E402
 from sim.serving.residency import site_allows  # noqa: E402
 
-START_SHARE = 0.2   # assumption: the provider at month 0 has a fifth of its month-36 fleet (2,048 of 10,240 GPUs)
-START_LOAD = 0.6   # assumption: month-0 contracts offer 60 % of the capacity of the busiest (site, model)
-POLICY = {"kind": "threshold", "high_utilisation": 0.5, "low_utilisation": 0.1, "step_gpus": 128,
-          "max_gpus": 8192}   # assumption: order 16 nodes at a time above 50 % request utilisation
+# assumption: the month-0 fleet is half of provider-day's replicas at par-1 (the only SecNumCloud
+# site, where the public-sector tenants, the market's largest at month 0, must run) and 15 % elsewhere.
+# A larger month 0 trips the run's work estimate (it counts every replica, 144 windows x 4 bins each:
+# about 1,700 replicas at most, 1,527 here)
+START_SHARE = {"par-1": 0.5, "gra-1": 0.15, "fra-1": 0.15, "ams-1": 0.15}
+# assumption: in its busiest hour of the week the busiest (site, model) is offered 90 % of its fluid
+# request capacity by the month-0 contracts (sized on the peak hour: sized on the mean, the peak
+# hours of month 0 overloaded par-1)
+START_LOAD = 0.9
+POLICY = {"kind": "threshold",
+          # assumption: order when last month's mean request utilisation is above 0.2, i.e. the busiest
+          # hour (about 3x the monthly mean for the public-sector profile) would be above ~0.6 of capacity
+          "high_utilisation": 0.2,
+          # assumption: release only a nearly idle site (0.05): month-scale windows that fall on quiet
+          # hours read well under 0.1, and releasing on them left par-1 short the month after
+          "low_utilisation": 0.05,
+          "step_gpus": 128,   # assumption: 16 nodes of 8 GPUs an order
+          "max_gpus": 8192}   # run setting: at most 8,192 GPUs at one site
+POLICY_WHY = {"high_utilisation": "assumption: busiest hour ~3x the monthly mean, so ~0.6 of capacity",
+              "low_utilisation": "assumption: release only a nearly idle site (quiet-hour windows read under 0.1)",
+              "step_gpus": "assumption: 16 nodes of 8 GPUs an order", "max_gpus": "run setting: GPUs at one site at most"}
 PEAK_LOAD = 0.85   # assumption: offered load of the busiest cell in its busiest hour, share of its fluid capacity
 VERTICAL_SHARE = {"general": 0.40, "finance": 0.30, "healthcare": 0.15, "public_sector": 0.15}  # assumption
 # the conversion models/market/parameters.csv uses for the sovereign list price (models/economics/fx.csv)
@@ -180,11 +199,14 @@ def _peak_cell_load(base, probes, workloads) -> float:
     return worst
 
 
-def _busiest_site_load(sc, probes, contracts) -> float:
+def _busiest_site_load(sc, probes, contracts, peak: bool = False) -> float:
     """The largest offered load (share of fluid request capacity, per model) at any site, for
     these contracts as the forecast serves them: each tenant spread over the models its
     residency allows (:func:`sim.forecast.windows.portfolio_workloads`), each model's share
-    over the allowed sites in proportion to its GPUs there (the front router's split)."""
+    over the allowed sites in proportion to its GPUs there (the front router's split).
+    ``peak``: each tenant at its vertical profile's busiest hour of the week (rate x the
+    profile's largest multiplier) instead of its mean rate."""
+    import numpy as np
     from sim.forecast.windows import portfolio_shares, portfolio_workloads, tenant_workload
     sites = {s_.name: s_ for s_ in sc.sites}
     ws = portfolio_workloads([tenant_workload(c, sc.forecast) for c in contracts], portfolio_shares(sc), sc)
@@ -197,7 +219,9 @@ def _busiest_site_load(sc, probes, contracts) -> float:
         gpus = sum(sc.deployments[i].gpus for i in ok)
         for i in ok:
             d = sc.deployments[i]
-            rate = spec.arrivals.rate_per_s * d.gpus / gpus
+            proc = spec.arrivals.build()
+            mult = float(np.max(proc.multipliers())) if peak and hasattr(proc, "multipliers") else 1.0
+            rate = spec.arrivals.rate_per_s * mult * d.gpus / gpus
             key = (d.site, d.model)
             load[key] = load.get(key, 0.0) + rate / (replica_request_capacity_per_s(probes[i], p, o) * d.replicas)
     return max(load.values())
@@ -252,7 +276,7 @@ def provider() -> None:
 
     growing = "mixtral-8x7b"   # each site's first deployment: the one the policy grows
     fleet = sorted(FLEET, key=lambda r: (SITES.index(next(x for x in SITES if x[0] == r[0])), r[1] != growing))
-    fleet = [(site, model, gpu, tp, max(1, math.ceil(n * START_SHARE))) for site, model, gpu, tp, n in fleet]
+    fleet = [(site, model, gpu, tp, max(1, math.ceil(n * START_SHARE[site]))) for site, model, gpu, tp, n in fleet]
     deployments = [{"name": f"{model}-{gpu}-{site}", "site": site, "model": model, "gpu": gpu, "precision": "fp8",
                     "tp": tp, "replicas": n} for site, model, gpu, tp, n in fleet]
     sites = [{"name": n, "jurisdiction": j, "certifications": c} for n, j, c in SITES]
@@ -273,25 +297,27 @@ def provider() -> None:
     # the default market's month-0 sovereign contracts, same seed as the forecast
     menv = simpy.Environment()
     market = Market(menv, MarketSpec.model_validate({}), RandomStreams(1), lambda c: None)
-    menv.run(until=0.5 * MONTH_S)
+    menv.run(until=MONTH_S)   # as the forecast: month 0 run to its end, its tenants those in force at mid-month
     month0 = market.sovereign_contracts(0.5 * MONTH_S)
     rate0 = sum(c.rate_per_s for c in month0)
-    load0 = _busiest_site_load(probe, probes, month0)   # at the default contract sizes
+    load0 = _busiest_site_load(probe, probes, month0, peak=True)   # at the default contract sizes, busiest hour
     factor = START_LOAD / load0
     capacity = sum(capacity_of(c.vertical) * c.rate_per_s for c in month0) / rate0
     medians = {v["name"]: v["rate_per_s_median"] for v in default_market_dict()["verticals"]}
     gpus0 = sum(d.gpus for d in probe.deployments)
     lines = ['# Generated by experiments/_provider_scenario.py: edit that script, not this file.',
              "#",
-             f"# The 36-month forecast of the provider whose month-36 fleet is provider-day: month 0 is {START_SHARE:.0%} of",
-             f"# provider-day's replicas ({gpus0:,} GPUs) over the same 4 EU sites (FR x2, DE, NL), 4 models on",
+             "# The 36-month forecast of the provider whose month-36 fleet is provider-day: month 0 is "
+             + ", ".join(f"{v:.0%} at {k}" for k, v in START_SHARE.items()) + " of",
+             f"# provider-day's replicas ({gpus0:,} GPUs, assumption: par-1 alone may serve the SecNumCloud tenants)"
+             " over the same 4 EU sites (FR x2, DE, NL), 4 models on",
              "# H100/H200/B200 (the prices, cards and flags of provider-day); a threshold capacity policy orders",
              f"# {POLICY['step_gpus']} GPUs at a site when last month's request utilisation there is above "
              f"{POLICY['high_utilisation']} (assumption) and",
              "# adds mixtral-8x7b replicas (each site's first deployment) on them.",
              "# Demand: the RFP market of models/market/parameters.csv (every source there), each vertical's",
              f"# contract size (rate_per_s_median) x {factor:,.1f}: the factor that makes the month-0 contracts offer",
-             f"# {START_LOAD:.0%} (assumption) of the fluid request capacity of the busiest (site, model) of the month-0",
+             f"# in their busiest hour of the week {START_LOAD:.0%} (assumption) of the fluid request capacity of the busiest (site, model) of the month-0",
              f"# fleet (the French sites, which alone may serve the HDS and SecNumCloud tenants); the default",
              f"# market's month-0 contracts sum to {rate0:.2f} req/s, {rate0 * factor:,.0f} req/s after scaling. Each",
              "# tenant is spread over the models its residency allows in proportion to each model's request",
@@ -302,7 +328,8 @@ def provider() -> None:
              f'description = "36-month forecast of a sovereign provider growing from {gpus0:,} GPUs (4 EU sites, 4 models, H100/H200/B200) under a capacity policy; tenants from the RFP market, sized to load the fleet."',
              "", "[simulation]", "seed = 1", "",
              "[cells]", "max_replicas = 8   # run setting: each window simulates one cell of <= 8 replicas per site", "",
-             "[capacity_policy]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in POLICY.items()] + [""]
+             "[capacity_policy]"] + [f"{k} = {v!r}".replace("'", '"') + (f"   # {POLICY_WHY[k]}" if k in POLICY_WHY else "")
+                                     for k, v in POLICY.items()] + [""]
     lines += _fleet_lines(fleet, deployments, growing_first=True)
     lines += ["[market]", ""]
     for name, med in medians.items():
