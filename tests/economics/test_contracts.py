@@ -142,10 +142,11 @@ def test_forecast_policy_has_capacity_when_demand_arrives():
     assert all(tr.ordered_s <= 20 * 24 * HOUR_S for tr in mgr.tranches)
 
 
-def test_econ_run_cli_reports_margin_and_bad_input_is_one_line(capsys):
+def test_econ_run_cli_reports_margin_and_bad_input_is_one_line(capsys, tmp_path, monkeypatch):
     from sim.cli import main
     from pathlib import Path
     sc = str(Path(__file__).resolve().parents[2] / "experiments" / "scenarios" / "contracts_faults.toml")
+    monkeypatch.chdir(tmp_path)   # a failed run still writes its folder (runs/<name>): keep it out of the checkout
     assert main(["econ", "run", sc, "--set", "simulation.horizon_s=120"]) == 0
     out = capsys.readouterr().out
     assert "margin   EUR" in out and "cost per million tokens" in out and "availability" in out
