@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim.scenario.market import default_market_spec  # noqa: E402
 from sim.study.glossary import CAPTIONS, axis_label, caption, label  # noqa: E402,F401  (CAPTIONS, caption: re-exported)
+from sim.study.warnings import sla_targets  # noqa: E402
 
 def _load_per_bin(ts, summary):
     """Fleet request and throughput utilisation per time bin (GPU-weighted: each bin's
@@ -94,9 +94,10 @@ def run_figures(result) -> list[str]:
 
 
 def sla_target_of(scenario) -> float:
-    """The lowest SLA attainment target of a forecast's tenants (the market's verticals)."""
-    market = (scenario.market if scenario is not None else None) or default_market_spec()
-    return min((v.sla.attainment_target for v in market.verticals), default=0.99)
+    """The attainment target the forecast figure draws: the strictest of the forecast's tenants'
+    (the market's verticals), the one the forecast's warnings compare the months with
+    (:func:`sim.study.warnings.sla_targets`)."""
+    return sla_targets(scenario)[0]
 
 
 def forecast_figure(result) -> list[str]:

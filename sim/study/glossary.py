@@ -137,7 +137,7 @@ CAPTIONS = {
                 "Middle and right: the distribution of time to first token and time per output token of each "
                 "workload over the request sample; dashed lines are the SLA targets.",
     "forecast": "Month by month: revenue, cost and gross margin (top left); SLA attainment against the "
-                "tenants' attainment target (dashed) and the fleet's request utilisation when the monthly table "
+                "strictest attainment target of the tenants' SLA classes (dashed; the one the warnings use) and the fleet's request utilisation when the monthly table "
                 "has it (top right); sovereign contracts active, won and lost (bottom left); the sovereign "
                 "provider's share of contracted demand (bottom right).",
     # the experiments' figures: the question each answers (README, "Figures")

@@ -194,7 +194,7 @@ def run_warnings(summary: dict, scenario: Scenario | None = None, timeseries=Non
 
 
 # ------------------------------------------------------------------ a forecast
-def _sla_targets(scenario: Scenario | None) -> tuple[float, float]:
+def sla_targets(scenario: Scenario | None) -> tuple[float, float]:
     """(attainment target, TTFT reference) the fleet-wide monthly numbers are compared with.
 
     Verticals carry their own SLA class (finance interactive, public sector relaxed), while the
@@ -218,7 +218,7 @@ def forecast_warnings(monthly, scenario: Scenario | None = None) -> list[str]:
     out = scenario_warnings(scenario) if scenario is not None else []
     if monthly is None or not len(monthly):
         return out
-    target, ttft = _sla_targets(scenario)
+    target, ttft = sla_targets(scenario)
     att = monthly["sla_attainment"].astype(float)
     below = monthly[att < target]
     if len(below):
