@@ -74,7 +74,7 @@ def test_forecast_report_has_the_month_table_and_warnings(tmp_path):
     assert {f["name"] for f in man["files"]} >= {"summary.json", "forecast.png", "report.html"}
     assert (tmp_path / "forecast.png").exists() and "forecast.png" in res.files and "report.html" in res.files
     assert "GPU utilisation" not in _text(html)
-    assert "SLA attainment against the tenants' attainment target (dashed)" in html_mod.unescape(html)
+    assert "SLA attainment against the strictest attainment target of the tenants' SLA classes (dashed" in html_mod.unescape(html)
 
 
 def test_month_table_prefers_request_utilisation():
