@@ -5,28 +5,22 @@ Defaults are not written here: they are the rows of block ``channel`` in
 unit, source), read by :func:`default_channels_dict`; ``docs/market.md`` ("Channels")
 describes the mechanism and ``sim.market.channels`` runs it.
 
-This module imports nothing of ``sim.scenario.market`` (which imports it), so it carries its
-own base and reads its own table file.
+This module imports nothing of ``sim.scenario.market`` (which imports it); both read the one
+table through :mod:`sim.scenario.table`.
 """
 from __future__ import annotations
 
 import copy
-import csv
 import functools
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from sim.core.resources import model_file
-from sim.scenario.rules import fail
+from sim.scenario.rules import StrictSpec as _Spec, fail
+from sim.scenario.table import block_rows, parse_value
 
-TABLE = ("market", "parameters_channels.csv")
 BLOCK = "channel"
 _NOTE = "Default and source: models/market/parameters_channels.csv."
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class MarketplaceSpec(_Spec):
@@ -58,24 +52,11 @@ class ChannelsSpec(_Spec):
         return self
 
 
-def _parse(value: str) -> Any:
-    if value in ("true", "false"):
-        return value == "true"
-    for conv in (int, float):
-        try:
-            return conv(value)
-        except ValueError:
-            pass
-    return value
-
-
 @functools.lru_cache(maxsize=1)
 def _rows() -> tuple:
     out: dict[str, dict] = {}
-    with open(model_file(*TABLE), newline="") as f:
-        for r in csv.DictReader(f):
-            if r["block"] == BLOCK:
-                out.setdefault(r["name"], {"name": r["name"]})[r["key"]] = _parse(r["value"])
+    for r in block_rows(BLOCK):
+        out.setdefault(r["name"], {"name": r["name"]})[r["key"]] = parse_value(r["value"])
     return tuple(out.values())
 
 

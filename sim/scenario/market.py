@@ -11,27 +11,23 @@ This module does not import ``sim.scenario`` (which imports it), so it carries i
 """
 from __future__ import annotations
 
-import csv
 import functools
 import math
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from sim.core.resources import model_file
 from sim.scenario.channels import ChannelsSpec, default_channels_dict, merge_channels
 from sim.scenario.public_sector import PublicSectorSpec, default_public_sector_dict
-from sim.scenario.rules import fail
+from sim.scenario.rules import StrictSpec, fail
+from sim.scenario.table import TABLE, parse_value as _parse, read_table, table_files  # noqa: F401  (re-exported)
 
-TABLE = ("market", "parameters.csv")
 _TABLE_NOTE = "Default and source: models/market/parameters.csv."
 
 
-class _Spec(BaseModel):
-    """Unknown fields are errors; numbers are finite and strict (no string or boolean is
-    converted; an integer is accepted where a float is expected)."""
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+class _Spec(StrictSpec):
+    """The market blocks' base (:class:`sim.scenario.rules.StrictSpec`), which also takes
+    numpy scalars as Python numbers."""
 
     @model_validator(mode="before")
     @classmethod
@@ -240,41 +236,6 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 # ------------------------------------------------------------------ the table
-def _parse(value: str) -> Any:
-    if value in ("true", "false"):
-        return value == "true"
-    for conv in (int, float):
-        try:
-            return conv(value)
-        except ValueError:
-            pass
-    return value
-
-
-def table_files() -> list[Path]:
-    """The market parameter table's files: ``parameters.csv`` then each
-    ``parameters_<mechanism>.csv`` beside it (one per market mechanism, same columns),
-    in name order."""
-    main = Path(model_file(*TABLE))
-    return [main] + sorted(main.parent.glob("parameters_*.csv"))
-
-
-def read_table() -> list[dict[str, str]]:
-    """Rows of models/market/parameters.csv and its ``parameters_*.csv`` companions, as
-    dicts of strings; a (block, name, key) defined twice is an error."""
-    rows: list[dict[str, str]] = []
-    seen: dict[tuple, str] = {}
-    for path in table_files():
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                k = (row["block"], row["name"], row["key"])
-                if k in seen:
-                    raise ValueError(f"{path.name}: market parameter {'.'.join(k)} is already defined in {seen[k]}")
-                seen[k] = path.name
-                rows.append(row)
-    return rows
-
-
 @functools.lru_cache(maxsize=1)
 def _default_market_dict_cached() -> tuple:
     verticals: dict[str, dict] = {}

@@ -5,28 +5,26 @@ Defaults are not written here: they are the rows of block ``public_sector`` in
 :func:`default_public_sector_dict`; ``docs/market.md`` ("Public-sector anchors") describes
 the mechanisms and ``sim.market.public_sector`` runs them.
 
-This module imports nothing of ``sim.scenario.market`` (which imports it), so it carries its
-own base and reads its own table file.
+This module imports nothing of ``sim.scenario.market`` (which imports it); both read the one
+table through :mod:`sim.scenario.table`.
 """
 from __future__ import annotations
 
-import csv
 import functools
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from sim.core.resources import model_file
+from sim.scenario.rules import StrictSpec
+from sim.scenario.table import block_rows, parse_value
 
-TABLE = ("market", "parameters_public_sector.csv")
 BLOCK = "public_sector"
 _NOTE = "Default and source: models/market/parameters_public_sector.csv."
 
 
-class PublicSectorSpec(BaseModel):
+class PublicSectorSpec(StrictSpec):
     """Public-sector contract terms of one vertical, and the provider's access to public AI
     capacity (the EU AI gigafactories).  Unknown fields are errors; numbers strict and finite."""
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     enabled: bool = Field(description=f"Public-sector anchors, public price, budget-shift cancellations and start slips on. {_NOTE}")
     vertical: str = Field(min_length=1, description=f"The vertical whose contracts are public-sector contracts (a name not among market.verticals: nothing is public). {_NOTE}")
@@ -45,21 +43,9 @@ class PublicSectorSpec(BaseModel):
     capacity_attainment: float = Field(ge=0.0, le=1.0, description=f"Latency-SLA attainment of tenants served on public capacity (not simulated). {_NOTE} (assumption)")
 
 
-def _parse(value: str) -> Any:
-    if value in ("true", "false"):
-        return value == "true"
-    for conv in (int, float):
-        try:
-            return conv(value)
-        except ValueError:
-            pass
-    return value
-
-
 @functools.lru_cache(maxsize=1)
 def _rows() -> tuple:
-    with open(model_file(*TABLE), newline="") as f:
-        return tuple((r["key"], _parse(r["value"])) for r in csv.DictReader(f) if r["block"] == BLOCK)
+    return tuple((r["key"], parse_value(r["value"])) for r in block_rows(BLOCK))
 
 
 def default_public_sector_dict() -> dict[str, Any]:

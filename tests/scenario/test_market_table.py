@@ -4,16 +4,17 @@ import shutil
 import pytest
 
 from sim.scenario import market as market_mod
+from sim.scenario import table as table_mod
 
 
 def _fake_models(tmp_path, monkeypatch, extra: dict[str, str]):
-    src = market_mod.model_file(*market_mod.TABLE)
+    src = table_mod.model_file(*table_mod.TABLE)
     d = tmp_path / "market"
     d.mkdir()
     shutil.copy(src, d / "parameters.csv")
     for name, text in extra.items():
         (d / name).write_text(text)
-    monkeypatch.setattr(market_mod, "model_file", lambda *parts: tmp_path.joinpath(*parts))
+    monkeypatch.setattr(table_mod, "model_file", lambda *parts: tmp_path.joinpath(*parts))
     return d
 
 
