@@ -29,7 +29,6 @@ from collections import defaultdict
 import pandas as pd
 
 from sim.economics.ledger import FIXED_LINES
-from sim.serving.fluid import replica_request_capacity_per_s
 
 OWNED_LINES = ("depreciation", "colocation", "power")
 LEASED_LINES = ("rental", "partner")
@@ -44,31 +43,6 @@ def column_site(site: str) -> str:
     if site in ("-", ""):
         return UNSITED
     return re.sub(r"[^0-9A-Za-z]+", "_", site).strip("_").lower() or UNSITED
-
-
-def window_deployment_stats(world, done_at_warmup: list[int], caps: dict | None = None) -> dict[tuple[str, str], dict[str, float]]:
-    """Per deployment ``(site, name)`` of one window, after the warm-up: requests completed and
-    the requests its replicas could have completed at full batch for the window's length
-    mix (as :func:`sim.forecast.windows.window_site_stats` per site)."""
-    warm = world.scenario.simulation.warmup_s
-    now = world.env.now
-    span = now - warm if warm > 0 else now
-    streams = world.metrics.streams
-    n = sum(st.arrivals for st in streams)
-    mix = ((sum(st.arrived_prompt_tokens for st in streams) / n,
-            sum(st.arrived_output_tokens for st in streams) / n) if n else None)
-    deps = world.scenario.deployments
-    out: dict[tuple[str, str], dict[str, float]] = {}
-    caps = {} if caps is None else caps   # deployment index -> replica request capacity (shared with the site stats)
-    for rep in world.replicas:
-        dep = deps[rep.deployment]
-        st = out.setdefault((dep.site or "-", dep.name), {"completed": 0.0, "capacity_requests": 0.0})
-        st["completed"] += rep.completed - done_at_warmup[rep.index]
-        if mix is not None:
-            if rep.deployment not in caps:
-                caps[rep.deployment] = replica_request_capacity_per_s(rep, *mix)
-            st["capacity_requests"] += caps[rep.deployment] * span
-    return out
 
 
 def _ratio(st: dict | None, gpus: int, fleet_ru) -> float | None:

@@ -22,7 +22,6 @@ import simpy
 
 from sim.core.rng import RandomStreams
 from sim.demand.verticals import vertical_workload
-from sim.forecast.sites import window_deployment_stats
 from sim.scenario import Scenario, WorkloadSpec, scenario_from_dict
 from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
 from sim.serving.residency import site_allows
@@ -85,28 +84,41 @@ def window_busy_gpu_s(world: World) -> float:
     return total
 
 
-def window_site_stats(world: World, done_at_warmup: list[int], caps: dict | None = None) -> dict[str, dict[str, float]]:
-    """Per site, after the warm-up: busy GPU-seconds, requests completed, and the requests
-    its replicas could have completed at full batch for the window's length mix
-    (:func:`sim.serving.fluid.replica_request_capacity_per_s`): request utilisation."""
+def window_load_stats(world: World, done_at_warmup: list[int]) -> tuple[dict, dict]:
+    """Per site, and per deployment ``(site, name)``, after the warm-up: requests completed and
+    the requests the replicas could have completed at full batch for the window's length mix
+    (:func:`sim.serving.fluid.replica_request_capacity_per_s`): request utilisation; per site
+    also busy GPU-seconds.  One pass over the replicas, one fluid capacity per deployment."""
     warm = world.scenario.simulation.warmup_s
     now = world.env.now
     span = now - warm if warm > 0 else now
     n = sum(st.arrivals for st in world.metrics.streams)
     mix = ((sum(st.arrived_prompt_tokens for st in world.metrics.streams) / n,
             sum(st.arrived_output_tokens for st in world.metrics.streams) / n) if n else None)
-    out: dict[str, dict[str, float]] = {}
-    caps = {} if caps is None else caps   # deployment index -> replica request capacity (shared per window)
+    deps = world.scenario.deployments
+    sites: dict[str, dict[str, float]] = {}
+    by_dep: dict[tuple[str, str], dict[str, float]] = {}
+    caps: dict[int, float] = {}   # deployment index -> replica request capacity
     for rep in world.replicas:
-        st = out.setdefault(rep.site or "-", {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
+        st = sites.setdefault(rep.site or "-", {"busy_gpu_s": 0.0, "completed": 0.0, "capacity_requests": 0.0})
+        dep = deps[rep.deployment]
+        dt = by_dep.setdefault((dep.site or "-", dep.name), {"completed": 0.0, "capacity_requests": 0.0})
         b = world.metrics.busy[rep.index]
         st["busy_gpu_s"] += ((sum(b[1:]) if warm > 0 else sum(b)) + rep.partial_run(now)[0]) * rep.gpus
-        st["completed"] += rep.completed - done_at_warmup[rep.index]
+        done = rep.completed - done_at_warmup[rep.index]
+        st["completed"] += done
+        dt["completed"] += done
         if mix is not None:
             if rep.deployment not in caps:
                 caps[rep.deployment] = replica_request_capacity_per_s(rep, *mix)
             st["capacity_requests"] += caps[rep.deployment] * span
-    return out
+            dt["capacity_requests"] += caps[rep.deployment] * span
+    return sites, by_dep
+
+
+def window_site_stats(world: World, done_at_warmup: list[int]) -> dict[str, dict[str, float]]:
+    """The per-site half of :func:`window_load_stats`."""
+    return window_load_stats(world, done_at_warmup)[0]
 
 
 def _new_workload_acc() -> dict:
@@ -266,12 +278,11 @@ def _run_window(wsc: Scenario, seed: int, site_stats: bool) -> dict:
         done_at_warmup = [r.completed for r in world.replicas]
     world.run()
     s = world.summary()
-    caps: dict[int, float] = {}   # one fluid capacity per deployment for both per-site and per-deployment stats
+    sites, deployments = window_load_stats(world, done_at_warmup) if site_stats else ({}, {})
     keep = ("measured_rejected", "measured", "inflight_missed", "sla_attainment", "measured_prompt_tokens",
             "measured_output_tokens", "measured_arrivals")
     return {"busy_gpu_s": window_busy_gpu_s(world),
-            "sites": window_site_stats(world, done_at_warmup, caps) if site_stats else {},
-            "deployments": window_deployment_stats(world, done_at_warmup, caps) if site_stats else {},   # sim/forecast/sites.py
+            "sites": sites, "deployments": deployments,   # per deployment: sim/forecast/sites.py
             "workloads": {name: {k: ws[k] for k in keep} for name, ws in s["workloads"].items()},
             "residency_violations": s["residency_violations"], "ttft_p99": s["ttft_s"]["p99"]}
 
