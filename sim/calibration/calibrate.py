@@ -14,7 +14,10 @@ Fits (scipy.optimize.least_squares on log residuals, i.e. relative error):
   router logits).  A100 gets the H100 MoE/GEMM efficiency ratio;
 * the routing skew of real traffic from the Mixtral paper's per-expert load (Figure 7
   estimates);
-* NCCL all-reduce inside a DGX node (vidur): latency and algorithm bandwidth per TP degree;
+* NCCL all-reduce inside one node: latency and algorithm bandwidth per TP degree; H100 on
+  microsoft/apex_plus's NCCL 2.18 timings (the GPU-side cost a CUDA-graph serving iteration pays;
+  vidur's H100 rows carry a ~38 us host floor below 1 MB and agree above it), checked on apex's H200
+  rows; A100 on vidur's;
 * the serving framework's CPU time per iteration (vidur cpu_overheads, A100 host).
 
 Every component is judged on held-out rows: leave-one-model-out for GEMMs and elementwise
@@ -43,6 +46,7 @@ from sim.core.resources import model_file
 from sim.core.runfolder import write_atomic
 from sim.perf.step import prefill_attn_pairs
 from sim.calibration import moe_fit, wholebatch
+from sim.calibration.wholebatch import CUSTOM_ALLREDUCE
 from sim.perf.roofline import expert_probs, load_params
 
 CALIBRATED_GPUS = ("a100-sxm-80gb", "h100-sxm")
@@ -353,14 +357,17 @@ def calibrate(write: bool = True, results_dir: Path | None = None, figure: bool 
 
     stages = progress_mod.start(progress, 4, "stage", "calibrate")
     ops = measurements.read("vidur_ops.csv")
-    arr = measurements.read("vidur_all_reduce.csv")
+    arr, apex = all_reduce_rows(measurements.read("vidur_all_reduce.csv"))
     resid: list[pd.DataFrame] = []  # rows: component, op, gpu, regime, model, pred, meas, split
     attention = _fit_attention(measurements.read("vidur_attention_a100.csv"), resid, log)
     shared = _fit_shared(resid, log)
+    custom_ar = _fit_custom_allreduce(resid, log)
     params: dict[str, Params] = {}
     moe_ratio = None
     for gid in ("h100-sxm", "a100-sxm-80gb"):  # H100 first: its MoE fit transfers to A100
-        params[gid], moe_ratio = _fit_gpu(gid, ops, arr, attention, shared, moe_ratio, params, resid, log)
+        params[gid], moe_ratio = _fit_gpu(gid, ops, arr, attention, shared, moe_ratio, params, resid, log,
+                                          ar_check=apex[apex.gpu == "h200"] if gid == "h100-sxm" else None)
+        params[gid].allreduce_custom = custom_ar  # H100-measured; PerfModel scales bandwidth by NVLink
 
     stages.update(1)
     stages.note("MoE kernel scale")
@@ -452,8 +459,58 @@ def _fit_shared(resid: list[pd.DataFrame], log) -> _Shared:
     return _Shared(skew, skew_note, a_it, b_it)
 
 
-def _fit_allreduce(gid: str, arr: pd.DataFrame, resid: list[pd.DataFrame], log) -> dict:
-    """All-reduce latency and bandwidth per TP degree, held out leave-one-size-block-out."""
+def apex_all_reduce() -> pd.DataFrame:
+    """microsoft/apex_plus NCCL all-reduce timings (``public/apex_all_reduce.csv``) as
+    ``gpu, tp, size_bytes, all_reduce_ms``; the 0-byte rows (no payload) dropped."""
+    d = measurements.read("public/apex_all_reduce.csv")
+    d = d[(d.num_nodes == 1) & (d["size(kb)"] > 0)]
+    return pd.DataFrame({"gpu": d.gpu_id, "tp": d.num_gpus_per_node, "size_bytes": d["size(kb)"] * 1024.0,
+                         "all_reduce_ms": d["time(us)"] * 1e-3}).reset_index(drop=True)
+
+
+def all_reduce_rows(vidur: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The all-reduce rows each GPU is fitted on: apex_plus where it measured the GPU (H100),
+    else vidur (A100).  Returns the rows and the source note written into the parameters."""
+    apex = apex_all_reduce()
+    fitted = apex[apex.gpu == "h100-sxm"]
+    rows = pd.concat([fitted, vidur[~vidur.gpu.isin(fitted.gpu.unique())]], ignore_index=True)
+    return rows, apex
+
+
+# the engines' own all-reduce kernels were timed with 8 MiB IPC buffers (sglang
+# sgl-kernel/tests/test_trt_reduce.py, buffer_max_size; vLLM's custom all-reduce default max_size is
+# the same): larger messages go to NCCL (assumption: the engines' switch point)
+CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
+
+
+def _fit_custom_allreduce(resid: list[pd.DataFrame], log) -> dict:
+    """Latency and bandwidth per TP of the engines' own all-reduce kernels (H100; SGLang PR #2904:
+    ``trtllm`` = TensorRT-LLM's kernels as adapted in sgl-kernel, ``vllm`` = vLLM's custom all-reduce),
+    held out leave-one-size-out."""
+    d = measurements.read("public/custom_all_reduce_h100.csv")
+    out: dict = {}
+    for (kernel, tp), g in d.groupby(["kernel", "tp"]):
+        rows = pd.DataFrame({"size_bytes": g.size_bytes.to_numpy(float), "all_reduce_ms": g.latency_us.to_numpy() * 1e-3})
+        x = fit_ar(rows)
+        cv = np.array([ar_predict(fit_ar(rows.drop(index=i)), np.array([rows.size_bytes[i]]))[0] for i in rows.index])
+        name = kernel.removesuffix("_custom")
+        out.setdefault(name, {})[str(int(tp))] = {"latency_s": float(x[0]), "bw_gb_s": float(x[1] / 1e9),
+                                                  "max_bytes": CUSTOM_ALLREDUCE_MAX_BYTES, "rows": int(len(rows))}
+        resid.append(pd.DataFrame({"component": "allreduce", "op": f"{kernel}_tp{int(tp)}", "gpu": "h100-sxm",
+                                   "regime": regime(rows.size_bytes / (2 * 4096)), "model": "-",
+                                   "meas": rows.all_reduce_ms * 1e-3, "fit": ar_predict(x, rows.size_bytes.to_numpy()),
+                                   "heldout": cv, "cv": "leave-one-size-out"}))
+    log("custom all-reduce (h100): " + "; ".join(
+        f"{k} " + ", ".join(f"tp{t}: {v['latency_s']*1e6:.1f} us + {v['bw_gb_s']:.0f} GB/s" for t, v in tab.items())
+        for k, tab in out.items()))
+    return out
+
+
+def _fit_allreduce(gid: str, arr: pd.DataFrame, resid: list[pd.DataFrame], log,
+                   check: pd.DataFrame | None = None) -> dict:
+    """All-reduce latency and bandwidth per TP degree, held out leave-one-size-block-out.
+    ``check``: rows of another GPU with the same NVLink (apex H200) scored with this fit,
+    recorded as held out (the fit never sees them)."""
     ar_tab = {}
     for tp, d in arr[arr.gpu == gid].groupby("tp"):
         d = d.reset_index(drop=True)
@@ -469,6 +526,12 @@ def _fit_allreduce(gid: str, arr: pd.DataFrame, resid: list[pd.DataFrame], log) 
                                    "regime": regime(tokens), "model": "-", "meas": d.all_reduce_ms * 1e-3,
                                    "fit": ar_predict(x, d.size_bytes.to_numpy(float)), "heldout": cvp,
                                    "cv": "leave-one-size-block-out (5)"}))
+        if check is not None and len(c := check[check.tp == tp]):
+            pc = ar_predict(x, c.size_bytes.to_numpy(float))
+            resid.append(pd.DataFrame({"component": "allreduce", "op": f"all_reduce_tp{int(tp)}", "gpu": c.gpu.iloc[0],
+                                       "regime": regime(c.size_bytes / (2 * 4096)), "model": "-",
+                                       "meas": c.all_reduce_ms * 1e-3, "fit": pc, "heldout": pc,
+                                       "cv": f"{gid} fit on another GPU (never fitted)"}))
     log(f"{gid} all-reduce: " + ", ".join(f"tp{k}: {v['latency_s']*1e6:.1f} us + {v['bw_gb_s']:.0f} GB/s"
                                           for k, v in ar_tab.items()))
     return ar_tab
@@ -491,7 +554,7 @@ def _fit_moe_h100(xg: np.ndarray, bw: float, flops: float, resid: list[pd.DataFr
 
 def _fit_gpu(gid: str, ops: pd.DataFrame, arr: pd.DataFrame, attention: _Attention, shared: _Shared,
              moe_ratio: tuple[float, float] | None, params: dict[str, Params], resid: list[pd.DataFrame],
-             log) -> tuple[Params, tuple[float, float] | None]:
+             log, ar_check: pd.DataFrame | None = None) -> tuple[Params, tuple[float, float] | None]:
     """One GPU's operator parameters: GEMM and elementwise (leave-one-model-out), all-reduce, MoE.
 
     The fused-MoE kernel is measured on H100 only; other GPUs get it through the H100 ratio of
@@ -515,7 +578,7 @@ def _fit_gpu(gid: str, ops: pd.DataFrame, arr: pd.DataFrame, attention: _Attenti
                                "heldout": e_cv, "cv": "leave-one-model-out"}))
     log(f"{gid} GEMM: eta_bw {xg[0]:.3f} eta_flops {xg[1]:.3f} p {xg[2]:.2f} overhead {xg[3]*1e6:.2f} us "
         f"({len(g_rows)} rows); elementwise etas {np.round(xe[:5], 3).tolist()} floors us {np.round(xe[5:10]*1e6, 2).tolist()} p {np.round(xe[10:], 2).tolist()}")
-    ar_tab = _fit_allreduce(gid, arr, resid, log)
+    ar_tab = _fit_allreduce(gid, arr, resid, log, check=ar_check)
 
     if gid == "h100-sxm":
         xm = _fit_moe_h100(xg, bw, F, resid)
@@ -543,6 +606,8 @@ def _fit_gpu(gid: str, ops: pd.DataFrame, arr: pd.DataFrame, attention: _Attenti
               + ("" if gid == "a100-sxm-80gb" else "; no attention measurements for this GPU: A100 efficiencies reused (assumption)"),
               "moe_from": "vLLM PR #24700 fused_moe, H100 TP2" + ("" if gid == "h100-sxm" else "; transferred by the H100 MoE/GEMM efficiency ratio"),
               "moe_skew_from": shared.skew_note,
+              "allreduce_from": ("microsoft/apex_plus NCCL 2.18 all_reduce.csv (H100 SXM, 1 node)" if gid == "h100-sxm"
+                                 else "vidur network/a100_dgx all_reduce.csv"),
               "framework_overhead_from": "vidur cpu_overheads.csv (A100 host, 2024 Sarathi/vLLM): schedule + prepare_inputs + sampler + process_outputs medians"})
     return p, moe_ratio
 
@@ -582,15 +647,16 @@ def _fit_framework_profiles(params: dict[str, Params], committed_file, shared: _
         if f.is_file():
             committed[gid] = json.loads(f.read_text()).get("framework_profiles", {}).get(DEFAULT_FRAMEWORK)
     for gid, p in params.items():
-        profs = dict(profiles)
+        profs = {k: {**v, "custom_allreduce": CUSTOM_ALLREDUCE[k]} for k, v in profiles.items()}
         ifb = committed.get(gid)
         if ifb and "perf-overview" in ifb.get("fitted_on", ""):
-            profs[DEFAULT_FRAMEWORK] = ifb
+            profs[DEFAULT_FRAMEWORK] = {**ifb, "custom_allreduce": CUSTOM_ALLREDUCE[DEFAULT_FRAMEWORK]}
             p.meta["framework_default"] = f"{DEFAULT_FRAMEWORK} (in-flight batching, {ifb['fitted_on']})"
         default = profs.get(DEFAULT_FRAMEWORK) or profs[FALLBACK_FRAMEWORK]
         p.iteration_overhead_s = default["iteration_overhead_s"]
         p.per_seq_overhead_s = default["per_seq_overhead_s"]
         p.kernel_time_scale = default.get("kernel_time_scale", 1.0)
+        p.custom_allreduce = default.get("custom_allreduce")
         p.framework_profiles = profs
         p.meta["framework_overhead_from"] = (
             f"per serving-software profile, least squares on that software's dense whole-batch public rows "

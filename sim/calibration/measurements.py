@@ -78,6 +78,10 @@ FILTERED_PUBLIC = {
 # runs' generation throughput per second and the request traces they replayed)
 MORE_FILES = ["llmservingsim_vllm_h100_measured_throughput_timeseries.csv", "llmservingsim_sharegpt_rate10_traces.csv"]
 
+# NCCL all-reduce inside one node measured by microsoft/apex_plus (CUDA 12.1, NCCL 2.18.3):
+# shared public/more/apex_comm_profiles/<folder>/all_reduce.csv -> catalog GPU id
+APEX_ALL_REDUCE = {"H100-SXM-80GB": "h100-sxm", "H200-SXM-141GB": "h200"}
+
 
 def _sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
@@ -161,6 +165,17 @@ def import_measurements(src: Path, dest: Path | None = None) -> list[Path]:
         shutil.copyfile(f, p)
         written.append(p)
         sources.append({"file": f"public/{name}", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+    # apex_plus all-reduce: every row, values unchanged, one file with the catalog GPU id in front
+    frames = []
+    for folder, gid in APEX_ALL_REDUCE.items():
+        f = src / "public" / "more" / "apex_comm_profiles" / folder / "all_reduce.csv"
+        d = pd.read_csv(f)
+        d.insert(0, "gpu_id", gid)
+        frames.append(d)
+        sources.append({"file": "public/apex_all_reduce.csv", "source": str(f.relative_to(src)), "sha256": _sha256(f)})
+    p = dest / "public" / "apex_all_reduce.csv"
+    pd.concat(frames, ignore_index=True).to_csv(p, index=False)
+    written.append(p)
     # filtered copies (rows kept, values unchanged; PROVENANCE.md says which)
     for name, (rel, keep) in FILTERED_PUBLIC.items():
         f = src / "public" / rel

@@ -31,6 +31,7 @@ import pandas as pd
 
 from sim.perf import catalog
 from sim.calibration import measurements
+from sim.calibration.wholebatch import CUSTOM_ALLREDUCE
 from sim.calibration.outputs import refit_models_dir
 from sim.core import progress as progress_mod
 from sim.core.errors import UserError
@@ -255,6 +256,7 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
 
     held = terms[terms.held_out]
     prov = {"iteration_overhead_s": a, "per_seq_overhead_s": b, "kernel_time_scale": sc,
+            "custom_allreduce": CUSTOM_ALLREDUCE[PROFILE],
             "fitted_on": f"TensorRT-LLM perf-overview {fit_version} dense throughput rows "
                          f"({int(np.isfinite(terms[~terms.held_out].t0_s).sum())} rows: "
                          f"{', '.join(sorted(set(terms[~terms.held_out].model)))}), full engine, "
@@ -271,6 +273,7 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
                 profs[OLD_PROFILE] = profs.pop(PROFILE)
             profs[PROFILE] = prov
             data["iteration_overhead_s"], data["per_seq_overhead_s"], data["kernel_time_scale"] = a, b, sc
+            data["custom_allreduce"] = CUSTOM_ALLREDUCE[PROFILE]
             data.setdefault("meta", {})["framework_default"] = (
                 f"{PROFILE} (in-flight batching, {prov['fitted_on']})")
             write_atomic(path, lambda t, data=data: t.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n"))

@@ -129,6 +129,13 @@ def static_batch_counts(batch: int, input_tokens: int, output_tokens: int,
     return n_pf + steps, n_pf + steps * batch
 
 
+# framework profile -> the all-reduce kernel family its software uses up to its buffer size
+# (models/measurements/public/custom_all_reduce_h100.csv; TensorRT-LLM's custom all-reduce plugin and
+# vLLM's custom all-reduce, vllm-project/vllm PR #2192, both on by default on NVLink nodes: assumption
+# that the measured runs used them)
+CUSTOM_ALLREDUCE = {"trtllm": "trtllm", "trtllm-v0.9": "trtllm", "vllm": "vllm"}
+
+
 def compare(params_by_gpu: dict | None = None) -> pd.DataFrame:
     """Every whole-batch case with the model's prediction.  ``params_by_gpu`` (calibration
     card id -> :class:`sim.perf.roofline.Params`) overrides the committed calibration; the columns
@@ -138,7 +145,9 @@ def compare(params_by_gpu: dict | None = None) -> pd.DataFrame:
     for c in _cases():
         cal = catalog.gpu(c["gpu"]).calibration_from
         p = params_by_gpu[cal] if params_by_gpu else load_params(c["gpu"])
-        prof = p.framework_profiles.get("trtllm-v0.9" if c["dataset"].startswith("trtllm") else "vllm")
+        prof_name = "trtllm-v0.9" if c["dataset"].startswith("trtllm") else "vllm"
+        prof = p.framework_profiles.get(prof_name)
+        p = dataclasses.replace(p, custom_allreduce=(prof or {}).get("custom_allreduce", CUSTOM_ALLREDUCE[prof_name]))
         if prof:
             p = dataclasses.replace(p, iteration_overhead_s=prof["iteration_overhead_s"],
                                     per_seq_overhead_s=prof["per_seq_overhead_s"],

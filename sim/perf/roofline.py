@@ -66,6 +66,12 @@ class Params:
     moe_overhead_s: float = 0.0
     moe_skew: float = 0.0
     allreduce: dict = field(default_factory=dict)  # {"2": {"latency_s":..., "bw_gb_s":...}}
+    # the serving engines' own all-reduce kernels (one-shot / two-shot over NVLink, CUDA IPC
+    # buffers), fitted per kernel family on their H100 timings: {"trtllm": {"2": {...}}, "vllm": ...}
+    allreduce_custom: dict = field(default_factory=dict)
+    # which of them this software uses for messages up to its buffer (None: NCCL only); set by
+    # the framework profile (``custom_allreduce``)
+    custom_allreduce: str | None = None
     iteration_overhead_s: float = 0.0
     per_seq_overhead_s: float = 0.0
     # GPU time of the serving software's kernels relative to the fitted operator kernels (vidur:
@@ -166,6 +172,7 @@ class PerfModel(StepTimeModel):
                                 f"{', '.join(params.framework_profiles) or 'none (datasheet roofline)'}")
             params = dataclasses.replace(params, iteration_overhead_s=prof["iteration_overhead_s"],
                                          per_seq_overhead_s=prof["per_seq_overhead_s"],
+                                         custom_allreduce=prof.get("custom_allreduce", params.custom_allreduce),
                                          kernel_time_scale=prof.get("kernel_time_scale", 1.0),
                                          moe_kernel_time_scale=prof.get("moe_kernel_time_scale",
                                                                         params.moe_kernel_time_scale))
@@ -218,6 +225,7 @@ class PerfModel(StepTimeModel):
         self._expert_flops_tok = 2.0 * m.expert_params / tp
         # all-reduce: two per layer on hidden-size activations
         self._ar_lat, self._ar_bw = self._allreduce_coeffs()
+        self._ar_custom = self._custom_allreduce_coeffs()
 
         # memory
         mem = gpu.memory_bytes
@@ -255,6 +263,30 @@ class PerfModel(StepTimeModel):
         if int(k) != self.tp:  # ring algbw ~ bus * tp / (2 (tp-1))
             algbw *= (self.tp / (self.tp - 1)) / (int(k) / (int(k) - 1))
         return lat, algbw
+
+    def _custom_allreduce_coeffs(self) -> tuple[float, float, float] | None:
+        """(latency_s, algbw bytes/s, max message bytes) of the software's own all-reduce kernel
+        at this TP, or None (NCCL only)."""
+        table = self.p.allreduce_custom.get(self.p.custom_allreduce or "", {})
+        if self.tp <= 1 or not table:
+            return None
+        keys = sorted(int(k) for k in table)
+        k = str(self.tp) if str(self.tp) in table else str(min(keys, key=lambda x: (abs(x - self.tp), -x)))
+        row = table[k]
+        algbw = row["bw_gb_s"] * 1e9
+        src = catalog.gpu(self.p.gpu) if self.p.gpu in catalog.gpus() else None
+        if src is not None and src.id != self.gpu.id:
+            algbw *= self.gpu.nvlink_bandwidth_gb_s / src.nvlink_bandwidth_gb_s
+        return row["latency_s"], algbw, row["max_bytes"]
+
+    def _allreduce_s(self, nbytes: float) -> float:
+        """One all-reduce of ``nbytes``: NCCL, or the software's own kernel where its buffer
+        holds the message and it is faster (the engines choose by size)."""
+        t = self._ar_lat + nbytes / self._ar_bw
+        c = self._ar_custom
+        if c is not None and nbytes <= c[2]:
+            t = min(t, c[0] + nbytes / c[1])
+        return t
 
     def _blend(self, tb: float, tf: float, p: float) -> float:
         if tb <= 0.0:
@@ -299,7 +331,7 @@ class PerfModel(StepTimeModel):
                 ew += k * self._blend(P.ew_overhead_s[kind], n * bytes_tok / k / (self._bw * P.ew_eta_bw[kind]), P.ew_p[kind])
         comm = 0.0
         if self.tp > 1:
-            comm = 2.0 * (self._ar_lat + n * self.llm.hidden * ACTIVATION_BYTES / self._ar_bw)
+            comm = 2.0 * self._allreduce_s(n * self.llm.hidden * ACTIVATION_BYTES)
         # embedding lookup (once per iteration)
         emb = self._blend(P.ew_overhead_s["emb"], n * 2 * self.llm.hidden * ACTIVATION_BYTES
                           / (self._bw * P.ew_eta_bw["emb"]), P.ew_p["emb"])
@@ -320,7 +352,7 @@ class PerfModel(StepTimeModel):
         o, b, f = self._gemm_s(n_seq, m.hidden, m.vocab / self.tp)
         comm = 0.0
         if self.tp > 1:  # gather of the vocab-parallel logits
-            comm = self._ar_lat + n_seq * m.vocab * LOGIT_BYTES / self._ar_bw
+            comm = self._allreduce_s(n_seq * m.vocab * LOGIT_BYTES)
         ks = self._ks  # GPU kernels scale; the framework's CPU overheads do not
         return {"weights": ks * b, "compute": ks * f, "communication": ks * comm,
                 "overhead": ks * o + P.iteration_overhead_s + P.per_seq_overhead_s * n_seq}

@@ -216,3 +216,31 @@ def test_throughput_profile_reproduces_held_out_rows_and_fit_is_exactly_affine()
         closed = tf.predict(terms, prof["iteration_overhead_s"], prof["per_seq_overhead_s"],
                             prof["kernel_time_scale"])[0]
         assert closed == pytest.approx(direct, rel=1e-9)
+
+
+def test_engine_all_reduce_kernel_is_used_where_its_buffer_holds_the_message():
+    """Each framework profile names its software's all-reduce kernel (TensorRT-LLM's, vLLM's):
+    used up to its 8 MiB buffer where faster than NCCL; NCCL above; none without a profile."""
+    trt = build_model("llama-3.1-70b", "h100-sxm", 8, "fp8", framework="trtllm")
+    vll = build_model("llama-3.1-70b", "h100-sxm", 8, "fp8", framework="vllm")
+    lat_c, bw_c, max_b = trt._ar_custom
+    assert max_b == 8 * 1024 * 1024
+    small, big = 64 * 1024, 64 * 1024 * 1024
+    nccl = lambda m, b: m._ar_lat + b / m._ar_bw  # noqa: E731
+    # small decode messages: the custom kernel, several times below NCCL's latency
+    assert trt._allreduce_s(small) == pytest.approx(lat_c + small / bw_c)
+    assert trt._allreduce_s(small) < 0.6 * nccl(trt, small)
+    # TensorRT-LLM's kernel is faster than vLLM's on small messages (SGLang PR #2904 table)
+    assert trt._allreduce_s(small) < vll._allreduce_s(small) < nccl(vll, small)
+    # beyond the buffer: NCCL, whatever the custom fit would say
+    assert trt._allreduce_s(big) == pytest.approx(nccl(trt, big))
+    # never slower than NCCL inside the buffer (the engines choose by size)
+    for b in np.geomspace(1e3, max_b, 25):
+        assert trt._allreduce_s(b) <= nccl(trt, b) * (1 + 1e-12)
+    # TP1 has no all-reduce at all
+    assert build_model("llama-3.1-8b", "h100-sxm", 1, "fp8", framework="trtllm")._ar_custom is None
+    # and the communication share of a small decode step shrinks accordingly
+    nccl_only = build_model("llama-3.1-70b", "h100-sxm", 8, "fp8", framework="trtllm")
+    nccl_only._ar_custom = None
+    nccl_only._tokens_cache.clear()
+    assert trt.breakdown(4, 4 * 1024)["communication"] < 0.6 * nccl_only.breakdown(4, 4 * 1024)["communication"]
