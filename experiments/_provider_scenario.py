@@ -52,8 +52,8 @@ from sim.serving.residency import site_allows  # noqa: E402
 
 # assumption: the month-0 fleet is half of provider-day's replicas at par-1 (the only SecNumCloud
 # site, where the public-sector tenants, the market's largest at month 0, must run) and 15 % elsewhere.
-# A larger month 0 trips the run's work estimate (it counts every replica, 144 windows x 4 bins each:
-# about 1,700 replicas at most, 1,527 here)
+# (The work estimate once counted every replica of the month-0 fleet, which capped it at about
+# 1,700 replicas; it now counts the slice each window simulates, sim.forecast.forecast._work_view.)
 START_SHARE = {"par-1": 0.5, "gra-1": 0.15, "fra-1": 0.15, "ams-1": 0.15}
 # assumption: in its busiest hour of the week the busiest (site, model) is offered 90 % of its fluid
 # request capacity by the month-0 contracts (sized on the peak hour: sized on the mean, the peak

@@ -316,14 +316,17 @@ def run_forecast(scenario: Scenario, seed: int | None = None, out_dir: str | Pat
 
 def _work_view(scenario: Scenario) -> Scenario:
     """The scenario whose work estimate is the forecast's: with ``[cells]`` each window
-    simulates one slice of the fleet (:func:`sim.forecast.windows.fleet_slice`), the work of
-    windows shorter by the slice's share of the month-0 fleet's GPUs."""
+    simulates one slice of the fleet (:func:`sim.forecast.windows.fleet_slice`): its replicas
+    (what is built and binned per window) and the market's requests at the slice's share of
+    the month-0 fleet's GPUs (windows shorter by that share, bins per window unchanged)."""
     if scenario.cells.max_replicas is None:
         return scenario
     sliced = fleet_slice(scenario, [], scenario.cells.max_replicas)[0]
     f = sum(d.gpus for d in sliced.deployments) / max(1, sum(d.gpus for d in scenario.deployments))
     fc = scenario.forecast
-    return with_overrides(scenario, {"forecast.window_s": fc.window_s * f, "forecast.warmup_s": fc.warmup_s * f})
+    over = {"forecast.window_s": fc.window_s * f, "forecast.warmup_s": fc.warmup_s * f}
+    over.update({f"deployments.{i}.replicas": d.replicas for i, d in enumerate(sliced.deployments)})
+    return with_overrides(scenario, over)
 
 
 def _summary(scenario, seed, monthly: pd.DataFrame, market) -> dict:

@@ -1,6 +1,7 @@
 """Each tenant's workload carries its vertical's SLA class (sim/forecast/windows.py)."""
 from __future__ import annotations
 
+import pytest
 import simpy
 
 from sim.core.rng import RandomStreams
@@ -33,3 +34,25 @@ def test_per_vertical_sla_targets_reach_the_tenant_workloads():
         seen.add(c.vertical)
     assert seen == {"finance", "healthcare", "public_sector"}
     assert all(c.provider == SOVEREIGN for c in m.sovereign_contracts(0.5 * MONTH_S))
+
+
+def test_sliced_forecast_work_estimate_counts_the_slice_not_the_fleet():
+    """With [cells] each window simulates one slice: the estimate builds and bins the slice's
+    replicas and the slice's share of the market's requests, so a month-0 fleet past the
+    whole-fleet bin limit is not refused for work it never does."""
+    from sim.forecast.forecast import _work_view
+    from sim.forecast.windows import fleet_slice
+    from sim.scenario import load_scenario, with_overrides
+    from sim.scenario.estimate import LIMITS, check_work, estimate, WorkLimitError
+    sc = load_scenario("provider")
+    big = with_overrides(sc, {f"deployments.{i}.replicas": d.replicas * 3 for i, d in enumerate(sc.deployments)})
+    whole = estimate(big)
+    assert whole["timeseries_bins"] > LIMITS["timeseries_bins"]      # the old view refused it
+    with pytest.raises(WorkLimitError):
+        check_work(big)
+    view = estimate(_work_view(big))
+    sliced = fleet_slice(big, [], big.cells.max_replicas)[0]
+    assert view["replicas"] == sum(d.replicas for d in sliced.deployments) < whole["replicas"] / 10
+    f = sum(d.gpus for d in sliced.deployments) / sum(d.gpus for d in big.deployments)
+    assert view["requests"] == pytest.approx(whole["requests"] * f, rel=1e-9)
+    check_work(_work_view(big))   # not refused
