@@ -272,7 +272,7 @@ class RentalContractSpec(_ContractTerms):
 
 class OwnedColoContractSpec(_ContractTerms):
     kind: Literal["owned_colo"] = Field(description="Own servers in leased co-location: depreciation + colocation + metered power.")
-    capex_eur_per_gpu: float | None = Field(default=None, gt=0.0, le=MAX_EUR, description="Purchase price per GPU incl. its host share, EUR (None: H100 card EUR 33,395 x 1.4; card from gpu_prices.csv, host share an assumption).")
+    capex_eur_per_gpu: float | None = Field(default=None, gt=0.0, le=MAX_EUR, description="Purchase price per GPU incl. its host share, EUR (None: EUR 34,077.50, one H100 SXM's share of an 8-GPU HGX server quoted at USD 317,000 with its host x 0.86 EUR/USD; gpu_prices.csv and fx.csv).")
     life_years: float | None = Field(default=None, gt=0.0, le=100.0, description="Straight-line depreciation life, years (None: 4, assumption).")
     colo_eur_per_kw_month: float | None = Field(default=None, ge=0.0, le=MAX_EUR, description="Colocation rent per contracted kW per month, EUR (None: 155, midpoint of Frankfurt 130-180, colocation.csv, tertiary).")
     colo_kw_per_gpu: float | None = Field(default=None, gt=0.0, le=MAX_POWER_W / 1000.0, description="Contracted power per GPU, kW (None: DGX H100 max 10.2 kW / 8, power.csv).")
