@@ -78,9 +78,10 @@ def test_channels_reconcile_to_the_cent_every_month(seed):
         assert cents(r.revenue_eur) - cents(r.cost_eur) - cents(r.sla_credits_eur) == cents(r.gross_margin_eur)
         fixed = sum(cents(r[f"{ln}_cost_eur"]) for ln in ("rental", "partner", "depreciation", "colocation"))
         assert fixed + cents(r.power_cost_eur) + cents(r.marketplace_fee_eur) + cents(r.marketplace_hosting_cost_eur) \
-            == cents(r.cost_eur)
+            + cents(r.compliance_cost_eur) == cents(r.cost_eur)
         # the sites' and the owned/leased split carry the fleet's cost, not the platforms' lines
-        fleet = cents(r.cost_eur) - cents(r.marketplace_fee_eur) - cents(r.marketplace_hosting_cost_eur)
+        fleet = (cents(r.cost_eur) - cents(r.marketplace_fee_eur) - cents(r.marketplace_hosting_cost_eur)
+                 - cents(r.compliance_cost_eur))
         assert cents(r.owned_cost_eur) + cents(r.leased_cost_eur) == fleet
         assert sum(cents(r[c]) for c in df.columns if c.startswith("site_") and c.endswith("_cost_eur")) == fleet
         share = r.marketplace_revenue_eur / r.revenue_eur if r.revenue_eur > 0 else 0.0
