@@ -18,8 +18,9 @@ Each month ``m`` (parameters ``[market.compliance]``, :mod:`sim.scenario.certifi
 Serving: the month's base scenario carries the certifications each site holds then
 (:meth:`ComplianceCosts.base_for`), and a tenant whose buyer's rules name certifications
 (:attr:`sim.market.market.CustomerContract.required_certifications`) is served only at
-sites holding them (its residency's ``required_certifications``; the vertical's
-jurisdiction rule is dropped, the certification is the rule).
+sites holding them: its residency's ``required_certifications`` are the buyer's, its allowed
+jurisdictions the vertical's plus the buyer's own country (a German healthcare buyer needing
+BSI C5 is served at a German C5 site, not at the French HDS one).
 
 Columns: ``certification_cost_eur``, ``ai_act_cost_eur``, ``dora_cost_eur`` and
 ``compliance_cost_eur`` (their sum) come from the ledger's cells through
@@ -72,9 +73,15 @@ class ComplianceCosts:
     def tenant(self, contract, workload: dict) -> dict:
         """The tenant's workload, served only at sites holding its buyer's certifications."""
         need = list(getattr(contract, "required_certifications", ()) or ())
-        if need:
-            workload = dict(workload)
-            workload["residency"] = {"allowed_jurisdictions": None, "required_certifications": need}
+        if not need:
+            return workload
+        res = workload.get("residency") or {}
+        allowed = res.get("allowed_jurisdictions")
+        country = getattr(contract, "buyer_country", None)
+        if allowed is not None and country and len(country) == 2:
+            allowed = sorted(set(allowed) | {country})   # a German buyer may be served in Germany
+        workload = dict(workload)
+        workload["residency"] = {"allowed_jurisdictions": allowed, "required_certifications": need}
         return workload
 
     def book(self, m: int, base, contracts, ledger) -> None:
