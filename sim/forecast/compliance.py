@@ -15,7 +15,7 @@ Each month ``m`` (parameters ``[market.compliance]``, :mod:`sim.scenario.certifi
 * **DORA** (line ``dora``, ledger site ``compliance``, vertical finance): each sovereign
   finance contract in force at mid-month costs ``dora_yearly_eur_per_finance_contract / 12``.
 
-Serving: the month's base scenario carries the certifications each site holds then
+Serving (``tenant_residency = "buyer"``, the default): the month's base scenario carries the certifications each site holds then
 (:meth:`ComplianceCosts.base_for`), and a tenant whose buyer's rules name certifications
 (:attr:`sim.market.market.CustomerContract.required_certifications`) is served only at
 sites holding them: its residency's ``required_certifications`` are the buyer's, its allowed
@@ -73,7 +73,7 @@ class ComplianceCosts:
     def tenant(self, contract, workload: dict) -> dict:
         """The tenant's workload, served only at sites holding its buyer's certifications."""
         need = list(getattr(contract, "required_certifications", ()) or ())
-        if not need:
+        if not need or self.spec.tenant_residency != "buyer":
             return workload
         res = workload.get("residency") or {}
         allowed = res.get("allowed_jurisdictions")

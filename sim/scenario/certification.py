@@ -59,6 +59,7 @@ class PlannedCertificationSpec(_Spec):
 class ComplianceSpec(_Spec):
     """Certifications as a cost and a gate, AI Act and DORA costs, supply-chain fit."""
     gate: Literal["exclude", "off"] = Field(description=f"exclude: a provider holding no required certification (sovereign: at none of its sites) is left out of that buyer's choice; off: no gate (costs still booked). {_NOTE}compliance.csv (assumption)")
+    tenant_residency: Literal["buyer", "vertical"] = Field(description=f"buyer: a won tenant whose buyer's rules name certifications is served only at sites holding them (allowed jurisdictions: its vertical's plus its buyer's country); vertical: every tenant keeps its vertical's residency (the gate and the costs only). {_NOTE}compliance.csv (assumption)")
     certifications: list[CertificationSpec] = Field(description=f"The certifications sites may hold, with their costs and lead times. {_NOTE}certifications.csv")
     buyer_rules: list[BuyerRuleSpec] = Field(description=f"Which vertical x buyer country needs which certification. {_NOTE}buyer_rules.csv")
     buyer_countries: dict[str, float] = Field(description=f"Share of each vertical's RFPs per buyer country ('other' = countries without a rule of their own); sums to 1. {_NOTE}buyer_countries.csv (assumption)")
@@ -102,6 +103,7 @@ def _defaults() -> dict[str, Any]:
     scal = {r["key"]: parse_value(r["value"]) for r in _csv("compliance.csv")}
     return {
         "gate": scal["gate"],
+        "tenant_residency": scal["tenant_residency"],
         "certifications": [{"name": r["certification"], "one_off_eur": float(r["one_off_eur"]),
                             "yearly_eur": float(r["yearly_eur"]), "months_to_obtain": int(r["months_to_obtain"])}
                            for r in _csv("certifications.csv")],
