@@ -15,7 +15,10 @@ Cells on the 16-GPU ``small`` forecast (market + windowed serving + ledger), eac
 * ``held`` -- both held from t = 0 (the small scenario as shipped; its yearly costs only): the
   value of having certified before the forecast starts.
 
-The gate applies at award time and the t = 0 book (docs/market.md, Compliance); public
+Every cell serves each tenant where its buyer's certifications are held
+(``market.compliance.tenant_residency = "buyer"``: a German healthcare tenant needing C5 runs
+at fra-1, a buyer of a country without a rule at its vertical's sites without certification),
+so a won contract can be served.  The gate applies at award time and the t = 0 book (docs/market.md, Compliance); public
 procurement takes 18-36 months, so a certification held at month 24 reaches only the awards
 after it.  Per run: the 36-month cumulative gross margin, the compliance and certification
 costs, the gated awards (RFPs the gate removed the sovereign offer from), revenue and the
@@ -55,7 +58,8 @@ def scenario_for(cell: str, months: int, sets: tuple = ()):
 
     sc = load_scenario("small")
     idx = {s.name: i for i, s in enumerate(sc.sites)}
-    over = dict(WINDOWS, **{"forecast.months": months})
+    # each tenant is served where its buyer's certifications are held (docs/market.md, Compliance)
+    over = dict(WINDOWS, **{"forecast.months": months, "market.compliance.tenant_residency": "buyer"})
     if cell != "held":
         over[f"sites.{idx['par-1']}.certifications"] = ["HDS", "ISO27001"]
         over[f"sites.{idx['fra-1']}.certifications"] = ["ISO27001"]

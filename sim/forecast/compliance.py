@@ -15,12 +15,14 @@ Each month ``m`` (parameters ``[market.compliance]``, :mod:`sim.scenario.certifi
 * **DORA** (line ``dora``, ledger site ``compliance``, vertical finance): each sovereign
   finance contract in force at mid-month costs ``dora_yearly_eur_per_finance_contract / 12``.
 
-Serving (``tenant_residency = "buyer"``, the default): the month's base scenario carries the certifications each site holds then
-(:meth:`ComplianceCosts.base_for`), and a tenant whose buyer's rules name certifications
-(:attr:`sim.market.market.CustomerContract.required_certifications`) is served only at
-sites holding them: its residency's ``required_certifications`` are the buyer's, its allowed
-jurisdictions the vertical's plus the buyer's own country (a German healthcare buyer needing
-BSI C5 is served at a German C5 site, not at the French HDS one).
+Serving: the month's base scenario carries the certifications each site holds then
+(:meth:`ComplianceCosts.base_for`).  With ``tenant_residency = "buyer"`` a tenant whose
+buyer country was drawn is served only at sites holding its buyer's certifications
+(:attr:`sim.market.market.CustomerContract.required_certifications`, possibly none): its
+residency's ``required_certifications`` are the buyer's, its allowed jurisdictions the
+vertical's plus the buyer's own country (a German healthcare buyer needing BSI C5 is served
+at a German C5 site, not at the French HDS one).  With ``"vertical"`` (the default) every
+tenant keeps its vertical's residency (sim/demand/verticals.py): the gate and the costs only.
 
 Columns: ``certification_cost_eur``, ``ai_act_cost_eur``, ``dora_cost_eur`` and
 ``compliance_cost_eur`` (their sum) come from the ledger's cells through
@@ -72,13 +74,13 @@ class ComplianceCosts:
 
     def tenant(self, contract, workload: dict) -> dict:
         """The tenant's workload, served only at sites holding its buyer's certifications."""
-        need = list(getattr(contract, "required_certifications", ()) or ())
-        if not need or self.spec.tenant_residency != "buyer":
+        country = getattr(contract, "buyer_country", None)
+        if self.spec.tenant_residency != "buyer" or country is None:
             return workload
+        need = list(getattr(contract, "required_certifications", ()) or ())   # the buyer rules are the certification rule
         res = workload.get("residency") or {}
         allowed = res.get("allowed_jurisdictions")
-        country = getattr(contract, "buyer_country", None)
-        if allowed is not None and country and len(country) == 2:
+        if allowed is not None and len(country) == 2:
             allowed = sorted(set(allowed) | {country})   # a German buyer may be served in Germany
         workload = dict(workload)
         workload["residency"] = {"allowed_jurisdictions": allowed, "required_certifications": need}

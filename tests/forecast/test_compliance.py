@@ -200,15 +200,16 @@ def test_a_certified_buyer_is_served_only_where_its_certification_is_held():
     from sim.forecast.compliance import ComplianceCosts
     from sim.forecast.windows import vertical_workload
 
-    sc = small(1)
+    sc = small(1, **{"market.compliance.tenant_residency": "buyer"})
     market = SimpleNamespace(spec=sc.market, compliance=SimpleNamespace(sites=None), t0_s=0.0)
     costs = ComplianceCosts(sc, market)
     c = SimpleNamespace(vertical="healthcare", buyer_country="DE", required_certifications=("BSI-C5",))
     w = costs.tenant(c, vertical_workload("healthcare", "x", 1.0))
     assert w["residency"] == {"allowed_jurisdictions": ["DE", "FR"], "required_certifications": ["BSI-C5"]}
+    # a buyer without a rule: the vertical's jurisdictions, no certification (the rules are the certification rule)
     other = SimpleNamespace(vertical="healthcare", buyer_country="other", required_certifications=())
     assert costs.tenant(other, vertical_workload("healthcare", "x", 1.0))["residency"] == \
-        {"allowed_jurisdictions": ["FR"], "required_certifications": ["HDS"]}
-    sc_v = small(1, **{"market.compliance.tenant_residency": "vertical"})
+        {"allowed_jurisdictions": ["FR"], "required_certifications": []}
+    sc_v = small(1)   # the default: every tenant keeps its vertical's residency
     costs_v = ComplianceCosts(sc_v, SimpleNamespace(spec=sc_v.market, compliance=SimpleNamespace(sites=None), t0_s=0.0))
     assert costs_v.tenant(c, vertical_workload("healthcare", "x", 1.0))["residency"]["required_certifications"] == ["HDS"]
