@@ -41,7 +41,7 @@ import time
 import _common  # noqa: F401  (puts the project root on sys.path, sets the Agg backend)
 from _common import executor, main_wrapper, out_dir, parser, save_png, write_csv, write_report
 
-REPLICATIONS = 30
+REPLICATIONS = 24
 MONTHS = 36
 WINDOWS = {"forecast.windows_per_month": 2, "forecast.window_s": 30.0, "forecast.warmup_s": 10.0}
 CELLS = ("none", "c5_de", "snc_fr", "held")
