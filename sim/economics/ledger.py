@@ -16,7 +16,8 @@ tranches in force, accrued continuously), ``power`` (owned GPUs, from the replic
 busy time: busy draw while the batch is non-empty, idle draw otherwise, times PUE and the
 site's EUR/kWh), ``marketplace_fee`` (a hyperscaler marketplace's share of a tenant's
 revenue, :meth:`Ledger.charge_revenue_share`), ``marketplace_hosting`` (tokens served on a
-hyperscaler's GPUs; sim/forecast/channels.py) and ``sla_credits`` (paid per workload and
+hyperscaler's GPUs; sim/forecast/channels.py), ``certification``, ``ai_act`` and ``dora``
+(compliance costs; sim/forecast/compliance.py) and ``sla_credits`` (paid per workload and
 month when its SLA attainment falls under a tier of its pricing entry).
 
 Besides the cells, the ledger keeps each account holder's whole cents per month and line
@@ -44,7 +45,8 @@ PEUR_PER_CENT = 10 ** 10
 REVENUE_LINES = ("revenue_input", "revenue_output")
 FIXED_LINES = ("rental", "partner", "depreciation", "colocation")
 MARKETPLACE_LINES = ("marketplace_fee", "marketplace_hosting")
-COST_LINES = FIXED_LINES + ("power",) + MARKETPLACE_LINES + ("sla_credits",)
+COMPLIANCE_LINES = ("certification", "ai_act", "dora")   # sim/forecast/compliance.py
+COST_LINES = FIXED_LINES + ("power",) + MARKETPLACE_LINES + COMPLIANCE_LINES + ("sla_credits",)
 UNALLOCATED = "unallocated"
 
 
@@ -449,8 +451,9 @@ def price_for(pricing: list, workload) -> Price:
 def month_lines_eur(report: dict, months: int) -> list[dict[str, float]]:
     """Per month ``0 .. months-1`` of a :meth:`Ledger.report`: each revenue and cost line
     (``<line>_eur``), ``revenue_eur``, ``capacity_cost_eur`` (the fixed lines),
-    ``power_cost_eur``, ``marketplace_fee_eur``, ``marketplace_hosting_cost_eur``, ``cost_eur``
-    (capacity + power + the marketplace lines), ``sla_credits_eur`` and
+    ``power_cost_eur``, ``marketplace_fee_eur``, ``marketplace_hosting_cost_eur``, the compliance
+    lines (``certification_cost_eur``, ``ai_act_cost_eur``, ``dora_cost_eur`` and their sum
+    ``compliance_cost_eur``), ``cost_eur`` (capacity + power + the marketplace and compliance lines), ``sla_credits_eur`` and
     ``gross_margin_eur`` = revenue - cost - credits.  Every amount is a whole number of cents
     taken from the ledger's cells, so the identity holds to the cent."""
     out = []
@@ -459,11 +462,13 @@ def month_lines_eur(report: dict, months: int) -> list[dict[str, float]]:
         c = {ln: (r[f"{ln}_cents"] if r is not None else 0) for ln in REVENUE_LINES + COST_LINES}
         rev = sum(c[ln] for ln in REVENUE_LINES)
         fixed = sum(c[ln] for ln in FIXED_LINES)
-        cost = fixed + c["power"] + c["marketplace_fee"] + c["marketplace_hosting"]
+        compliance = sum(c[ln] for ln in COMPLIANCE_LINES)
+        cost = fixed + c["power"] + c["marketplace_fee"] + c["marketplace_hosting"] + compliance
         row = {f"{ln}_eur": c[ln] / 100 for ln in REVENUE_LINES}
         row.update({f"{ln}_cost_eur": c[ln] / 100 for ln in FIXED_LINES})
         row.update(marketplace_fee_eur=c["marketplace_fee"] / 100,
                    marketplace_hosting_cost_eur=c["marketplace_hosting"] / 100)
+        row.update({f"{ln}_cost_eur": c[ln] / 100 for ln in COMPLIANCE_LINES}, compliance_cost_eur=compliance / 100)
         row.update(revenue_eur=rev / 100, capacity_cost_eur=fixed / 100, power_cost_eur=c["power"] / 100,
                    cost_eur=cost / 100, sla_credits_eur=c["sla_credits"] / 100,
                    gross_margin_eur=(rev - cost - c["sla_credits"]) / 100)

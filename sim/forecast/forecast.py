@@ -30,6 +30,7 @@ from sim.core.rng import RandomStreams
 from sim.core.runfolder import RunFolder, run_folder
 from sim.economics.ledger import Price, credit_tiers_for, month_lines_eur
 from sim.forecast.channels import MarketplaceBilling
+from sim.forecast.compliance import ComplianceCosts
 from sim.forecast.fleet import FixedFleet, PolicyFleet
 from sim.forecast.sites import SiteMonths
 from sim.forecast.public_capacity import PublicCapacity, public_capacity_cost_eur
@@ -49,7 +50,8 @@ _window_seed = window_seed
 MONEY_COLUMNS = ("revenue_eur", "revenue_input_eur", "revenue_output_eur", "rental_cost_eur",
                  "partner_cost_eur", "depreciation_cost_eur", "colocation_cost_eur", "capacity_cost_eur",
                  "power_cost_eur", "cost_eur", "sla_credits_eur", "gross_margin_eur",
-                 "marketplace_fee_eur", "marketplace_hosting_cost_eur")
+                 "marketplace_fee_eur", "marketplace_hosting_cost_eur",
+                 "certification_cost_eur", "ai_act_cost_eur", "dora_cost_eur", "compliance_cost_eur")
 
 
 @dataclass
@@ -212,12 +214,13 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     streams = RandomStreams(seed)
     env = simpy.Environment()
     delivered = _Delivered()
-    market = Market(env, scenario.market, streams, delivered.attainment_of)
+    market = Market(env, scenario.market, streams, delivered.attainment_of, sites=scenario.sites)
     rng_phase = streams.generator("forecast/phase")
     fleet = PolicyFleet(scenario, env, market, spec) if scenario.capacity_policy.kind != "fixed" else FixedFleet(scenario)
     tenants = _Tenants(scenario, spec)
     public = PublicCapacity(scenario, market.spec, env, spec)   # eligible tenants on public AI capacity (off by default)
     channels = MarketplaceBilling(market, spec)   # marketplace tenants: hosted traffic, fees (sim/forecast/channels.py)
+    compliance = ComplianceCosts(scenario, market)   # certification, AI Act, DORA costs; gated serving (sim/forecast/compliance.py)
     rows = []
     sites = SiteMonths(scenario)   # per-site and per-deployment columns (sim/forecast/sites.py)
     bar = progress_mod.start(progress, spec.months, "month", "forecast")   # sim.core.progress
@@ -228,18 +231,19 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
         backlog_row = market.backlog.close_month(m)       # at the month's end (sim/market/backlog.py)
         u = float(rng_phase.random())
         contracts = market.sovereign_contracts(t_mid)    # the tenants of the month
-        base = fleet.base_for(t_mid)
+        base = compliance.base_for(fleet.base_for(t_mid), t_mid)   # sites' certifications held now
         hosted, hosted_tokens = channels.place_hosted(m, contracts, fleet.ledger, tenants, delivered)
         served = [c for c in contracts if c.id not in hosted] if hosted else contracts
         on_public = public.place(m, served, fleet.ledger, tenants, delivered)
         on_fleet = [c for c in served if c.id not in on_public] if on_public else served
-        per = simulate_period(base, portfolio_workloads([tenant_workload(c, spec) for c in on_fleet],
+        per = simulate_period(base, portfolio_workloads([compliance.tenant(c, tenant_workload(c, spec)) for c in on_fleet],
                                                   portfolio_shares(base) if spec.model is None else {}, base),
                               MONTH_S, spec.windows_per_month, spec.window_s, spec.warmup_s, u,
                               lambda k, m=m: window_seed(streams, m, k), continuous=spec.continuous,
                               executor=executor, max_replicas=scenario.cells.max_replicas)
         prompt, output = _bill_month(fleet.ledger, tenants, delivered, per, {f"c{c.id}": c for c in on_fleet}, t_mid)
         channels.charge_fees(m, contracts, fleet.ledger)
+        compliance.book(m, base, contracts, fleet.ledger)
         fleet.record(m, per, [c.sla.attainment_target for c in contracts])
         sites.record(m, base, fleet, per, t_mid)
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
@@ -254,9 +258,11 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
     monthly = _money_columns(pd.DataFrame(rows), report)
     monthly["public_capacity_cost_eur"] = public_capacity_cost_eur(fleet.ledger, spec.months)
     channels.columns(monthly, fleet.ledger)
+    compliance.columns(monthly)
     monthly, deployments, site_summary = sites.finish(monthly, fleet.ledger)
     summary = _summary(scenario, seed, monthly, market)
     summary["sites"] = site_summary
+    summary["compliance"] = compliance.summary(monthly)
     summary["owned_cost_eur"] = float(monthly["owned_cost_eur"].sum())
     summary["leased_cost_eur"] = float(monthly["leased_cost_eur"].sum())
     summary["backlog"] = {"opening_eur": market.backlog.open(), "final_eur": float(monthly["backlog_eur"].iloc[-1]),

@@ -48,6 +48,7 @@ from sim.economics.contracts import Tranche, rental_terms
 from sim.economics.ledger import Ledger, Price, default_credit_tiers, month_lines_eur
 from sim.market.backlog import Backlog
 from sim.market.channels import DIRECT, Channels
+from sim.market.compliance import Compliance
 from sim.market.pricing import vertical_price
 from sim.market.public_sector import PublicSector
 from sim.market.sizing import ContractSize, size_of
@@ -91,6 +92,8 @@ class CustomerContract:
     attainment_at_end: float | None = None
     contracted_tokens_per_s: float = 0.0   # the contracted volume, prompt + output tokens/s (sim.market.sizing)
     channel: str = DIRECT         # "direct" or the marketplace it was sold through (sim.market.channels)
+    buyer_country: str | None = None            # drawn at award when compliance is active (sim.market.compliance)
+    required_certifications: tuple[str, ...] = ()   # what the buyer's rules need of the serving site
 
     @property
     def contracted_tokens_per_month(self) -> float:
@@ -133,10 +136,12 @@ class Market:
 
     ``attainment_of(contract) -> float | None`` returns the latency-SLA attainment the
     tenant of a sovereign contract experienced (None: nothing measured, treated as met).
+    ``sites``: the provider's sites (scenario ``[[sites]]``) for the certification gate and the
+    supply-chain fit (sim/market/compliance.py); None (market-only mode): no gate.
     """
 
     def __init__(self, env: simpy.Environment, spec: MarketSpec | None, rng_streams: RandomStreams,
-                 attainment_of: Callable[[CustomerContract], float | None] | None = None):
+                 attainment_of: Callable[[CustomerContract], float | None] | None = None, sites=None):
         self.env = env
         self.spec = spec = spec if spec is not None else default_market_spec()
         self.attainment_of = attainment_of if attainment_of is not None else (lambda c: None)
@@ -169,6 +174,7 @@ class Market:
         self.backlog = Backlog(self.t0_s, MONTH_S)       # signed sovereign revenue still to come
         self.public = PublicSector(self, spec.public_sector, st, MONTH_S)   # sim/market/public_sector.py
         self.channels = Channels(self, spec.channels, st, MONTH_S)          # sim/market/channels.py
+        self.compliance = Compliance(self, spec.compliance, sites, st, MONTH_S)   # sim/market/compliance.py
         for v in spec.verticals:
             self._initial_book(v)
             env.process(self._rfp_process(v))
@@ -230,8 +236,8 @@ class Market:
 
     def sovereignty_fit(self, provider: str, vertical: str, t_s: float | None = None) -> float:
         t = self.env.now if t_s is None else t_s
-        if provider == SOVEREIGN:
-            return self.spec.sovereign.sovereignty[vertical]
+        if provider == SOVEREIGN:   # less the supply-chain penalty of the award being decided (sim/market/compliance.py)
+            return max(0.0, self.spec.sovereign.sovereignty[vertical] - self.compliance.fit_penalty(vertical))
         return self.competitors[provider].sovereignty[vertical].fit(self.month_of(t))
 
     def sla_of(self, provider: str) -> float:
@@ -255,6 +261,8 @@ class Market:
         out = {}
         for p in self.providers:
             if p == exclude or p == exclude_also or not self.available(p):
+                continue
+            if self.compliance.gated(p):     # holds no certification the buyer needs
                 continue
             asc = self.spec.sovereign.asc if p == SOVEREIGN else self.competitors[p].asc
             out[p] = (asc - v.beta_price * math.log(self.blended_price(p, vertical))
@@ -341,9 +349,16 @@ class Market:
             size = size_of(v, float(rng.standard_normal()))
             u = rng.random()
             remaining = rng.random() * term_s
-            provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
-            c = self._sign(v, provider, size, rfp_s=self.t0_s, start_s=self.t0_s + remaining - term_s,
-                           initial=True)
+            with self.compliance.award(v.name, self.t0_s, count=False) as gate:   # the buyer's certification gate
+                if gate is not None:
+                    probs = self.choice_probabilities(v.name, self.t0_s)
+                    names, cum = list(probs), np.cumsum(np.fromiter(probs.values(), float))
+                if not names:
+                    continue
+                provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
+                c = self._sign(v, provider, size, rfp_s=self.t0_s, start_s=self.t0_s + remaining - term_s,
+                               initial=True)
+                self.compliance.tag(c)
             c.end_s = self.t0_s + remaining
             if provider == SOVEREIGN:
                 self.backlog.signed(c, self.t0_s, initial=True)
@@ -390,14 +405,16 @@ class Market:
             yield env.timeout(award_s - env.now)
         binding = self.channels.bind(v.name)          # a buyer bound to a marketplace (sim/market/channels.py)
         unlisted = binding is not None and not binding.listed
-        probs = self.choice_probabilities(v.name, env.now, exclude, SOVEREIGN if unlisted else None)
-        u = self._rng[v.name]["choice"].random()      # one draw per award, whatever the offer set
-        if not probs:
-            return
-        names = list(probs)
-        cum = np.cumsum(np.fromiter(probs.values(), float))
-        provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
-        c = self._sign(v, provider, size, rfp_s=rfp_s, start_s=env.now, initial=False)
+        with self.compliance.award(v.name, env.now, offered=exclude != SOVEREIGN and not unlisted):   # sim/market/compliance.py
+            probs = self.choice_probabilities(v.name, env.now, exclude, SOVEREIGN if unlisted else None)
+            u = self._rng[v.name]["choice"].random()      # one draw per award, whatever the offer set
+            if not probs:
+                return
+            names = list(probs)
+            cum = np.cumsum(np.fromiter(probs.values(), float))
+            provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
+            c = self._sign(v, provider, size, rfp_s=rfp_s, start_s=env.now, initial=False)
+            self.compliance.tag(c)
         if provider == SOVEREIGN:
             self.channels.on_award(c, binding)
 

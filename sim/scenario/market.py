@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from sim.scenario.certification import ComplianceSpec, default_compliance_dict, merge_compliance
 from sim.scenario.channels import ChannelsSpec, default_channels_dict, merge_channels
 from sim.scenario.public_sector import PublicSectorSpec, default_public_sector_dict
 from sim.scenario.rules import StrictSpec, fail
@@ -167,6 +168,7 @@ class MarketSpec(_Spec):
     retender_on_churn: bool = Field(validate_default=True, default_factory=_default("retender_on_churn"), description="A churned tenant issues a new RFP (with procurement delay) that excludes the provider it left. Default: models/market/parameters.csv (assumption).")
     public_sector: PublicSectorSpec = Field(validate_default=True, default_factory=default_public_sector_dict, description="Public-sector anchors (large awards, public price, budget-shift cancellations, start slips) and access to public AI capacity (docs/market.md). Default: models/market/parameters_public_sector.csv.")
     channels: ChannelsSpec = Field(validate_default=True, default_factory=default_channels_dict, description="Sales channels beside direct: the hyperscaler marketplaces (fee, reach into buyers bound to the platform, hosted traffic, lock-in; docs/market.md). Default: models/market/parameters_channels.csv.")
+    compliance: ComplianceSpec = Field(validate_default=True, default_factory=default_compliance_dict, description="Certifications as a cost and a gate (buyer rules per vertical x country), EU AI Act and DORA costs, supply-chain sovereignty fit (docs/market.md, Compliance). Default: models/market/certifications.csv, buyer_rules.csv, compliance.csv, ...")
 
     @model_validator(mode="before")
     @classmethod
@@ -185,6 +187,8 @@ class MarketSpec(_Spec):
             out["public_sector"] = _deep_merge(default_public_sector_dict(), data["public_sector"])
         if isinstance(data.get("channels"), dict):        # marketplaces named like a default one complete from its table
             out["channels"] = merge_channels(data["channels"])
+        if isinstance(data.get("compliance"), dict):      # a partial block completes from its tables
+            out["compliance"] = merge_compliance(data["compliance"])
         for key in ("verticals", "competitors"):
             items = data.get(key)
             if isinstance(items, list):

@@ -26,6 +26,7 @@ from sim.perf import catalog
 from sim.perf.profiles import PROFILE_NAMES as ENGINE_PROFILE_NAMES, PROFILES as ENGINE_PROFILES
 from sim.perf.roofline import build_step_model
 from sim.core.errors import UserError
+from sim.scenario.certification import PlannedCertificationSpec
 from sim.scenario.market import MarketSpec
 from sim.scenario.rules import RULE, fail
 from sim.demand import verticals as demand
@@ -343,7 +344,10 @@ class CapacityPolicySpec(Spec):
 class SiteSpec(Spec):
     name: str = Field(min_length=1, description="Site label, e.g. par-1.")
     jurisdiction: str = Field(description="ISO 3166 alpha-2 country code of the site, upper case (FR, DE, NL, IT, ...).")
-    certifications: list[str] = Field(default_factory=list, description="Certifications the site holds (SecNumCloud, BSI-C5, HDS, ISO27001, ...).")
+    certifications: list[str] = Field(default_factory=list, description="Certifications the site holds at t = 0 (SecNumCloud, BSI-C5, HDS, ISO27001, ...); in a forecast each costs its yearly fee (market.compliance.certifications) and gates buyers (docs/market.md, Compliance).")
+    planned_certifications: list[PlannedCertificationSpec] = Field(default_factory=list, description="Certifications the site starts to obtain during a forecast: one-off cost from start_month, held after the certification's months_to_obtain (docs/market.md, Compliance). Run setting.")
+    colo_owner: Literal["eu", "us"] = Field(default="eu", description="Who owns the colocation (supply-chain sovereignty): us lowers the sovereign offer's fit for the strictest buyers by market.compliance.supply_chain's penalty. assumption: eu.")
+    gpu_origin: Literal["eu", "us", "other"] = Field(default="us", description="Where the site's GPUs are designed and sourced (supply-chain sovereignty; penalty in market.compliance.supply_chain). assumption: us (NVIDIA), as every offer in the market.")
     network_latency_s: dict[str, Annotated[float, Field(ge=0.0, le=60.0)]] = Field(
         default_factory=dict,
         description="One-way network latency from each buyer region (key) to this site, seconds; added to TTFT. Missing region: 0.")

@@ -203,7 +203,9 @@ def test_forecast_money_reconciles_to_the_cent_every_month(strained):
         c = {col: _cents(r[col]) for col in MONEY_COLUMNS}
         assert c["revenue_eur"] == c["revenue_input_eur"] + c["revenue_output_eur"]
         assert c["capacity_cost_eur"] == sum(c[f"{ln}_cost_eur"] for ln in FIXED_LINES)
-        assert c["cost_eur"] == c["capacity_cost_eur"] + c["power_cost_eur"]
+        # capacity + power + the compliance lines (sim/forecast/compliance.py; no marketplace here)
+        assert c["compliance_cost_eur"] == c["certification_cost_eur"] + c["ai_act_cost_eur"] + c["dora_cost_eur"] > 0
+        assert c["cost_eur"] == c["capacity_cost_eur"] + c["power_cost_eur"] + c["compliance_cost_eur"]
         assert c["revenue_eur"] - c["cost_eur"] - c["sla_credits_eur"] == c["gross_margin_eur"]
         # and the table is the ledger's month, cent for cent
         led = rep[str(int(r["month"]))]
