@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sim.scenario.channels import ChannelsSpec, default_channels_dict, merge_channels
+from sim.scenario.competition import CompetitionSpec, check_competitor_names, default_competition_dict, merge_competition
 from sim.scenario.public_sector import PublicSectorSpec, default_public_sector_dict
 from sim.scenario.rules import StrictSpec, fail
 from sim.scenario.table import TABLE, parse_value as _parse, read_table, table_files  # noqa: F401  (re-exported)
@@ -167,6 +168,7 @@ class MarketSpec(_Spec):
     retender_on_churn: bool = Field(validate_default=True, default_factory=_default("retender_on_churn"), description="A churned tenant issues a new RFP (with procurement delay) that excludes the provider it left. Default: models/market/parameters.csv (assumption).")
     public_sector: PublicSectorSpec = Field(validate_default=True, default_factory=default_public_sector_dict, description="Public-sector anchors (large awards, public price, budget-shift cancellations, start slips) and access to public AI capacity (docs/market.md). Default: models/market/parameters_public_sector.csv.")
     channels: ChannelsSpec = Field(validate_default=True, default_factory=default_channels_dict, description="Sales channels beside direct: the hyperscaler marketplaces (fee, reach into buyers bound to the platform, hosted traffic, lock-in; docs/market.md). Default: models/market/parameters_channels.csv.")
+    competition: CompetitionSpec = Field(validate_default=True, default_factory=default_competition_dict, description="Competitor capacity (at capacity a competitor does not bid), monthly delivered-SLA draws and the price response to share loss (docs/market.md). Default: models/market/parameters_competition.csv.")
 
     @model_validator(mode="before")
     @classmethod
@@ -185,6 +187,8 @@ class MarketSpec(_Spec):
             out["public_sector"] = _deep_merge(default_public_sector_dict(), data["public_sector"])
         if isinstance(data.get("channels"), dict):        # marketplaces named like a default one complete from its table
             out["channels"] = merge_channels(data["channels"])
+        if isinstance(data.get("competition"), dict):     # competitors named like a default one complete from its table
+            out["competition"] = merge_competition(data["competition"])
         for key in ("verticals", "competitors"):
             items = data.get(key)
             if isinstance(items, list):
@@ -215,6 +219,7 @@ class MarketSpec(_Spec):
             missing = [v for v in vnames if v not in c.sovereignty]
             if missing:
                 raise ValueError(f"market.competitors[{c.name}].sovereignty: no curve for verticals {missing}")
+        check_competitor_names(self.competition, cnames)
         for i, e in enumerate(self.events):
             if e.provider != "sovereign" and e.provider not in cnames:
                 raise ValueError(f"market.events[{i}].provider: {e.provider!r} is not 'sovereign' or a competitor {cnames}")
@@ -292,6 +297,8 @@ def set_parameter(spec: MarketSpec, block: str, name: str, key: str, value: Any)
         target = data["public_sector"]
     elif block == "channel":
         target = next(mk for mk in data["channels"]["marketplaces"] if mk["name"] == name)
+    elif block == "competition":
+        target = data["competition"] if name == "market" else next(c for c in data["competition"]["competitors"] if c["name"] == name)
     else:
         raise KeyError(block)
     parts = key.split(".")
