@@ -77,9 +77,10 @@ def default_competition_dict() -> dict[str, Any]:
     return {**dict(top), "competitors": copy.deepcopy(list(per))}
 
 
-def merge_competition(data: Any) -> Any:
+def merge_competition(data: Any, competitors: list[str] | None = None) -> Any:
     """A partial block completes from the table: a competitor named like a default one is
-    merged onto it; a given list lists exactly the competitors with these mechanisms."""
+    merged onto it; a given list lists exactly the competitors with these mechanisms; without
+    a list, the table's entries of the market's ``competitors`` (all when None)."""
     if not isinstance(data, dict):
         return data
     base = default_competition_dict()
@@ -90,7 +91,7 @@ def merge_competition(data: Any) -> Any:
         out["competitors"] = [{**defaults[i["name"]], **i} if isinstance(i, dict) and i.get("name") in defaults else i
                               for i in items]
     else:
-        out["competitors"] = base["competitors"]
+        out["competitors"] = [d for d in base["competitors"] if competitors is None or d["name"] in competitors]
     return out
 
 

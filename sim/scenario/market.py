@@ -187,8 +187,10 @@ class MarketSpec(_Spec):
             out["public_sector"] = _deep_merge(default_public_sector_dict(), data["public_sector"])
         if isinstance(data.get("channels"), dict):        # marketplaces named like a default one complete from its table
             out["channels"] = merge_channels(data["channels"])
-        if isinstance(data.get("competition"), dict):     # competitors named like a default one complete from its table
-            out["competition"] = merge_competition(data["competition"])
+        if isinstance(data.get("competition", {}), dict):  # from its table, for the market's competitors
+            comps = data.get("competitors")
+            names = [c.get("name") for c in comps if isinstance(c, dict)] if isinstance(comps, list) else None
+            out["competition"] = merge_competition(data.get("competition", {}), names)
         for key in ("verticals", "competitors"):
             items = data.get(key)
             if isinstance(items, list):

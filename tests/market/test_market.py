@@ -327,6 +327,16 @@ def test_parameter_table_defines_every_default_with_a_source():
         for key, val in _leaves({k: x for k, x in mk.items() if k != "name"}):
             assert _parse(table[("channel", mk["name"], key)]["value"]) == val, key
             seen.add(("channel", mk["name"], key))
+    comp = dumped["competition"]                     # models/market/parameters_competition.csv
+    for key, val in comp.items():
+        if key != "competitors":
+            assert _parse(table[("competition", "market", key)]["value"]) == val, key
+            seen.add(("competition", "market", key))
+    for c in comp["competitors"]:
+        for key, val in c.items():
+            if key != "name":
+                assert _parse(table[("competition", c["name"], key)]["value"]) == val, key
+                seen.add(("competition", c["name"], key))
     assert set(k for k in table if k[0] != "fallback") == seen
     # and each varied parameter can be set through set_parameter (the sensitivity path)
     for r in rows:
