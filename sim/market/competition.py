@@ -9,10 +9,13 @@ Parameters per competitor in ``models/market/parameters_competition.csv`` (schem
   in the choice set of new RFP awards (renewals of its contracts go on).  A capacity shortage
   (stochastic or a scheduled ``shortage`` event, sim/market/market.py) is capacity 0 for its
   duration, so it leaves the choice set whatever ``capacity_limits`` says.
-* **delivered SLA** -- at t = 0 and at each month's start, ``sla = Beta(m k, (1 - m) k)`` with
-  ``m`` the competitor's ``sla_attainment`` (parameters.csv) and ``k = sla_concentration``,
-  from stream ``market/competitor_sla/<c>``; buyers compare it in the logit and a competitor
-  tenant's churn at expiry reads it.
+* **delivered SLA** -- at t = 0 and at each month's start, the month's delivered attainment
+  is drawn, ``Beta(m k, (1 - m) k)`` with ``m`` the competitor's ``sla_attainment``
+  (parameters.csv) and ``k = sla_concentration``, from stream ``market/competitor_sla/<c>``.
+  Buyers compare its mean over the trailing ``window_months`` months (drawn so far: the
+  competitor's reputation) in the logit, as they compare the sovereign's measured attainment;
+  a competitor tenant's churn at expiry reads the mean over the months of its own contract
+  (the sovereign tenant's churn reads its whole-life attainment too).
 * **price response** -- at each month's start, from the RFP awards of the trailing
   ``window_months`` completed months: ``share = awards won by c / awards c bid for`` (c in the
   award's choice set, so months at capacity do not count as share lost) and the multiplier
@@ -71,7 +74,8 @@ class Competition:
         self.names = list(market.competitors)
         self.of = {c: spec.of(c) for c in self.names}
         self._rng = {c: streams.generator(f"market/competitor_sla/{c}") for c in self.names}
-        self.sla_now = {c: market.competitors[c].sla_attainment for c in self.names}
+        self.sla_now = {c: market.competitors[c].sla_attainment for c in self.names}   # this month's draw
+        self.sla_history: dict[str, list[float]] = {c: [] for c in self.names}        # one draw per month
         self.factor = dict.fromkeys(self.names, 1.0)       # response multiplier now
         self.window_share = dict.fromkeys(self.names, math.nan)
         self.reference = dict.fromkeys(self.names, math.nan)
@@ -100,7 +104,22 @@ class Competition:
         return math.isinf(cap) or self.used_tokens_per_s(c, t_s) < cap
 
     def sla(self, c: str) -> float:
-        return self.sla_now[c]
+        """The delivered SLA buyers see: the mean draw of the trailing window (the constant
+        without draws)."""
+        h = self.sla_history[c]
+        if not h:
+            return self.sla_now[c]
+        w = h[-self.spec.window_months:]
+        return sum(w) / len(w)
+
+    def delivered(self, contract) -> float:
+        """Mean delivered SLA over the months of ``contract`` so far (a competitor's tenant)."""
+        h = self.sla_history[contract.provider]
+        if not h:
+            return self.sla_now[contract.provider]
+        first = min(max(0, int(self.market.month_of(contract.start_s))), len(h) - 1)
+        w = h[first:]
+        return sum(w) / len(w)
 
     def _new_month(self) -> dict:
         return {"bids": dict.fromkeys(self.names, 0), "wins": dict.fromkeys(self.names, 0), "awards": 0}
@@ -149,6 +168,7 @@ class Competition:
                 continue
             a, b = beta_parameters(self.market.competitors[c].sla_attainment, cc.sla_concentration)
             self.sla_now[c] = float(self._rng[c].beta(a, b))
+            self.sla_history[c].append(self.sla_now[c])
 
     def start_month(self, k: int) -> None:
         """At the start of month ``k`` (k >= 1): new SLA draws and the price response read
@@ -184,6 +204,7 @@ class Competition:
             cap = self.capacity_tokens_per_s(c, now)
             used = self.used_tokens_per_s(c, now)
             out[f"sla_{c}"] = self.sla_now[c]
+            out[f"sla_seen_{c}"] = self.sla(c)
             out[f"used_tokens_per_s_{c}"] = used
             out[f"capacity_tokens_per_s_{c}"] = cap if not math.isinf(cap) else math.nan
             out[f"capacity_used_{c}"] = used / cap if 0.0 < cap < math.inf else math.nan   # nan: no limit, or a shortage

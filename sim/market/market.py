@@ -447,7 +447,7 @@ class Market:
             if c.provider == SOVEREIGN:
                 a = self.attainment_of(c)
             else:
-                a = self.sla_of(c.provider)
+                a = self.competition.delivered(c)    # mean delivered SLA over its contract
             c.attainment_at_end = a
             p_churn = churn_probability(v, a)
             u = rng.random()

@@ -239,3 +239,16 @@ def test_forecast_monthly_table_carries_the_competition_columns():
             assert f"{col}{c}" in r.monthly.columns
     assert r.monthly["used_tokens_per_s_aws"].iloc[0] == pytest.approx(
         r.market.competition.used_tokens_per_s("aws", 1 * MONTH_S - 1e-6), rel=0.2)
+
+
+def test_buyers_see_the_trailing_mean_and_tenants_their_contracts_mean():
+    m = simulate_market(market_spec({**OFF, "sla_draws": True}), 5, 14)
+    comp = m.competition
+    h = comp.sla_history["aws"]
+    assert len(h) == 14
+    assert m.sla_of("aws") == pytest.approx(np.mean(h[-6:]))
+    log = m.monthly_log
+    assert log[3]["sla_seen_aws"] == pytest.approx(np.mean(h[:4]))
+    c = next(k for k in m.contracts if k.provider == "aws" and k.start_s > 2 * MONTH_S)
+    first = int(c.start_s / MONTH_S)
+    assert comp.delivered(c) == pytest.approx(np.mean(h[first:]))
