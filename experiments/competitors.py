@@ -8,8 +8,9 @@ models/market/parameters_competition.csv):
 
 * ``static``   -- as before the mechanisms: unlimited competitor capacity, each competitor's
   constant ``sla_attainment``, prices moved by list-price cuts only;
-* ``capacity`` -- capacity limits only (AWS and Azure 50,000, eu_alt 8,000 contracted
-  tokens/s at t = 0, x1.5 a year; a competitor at capacity does not bid for new RFPs);
+* ``capacity`` -- capacity limits only (AWS and Azure 10, eu_alt 1.5 months of the market's
+  t = 0 RFP volume, ~51,800 and ~7,800 contracted tokens/s at t = 0, x1.5 a year; a
+  competitor at capacity does not bid for new RFPs);
 * ``sla``      -- monthly delivered-SLA draws only (Beta, mean = sla_attainment);
 * ``response`` -- the price response only (multiplier (trailing 6-month award share /
   t = 0 share)^0.5 in [0.5, 1] of the t = 0 price);

@@ -3,9 +3,12 @@
 Parameters per competitor in ``models/market/parameters_competition.csv`` (schema
 ``sim.scenario.competition``, scenario block ``[market.competition]``):
 
-* **capacity** -- competitor *c* can sell ``capacity_tokens_per_s x
+* **capacity** -- competitor *c* can sell ``capacity_rfp_months x U x
   capacity_growth_per_year^(month / 12)`` contracted tokens/s (prompt + output) to this
-  market; while the contracted tokens/s of its active contracts are at or above it, it is not
+  market, ``U`` the market's t = 0 RFP volume (expected contracted tokens/s of one month's
+  RFPs, all verticals: sum of ``rfp_rate_per_month x`` the mean contract's tokens/s), so the
+  capacity scales with a scenario's market (the provider scenario's contracts are ~1,280x the
+  table's); while the contracted tokens/s of its active contracts are at or above it, it is not
   in the choice set of new RFP awards (renewals of its contracts go on).  A capacity shortage
   (stochastic or a scheduled ``shortage`` event, sim/market/market.py) is capacity 0 for its
   duration, so it leaves the choice set whatever ``capacity_limits`` says.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import math
 
+from sim.market.sizing import mean_tokens_per_s
 from sim.scenario.competition import CompetitionSpec
 
 COLUMN_PREFIXES = ("sla_", "used_tokens_per_s_", "capacity_tokens_per_s_", "capacity_used_", "award_share_",
@@ -73,6 +77,8 @@ class Competition:
         self.month_s = float(month_s)
         self.names = list(market.competitors)
         self.of = {c: spec.of(c) for c in self.names}
+        self.rfp_volume_tokens_per_s = sum(v.rfp_rate_per_month * mean_tokens_per_s(v)
+                                           for v in market.verticals.values())   # U: one month's RFPs at t = 0
         self._rng = {c: streams.generator(f"market/competitor_sla/{c}") for c in self.names}
         self.sla_now = {c: market.competitors[c].sla_attainment for c in self.names}   # this month's draw
         self.sla_history: dict[str, list[float]] = {c: [] for c in self.names}        # one draw per month
@@ -91,7 +97,7 @@ class Competition:
         if not self.spec.capacity_limits or cc is None:
             return math.inf
         month = self.market.month_of(t_s)
-        return cc.capacity_tokens_per_s * cc.capacity_growth_per_year ** (month / 12.0)
+        return cc.capacity_rfp_months * self.rfp_volume_tokens_per_s * cc.capacity_growth_per_year ** (month / 12.0)
 
     def used_tokens_per_s(self, c: str, t_s: float) -> float:
         return sum(k.contracted_tokens_per_s for k in self.market.contracts

@@ -28,7 +28,7 @@ _NOTE = "Default and source: models/market/parameters_competition.csv."
 class CompetitorCompetitionSpec(_Spec):
     """One competitor's capacity, SLA variability and price response."""
     name: str = Field(min_length=1, description="Competitor (a name of market.competitors).")
-    capacity_tokens_per_s: float = Field(gt=0.0, le=1e12, description=f"Contracted tokens/s (prompt + output) it can sell to this market at t = 0; at or above it (its active contracts' tokens/s) it does not bid for new RFPs. {_NOTE} (assumption)")
+    capacity_rfp_months: float = Field(gt=0.0, le=1e6, description=f"Contracted tokens/s (prompt + output) it can sell to this market at t = 0, in months of the market's t = 0 RFP volume (the expected contracted tokens/s of one month's RFPs over all verticals, sum of rfp_rate_per_month x mean contract tokens/s), so it scales with the scenario's market; at or above it (its active contracts' tokens/s) it does not bid for new RFPs. {_NOTE} (assumption)")
     capacity_growth_per_year: float = Field(gt=0.0, le=100.0, description=f"Yearly growth factor of that capacity (compounded continuously). {_NOTE} (assumption)")
     sla_concentration: float = Field(gt=0.0, le=1e9, description=f"Concentration k of the monthly delivered-SLA draw Beta(mean k, (1 - mean) k), mean = the competitor's sla_attainment; larger = steadier. {_NOTE} (assumption)")
     elasticity: float = Field(ge=0.0, le=10.0, description=f"Price response: each month the competitor's price multiplier is (trailing award share / reference_share) ** elasticity, between price_floor and 1. {_NOTE} (assumption)")

@@ -249,7 +249,7 @@ PARAMETERS: dict[str, str] = {
     "lockin_halflife_years": "lock-in half-life (years of contract age)",
     # block competition (models/market/parameters_competition.csv)
     "window_months": "price-response window (months)",
-    "capacity_tokens_per_s": "capacity at t = 0 (tokens/s)",
+    "capacity_rfp_months": "capacity at t = 0 (months of RFP volume)",
     "capacity_growth_per_year": "capacity growth (x per year)",
     "sla_concentration": "SLA draw concentration",
     "elasticity": "price response to share loss (elasticity)",

@@ -38,7 +38,7 @@ def symmetric_with(competition: dict, n: int = 3, rfp_rate: float = 40.0, **vove
 
 
 def comp_entry(name: str, **kw) -> dict:
-    e = {"name": name, "capacity_tokens_per_s": 1e9, "capacity_growth_per_year": 1.0, "sla_concentration": 100.0,
+    e = {"name": name, "capacity_rfp_months": 1e5, "capacity_growth_per_year": 1.0, "sla_concentration": 100.0,
          "elasticity": 0.0, "reference_share": "t0", "price_floor": 0.5}
     e.update(kw)
     return e
@@ -62,7 +62,7 @@ def test_defaults_come_from_the_table_and_bad_input_is_one_line():
     data["market"] = {"competition": {"competitors": [{"name": "aws", "elasticity": 0.9}]}}
     m = scenario_from_dict(data).market
     assert m.competition.of("aws").elasticity == 0.9
-    assert m.competition.of("aws").capacity_tokens_per_s == 50000
+    assert m.competition.of("aws").capacity_rfp_months == 10
     assert m.competition.of("azure") is None     # a given list lists exactly its competitors
 
 
@@ -72,8 +72,9 @@ def test_competitor_at_capacity_leaves_the_choice_set():
     no new award, and its used tokens/s never exceed capacity + one contract."""
     size = symmetric_spec(3, 40.0).verticals[0]
     one = size.rate_per_s_median * size.reference_tokens_per_request
+    rfp_volume = 3 * 40.0 * one                  # three verticals' RFPs a month, sigma 0: every contract is `one`
     comp = {**OFF, "capacity_limits": True, "window_months": 6,
-            "competitors": [comp_entry("c0", capacity_tokens_per_s=2 * one)]}
+            "competitors": [comp_entry("c0", capacity_rfp_months=2 * one / rfp_volume)]}
     m = run_market(symmetric_with(comp, rate_per_s_sigma=0.0), 3, 3)
     base = run_market(symmetric_with({**comp, "capacity_limits": False}, rate_per_s_sigma=0.0), 3, 3)
     a, b = awards_by_provider(m), awards_by_provider(base)
@@ -107,10 +108,14 @@ def test_shortage_is_capacity_zero_and_the_old_behaviour():
 
 def test_capacity_grows_by_the_yearly_factor():
     comp = {**OFF, "capacity_limits": True, "window_months": 6,
-            "competitors": [comp_entry("c0", capacity_tokens_per_s=1000.0, capacity_growth_per_year=1.5)]}
+            "competitors": [comp_entry("c0", capacity_rfp_months=1000.0, capacity_growth_per_year=1.5)]}
     m = run_market(symmetric_with(comp), 1, 0.1)
-    assert m.competition.capacity_tokens_per_s("c0", 12 * MONTH_S) == pytest.approx(1500.0)
-    assert m.competition.capacity_tokens_per_s("c0", 24 * MONTH_S) == pytest.approx(2250.0)
+    u = m.competition.rfp_volume_tokens_per_s
+    v = m.spec.verticals
+    assert u == pytest.approx(sum(x.rfp_rate_per_month * x.rate_per_s_median * x.reference_tokens_per_request
+                                  * math.exp(x.rate_per_s_sigma ** 2 / 2) for x in v))
+    assert m.competition.capacity_tokens_per_s("c0", 12 * MONTH_S) == pytest.approx(1500.0 * u)
+    assert m.competition.capacity_tokens_per_s("c0", 24 * MONTH_S) == pytest.approx(2250.0 * u)
     assert math.isinf(m.competition.capacity_tokens_per_s("c1", 0.0))   # not listed: no limit
 
 
