@@ -139,10 +139,10 @@ def plot(summary, mean_monthly, out, reps: int, months: int):
     g = mean_monthly[mean_monthly.cell == "all"]
     for c in COMPETITORS:
         axes[2].plot(g["month"], g[f"price_factor_{c}"], label=f"{c}: price multiplier")
-        axes[2].plot(g["month"], 1.0 - g[f"available_{c}"].astype(float), ls=":", label=f"{c}: share of runs at capacity")
+        axes[2].plot(g["month"], 1.0 - g[f"available_{c}"].astype(float), ls=":", label=f"{c}: share of runs not bidding (capacity or shortage)")
     axes[2].set_xlabel("month")
     axes[2].set_ylim(-0.02, 1.05)
-    axes[2].set_title("All mechanisms: mean price multiplier and runs at capacity", fontsize=10)
+    axes[2].set_title("All mechanisms: mean price multiplier and runs not bidding", fontsize=10)
     axes[2].legend(fontsize=7)
     fig.suptitle(f"Competitor capacity, SLA draws and price response on the 16-GPU forecast: {reps} paired seeds per cell, "
                  "mean and 95 % CI", fontsize=11)
