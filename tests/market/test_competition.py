@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from sim.core.rng import RandomStreams
 from sim.market.competition import COLUMN_PREFIXES, beta_parameters, response_multiplier
 from sim.market.market import MONTH_S, SOVEREIGN, simulate_market
 from sim.scenario import ScenarioError, load_scenario, scenario_from_dict, with_overrides
