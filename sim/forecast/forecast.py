@@ -37,6 +37,7 @@ from sim.forecast.public_capacity import PublicCapacity, public_capacity_cost_eu
 from sim.forecast.windows import (HOUR_S, WEEK_H, fleet_slice, portfolio_shares, portfolio_workloads,  # noqa: F401
                                   simulate_period, simulate_window, tenant_of, tenant_workload, window_busy_gpu_s,
                                   window_scenario, window_seed, window_site_stats)
+from sim.market.competition import competition_columns
 from sim.market.market import MONTH_S, Market
 from sim.market.pricing import model_price
 from sim.scenario import Scenario, WorkloadSpec, resolved_config, with_overrides
@@ -249,6 +250,7 @@ def simulate_forecast(scenario: Scenario, seed: int, progress: "progress_mod.Pro
         rows.append(_month_row(m, contracts, market, fleet, base, per, prompt, output))
         rows[-1]["tokens"] += hosted_tokens
         rows[-1].update({k: v for k, v in backlog_row.items() if k != "month"})
+        rows[-1].update(competition_columns(market.monthly_log[m]))   # competitors' SLA, capacity, prices (sim/market/competition.py)
         pub = public.month_columns(m)
         rows[-1]["tokens"] += pub.pop("public_capacity_tokens")
         rows[-1].update(pub)

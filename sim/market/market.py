@@ -49,6 +49,7 @@ from sim.economics.ledger import Ledger, Price, default_credit_tiers, month_line
 from sim.market.backlog import Backlog
 from sim.market.channels import DIRECT, Channels
 from sim.market.compliance import Compliance
+from sim.market.competition import Competition
 from sim.market.pricing import vertical_price
 from sim.market.public_sector import PublicSector
 from sim.market.sizing import ContractSize, size_of
@@ -175,6 +176,8 @@ class Market:
         self.public = PublicSector(self, spec.public_sector, st, MONTH_S)   # sim/market/public_sector.py
         self.channels = Channels(self, spec.channels, st, MONTH_S)          # sim/market/channels.py
         self.compliance = Compliance(self, spec.compliance, sites, st, MONTH_S)   # sim/market/compliance.py
+        self.competition = Competition(self, spec.competition, st, MONTH_S)  # sim/market/competition.py
+        self.competition.open()
         for v in spec.verticals:
             self._initial_book(v)
             env.process(self._rfp_process(v))
@@ -232,7 +235,7 @@ class Market:
 
     def available(self, provider: str, t_s: float | None = None) -> bool:
         t = self.env.now if t_s is None else t_s
-        return provider == SOVEREIGN or t >= self.shortage_until_s[provider]
+        return provider == SOVEREIGN or self.competition.available(provider, t)   # capacity, shortages
 
     def sovereignty_fit(self, provider: str, vertical: str, t_s: float | None = None) -> float:
         t = self.env.now if t_s is None else t_s
@@ -243,7 +246,7 @@ class Market:
     def sla_of(self, provider: str) -> float:
         if provider == SOVEREIGN:
             return self.sovereign_delivered_sla
-        return self.competitors[provider].sla_attainment
+        return self.competition.sla(provider)          # drawn monthly (sim/market/competition.py)
 
     def blended_price(self, provider: str, vertical: str) -> float:
         v = self.verticals[vertical]
@@ -415,6 +418,7 @@ class Market:
             provider = names[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(names) - 1)]
             c = self._sign(v, provider, size, rfp_s=rfp_s, start_s=env.now, initial=False)
             self.compliance.tag(c)
+            self.competition.on_award(probs, provider)    # the bidders' award shares (price response)
         if provider == SOVEREIGN:
             self.channels.on_award(c, binding)
 
@@ -460,7 +464,7 @@ class Market:
             if c.provider == SOVEREIGN:
                 a = self.attainment_of(c)
             else:
-                a = self.competitors[c.provider].sla_attainment
+                a = self.competition.delivered(c)    # mean delivered SLA over its contract
             c.attainment_at_end = a
             p_churn = churn_probability(v, a)
             u = rng.random()
@@ -562,6 +566,7 @@ class Market:
             self._update_delivered_sla()
             self._rows.append(self._row(k, partial=False))
             self._month_acc = self._new_acc()
+            self.competition.start_month(k + 1)          # SLA draws, price response
             k += 1
 
     def _row(self, k: int, partial: bool) -> dict:
@@ -606,6 +611,7 @@ class Market:
             row[f"available_{c}"] = self.available(c, now)
             for v in self.verticals:
                 row[f"fit_{c}_{v}"] = self.sovereignty_fit(c, v, now)
+        row.update(self.competition.columns(now))
         return row
 
 

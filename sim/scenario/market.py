@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from sim.scenario.certification import ComplianceSpec, default_compliance_dict, merge_compliance
 from sim.scenario.channels import ChannelsSpec, default_channels_dict, merge_channels
+from sim.scenario.competition import CompetitionSpec, check_competitor_names, default_competition_dict, merge_competition
 from sim.scenario.public_sector import PublicSectorSpec, default_public_sector_dict
 from sim.scenario.rules import StrictSpec, fail
 from sim.scenario.table import TABLE, parse_value as _parse, read_table, table_files  # noqa: F401  (re-exported)
@@ -169,6 +170,7 @@ class MarketSpec(_Spec):
     public_sector: PublicSectorSpec = Field(validate_default=True, default_factory=default_public_sector_dict, description="Public-sector anchors (large awards, public price, budget-shift cancellations, start slips) and access to public AI capacity (docs/market.md). Default: models/market/parameters_public_sector.csv.")
     channels: ChannelsSpec = Field(validate_default=True, default_factory=default_channels_dict, description="Sales channels beside direct: the hyperscaler marketplaces (fee, reach into buyers bound to the platform, hosted traffic, lock-in; docs/market.md). Default: models/market/parameters_channels.csv.")
     compliance: ComplianceSpec = Field(validate_default=True, default_factory=default_compliance_dict, description="Certifications as a cost and a gate (buyer rules per vertical x country), EU AI Act and DORA costs, supply-chain sovereignty fit (docs/market.md, Compliance). Default: models/market/certifications.csv, buyer_rules.csv, compliance.csv, ...")
+    competition: CompetitionSpec = Field(validate_default=True, default_factory=default_competition_dict, description="Competitor capacity (at capacity a competitor does not bid), monthly delivered-SLA draws and the price response to share loss (docs/market.md). Default: models/market/parameters_competition.csv.")
 
     @model_validator(mode="before")
     @classmethod
@@ -189,6 +191,10 @@ class MarketSpec(_Spec):
             out["channels"] = merge_channels(data["channels"])
         if isinstance(data.get("compliance"), dict):      # a partial block completes from its tables
             out["compliance"] = merge_compliance(data["compliance"])
+        if isinstance(data.get("competition", {}), dict):  # from its table, for the market's competitors
+            comps = data.get("competitors")
+            names = [c.get("name") for c in comps if isinstance(c, dict)] if isinstance(comps, list) else None
+            out["competition"] = merge_competition(data.get("competition", {}), names)
         for key in ("verticals", "competitors"):
             items = data.get(key)
             if isinstance(items, list):
@@ -219,6 +225,7 @@ class MarketSpec(_Spec):
             missing = [v for v in vnames if v not in c.sovereignty]
             if missing:
                 raise ValueError(f"market.competitors[{c.name}].sovereignty: no curve for verticals {missing}")
+        check_competitor_names(self.competition, cnames)
         for i, e in enumerate(self.events):
             if e.provider != "sovereign" and e.provider not in cnames:
                 raise ValueError(f"market.events[{i}].provider: {e.provider!r} is not 'sovereign' or a competitor {cnames}")
@@ -296,6 +303,8 @@ def set_parameter(spec: MarketSpec, block: str, name: str, key: str, value: Any)
         target = data["public_sector"]
     elif block == "channel":
         target = next(mk for mk in data["channels"]["marketplaces"] if mk["name"] == name)
+    elif block == "competition":
+        target = data["competition"] if name == "market" else next(c for c in data["competition"]["competitors"] if c["name"] == name)
     else:
         raise KeyError(block)
     parts = key.split(".")

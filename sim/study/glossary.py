@@ -155,6 +155,9 @@ CAPTIONS = {
                 "share of revenue as more buyers are bound to a hyperscaler platform: the offer not listed, listed and "
                 "hosted on the platform's GPUs, or listed and served on the sovereign fleet (16-GPU forecast, "
                 "paired seeds, 95 % CI).",
+    "competitors": "What do competitor capacity limits, SLA variability and a price response to share loss do to "
+                   "the 36-month margin and the sovereign share? Each mechanism alone and all together against static "
+                   "competitors (16-GPU forecast, paired seeds, 95 % CI).",
     "public_sector": "What do public-sector anchors do to revenue visibility and risk? Contracted backlog, backlog "
                      "coverage (backlog / monthly revenue) and 36-month margin without anchors, with anchors, with "
                      "cancellation and slip risk, and with public AI capacity (16-GPU forecast, paired seeds, 95 % CI).",
@@ -244,10 +247,17 @@ PARAMETERS: dict[str, str] = {
     "hosted_attainment": "SLA attainment on the platform",
     "migrate_prob_per_year": "yearly migration to direct (new tenant)",
     "lockin_halflife_years": "lock-in half-life (years of contract age)",
+    # block competition (models/market/parameters_competition.csv)
+    "window_months": "price-response window (months)",
+    "capacity_rfp_months": "capacity at t = 0 (months of RFP volume)",
+    "capacity_growth_per_year": "capacity growth (x per year)",
+    "sla_concentration": "SLA draw concentration",
+    "elasticity": "price response to share loss (elasticity)",
+    "price_floor": "price-response floor (x t = 0 price)",
 }
 _BLOCKS = {"sovereign": "sovereign offer", "competitor": "competitors", "vertical": "buyers",
            "fallback": "fluid fleet", "market": "market", "public_sector": "public sector",
-           "channel": "marketplaces"}
+           "channel": "marketplaces", "competition": "competitor capacity and response"}
 
 
 _SITE_COLUMN = re.compile(r"^site_(.+)_(gpus|request_utilisation|cost_eur)$")

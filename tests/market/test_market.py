@@ -271,8 +271,11 @@ def test_same_seed_same_result_and_named_streams():
     a = simulate_market(spec, 9, 24).monthly_log
     b = simulate_market(spec, 9, 24).monthly_log
     assert str(a) == str(b)          # str: rows hold NaN shares, and nan != nan
-    # removing a vertical does not shift finance's draws (its offers do not depend on it)
+    # removing a vertical does not shift finance's draws (its offers do not depend on it once
+    # the competitors' capacity and price response, which pool all verticals, are off)
     d = spec.model_dump()
+    d["competition"].update(capacity_limits=False, price_response=False)
+    spec = MarketSpec.model_validate(d)
     d["verticals"] = [v for v in d["verticals"] if v["name"] != "healthcare"]
     for c in d["competitors"]:
         c["sovereignty"].pop("healthcare")
@@ -327,6 +330,16 @@ def test_parameter_table_defines_every_default_with_a_source():
         for key, val in _leaves({k: x for k, x in mk.items() if k != "name"}):
             assert _parse(table[("channel", mk["name"], key)]["value"]) == val, key
             seen.add(("channel", mk["name"], key))
+    comp = dumped["competition"]                     # models/market/parameters_competition.csv
+    for key, val in comp.items():
+        if key != "competitors":
+            assert _parse(table[("competition", "market", key)]["value"]) == val, key
+            seen.add(("competition", "market", key))
+    for c in comp["competitors"]:
+        for key, val in c.items():
+            if key != "name":
+                assert _parse(table[("competition", c["name"], key)]["value"]) == val, key
+                seen.add(("competition", c["name"], key))
     assert set(k for k in table if k[0] != "fallback") == seen
     # and each varied parameter can be set through set_parameter (the sensitivity path)
     for r in rows:

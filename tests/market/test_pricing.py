@@ -35,9 +35,13 @@ def test_default_price_list_is_the_api_list_ratios_of_the_portfolio():
 
 
 def test_a_vertical_price_factor_prices_its_contracts_and_moves_its_buyers():
-    base = default_market_spec()
+    # competitor capacity and price response pool the verticals' awards: off, so healthcare's
+    # offers cannot move with finance's price (sim/market/competition.py)
+    pooled_off = {"capacity_limits": False, "price_response": False}
+    base = MarketSpec.model_validate({"competition": pooled_off})
     dear = MarketSpec.model_validate({"verticals": [{"name": "finance", "price_factor": 1.5},
-                                                    {"name": "healthcare"}, {"name": "public_sector"}]})
+                                                    {"name": "healthcare"}, {"name": "public_sector"}],
+                                      "competition": pooled_off})
     m0, m1 = _market(base), _market(dear)
     s = base.sovereign
     for m, f in ((m0, 1.0), (m1, 1.5)):
