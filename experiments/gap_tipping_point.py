@@ -245,8 +245,9 @@ def plot(cells, crossings, out, reps: int, months: int):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    finite = sorted(s for s in cells.speed.unique() if 0.0 < s < INF)
+    finite = sorted({s for s in cells.speed.unique() if 0.0 < s < INF} | set(PLAUSIBLE))
     lo, hi = math.log2(finite[0]) - 1.0, math.log2(finite[-1]) + 1.0
+    ticks = {0.0: "never\n(frozen)", INF: "closed at\nmonth 0"}
 
     def xpos(s: float) -> float:
         return lo if s == 0.0 else hi if math.isinf(s) else math.log2(s)
@@ -275,9 +276,12 @@ def plot(cells, crossings, out, reps: int, months: int):
             xc = xpos(row["crossing_speed"])
             ax.axvline(xc, color="tab:red", ls="--", lw=1.2)
             ax.plot([xc], [0.0], "X", color="tab:red", ms=9, label="tipping point")
+        elif row["status"] == "crossing":          # bracketed by the last finite speed and "closed"
+            ax.axvspan(xpos(row["bracket_low"]), xpos(row["bracket_high"]), color="tab:red", alpha=0.1,
+                       label="tipping point in this bracket")
         ax.text(0.03, 0.04, verdict(row).replace(" (", "\n("), transform=ax.transAxes, fontsize=7.5,
                 va="bottom", bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
-        ax.set_xticks([xpos(s) for s in grid_ticks], [speed_label(s) for s in grid_ticks], fontsize=8)
+        ax.set_xticks([xpos(s) for s in grid_ticks], [ticks.get(s, speed_label(s)) for s in grid_ticks], fontsize=8)
         ax.set_xlim(lo - 0.3, hi + 0.3)
         ax.set_title("every hyperscaler, every vertical" if target == "all" else f"target: {target}", fontsize=10)
         ax.grid(alpha=0.3)
@@ -287,8 +291,8 @@ def plot(cells, crossings, out, reps: int, months: int):
     for ax in list(axes.flat)[len(targets):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Sovereignty-gap tipping point, full forecast (small scenario's market, fleet under the threshold "
-                 f"capacity policy): {reps} paired seeds per cell, mean and 95 % CI", fontsize=11)
+    fig.suptitle(f"Sovereignty-gap tipping point, full forecast (small scenario's market, traffic and ledger; fleet under "
+                 f"the threshold capacity policy)\n{reps} paired seeds per cell, mean and 95 % CI", fontsize=11)
     fig.tight_layout()
     return save_png(fig, out, "gap_tipping_point")
 
