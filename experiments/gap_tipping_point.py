@@ -26,8 +26,10 @@ The search runs over the whole axis, never ... closed.
 every vertical (``aws``, ``azure``), one vertical for every hyperscaler (``finance``,
 ``healthcare``, ``public_sector``), or one pair (``aws:finance``).
 
-**Forecast.**  The 16-GPU ``small`` scenario's market, traffic windows and ledger (fewer and
-shorter windows than its defaults, ``WINDOWS``), with the fleet adapting under the threshold
+**Forecast.**  The 16-GPU ``small`` scenario's market, traffic windows and ledger (``WINDOWS``:
+2 windows of 30 s after 10 s of warm-up per month instead of 12 of 80 s, as
+experiments/channels.py; not shorter: a window loses the tokens of requests still in flight at
+its end), with the fleet adapting under the threshold
 capacity policy (``POLICY``, sim/forecast/fleet.py ``PolicyFleet``): every site starts with
 one Mixtral TP2 replica (2 GPUs) and orders or releases 2-GPU tranches on its own first
 contract's terms (par-1 and fra-1: committed rental, 12-month minimum term; ams-1: partner
@@ -60,7 +62,7 @@ from _common import executor, main_wrapper, out_dir, parser, save_png, write_csv
 
 REPLICATIONS = 5
 MONTHS = 36
-WINDOWS = {"forecast.windows_per_month": 2, "forecast.window_s": 15.0, "forecast.warmup_s": 5.0}
+WINDOWS = {"forecast.windows_per_month": 2, "forecast.window_s": 30.0, "forecast.warmup_s": 10.0}
 START_GPUS = 2           # per site: one Mixtral TP2 replica
 POLICY = {"kind": "threshold", "high_utilisation": 0.2, "low_utilisation": 0.05, "step_gpus": 2,
           "min_gpus": START_GPUS}
