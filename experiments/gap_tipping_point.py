@@ -68,7 +68,7 @@ POLICY = {"kind": "threshold", "high_utilisation": 0.2, "low_utilisation": 0.05,
           "min_gpus": START_GPUS}
 INF = math.inf
 GRID_ALL = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, INF)
-GRID_TARGET = (0.5, 1.0, 2.0, 8.0, INF)
+GRID_TARGET = (1.0, 2.0, 8.0, INF)
 PLAUSIBLE = (0.5, 2.0)
 TARGETS = ("all", "aws", "azure", "finance", "healthcare", "public_sector")
 BISECT_STEPS = 3
@@ -238,8 +238,13 @@ def verdict(row) -> str:
                 f"{'inside' if inside else 'outside'} the plausible {PLAUSIBLE[0]:g}-{PLAUSIBLE[1]:g}x)")
     if row["status"] == "below":
         return f"negative already at {speed_label(row['searched_from'])}: no tipping point, a loss at every speed searched"
-    return (f"no tipping point in {rng}: lowest margin {row['min_margin_eur']/1e6:+.2f} "
+    text = (f"no tipping point in {rng}: lowest margin {row['min_margin_eur']/1e6:+.2f} "
             f"± {row['min_margin_eur_ci95']/1e6:.2f} M EUR ({speed_label(row['min_margin_speed'])})")
+    if math.isfinite(row["plausible_min_margin_eur"]):
+        text += (f"; in the plausible {PLAUSIBLE[0]:g}-{PLAUSIBLE[1]:g}x at least "
+                 f"{row['plausible_min_margin_eur']/1e6:+.2f} ± {row['plausible_min_margin_eur_ci95']/1e6:.2f} M "
+                 f"({speed_label(row['plausible_min_margin_speed'])})")
+    return text
 
 
 # ------------------------------------------------------------------ figure
@@ -281,7 +286,7 @@ def plot(cells, crossings, out, reps: int, months: int):
         elif row["status"] == "crossing":          # bracketed by the last finite speed and "closed"
             ax.axvspan(xpos(row["bracket_low"]), xpos(row["bracket_high"]), color="tab:red", alpha=0.1,
                        label="tipping point in this bracket")
-        ax.text(0.03, 0.04, verdict(row).replace(" (", "\n("), transform=ax.transAxes, fontsize=7.5,
+        ax.text(0.03, 0.04, verdict(row).replace(" (", "\n(").replace("; ", ";\n"), transform=ax.transAxes, fontsize=7.5,
                 va="bottom", bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
         ax.set_xticks([xpos(s) for s in grid_ticks], [ticks.get(s, speed_label(s)) for s in grid_ticks], fontsize=8)
         ax.set_xlim(lo - 0.3, hi + 0.3)
