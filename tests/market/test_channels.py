@@ -38,14 +38,18 @@ def cents(x) -> int:
 
 # ------------------------------------------------------------------ reach 0 is today's forecast
 def test_reach_zero_reproduces_todays_forecast_exactly():
-    """Pinned on main before channels existed (commit 347f367, the same scenario and seed):
-    the default channels (every reach 0) move not one cent, contract or share."""
+    """The default channels (every reach 0) move not one cent, contract or share against a
+    market with no marketplace at all.  (Until 2026-12-07 this pinned the numbers of commit
+    347f367, before channels existed; every later mechanism, competitors and the window
+    drain among them, moved those pins, so the test now compares with the forecast without
+    marketplaces, which is what it is about.)"""
     df = simulate_forecast(small(), 7).monthly
-    assert [cents(x) for x in df.revenue_eur] == [1617831, 2256256, 981217]
-    # the compliance costs (sim/forecast/compliance.py) came later: the margin before them is unchanged
-    assert [cents(x) + cents(c) for x, c in zip(df.gross_margin_eur, df.compliance_cost_eur)] == [-1212660, -574237, -1849276]
-    assert list(df.contracts_active) == [16, 17, 18]
-    assert [round(x, 12) for x in df.share] == [0.196213766084, 0.234115736192, 0.219843731148]
+    none = simulate_forecast(small(marketplaces=[]), 7).monthly
+    assert [cents(x) for x in df.revenue_eur] == [cents(x) for x in none.revenue_eur]
+    assert [cents(x) for x in df.gross_margin_eur] == [cents(x) for x in none.gross_margin_eur]
+    assert list(df.contracts_active) == list(none.contracts_active)
+    assert [round(x, 12) for x in df.share] == [round(x, 12) for x in none.share]
+    assert df.revenue_eur.min() > 0 and df.contracts_active.min() > 0   # not vacuous
     for col in COLUMNS + ("marketplace_fee_eur", "marketplace_hosting_cost_eur"):
         assert col in df.columns
     assert (df.marketplace_revenue_eur == 0).all() and (df.marketplace_fee_eur == 0).all()
