@@ -32,10 +32,10 @@ Parameters with no effect at the default, by construction, are handled so:
 Traffic windows are fewer and shorter than the forecast's defaults (``WINDOWS``: one window of
 30 s after a 10 s warm-up per month, instead of 12 of 80 s; the window's hour of the week moves
 from month to month) to keep the 273 forecasts (91 points x 3 seeds) within ~12 CPU-minutes;
-the money comes from the same ledger.  Windows much shorter than 30 s are avoided: a window
-counts the tokens of the requests that complete in it, so a request still generating at its
-end is lost, a loss of the order of the end-to-end latency over the window length (the
-margin of 10-15 s windows reads 20-50 % low on the small scenario).  Writes ``results/sensitivity/``: ``tornado_forecast.png``,
+the money comes from the same ledger.  Each window drains after its horizon
+(sim.forecast.windows.drain_window): every request that arrived after the warm-up is run to
+completion and billed, so short windows no longer lose the requests still generating at their
+end (before the drain, 10-15 s windows read the small scenario's margin 20-50 % low).  Writes ``results/sensitivity_forecast/``: ``tornado_forecast.png``,
 ``sensitivity_forecast.csv`` (one row per group: ends, base value, mean outcomes and paired
 changes with CIs), ``sensitivity_forecast_runs.csv`` (every forecast) and ``report.html``.
 
@@ -179,7 +179,7 @@ def main() -> int:
     from sim.core.stats import mean_ci
 
     p = parser(__file__, __doc__)
-    p.set_defaults(out=ROOT / "results" / "sensitivity")
+    p.set_defaults(out=ROOT / "results" / "sensitivity_forecast")
     p.add_argument("--scenario", default=None, help="scenario to start from (default: small)")
     p.add_argument("--months", type=int, default=None, help=f"horizon (default {MONTHS}; --quick 2)")
     p.add_argument("--groups", default=None, help="comma list of BLOCK.KEY groups to run (default: all; --quick: "
