@@ -31,11 +31,11 @@ Parameters with no effect at the default, by construction, are handled so:
 
 Traffic windows are fewer and shorter than the forecast's defaults (``WINDOWS``: one window of
 30 s after a 10 s warm-up per month, instead of 12 of 80 s; the window's hour of the week moves
-from month to month) to keep the 273 forecasts (91 points x 3 seeds) within ~12 CPU-minutes;
-the money comes from the same ledger.  Each window drains after its horizon
-(sim.forecast.windows.drain_window): every request that arrived after the warm-up is run to
-completion and billed, so short windows no longer lose the requests still generating at their
-end (before the drain, 10-15 s windows read the small scenario's margin 20-50 % low).  Writes ``results/sensitivity_forecast/``: ``tornado_forecast.png``,
+from month to month) to keep the 273 forecasts (91 points x 3 seeds) within ~12 CPU-minutes
+(1121 s wall with 1 worker on the shared machine); the money comes from the same ledger.
+Each window drains after its horizon (sim.forecast.windows.drain_window): every request that
+arrived after the warm-up is run to completion and billed, so short windows no longer lose the
+requests still generating at their end (before the drain, 10-15 s windows read the small scenario's margin 20-50 % low).  Writes ``results/sensitivity_forecast/``: ``tornado_forecast.png``,
 ``sensitivity_forecast.csv`` (one row per group: ends, base value, mean outcomes and paired
 changes with CIs), ``sensitivity_forecast_runs.csv`` (every forecast) and ``report.html``.
 
