@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from heapq import heappush
 from typing import Callable
 
 from sim.perf.step import StepTimeModel, prefill_attn_pairs
@@ -76,6 +77,28 @@ class Request:
         self.reason = ""
 
 
+class Wake:
+    """The lightest event SimPy's ``Environment.step`` can process: a callback list and an
+    ``ok`` flag.  The engine pushes it straight onto the event queue with the same
+    ``(time, NORMAL, eid)`` key ``env.timeout`` would give it, so the order of events is
+    unchanged; it skips ``Timeout``'s construction and ``Environment.schedule``'s call."""
+
+    __slots__ = ("callbacks", "_ok", "_value")
+
+    def __init__(self, callback):
+        self.callbacks = [callback]
+        self._ok = True
+        self._value = None
+
+
+def wake_after(env, delay: float, callback, priority: int = 1) -> Wake:
+    """Call ``callback(event)`` after ``delay`` (>= 0) simulated seconds: exactly
+    ``env.timeout(delay).callbacks.append(callback)`` (priority 1 is SimPy's NORMAL), cheaper."""
+    ev = Wake(callback)
+    heappush(env._queue, (env._now + delay, priority, next(env._eid), ev))
+    return ev
+
+
 class Replica:
     """One model replica with its own continuous-batching scheduler."""
 
@@ -121,6 +144,8 @@ class Replica:
         self.prefill_tokens = 0
         self.iterations = 0
         self.events = 0
+        self._cb_boundary = self._on_boundary
+        self._cb_kick = self._on_kick
         self._reset_state()
 
     def _reset_state(self):
@@ -154,7 +179,8 @@ class Replica:
         if n == 0:
             return 0
         bs = self.bs
-        big, s = divmod(x, bs)
+        big = x // bs
+        s = x - big * bs
         used = self.q_sum + n * big + n
         if s == 0:
             used -= self.res_cnt[0]
@@ -288,9 +314,7 @@ class Replica:
         self.run_k = 0
         self.run_decode_only = False
         self.run_chunks = []
-        ev = self.env.timeout(0.0)
-        ev.callbacks.append(self._on_kick)
-        self.pending = ev
+        self.pending = wake_after(self.env, 0.0, self._cb_kick)
 
     def _on_kick(self, ev):
         if ev is not self.pending:
@@ -300,9 +324,7 @@ class Replica:
         self._schedule()
 
     def _arm(self, delay: float):
-        ev = self.env.timeout(delay if delay > 0.0 else 0.0)
-        ev.callbacks.append(self._on_boundary)
-        self.pending = ev
+        self.pending = wake_after(self.env, delay if delay > 0.0 else 0.0, self._cb_boundary)
         self.events += 1
 
     # ------------------------------------------------------------------ the scheduler
@@ -324,21 +346,30 @@ class Replica:
 
     def _schedule(self):
         """Plan the iteration starting now (the scheduler of every boundary)."""
-        if self.window is not None and self.cross_heap:
+        window = self.window
+        if window is not None and self.cross_heap:
             self._process_crossings()
         x = self.x
         total = self.total_blocks
         preempted = False
-        # 1. room for one more KV slot per running decode
-        while self.n_dec and self.used_dec(x + 1) + self.prefill_blocks > total:
-            self._preempt_newest()
-            preempted = True
+        # 1. room for one more KV slot per running decode; ``used1``: the decodes' blocks at
+        # the next step (admissions below do not change the decode set)
+        used1 = 0
+        if self.n_dec:
+            used_dec = self.used_dec
+            used1 = used_dec(x + 1)
+            while used1 + self.prefill_blocks > total:
+                self._preempt_newest()
+                preempted = True
+                if not self.n_dec:
+                    used1 = 0
+                    break
+                used1 = used_dec(x + 1)
         n_dec = self.n_dec
         budget = self.max_batched_tokens - n_dec
         chunks: list[Request] = []
         prefill_tokens = 0
         pairs = 0.0
-        window = self.window
         # 2. continue prefills already admitted
         if self.prefilling and budget > 0:
             for r in self.prefilling:
@@ -353,32 +384,39 @@ class Replica:
                 pairs += prefill_attn_pairs(r.prefilled, c, window)
                 chunks.append(r)
         # 3. admit waiting requests, first come first served
-        if self.waiting and not preempted:
+        waiting = self.waiting
+        if waiting and not preempted:
             running = self.running
-            while self.waiting and len(running) < self.max_num_seqs and budget > 0:
-                r = self.waiting[0]
-                need = -(-r.target // self.bs)
-                if self.reserve:
-                    res = -(-(r.prompt_tokens + r.output_tokens) // self.bs)
+            max_seqs = self.max_num_seqs
+            bs = self.bs
+            reserve = self.reserve
+            chunked = self.chunked_prefill
+            prefilling = self.prefilling
+            now = self.env.now
+            while waiting and len(running) < max_seqs and budget > 0:
+                r = waiting[0]
+                need = -(-r.target // bs)
+                if reserve:
+                    res = -(-(r.prompt_tokens + r.output_tokens) // bs)
                     if res > total - self.reserved_blocks:
                         break
-                elif need > total - self.prefill_blocks - self.used_dec(x + 1):
+                elif need > total - self.prefill_blocks - used1:
                     break
-                if not self.chunked_prefill and r.target > budget and chunks:
+                if not chunked and r.target > budget and chunks:
                     break
-                self.waiting.popleft()
-                if self.reserve:
+                waiting.popleft()
+                if reserve:
                     self.reserved_blocks += res
                 r.state = PREFILL
                 r.blocks = need
                 r.prefilled = 0
                 self.prefill_blocks += need
                 running[r.rid] = r
-                self.prefilling.append(r)
+                prefilling.append(r)
                 if r.admitted_s < 0.0:
-                    r.admitted_s = self.env.now
+                    r.admitted_s = now
                 c = r.target
-                if self.chunked_prefill and c > budget:
+                if chunked and c > budget:
                     c = budget
                 r.chunk = c
                 budget -= c
@@ -401,14 +439,14 @@ class Replica:
             return
         # 4. a decode-only run: as many steps as nothing changes
         k = self._next_finish() - x
-        if self.per_iteration or (preempted and self.waiting):
+        if self.per_iteration or (preempted and waiting):
             k = 1
         if k > 1 and window is not None:
             cx = self._next_cross()
             if cx >= 0 and cx - x < k:
                 k = cx - x
         if k > 1:
-            k = self._steps_before_shortage(k)
+            k = self._steps_before_shortage(k, used1)
         kv0 = self._kv_tokens()
         growth = self.n_below
         self.run_k = k
@@ -419,13 +457,16 @@ class Replica:
         self.busy = True
         self._arm(model.decode_run_s(n_dec, kv0, growth, k))
 
-    def _steps_before_shortage(self, k: int) -> int:
-        """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks."""
+    def _steps_before_shortage(self, k: int, used1: int | None = None) -> int:
+        """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks
+        (``used1``: ``used_dec(x + 1)`` when the caller has it)."""
         x = self.x
         free = self.total_blocks - self.prefill_blocks
         n = self.n_dec
+        if used1 is None:
+            used1 = self.used_dec(x + 1)
         # cheap bound: each sequence needs at most ceil(steps / bs) + 1 new blocks
-        if self.used_dec(x + 1) + n * (k // self.bs + 1) <= free:
+        if used1 + n * (k // self.bs + 1) <= free:
             return k
         if self.used_dec(x + k) <= free:
             return k
@@ -472,7 +513,7 @@ class Replica:
             self.run_chunks = []
         self.output_tokens += tokens
         if self.on_busy is not None:
-            self.on_busy(self, t0, now, tokens, self.kv_used_blocks())
+            self.on_busy(self, t0, now, tokens, self.used_dec(x) + self.prefill_blocks)
         # completions of decoders
         heap = self.fin_heap
         while heap and heap[0][0] <= x:

@@ -17,7 +17,7 @@ from sim.core.rng import RandomStreams
 from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
 from sim.scenario import Scenario
-from sim.serving.engine import REJECTED, Replica, Request
+from sim.serving.engine import REJECTED, Replica, Request, wake_after
 from sim.serving.fluid import replica_request_capacity_per_s, saturation_tokens_per_s
 from sim.serving.metrics import Metrics, Stream
 from sim.serving.replica import replica_from_spec
@@ -70,7 +70,7 @@ class World:
         self.next_rid = 0
         self.arrival_procs: list = [None] * len(scenario.workloads)
         for wi, w in enumerate(scenario.workloads):
-            env.process(self._arrivals(wi, w))
+            self._drive(self._arrivals(wi, w))
 
     # ------------------------------------------------------------------ observers
     def observe(self, on_complete=None, on_reject=None) -> None:
@@ -161,7 +161,21 @@ class World:
         for fn in self._reject_observers:
             fn(r, reason, now)
 
+    def _drive(self, gen):
+        """Run generator ``gen``, which yields delays in seconds, as callbacks on the event
+        queue: the schedule ``env.process`` of a generator yielding ``env.timeout(delay)``
+        would give (its start is an URGENT event now, each delay a NORMAL one), without a
+        Process resume and a Timeout per step (the arrival loop is on the hot path)."""
+        env = self.env
+
+        def resume(_ev):
+            for delay in gen:
+                wake_after(env, delay, resume)
+                return
+        wake_after(env, 0, resume, priority=0)  # 0, not 0.0: env.now stays the int SimPy starts at
+
     def _arrivals(self, wi: int, w):
+        """The open-loop arrivals of workload ``wi``: a generator of delays (:meth:`_drive`)."""
         env = self.env
         horizon = self.scenario.simulation.horizon_s
         proc = w.arrivals.build()
@@ -186,7 +200,7 @@ class World:
             for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
                 dt = t - env.now
                 if dt > 0.0:
-                    yield env.timeout(dt)
+                    yield dt
                 r = Request(self.next_rid, wi, t, p, o)
                 self.next_rid += 1
                 metrics.on_arrival(r, t)
