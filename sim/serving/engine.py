@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import Callable
 
 from sim.perf.step import StepTimeModel, prefill_attn_pairs
@@ -202,12 +202,14 @@ class Replica:
         r.d0 = x
         u = r.prompt_tokens + r.generated - x - 1
         r.u = u
-        q, rho = divmod(u, self.bs)
+        bs = self.bs
+        q = u // bs
+        rho = u - q * bs
         self.q_sum += q
         self.res_cnt[rho] += 1
         self.n_dec += 1
         r.finish_x = x + (r.output_tokens - r.generated)
-        heapq.heappush(self.fin_heap, (r.finish_x, r.rid, r))
+        heappush(self.fin_heap, (r.finish_x, r.rid, r))
         w = self.window
         if w is not None and u + 1 + x > w:
             r.capped = True
@@ -218,10 +220,13 @@ class Replica:
             self.n_below += 1
             if w is not None:
                 r.cross_x = w - u
-                heapq.heappush(self.cross_heap, (r.cross_x, r.rid, r))
+                heappush(self.cross_heap, (r.cross_x, r.rid, r))
 
     def _remove_decoder(self, r: Request):
-        q, rho = divmod(r.u, self.bs)
+        bs = self.bs
+        u = r.u
+        q = u // bs
+        rho = u - q * bs
         self.q_sum -= q
         self.res_cnt[rho] -= 1
         self.n_dec -= 1
@@ -244,7 +249,7 @@ class Replica:
         heap = self.cross_heap
         x = self.x
         while heap and heap[0][0] <= x:
-            cx, _, r = heapq.heappop(heap)
+            cx, _, r = heappop(heap)
             if r.state != DECODE or r.capped or r.cross_x != cx or r.replica != self.index:
                 continue
             r.capped = True
@@ -258,7 +263,7 @@ class Replica:
             fx, _, r = heap[0]
             if r.state == DECODE and r.finish_x == fx and r.replica == self.index:
                 return fx
-            heapq.heappop(heap)
+            heappop(heap)
         return -1
 
     def _next_cross(self) -> int:
@@ -267,7 +272,7 @@ class Replica:
             cx, _, r = heap[0]
             if r.state == DECODE and not r.capped and r.cross_x == cx and r.replica == self.index:
                 return cx
-            heapq.heappop(heap)
+            heappop(heap)
         return -1
 
     # ------------------------------------------------------------------ arrivals
@@ -324,7 +329,10 @@ class Replica:
         self._schedule()
 
     def _arm(self, delay: float):
-        self.pending = wake_after(self.env, delay if delay > 0.0 else 0.0, self._cb_boundary)
+        env = self.env   # wake_after, inlined (once per iteration run)
+        ev = Wake(self._cb_boundary)
+        heappush(env._queue, (env._now + (delay if delay > 0.0 else 0.0), 1, next(env._eid), ev))
+        self.pending = ev
         self.events += 1
 
     # ------------------------------------------------------------------ the scheduler
@@ -484,22 +492,22 @@ class Replica:
         if ev is not self.pending:
             return
         self.pending = None
-        now = self.env.now
+        now = self.env._now
         t0 = self.run_t0
         k = self.run_k
-        n_dec = self.n_dec
-        tokens = n_dec * k
+        tokens = self.n_dec * k
         self.iterations += k
         self.busy_s += now - t0
-        self.x += k
-        x = self.x
-        on_complete = self.on_complete
-        if self.run_chunks:
-            for r in self.run_chunks:
-                r.prefilled += r.chunk
-                self.prefill_tokens += r.chunk
+        x = self.x = self.x + k
+        chunks = self.run_chunks
+        if chunks:
+            prefilling = self.prefilling
+            for r in chunks:
+                c = r.chunk
+                r.prefilled += c
+                self.prefill_tokens += c
                 if r.prefilled >= r.target:
-                    self.prefilling.remove(r)
+                    prefilling.remove(r)
                     self.prefill_blocks -= r.blocks
                     r.blocks = 0
                     r.generated += 1
@@ -512,16 +520,19 @@ class Replica:
                         self._add_decoder(r)
             self.run_chunks = []
         self.output_tokens += tokens
-        if self.on_busy is not None:
-            self.on_busy(self, t0, now, tokens, self.used_dec(x) + self.prefill_blocks)
+        on_busy = self.on_busy
+        if on_busy is not None:
+            on_busy(self, t0, now, tokens, self.used_dec(x) + self.prefill_blocks)
         # completions of decoders
         heap = self.fin_heap
-        while heap and heap[0][0] <= x:
-            fx, _, r = heapq.heappop(heap)
-            if r.state != DECODE or r.finish_x != fx or r.replica != self.index:
-                continue
-            self._remove_decoder(r)
-            self._finish(r, now)
+        if heap and heap[0][0] <= x:
+            index = self.index
+            while heap and heap[0][0] <= x:
+                fx, _, r = heappop(heap)
+                if r.state != DECODE or r.finish_x != fx or r.replica != index:
+                    continue
+                self._remove_decoder(r)
+                self._finish(r, now)
         if self.on_slots_free is not None and len(self.running) + len(self.waiting) < self.max_num_seqs:
             self.on_slots_free(self)
         self._schedule()
