@@ -440,7 +440,11 @@ class Replica:
             self.run_decode_only = False
             self.run_chunks = chunks
             self.busy = True
-            self._arm(dt)
+            env = self.env   # _arm, inlined
+            ev = Wake(self._cb_boundary)
+            heappush(env._queue, (env._now + (dt if dt > 0.0 else 0.0), 1, next(env._eid), ev))
+            self.pending = ev
+            self.events += 1
             return
         if n_dec == 0:
             self.busy = False
@@ -455,15 +459,22 @@ class Replica:
                 k = cx - x
         if k > 1:
             k = self._steps_before_shortage(k, used1)
-        kv0 = self._kv_tokens()
         growth = self.n_below
+        kv0 = self.s_below + growth * x   # _kv_tokens, inlined
+        if self.n_capped:
+            kv0 += window * self.n_capped
         self.run_k = k
         self.run_kv0 = kv0
         self.run_growth = growth
         self.run_decode_only = True
-        self.run_chunks = []
+        self.run_chunks = ()
         self.busy = True
-        self._arm(model.decode_run_s(n_dec, kv0, growth, k))
+        delay = model.decode_run_s(n_dec, kv0, growth, k)
+        env = self.env   # _arm, inlined
+        ev = Wake(self._cb_boundary)
+        heappush(env._queue, (env._now + (delay if delay > 0.0 else 0.0), 1, next(env._eid), ev))
+        self.pending = ev
+        self.events += 1
 
     def _steps_before_shortage(self, k: int, used1: int | None = None) -> int:
         """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks
@@ -518,7 +529,7 @@ class Replica:
                         self._finish(r, now)
                     else:
                         self._add_decoder(r)
-            self.run_chunks = []
+            self.run_chunks = ()
         self.output_tokens += tokens
         on_busy = self.on_busy
         if on_busy is not None:
