@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from heapq import heappop, heappush
 from typing import Callable
 
 from sim.perf.step import StepTimeModel, prefill_attn_pairs
@@ -76,6 +77,28 @@ class Request:
         self.reason = ""
 
 
+class Wake:
+    """The lightest event SimPy's ``Environment.step`` can process: a callback list and an
+    ``ok`` flag.  The engine pushes it straight onto the event queue with the same
+    ``(time, NORMAL, eid)`` key ``env.timeout`` would give it, so the order of events is
+    unchanged; it skips ``Timeout``'s construction and ``Environment.schedule``'s call."""
+
+    __slots__ = ("callbacks", "_ok", "_value")
+
+    def __init__(self, callback):
+        self.callbacks = [callback]
+        self._ok = True
+        self._value = None
+
+
+def wake_after(env, delay: float, callback, priority: int = 1) -> Wake:
+    """Call ``callback(event)`` after ``delay`` (>= 0) simulated seconds: exactly
+    ``env.timeout(delay).callbacks.append(callback)`` (priority 1 is SimPy's NORMAL), cheaper."""
+    ev = Wake(callback)
+    heappush(env._queue, (env._now + delay, priority, next(env._eid), ev))
+    return ev
+
+
 class Replica:
     """One model replica with its own continuous-batching scheduler."""
 
@@ -121,6 +144,8 @@ class Replica:
         self.prefill_tokens = 0
         self.iterations = 0
         self.events = 0
+        self._cb_boundary = self._on_boundary
+        self._cb_kick = self._on_kick
         self._reset_state()
 
     def _reset_state(self):
@@ -154,7 +179,8 @@ class Replica:
         if n == 0:
             return 0
         bs = self.bs
-        big, s = divmod(x, bs)
+        big = x // bs
+        s = x - big * bs
         used = self.q_sum + n * big + n
         if s == 0:
             used -= self.res_cnt[0]
@@ -176,12 +202,14 @@ class Replica:
         r.d0 = x
         u = r.prompt_tokens + r.generated - x - 1
         r.u = u
-        q, rho = divmod(u, self.bs)
+        bs = self.bs
+        q = u // bs
+        rho = u - q * bs
         self.q_sum += q
         self.res_cnt[rho] += 1
         self.n_dec += 1
         r.finish_x = x + (r.output_tokens - r.generated)
-        heapq.heappush(self.fin_heap, (r.finish_x, r.rid, r))
+        heappush(self.fin_heap, (r.finish_x, r.rid, r))
         w = self.window
         if w is not None and u + 1 + x > w:
             r.capped = True
@@ -192,10 +220,13 @@ class Replica:
             self.n_below += 1
             if w is not None:
                 r.cross_x = w - u
-                heapq.heappush(self.cross_heap, (r.cross_x, r.rid, r))
+                heappush(self.cross_heap, (r.cross_x, r.rid, r))
 
     def _remove_decoder(self, r: Request):
-        q, rho = divmod(r.u, self.bs)
+        bs = self.bs
+        u = r.u
+        q = u // bs
+        rho = u - q * bs
         self.q_sum -= q
         self.res_cnt[rho] -= 1
         self.n_dec -= 1
@@ -218,7 +249,7 @@ class Replica:
         heap = self.cross_heap
         x = self.x
         while heap and heap[0][0] <= x:
-            cx, _, r = heapq.heappop(heap)
+            cx, _, r = heappop(heap)
             if r.state != DECODE or r.capped or r.cross_x != cx or r.replica != self.index:
                 continue
             r.capped = True
@@ -232,7 +263,7 @@ class Replica:
             fx, _, r = heap[0]
             if r.state == DECODE and r.finish_x == fx and r.replica == self.index:
                 return fx
-            heapq.heappop(heap)
+            heappop(heap)
         return -1
 
     def _next_cross(self) -> int:
@@ -241,7 +272,7 @@ class Replica:
             cx, _, r = heap[0]
             if r.state == DECODE and not r.capped and r.cross_x == cx and r.replica == self.index:
                 return cx
-            heapq.heappop(heap)
+            heappop(heap)
         return -1
 
     # ------------------------------------------------------------------ arrivals
@@ -288,9 +319,7 @@ class Replica:
         self.run_k = 0
         self.run_decode_only = False
         self.run_chunks = []
-        ev = self.env.timeout(0.0)
-        ev.callbacks.append(self._on_kick)
-        self.pending = ev
+        self.pending = wake_after(self.env, 0.0, self._cb_kick)
 
     def _on_kick(self, ev):
         if ev is not self.pending:
@@ -300,8 +329,9 @@ class Replica:
         self._schedule()
 
     def _arm(self, delay: float):
-        ev = self.env.timeout(delay if delay > 0.0 else 0.0)
-        ev.callbacks.append(self._on_boundary)
+        env = self.env   # wake_after, inlined (once per iteration run)
+        ev = Wake(self._cb_boundary)
+        heappush(env._queue, (env._now + (delay if delay > 0.0 else 0.0), 1, next(env._eid), ev))
         self.pending = ev
         self.events += 1
 
@@ -324,21 +354,30 @@ class Replica:
 
     def _schedule(self):
         """Plan the iteration starting now (the scheduler of every boundary)."""
-        if self.window is not None and self.cross_heap:
+        window = self.window
+        if window is not None and self.cross_heap:
             self._process_crossings()
         x = self.x
         total = self.total_blocks
         preempted = False
-        # 1. room for one more KV slot per running decode
-        while self.n_dec and self.used_dec(x + 1) + self.prefill_blocks > total:
-            self._preempt_newest()
-            preempted = True
+        # 1. room for one more KV slot per running decode; ``used1``: the decodes' blocks at
+        # the next step (admissions below do not change the decode set)
+        used1 = 0
+        if self.n_dec:
+            used_dec = self.used_dec
+            used1 = used_dec(x + 1)
+            while used1 + self.prefill_blocks > total:
+                self._preempt_newest()
+                preempted = True
+                if not self.n_dec:
+                    used1 = 0
+                    break
+                used1 = used_dec(x + 1)
         n_dec = self.n_dec
         budget = self.max_batched_tokens - n_dec
         chunks: list[Request] = []
         prefill_tokens = 0
         pairs = 0.0
-        window = self.window
         # 2. continue prefills already admitted
         if self.prefilling and budget > 0:
             for r in self.prefilling:
@@ -353,32 +392,39 @@ class Replica:
                 pairs += prefill_attn_pairs(r.prefilled, c, window)
                 chunks.append(r)
         # 3. admit waiting requests, first come first served
-        if self.waiting and not preempted:
+        waiting = self.waiting
+        if waiting and not preempted:
             running = self.running
-            while self.waiting and len(running) < self.max_num_seqs and budget > 0:
-                r = self.waiting[0]
-                need = -(-r.target // self.bs)
-                if self.reserve:
-                    res = -(-(r.prompt_tokens + r.output_tokens) // self.bs)
+            max_seqs = self.max_num_seqs
+            bs = self.bs
+            reserve = self.reserve
+            chunked = self.chunked_prefill
+            prefilling = self.prefilling
+            now = self.env.now
+            while waiting and len(running) < max_seqs and budget > 0:
+                r = waiting[0]
+                need = -(-r.target // bs)
+                if reserve:
+                    res = -(-(r.prompt_tokens + r.output_tokens) // bs)
                     if res > total - self.reserved_blocks:
                         break
-                elif need > total - self.prefill_blocks - self.used_dec(x + 1):
+                elif need > total - self.prefill_blocks - used1:
                     break
-                if not self.chunked_prefill and r.target > budget and chunks:
+                if not chunked and r.target > budget and chunks:
                     break
-                self.waiting.popleft()
-                if self.reserve:
+                waiting.popleft()
+                if reserve:
                     self.reserved_blocks += res
                 r.state = PREFILL
                 r.blocks = need
                 r.prefilled = 0
                 self.prefill_blocks += need
                 running[r.rid] = r
-                self.prefilling.append(r)
+                prefilling.append(r)
                 if r.admitted_s < 0.0:
-                    r.admitted_s = self.env.now
+                    r.admitted_s = now
                 c = r.target
-                if self.chunked_prefill and c > budget:
+                if chunked and c > budget:
                     c = budget
                 r.chunk = c
                 budget -= c
@@ -394,38 +440,52 @@ class Replica:
             self.run_decode_only = False
             self.run_chunks = chunks
             self.busy = True
-            self._arm(dt)
+            env = self.env   # _arm, inlined
+            ev = Wake(self._cb_boundary)
+            heappush(env._queue, (env._now + (dt if dt > 0.0 else 0.0), 1, next(env._eid), ev))
+            self.pending = ev
+            self.events += 1
             return
         if n_dec == 0:
             self.busy = False
             return
         # 4. a decode-only run: as many steps as nothing changes
         k = self._next_finish() - x
-        if self.per_iteration or (preempted and self.waiting):
+        if self.per_iteration or (preempted and waiting):
             k = 1
         if k > 1 and window is not None:
             cx = self._next_cross()
             if cx >= 0 and cx - x < k:
                 k = cx - x
         if k > 1:
-            k = self._steps_before_shortage(k)
-        kv0 = self._kv_tokens()
+            k = self._steps_before_shortage(k, used1)
         growth = self.n_below
+        kv0 = self.s_below + growth * x   # _kv_tokens, inlined
+        if self.n_capped:
+            kv0 += window * self.n_capped
         self.run_k = k
         self.run_kv0 = kv0
         self.run_growth = growth
         self.run_decode_only = True
-        self.run_chunks = []
+        self.run_chunks = ()
         self.busy = True
-        self._arm(model.decode_run_s(n_dec, kv0, growth, k))
+        delay = model.decode_run_s(n_dec, kv0, growth, k)
+        env = self.env   # _arm, inlined
+        ev = Wake(self._cb_boundary)
+        heappush(env._queue, (env._now + (delay if delay > 0.0 else 0.0), 1, next(env._eid), ev))
+        self.pending = ev
+        self.events += 1
 
-    def _steps_before_shortage(self, k: int) -> int:
-        """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks."""
+    def _steps_before_shortage(self, k: int, used1: int | None = None) -> int:
+        """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks
+        (``used1``: ``used_dec(x + 1)`` when the caller has it)."""
         x = self.x
         free = self.total_blocks - self.prefill_blocks
         n = self.n_dec
+        if used1 is None:
+            used1 = self.used_dec(x + 1)
         # cheap bound: each sequence needs at most ceil(steps / bs) + 1 new blocks
-        if self.used_dec(x + 1) + n * (k // self.bs + 1) <= free:
+        if used1 + n * (k // self.bs + 1) <= free:
             return k
         if self.used_dec(x + k) <= free:
             return k
@@ -443,22 +503,22 @@ class Replica:
         if ev is not self.pending:
             return
         self.pending = None
-        now = self.env.now
+        now = self.env._now
         t0 = self.run_t0
         k = self.run_k
-        n_dec = self.n_dec
-        tokens = n_dec * k
+        tokens = self.n_dec * k
         self.iterations += k
         self.busy_s += now - t0
-        self.x += k
-        x = self.x
-        on_complete = self.on_complete
-        if self.run_chunks:
-            for r in self.run_chunks:
-                r.prefilled += r.chunk
-                self.prefill_tokens += r.chunk
+        x = self.x = self.x + k
+        chunks = self.run_chunks
+        if chunks:
+            prefilling = self.prefilling
+            for r in chunks:
+                c = r.chunk
+                r.prefilled += c
+                self.prefill_tokens += c
                 if r.prefilled >= r.target:
-                    self.prefilling.remove(r)
+                    prefilling.remove(r)
                     self.prefill_blocks -= r.blocks
                     r.blocks = 0
                     r.generated += 1
@@ -469,18 +529,21 @@ class Replica:
                         self._finish(r, now)
                     else:
                         self._add_decoder(r)
-            self.run_chunks = []
+            self.run_chunks = ()
         self.output_tokens += tokens
-        if self.on_busy is not None:
-            self.on_busy(self, t0, now, tokens, self.kv_used_blocks())
+        on_busy = self.on_busy
+        if on_busy is not None:
+            on_busy(self, t0, now, tokens, self.used_dec(x) + self.prefill_blocks)
         # completions of decoders
         heap = self.fin_heap
-        while heap and heap[0][0] <= x:
-            fx, _, r = heapq.heappop(heap)
-            if r.state != DECODE or r.finish_x != fx or r.replica != self.index:
-                continue
-            self._remove_decoder(r)
-            self._finish(r, now)
+        if heap and heap[0][0] <= x:
+            index = self.index
+            while heap and heap[0][0] <= x:
+                fx, _, r = heappop(heap)
+                if r.state != DECODE or r.finish_x != fx or r.replica != index:
+                    continue
+                self._remove_decoder(r)
+                self._finish(r, now)
         if self.on_slots_free is not None and len(self.running) + len(self.waiting) < self.max_num_seqs:
             self.on_slots_free(self)
         self._schedule()

@@ -260,13 +260,22 @@ class Metrics:
         s.arrived_output_tokens += r.output_tokens
         if self.first_arrival_s is None:
             self.first_arrival_s = now
-        self.arrival_bins[self._bin(now)] += 1
+        b = int(now / self.interval_s)   # _bin, inlined (once per request)
+        if b >= self.nbins:
+            self._grow(b)
+        self.arrival_bins[b] += 1
 
     def on_complete(self, r, now: float):
         self.last_completion_s = now
-        self.completion_bins[self._bin(now)] += 1
-        self.buffer.append(self._row(r, OUTCOME_COMPLETED))
-        if len(self.buffer) >= self.flush_every:
+        b = int(now / self.interval_s)   # _bin and _row, inlined (once per request)
+        if b >= self.nbins:
+            self._grow(b)
+        self.completion_bins[b] += 1
+        buf = self.buffer
+        buf.append((r.rid, r.workload, r.replica, r.arrival_s, r.admitted_s, r.first_token_s,
+                    r.completion_s, r.prompt_tokens, r.output_tokens, r.generated, r.preemptions,
+                    r.restarts, r.latency_s, OUTCOME_COMPLETED))
+        if len(buf) >= self.flush_every:
             self.flush()
 
     def on_reject(self, r, reason: str, now: float):
@@ -286,11 +295,13 @@ class Metrics:
         b1 = int(t1 / iv)
         if b1 >= self.nbins:
             self._grow(b1)
-        busy = self.busy[rep.index]
+        i = rep.index
+        busy = self.busy[i]
         if b0 == b1:
-            busy[b0] += t1 - t0
-            self.tokens[rep.index][b0] += tokens
-            self.kv_block_s[rep.index][b0] += kv_blocks * (t1 - t0)
+            d = t1 - t0
+            busy[b0] += d
+            self.tokens[i][b0] += tokens
+            self.kv_block_s[i][b0] += kv_blocks * d
             return
         dur = t1 - t0
         for b in range(b0, b1 + 1):

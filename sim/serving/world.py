@@ -9,6 +9,7 @@ change its fleet only through its public operations (:meth:`World.add_replica`,
 from __future__ import annotations
 
 import math
+from heapq import heappush
 
 import simpy
 
@@ -17,7 +18,7 @@ from sim.core.rng import RandomStreams
 from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
 from sim.scenario import Scenario
-from sim.serving.engine import REJECTED, Replica, Request
+from sim.serving.engine import REJECTED, Replica, Request, Wake, wake_after
 from sim.serving.fluid import replica_request_capacity_per_s, saturation_tokens_per_s
 from sim.serving.metrics import Metrics, Stream
 from sim.serving.replica import replica_from_spec
@@ -70,7 +71,7 @@ class World:
         self.next_rid = 0
         self.arrival_procs: list = [None] * len(scenario.workloads)
         for wi, w in enumerate(scenario.workloads):
-            env.process(self._arrivals(wi, w))
+            self._drive(self._arrivals(wi, w))
 
     # ------------------------------------------------------------------ observers
     def observe(self, on_complete=None, on_reject=None) -> None:
@@ -161,7 +162,23 @@ class World:
         for fn in self._reject_observers:
             fn(r, reason, now)
 
+    def _drive(self, gen):
+        """Run generator ``gen``, which yields delays in seconds, as callbacks on the event
+        queue: the schedule ``env.process`` of a generator yielding ``env.timeout(delay)``
+        would give (its start is an URGENT event now, each delay a NORMAL one), without a
+        Process resume and a Timeout per step (the arrival loop is on the hot path)."""
+        env = self.env
+
+        queue, eid = env._queue, env._eid
+
+        def resume(_ev):
+            for delay in gen:   # wake_after(env, delay, resume), inlined
+                heappush(queue, (env._now + delay, 1, next(eid), Wake(resume)))
+                return
+        wake_after(env, 0, resume, priority=0)  # 0, not 0.0: env.now stays the int SimPy starts at
+
     def _arrivals(self, wi: int, w):
+        """The open-loop arrivals of workload ``wi``: a generator of delays (:meth:`_drive`)."""
         env = self.env
         horizon = self.scenario.simulation.horizon_s
         proc = w.arrivals.build()
@@ -183,18 +200,19 @@ class World:
                 prompts = prompt_d.sample(rng_len, n)
             if outputs is None:
                 outputs = output_d.sample(rng_len, n)
+            on_arrival, submit = metrics.on_arrival, router.submit
             for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
-                dt = t - env.now
+                dt = t - env._now
                 if dt > 0.0:
-                    yield env.timeout(dt)
+                    yield dt
                 r = Request(self.next_rid, wi, t, p, o)
                 self.next_rid += 1
-                metrics.on_arrival(r, t)
+                on_arrival(r, t)
                 cap = max_tokens[wi]
                 if p + o > cap:
                     self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
                     continue
-                router.submit(r)
+                submit(r)
 
     def _closed_loop(self, wi: int, proc: ClosedLoopProcess, prompt_d, output_d, rng_t, rng_len):
         """``proc.users`` user processes; each waits for its request's completion or rejection
