@@ -329,10 +329,7 @@ class Replica:
         self._schedule()
 
     def _arm(self, delay: float):
-        env = self.env   # wake_after, inlined (once per iteration run)
-        ev = Wake(self._cb_boundary)
-        heappush(env._queue, (env._now + (delay if delay > 0.0 else 0.0), 1, next(env._eid), ev))
-        self.pending = ev
+        self.pending = wake_after(self.env, delay if delay > 0.0 else 0.0, self._cb_boundary)
         self.events += 1
 
     # ------------------------------------------------------------------ the scheduler
@@ -440,11 +437,7 @@ class Replica:
             self.run_decode_only = False
             self.run_chunks = chunks
             self.busy = True
-            env = self.env   # _arm, inlined
-            ev = Wake(self._cb_boundary)
-            heappush(env._queue, (env._now + (dt if dt > 0.0 else 0.0), 1, next(env._eid), ev))
-            self.pending = ev
-            self.events += 1
+            self._arm(dt)
             return
         if n_dec == 0:
             self.busy = False
@@ -460,21 +453,14 @@ class Replica:
         if k > 1:
             k = self._steps_before_shortage(k, used1)
         growth = self.n_below
-        kv0 = self.s_below + growth * x   # _kv_tokens, inlined
-        if self.n_capped:
-            kv0 += window * self.n_capped
+        kv0 = self._kv_tokens()
         self.run_k = k
         self.run_kv0 = kv0
         self.run_growth = growth
         self.run_decode_only = True
         self.run_chunks = ()
         self.busy = True
-        delay = model.decode_run_s(n_dec, kv0, growth, k)
-        env = self.env   # _arm, inlined
-        ev = Wake(self._cb_boundary)
-        heappush(env._queue, (env._now + (delay if delay > 0.0 else 0.0), 1, next(env._eid), ev))
-        self.pending = ev
-        self.events += 1
+        self._arm(model.decode_run_s(n_dec, kv0, growth, k))
 
     def _steps_before_shortage(self, k: int, used1: int | None = None) -> int:
         """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks
