@@ -645,13 +645,17 @@ def _fit_framework_profiles(params: dict[str, Params], committed_file, shared: _
     for gid in params:
         f = committed_file(f"{gid}.json")
         if f.is_file():
-            committed[gid] = json.loads(f.read_text()).get("framework_profiles", {}).get(DEFAULT_FRAMEWORK)
+            committed[gid] = json.loads(f.read_text()).get("framework_profiles", {})
     for gid, p in params.items():
         profs = {k: {**v, "custom_allreduce": CUSTOM_ALLREDUCE[k]} for k, v in profiles.items()}
-        ifb = committed.get(gid)
+        ifb = committed.get(gid, {}).get(DEFAULT_FRAMEWORK)
         if ifb and "perf-overview" in ifb.get("fitted_on", ""):
             profs[DEFAULT_FRAMEWORK] = {**ifb, "custom_allreduce": CUSTOM_ALLREDUCE[DEFAULT_FRAMEWORK]}
             p.meta["framework_default"] = f"{DEFAULT_FRAMEWORK} (in-flight batching, {ifb['fitted_on']})"
+        # the per-release profiles of `sovsim calibrate --throughput` (trtllm-v0.14 ...) are kept too
+        for name, prof in committed.get(gid, {}).items():
+            if name not in profs and "perf-overview" in prof.get("fitted_on", ""):
+                profs[name] = prof
         default = profs.get(DEFAULT_FRAMEWORK) or profs[FALLBACK_FRAMEWORK]
         p.iteration_overhead_s = default["iteration_overhead_s"]
         p.per_seq_overhead_s = default["per_seq_overhead_s"]

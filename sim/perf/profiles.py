@@ -89,6 +89,13 @@ PROFILES: dict[str, EngineProfile] = {p.name: p for p in (
 )}
 PROFILE_NAMES = tuple(PROFILES)
 
+# step-time framework profiles in every models/calibration/<gpu>.json (docs/perf.md, "Framework
+# profiles"): the serving software whose CPU overheads and kernel speed a calibrated step model
+# takes.  ``trtllm`` is the default (fitted on perf-overview v0.17); ``trtllm-v<release>`` is one
+# TensorRT-LLM release's own kernel-time scale (``sovsim calibrate --throughput``); ``trtllm-v0.9``
+# the old static-batching fit; ``vllm`` the Argonne / vLLM CI fit.
+FRAMEWORK_NAMES = ("trtllm", "trtllm-v0.14", "trtllm-v0.17", "trtllm-v1.0", "trtllm-v0.9", "vllm")
+
 
 def engine_profile(name: str) -> EngineProfile:
     p = PROFILES.get(name)

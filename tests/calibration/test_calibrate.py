@@ -7,6 +7,7 @@ import pytest
 
 from sim.calibration import calibrate as cal
 from sim.perf import catalog
+from sim.perf.profiles import FRAMEWORK_NAMES
 from sim.calibration import measurements
 from sim.perf.roofline import build_model, load_params
 from sim.core.resources import model_file
@@ -90,7 +91,7 @@ def test_calibration_files_are_complete():
         for key in ("gemm_eta_bw", "gemm_eta_flops", "moe_eta_bw", "allreduce", "framework_profiles", "meta"):
             assert key in data, (gid, key)
         assert 0 < data["gemm_eta_bw"] <= 1 and 0 < data["gemm_eta_flops"] <= 1
-        assert set(data["framework_profiles"]) == {"vllm", "trtllm", "trtllm-v0.9"}
+        assert set(data["framework_profiles"]) == set(FRAMEWORK_NAMES)
         # the default (top-level) overheads are the in-flight-batching trtllm profile's
         prof = data["framework_profiles"]["trtllm"]
         assert "perf-overview" in prof["fitted_on"] and "held out" in prof["fitted_on"]
@@ -107,3 +108,6 @@ def test_recalibration_reproduces_committed_parameters():
         assert p.gemm_eta_bw == pytest.approx(committed.gemm_eta_bw, rel=1e-6)
         assert p.moe_eta_bw == pytest.approx(committed.moe_eta_bw, rel=1e-6)
         assert p.iteration_overhead_s == pytest.approx(committed.iteration_overhead_s, rel=1e-6)
+        # the operator refit keeps every throughput-fitted profile (trtllm and its releases)
+        assert set(p.framework_profiles) == set(committed.framework_profiles)
+        assert p.framework_profiles["trtllm-v0.14"] == committed.framework_profiles["trtllm-v0.14"]
