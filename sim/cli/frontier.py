@@ -37,6 +37,7 @@ def register(sub) -> None:
                         + ",".join(map(str, DEFAULT_CONCURRENCY)) + ").")
     g.add_argument("--qps", type=_list(float), default=None, help="Offered requests/s, comma-separated (Poisson arrivals).")
     p.add_argument("--profile", default=None, help="Engine profile of the deployment (see `sovsim schema`; default: the scenario default).")
+    p.add_argument("--framework", default=None, help="Step-time framework profile (trtllm-v0.14, trtllm-v0.17, trtllm-v1.0, trtllm, vllm; see `sovsim throughput --help`; default: the engine profile's, else trtllm).")
     p.add_argument("--precision", default="fp8", help="bf16, fp16 or fp8.")
     p.add_argument("--horizon-s", type=float, default=DEFAULT_HORIZON_S, help=f"Simulated seconds per point (default {DEFAULT_HORIZON_S:g}).")
     p.add_argument("--warmup-s", type=float, default=DEFAULT_WARMUP_S, help=f"Seconds left out of every statistic (default {DEFAULT_WARMUP_S:g}).")
@@ -48,13 +49,15 @@ def register(sub) -> None:
 
 def cmd_frontier(args) -> int:
     df = frontier(args.model, args.gpu, args.tp, args.gpus, args.input, args.output, args.concurrency, args.qps,
-                  args.precision, args.profile, args.horizon_s, args.warmup_s, args.replications, args.seed, log=print)
+                  args.precision, args.profile, args.horizon_s, args.warmup_s, args.replications, args.seed, log=print,
+                  framework=args.framework)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "frontier.csv", index=False, float_format="%.6g")
     gpus = args.gpus or args.tp
     title = (f"{args.model} on {gpus} x {args.gpu} (TP{args.tp}, {args.precision}"
-             f"{', profile ' + args.profile if args.profile else ''}), {args.input} in / {args.output} out")
+             f"{', profile ' + args.profile if args.profile else ''}"
+             f"{', framework ' + args.framework if args.framework else ''}), {args.input} in / {args.output} out")
     frontier_figure(df, out / "frontier.png", title)
     print(f"wrote {out / 'frontier.csv'} and {out / 'frontier.png'}")
     return 0

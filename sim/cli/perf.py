@@ -43,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--max-batched-tokens", type=int, default=None, help="Per-iteration token budget (default 8192, as trtllm-bench; assumption).")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="Share of GPU memory for weights + KV (default 0.95, as trtllm-bench; assumption).")
     p.add_argument("--profile", default=None, help="Engine profile (vllm, trtllm-max-utilization, trtllm-guaranteed-no-evict): its batching defaults and fitted step overheads replace the trtllm-bench settings; the limit flags above still win.")
+    p.add_argument("--framework", default=None, help="Step-time framework profile (trtllm-v0.14, trtllm-v0.17, trtllm-v1.0: the TensorRT-LLM release measured; trtllm: default, the v0.17 fit; vllm): its fitted CPU overheads and kernel-time scale, over the engine profile's.")
     p.add_argument("--seed", type=int, default=1, help="Root seed.")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     p.set_defaults(func=cmd_throughput)
@@ -115,13 +116,14 @@ def cmd_throughput(args) -> int:
     r = throughput(args.model, args.gpu, args.gpus, args.tp, args.input, args.output, args.precision,
                    args.requests, args.seed, max_num_seqs=args.max_num_seqs,
                    max_batched_tokens=args.max_batched_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
-                   profile=args.profile)
+                   profile=args.profile, framework=args.framework)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['model']} on {r['gpus']} x {r['gpu']} ({r['replicas']} replicas of TP{r['tp']}, {r['precision']}), "
           f"{r['requests']} requests of {r['input_tokens']} in / {r['output_tokens']} out"
-          + (f", profile {r['profile']}" if r["profile"] else ""))
+          + (f", profile {r['profile']}" if r["profile"] else "")
+          + (f", framework {r['framework']}" if r["framework"] else ""))
     print(f"  output tokens/s      {r['output_tokens_per_s']:12.1f}")
     print(f"  output tokens/s/GPU  {r['output_tokens_per_s_per_gpu']:12.1f}")
     print(f"  makespan {r['last_completion_s']:.1f} s simulated, {r['completed']} completed, wall {r['wall_s']:.2f} s")

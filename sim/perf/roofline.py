@@ -436,10 +436,11 @@ def build_step_model(dep) -> PerfModel:
     catalog.llm(dep.model, field=f"deployments[{dep.name}].model")
     catalog.gpu(dep.gpu, field=f"deployments[{dep.name}].gpu")
     b = dep.batching
-    # framework overheads: the engine profile's (sim.perf.profiles), else the calibration's
+    # framework overheads: step_time.framework, else the engine profile's (sim.perf.profiles), else the calibration's
     # default profile (docs/perf.md); the datasheet roofline has none
     prof = getattr(dep, "profile", None)
-    framework = engine_profile(prof).framework if prof is not None and dep.step_time.kind == "calibrated" else None
+    framework = dep.step_time.framework or (
+        engine_profile(prof).framework if prof is not None and dep.step_time.kind == "calibrated" else None)
     return build_model(dep.model, dep.gpu, dep.tp, dep.precision, dep.step_time.kind,
                        max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
                        gpu_memory_utilization=b.gpu_memory_utilization,

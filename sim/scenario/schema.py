@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.demand import distributions as dist
 from sim.perf import catalog
-from sim.perf.profiles import PROFILE_NAMES as ENGINE_PROFILE_NAMES, PROFILES as ENGINE_PROFILES
+from sim.perf.profiles import FRAMEWORK_NAMES, PROFILE_NAMES as ENGINE_PROFILE_NAMES, PROFILES as ENGINE_PROFILES
 from sim.perf.roofline import build_step_model
 from sim.core.errors import UserError
 from sim.scenario.certification import PlannedCertificationSpec
@@ -233,11 +233,17 @@ class StepTimeSpec(Spec):
     per_kv_token_s: float = Field(default=0.0, ge=0.0, le=60.0, description="constant only: added time per attended KV token, seconds. Run setting (validation model).")
     kv_cache_tokens: int | None = Field(default=None, ge=1, le=1 << 40, description="Override the KV-cache capacity of a replica, tokens (default: derived from GPU memory minus weights).")
     window_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, description="constant only: sliding attention window, tokens (per_kv_token_s applies to at most this many tokens per sequence).")
+    framework: Literal[FRAMEWORK_NAMES] | None = Field(
+        default=None,
+        description="calibrated only: the step-time framework profile (models/calibration/<gpu>.json, docs/perf.md): the serving software's fitted CPU overheads and kernel-time scale. trtllm-v0.14 / trtllm-v0.17 / trtllm-v1.0: that TensorRT-LLM release (perf-overview tables); trtllm: the default (v0.17 fit); vllm: the vLLM fit. None: the engine profile's framework, else the default. assumption: None.")
 
     @model_validator(mode="after")
     def _constant_needs_step(self):
         if self.kind == "constant" and self.decode_step_s is None:
             fail("decode_step_s", "kind = 'constant' needs it", "seconds, > 0")
+        if self.framework is not None and self.kind != "calibrated":
+            fail("framework", f"applies to kind = 'calibrated' only, not {self.kind!r}",
+                 "leave it out, or kind = 'calibrated'")
         if self.kind != "constant":
             for name in CONSTANT_ONLY:
                 if getattr(self, name) != type(self).model_fields[name].default:

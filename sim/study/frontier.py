@@ -74,7 +74,7 @@ def _length(v) -> dict:
 
 def frontier_scenario(model: str, gpu: str, tp: int, gpus: int, input_tokens, output_tokens,
                       arrivals: dict, horizon_s: float, warmup_s: float, precision: str = "fp8",
-                      profile: str | None = None, batching: dict | None = None):
+                      profile: str | None = None, batching: dict | None = None, framework: str | None = None):
     """The scenario of one frontier point: ``gpus / tp`` replicas; lengths are token counts
     (constant, as benchmarks send) or length-law tables of the scenario schema."""
     dep = {"name": "d", "model": model, "gpu": gpu, "precision": precision, "tp": tp, "replicas": gpus // tp}
@@ -82,6 +82,8 @@ def frontier_scenario(model: str, gpu: str, tp: int, gpus: int, input_tokens, ou
         dep["profile"] = profile
     if batching:
         dep["batching"] = dict(batching)
+    if framework is not None:
+        dep["step_time"] = {"framework": framework}
     return scenario_from_dict({
         "name": "frontier",
         "simulation": {"horizon_s": horizon_s, "warmup_s": warmup_s, "request_sample_size": 0,
@@ -133,7 +135,7 @@ def frontier(model: str, gpu: str, tp: int, gpus: int | None = None,
              concurrency: Sequence[int] | None = None, qps: Sequence[float] | None = None,
              precision: str = "fp8", profile: str | None = None, horizon_s: float = DEFAULT_HORIZON_S,
              warmup_s: float = DEFAULT_WARMUP_S, replications: int = 1, seed: int = 1,
-             batching: dict | None = None, log=None) -> pd.DataFrame:
+             batching: dict | None = None, log=None, framework: str | None = None) -> pd.DataFrame:
     """One row per (load point, replication); columns :data:`COLUMNS`.  Concurrency is the
     total number of users across the fleet.  With neither sweep given, the default
     concurrency sweep.  Replication ``r`` of every point uses seed ``seed + r`` (common random
@@ -151,7 +153,7 @@ def frontier(model: str, gpu: str, tp: int, gpus: int | None = None,
         arr = ({"kind": "closed_loop", "users": int(load)} if mode == "concurrency"
                else {"kind": "poisson", "rate_per_s": float(load)})
         sc = frontier_scenario(model, gpu, tp, gpus, input_tokens, output_tokens, arr, hor, warm, precision,
-                               profile, batching)
+                               profile, batching, framework)
         for r in range(replications):
             p = _point(sc, seed + r, warm, hor)
             rows.append({"mode": mode, "load": float(load),

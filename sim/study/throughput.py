@@ -28,10 +28,11 @@ OFFLINE_HORIZON_S = 1e9
 def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, output_tokens: int,
                         precision: str = "fp8", requests: int | None = None, max_num_seqs: int | None = None,
                         max_batched_tokens: int | None = None, gpu_memory_utilization: float | None = None,
-                        horizon_s: float | None = None, profile: str | None = None):
+                        horizon_s: float | None = None, profile: str | None = None, framework: str | None = None):
     """The offline-throughput scenario: ``gpus / tp`` replicas, ``requests`` fixed-length
     requests all arriving at t = 0.  With an engine ``profile`` its batching defaults replace
-    the trtllm-bench ones (limits given here still win)."""
+    the trtllm-bench ones (limits given here still win); a ``framework`` profile
+    (``trtllm-v0.14``, ...) replaces the step model's CPU overheads and kernel-time scale."""
     catalog.llm(model, "--model"), catalog.gpu(gpu, "--gpu"), catalog.check_precision(precision)
     if tp < 1 or gpus < tp or gpus % tp:
         raise UserError(f"--gpus: must be a positive multiple of --tp ({tp}); got {gpus}")
@@ -64,7 +65,8 @@ def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: 
         "simulation": {"horizon_s": OFFLINE_HORIZON_S if horizon_s is None else horizon_s, "request_sample_size": 0},
         "deployments": [{"name": "bench", "model": model, "gpu": gpu, "precision": precision, "tp": tp,
                          "replicas": replicas, "batching": batching,
-                         **({"profile": profile} if profile is not None else {})}],
+                         **({"profile": profile} if profile is not None else {}),
+                         **({"step_time": {"framework": framework}} if framework is not None else {})}],
         "workloads": [{"name": "offline", "model": model, "arrivals": {"kind": "offline", "count": requests},
                        "prompt_tokens": {"dist": "constant", "value": input_tokens},
                        "output_tokens": {"dist": "constant", "value": output_tokens}}],
@@ -101,6 +103,6 @@ def throughput(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, outp
             "output_tokens_per_s": tps, "output_tokens_per_s_per_gpu": tps / gpus,
             "kv_capacity_tokens_per_replica": step.kv_capacity_tokens,
             "max_num_seqs": sc.deployments[0].batching.max_num_seqs,
-            "profile": sc.deployments[0].profile,
+            "profile": sc.deployments[0].profile, "framework": sc.deployments[0].step_time.framework,
             "extrapolated": bool(extrapolation_reasons(gpu, model)),
             "extrapolation_reasons": extrapolation_reasons(gpu, model), "wall_s": res.wall_s}

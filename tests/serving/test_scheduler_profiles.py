@@ -81,6 +81,41 @@ def test_throughput_names_the_profile():
     assert b["output_tokens_per_s"] < a["output_tokens_per_s"]
 
 
+# ------------------------------------------------------------------ framework profiles (step_time.framework)
+@pytest.mark.parametrize("gpu", ["a100-sxm-80gb", "h100-sxm", "h200"])
+def test_every_framework_name_has_a_fitted_profile_on_every_calibrated_gpu(gpu):
+    from sim.perf.profiles import FRAMEWORK_NAMES
+    profs = load_params(gpu).framework_profiles
+    assert set(FRAMEWORK_NAMES) <= set(profs)
+    for name in FRAMEWORK_NAMES:
+        assert profs[name]["fitted_on"] and profs[name]["iteration_overhead_s"] >= 0
+
+
+def test_framework_overrides_the_engine_profiles_and_names_the_release():
+    """``step_time.framework`` picks the fitted overheads and kernel scale, over the engine
+    profile's; ``trtllm-v0.17`` is the release the default was fitted on (same numbers)."""
+    profs = load_params("h100-sxm").framework_profiles
+    m = build_step_model(_sc(_dep(profile="trtllm-max-utilization",
+                                  step_time={"framework": "trtllm-v0.14"})).deployments[0])
+    assert m.p.kernel_time_scale == profs["trtllm-v0.14"]["kernel_time_scale"] != profs["trtllm"]["kernel_time_scale"]
+    a = throughput("llama-3.1-8b", "h100-sxm", 1, 1, 128, 128, requests=400, framework="trtllm-v0.17")
+    b = throughput("llama-3.1-8b", "h100-sxm", 1, 1, 128, 128, requests=400)
+    c = throughput("llama-3.1-8b", "h100-sxm", 1, 1, 128, 128, requests=400, framework="trtllm-v0.14")
+    assert a["framework"] == "trtllm-v0.17" and b["framework"] is None
+    assert a["output_tokens_per_s"] == b["output_tokens_per_s"]
+    assert c["output_tokens_per_s"] < b["output_tokens_per_s"]  # the older release's slower kernels
+
+
+def test_bad_framework_is_one_line():
+    for step_time, words in (({"framework": "tensorrt"}, ("framework", "trtllm-v0.14")),
+                             ({"kind": "constant", "decode_step_s": 0.01, "framework": "vllm"},
+                              ("framework", "calibrated"))):
+        with pytest.raises(ScenarioError) as e:
+            _sc(_dep(step_time=step_time))
+        msg = str(e.value)
+        assert all(w in msg for w in words) and "\n" not in msg, msg
+
+
 # ------------------------------------------------------------------ admission semantics
 def _kv_bound(admission, mode="event_skipping", kv_tokens=6000, rate=3.0, seed=3):
     """A constant-step replica whose KV cache holds a few long requests only."""
