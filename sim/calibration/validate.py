@@ -6,7 +6,10 @@ Every prediction is a full engine run (:func:`sim.study.run.run` or
 measured experiment.  Families:
 
 * ``offline`` -- TensorRT-LLM perf-overview v0.14 / v0.17 / v1.0 dense throughput rows
-  (trtllm-bench settings, all requests at t = 0): output tokens/s.
+  (trtllm-bench settings, all requests at t = 0): output tokens/s, each row under its own
+  release's profile (``trtllm-v0.14`` ...) as fitted with the row's GPU left out of every release.
+* ``offline_unversioned`` -- the same rows under the default ``trtllm`` profile (v0.17 fit):
+  what a user who does not name the release gets (v0.17 rows in-sample).
 * ``online`` -- TensorRT-LLM v0.14 online serving (Triton, 500 requests, Poisson arrivals at the
   offered QPS; ``INF`` = all at once): mean TTFT and mean ITL.
 * ``mlperf_server`` -- MLPerf Inference v4.1 / v5.1 Server rows for Llama-2-70B on 8x H100-SXM /
@@ -26,9 +29,10 @@ measured experiment.  Families:
   tables (step-model level: no end-to-end Mixtral measurement is in the data).
 
 Leave-one-family-out: :data:`FITS` states, per family, which fitted parameters its predictions
-use and what they were fitted on.  The only end-to-end fit is the ``trtllm`` framework profile
-(perf-overview **v0.17** offline rows), so those rows are marked ``in_sample`` and every
-aggregate is also given on held-out rows only.
+use and what they were fitted on.  The only end-to-end fits are the TensorRT-LLM framework
+profiles on the perf-overview offline rows: ``offline`` scores them leave-one-GPU-out, and
+``offline_unversioned`` marks the v0.17 rows ``in_sample``; every aggregate is also given on
+held-out rows only.
 """
 from __future__ import annotations
 
@@ -48,13 +52,17 @@ from sim.scenario import scenario_from_dict
 from sim.study.run import run
 from sim.study.throughput import throughput
 
-FAMILIES = ("offline", "online", "mlperf_server", "mlperf_interactive", "nim_concurrency", "aiconfigurator",
+FAMILIES = ("offline", "offline_unversioned", "online", "mlperf_server", "mlperf_interactive", "nim_concurrency", "aiconfigurator",
             "vllm_trace", "moe_kernel")
 FITS = {
-    "offline": "operator efficiencies (vidur kernels, vLLM PR #24700 MoE), trtllm profile (ms/iteration, "
-               "us/seq, kernel_time_scale) fitted on perf-overview v0.17 dense offline rows: v0.17 rows in_sample, "
-               "v0.14 and v1.0 held out",
-    "online": "same trtllm profile (v0.17 offline rows); the v0.14 online rows were never fitted: held out",
+    "offline": "operator efficiencies (vidur kernels, vLLM PR #24700 MoE); each row under its release's profile "
+               "(trtllm-v0.14 / -v0.17 / -v1.0: ms/iteration and us/seq fitted on v0.17, one kernel_time_scale per "
+               "release) as fitted with the row's GPU left out of every release (leave-one-GPU-out): held out",
+    "offline_unversioned": "the default trtllm profile (ms/iteration, us/seq, kernel_time_scale fitted on "
+                           "perf-overview v0.17 dense offline rows) on every release: v0.17 rows in_sample, v0.14 "
+                           "and v1.0 held out",
+    "online": "the trtllm-v0.14 profile (the release that served them; fitted on v0.14 / v0.17 offline rows); the "
+              "v0.14 online rows were never fitted: held out",
     "mlperf_server": "same trtllm profile (v0.17 offline rows); the prompt length (one number, not in the data) is "
                      "inferred from NVIDIA's v4.1 OFFLINE rows of the same nodes, which are not scored; the Server "
                      "rows were never fitted: held out",
@@ -74,6 +82,7 @@ SEED = 1
 MAX_NUM_SEQS = throughput_fit.MAX_NUM_SEQS
 MAX_BATCHED_TOKENS = throughput_fit.MAX_BATCHED_TOKENS
 GPU_MEMORY_UTILIZATION = throughput_fit.GPU_MEMORY_UTILIZATION
+ONLINE_FRAMEWORK = throughput_fit.release_profile("v0.14")  # the online table's release
 ONLINE_GPUS = {"H100 80GB HBM3": "h100-sxm", "H200 131GB HBM3": "h200"}
 ONLINE_MODELS = {"LLaMA 3.1 8B": "llama-3.1-8b", "LLaMA 3.1 70B": "llama-3.1-70b"}
 # MLPerf llama2-70b (OpenOrca) prompt length is not in the data: ONE number for the dataset,
@@ -99,18 +108,46 @@ def _row(family, model, gpu, config, metric, measured, predicted, in_sample=Fals
 
 
 # ------------------------------------------------------------------ offline
-def offline_rows(quick: bool) -> list[dict]:
+def _offline_cases(quick: bool) -> pd.DataFrame:
     d = throughput_fit.cases()
     if quick:  # one row per (version, GPU, precision), the shortest lengths
         d = d.sort_values(["isl_tokens", "osl_tokens", "model"]).groupby(["version", "gpu", "precision"]).head(1)
+    return d
+
+
+def _offline_row(family, r, span_tok, in_sample, **extra) -> dict:
+    span, tok = span_tok
+    return _row(family, r.model, r.gpu, f"{r.version} {r.precision} tp{r.tp} {r.isl_tokens}/{r.osl_tokens}",
+                "output_tok_s", r.measured_tok_s, tok / span, in_sample=in_sample, **extra)
+
+
+def offline_rows(quick: bool) -> list[dict]:
+    """Each row under its release's profile, with the row's GPU left out of the fit."""
+    profiles = load_params("h100-sxm").framework_profiles
     out = []
-    for r in d.itertuples(index=False):
+    for r in _offline_cases(quick).itertuples(index=False):
+        name = throughput_fit.release_profile(r.version)
+        fold = profiles[name]["folds"]["gpu"][r.gpu]
         try:
-            span, tok = throughput_fit.makespan(r)
+            with throughput_fit.framework_overheads(fold["iteration_overhead_s"], fold["per_seq_overhead_s"],
+                                                    fold["kernel_time_scale"]):
+                span_tok = throughput_fit.makespan(r)
         except UserError:
             continue  # weights do not fit the GPU at this TP: not a prediction
-        out.append(_row("offline", r.model, r.gpu, f"{r.version} {r.precision} tp{r.tp} {r.isl_tokens}/{r.osl_tokens}",
-                        "output_tok_s", r.measured_tok_s, tok / span, in_sample=(r.version == throughput_fit.FIT_VERSION)))
+        out.append(_offline_row("offline", r, span_tok, False, profile=f"{name} without {r.gpu}"))
+    return out
+
+
+def offline_unversioned_rows(quick: bool) -> list[dict]:
+    """Every release's rows under the default profile (the v0.17 fit)."""
+    out = []
+    for r in _offline_cases(quick).itertuples(index=False):
+        try:
+            span_tok = throughput_fit.makespan(r)
+        except UserError:
+            continue
+        out.append(_offline_row("offline_unversioned", r, span_tok, r.version == throughput_fit.FIT_VERSION,
+                                profile=throughput_fit.PROFILE))
     return out
 
 
@@ -123,7 +160,7 @@ def _poisson_trace(path: Path, rate: float, n: int, prompt: int, output: int, se
 
 
 def _scenario(model, gpu, tp, replicas, precision, arrivals, horizon_s, max_num_seqs, warmup_s=0.0,
-              max_batched_tokens=MAX_BATCHED_TOKENS, sample=0, prompt=None, output=None):
+              max_batched_tokens=MAX_BATCHED_TOKENS, sample=0, prompt=None, output=None, framework=None):
     wl = {"name": "w", "model": model, "arrivals": arrivals}
     if prompt is not None:
         wl["prompt_tokens"] = {"dist": "constant", "value": prompt}
@@ -134,7 +171,8 @@ def _scenario(model, gpu, tp, replicas, precision, arrivals, horizon_s, max_num_
         "deployments": [{"name": "d", "model": model, "gpu": gpu, "precision": precision, "tp": tp,
                          "replicas": replicas, "batching": {"max_num_seqs": max_num_seqs,
                                                             "max_batched_tokens": max_batched_tokens,
-                                                            "gpu_memory_utilization": GPU_MEMORY_UTILIZATION}}],
+                                                            "gpu_memory_utilization": GPU_MEMORY_UTILIZATION},
+                         **({"step_time": {"framework": framework}} if framework else {})}],
         "workloads": [wl]}, "validate")
 
 
@@ -159,7 +197,7 @@ def online_rows(quick: bool) -> list[dict]:
             last = _poisson_trace(path, rate, n, int(r.isl_tokens), int(r.osl_tokens), SEED + i)
             horizon = last + 3600.0
             sc = _scenario(model, gpu, int(r.tp), 1, "bf16", {"kind": "trace", "path": str(path)}, horizon,
-                           MAX_NUM_SEQS)
+                           MAX_NUM_SEQS, framework=ONLINE_FRAMEWORK)
             s = run(sc, seed=SEED, figures=False).summary
             w = _wsum(s)
             cfg = f"bf16 tp{r.tp} {r.isl_tokens}/{r.osl_tokens} qps {r.offered_qps}"
@@ -339,7 +377,7 @@ def mlperf_interactive_rows(quick: bool) -> list[dict]:
     return mlperf_rows(quick, "Interactive")
 
 
-RUNNERS = {"offline": offline_rows, "online": online_rows, "mlperf_server": mlperf_rows,
+RUNNERS = {"offline": offline_rows, "offline_unversioned": offline_unversioned_rows, "online": online_rows, "mlperf_server": mlperf_rows,
            "mlperf_interactive": mlperf_interactive_rows,
            "nim_concurrency": nim_rows, "aiconfigurator": serving_points.aiconfigurator_rows,
            "vllm_trace": serving_points.vllm_trace_rows, "moe_kernel": moe_rows}
@@ -415,7 +453,7 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
           "## Which fit each family sees (leave-one-family-out)\n", "| family | fitted parameters used |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in FITS.items() if k in set(df.family)]
     md += ["\n## Held-out rows only\n"] + _table(summ, "held_out")
-    md += ["\n## All rows (v0.17 offline and H100 MoE-kernel rows are in-sample)\n"] + _table(summ, "all")
+    md += ["\n## All rows (v0.17 offline_unversioned and H100 MoE-kernel rows are in-sample)\n"] + _table(summ, "all")
     md += ["\n## Held out, by GPU\n"] + _table(summ, "held_out", gpu=True)
     md += ["\n## By dense / MoE (all metrics pooled)\n", "| scope | family | class | n | MdAPE | signed median |",
            "|---|---|---|---|---|---|"]

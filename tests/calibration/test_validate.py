@@ -22,11 +22,12 @@ def test_every_family_reported_with_finite_errors(quick):
         assert col in df.columns
     assert np.isfinite(df.error).all() and (df.predicted > 0).all()
     assert np.allclose(df.error, df.predicted / df.measured - 1.0)
-    # leave-one-family-out: only the trtllm profile's own version and the MoE scale's GPU are in-sample
+    # leave-one-family-out: only the default profile's own version and the MoE scale's GPU are in-sample
     ins = df[df.in_sample]
-    assert set(ins.family) <= {"offline", "moe_kernel"}
-    assert (ins[ins.family == "offline"].config.str.startswith(throughput_fit.FIT_VERSION)).all()
-    assert (~df[df.family.isin(["online", "mlperf_server", "mlperf_interactive", "nim_concurrency"])].in_sample).all()
+    assert set(ins.family) <= {"offline_unversioned", "moe_kernel"}
+    assert (ins[ins.family == "offline_unversioned"].config.str.startswith(throughput_fit.FIT_VERSION)).all()
+    assert (~df[df.family.isin(["offline", "online", "mlperf_server", "mlperf_interactive",
+                                "nim_concurrency"])].in_sample).all()
     s = quick["summary"]
     for fam in v.FAMILIES:
         g = s[(s.family == fam) & (s.scope == "all")]
@@ -35,7 +36,7 @@ def test_every_family_reported_with_finite_errors(quick):
 
 def test_errors_come_from_the_engine(quick):
     """A slower step model (kernel-time scale x 1.5) must lengthen latencies and cut throughput."""
-    fams = ("offline", "online", "nim_concurrency")
+    fams = ("offline_unversioned", "online", "nim_concurrency")
     base = quick["rows"][quick["rows"].family.isin(fams)].reset_index(drop=True)
     p = load_params("h100-sxm")
     with throughput_fit.framework_overheads(p.iteration_overhead_s, p.per_seq_overhead_s, 1.5 * p.kernel_time_scale):
@@ -134,3 +135,52 @@ def test_framework_overheads_reach_the_trtllm_engine_profiles():
         assert (m.p.iteration_overhead_s, m.p.per_seq_overhead_s, m.p.kernel_time_scale) == (1.25e-3, 7e-6, 0.95)
     assert load_params("h100-sxm").framework_profiles["trtllm"] == before
     assert model().p.per_seq_overhead_s == before["per_seq_overhead_s"]
+
+
+def test_offline_rows_use_their_release_profile_fitted_without_their_gpu(quick):
+    """``offline`` scores each row under ``trtllm-v<release>`` as fitted with the row's GPU left
+    out: v0.14 (slower kernels) comes out slower than under the default v0.17 profile, v0.17 rows
+    within a few % of it (same release, one GPU fewer in the fit)."""
+    df = quick["rows"]
+    key = ["model", "gpu", "config"]
+    ver = df[df.family == "offline"].set_index(key)
+    unv = df[df.family == "offline_unversioned"].set_index(key)
+    assert len(ver) == len(unv) and set(ver.index) == set(unv.index) and ver.index.is_unique
+    for (model, gpu, cfg), r in ver.iterrows():
+        release = cfg.split()[0]
+        assert r.profile == f"trtllm-{release} without {gpu}"
+        ratio = r.predicted / unv.loc[(model, gpu, cfg)].predicted
+        if release == "v0.14":
+            assert ratio < 0.97, cfg
+        if release == throughput_fit.FIT_VERSION:
+            assert abs(ratio - 1) < 0.05, cfg
+    profs = load_params("h100-sxm").framework_profiles
+    for release in throughput_fit.VERSIONS:
+        folds = profs[throughput_fit.release_profile(release)]["folds"]
+        assert set(folds) == set(throughput_fit.FOLD_KEYS) and len(folds["gpu"]) >= 2
+
+
+def test_release_fit_recovers_one_kernel_scale_per_release_and_folds_leave_rows_out():
+    """Shared CPU overheads (fitted on the default release), one kernel-time scale per release;
+    the fold that leaves a GPU out is untouched by that GPU's rows, the others are not."""
+    rows = [_synthetic_terms(2e-3, 3e-6, sc, seed=i).assign(version=v)
+            for i, (v, sc) in enumerate((("v0.14", 0.95), ("v0.17", 0.82), ("v1.0", 0.80)))]
+    t = pd.concat(rows, ignore_index=True)
+    t["model"] = "llama-3.1-8b"
+    fits = throughput_fit.release_fit(t)
+    for v, sc in (("v0.14", 0.95), ("v0.17", 0.82), ("v1.0", 0.80)):
+        a, b, s = fits[v]
+        assert a == pytest.approx(2e-3, rel=1e-3) and b == pytest.approx(3e-6, rel=1e-3)
+        assert s == pytest.approx(sc, rel=1e-4)
+    bad = t.copy()
+    bad.loc[bad.gpu == "h200", "measured_tok_s"] *= 1.5  # one GPU's rows off by a level
+    folds = throughput_fit.release_folds(bad, "gpu")
+    assert set(folds) == {"h100-sxm", "h200"}
+    assert folds["h200"]["v0.14"][2] == pytest.approx(0.95, rel=1e-4)  # fitted without h200
+    assert folds["h100-sxm"]["v0.14"][2] < 0.9  # fitted on h200 alone: pulled by the bad rows
+    # each h200 row is scored by the fold fitted on clean h100 rows: it predicts the clean value,
+    # so the level error of the h200 rows shows in full instead of being fitted away
+    pred = throughput_fit.predict_folds(bad, folds, "gpu")
+    h200 = (bad.gpu == "h200").to_numpy()
+    assert np.allclose(pred[h200], t.measured_tok_s[h200], rtol=1e-3)
+    assert np.allclose(pred[h200] / bad.measured_tok_s[h200], 1 / 1.5, rtol=1e-3)
