@@ -519,7 +519,7 @@ class Replica:
         self.output_tokens += tokens
         on_busy = self.on_busy
         if on_busy is not None:
-            on_busy(self, t0, now, tokens, self.used_dec(x) + self.prefill_blocks)
+            on_busy(self, t0, now, tokens, self.kv_used_blocks())
         # completions of decoders
         heap = self.fin_heap
         if heap and heap[0][0] <= x:

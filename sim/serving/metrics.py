@@ -260,21 +260,13 @@ class Metrics:
         s.arrived_output_tokens += r.output_tokens
         if self.first_arrival_s is None:
             self.first_arrival_s = now
-        b = int(now / self.interval_s)   # _bin, inlined (once per request)
-        if b >= self.nbins:
-            self._grow(b)
-        self.arrival_bins[b] += 1
+        self.arrival_bins[self._bin(now)] += 1
 
     def on_complete(self, r, now: float):
         self.last_completion_s = now
-        b = int(now / self.interval_s)   # _bin and _row, inlined (once per request)
-        if b >= self.nbins:
-            self._grow(b)
-        self.completion_bins[b] += 1
+        self.completion_bins[self._bin(now)] += 1
         buf = self.buffer
-        buf.append((r.rid, r.workload, r.replica, r.arrival_s, r.admitted_s, r.first_token_s,
-                    r.completion_s, r.prompt_tokens, r.output_tokens, r.generated, r.preemptions,
-                    r.restarts, r.latency_s, OUTCOME_COMPLETED))
+        buf.append(self._row(r, OUTCOME_COMPLETED))
         if len(buf) >= self.flush_every:
             self.flush()
 

@@ -9,7 +9,6 @@ change its fleet only through its public operations (:meth:`World.add_replica`,
 from __future__ import annotations
 
 import math
-from heapq import heappush
 
 import simpy
 
@@ -18,7 +17,7 @@ from sim.core.rng import RandomStreams
 from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
 from sim.scenario import Scenario
-from sim.serving.engine import REJECTED, Replica, Request, Wake, wake_after
+from sim.serving.engine import REJECTED, Replica, Request, wake_after
 from sim.serving.fluid import replica_request_capacity_per_s, saturation_tokens_per_s
 from sim.serving.metrics import Metrics, Stream
 from sim.serving.replica import replica_from_spec
@@ -169,11 +168,9 @@ class World:
         Process resume and a Timeout per step (the arrival loop is on the hot path)."""
         env = self.env
 
-        queue, eid = env._queue, env._eid
-
         def resume(_ev):
-            for delay in gen:   # wake_after(env, delay, resume), inlined
-                heappush(queue, (env._now + delay, 1, next(eid), Wake(resume)))
+            for delay in gen:
+                wake_after(env, delay, resume)
                 return
         wake_after(env, 0, resume, priority=0)  # 0, not 0.0: env.now stays the int SimPy starts at
 
