@@ -659,6 +659,7 @@ def _fit_framework_profiles(params: dict[str, Params], committed_file, shared: _
         default = profs.get(DEFAULT_FRAMEWORK) or profs[FALLBACK_FRAMEWORK]
         p.iteration_overhead_s = default["iteration_overhead_s"]
         p.per_seq_overhead_s = default["per_seq_overhead_s"]
+        p.per_layer_overhead_s = default.get("per_layer_overhead_s", 0.0)
         p.kernel_time_scale = default.get("kernel_time_scale", 1.0)
         p.custom_allreduce = default.get("custom_allreduce")
         p.framework_profiles = profs

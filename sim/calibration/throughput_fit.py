@@ -1,8 +1,11 @@
 """Refit of the in-flight-batching TensorRT-LLM framework profile on end-to-end throughput
 (``sovsim calibrate --throughput``; docs/perf.md, "Framework profiles").
 
-The step-time model's framework term is ``a`` seconds per iteration plus ``b`` seconds per
-sequence in the iteration.  The default ``trtllm`` profile used to be fitted on TensorRT-LLM
+The step-time model's framework term is ``a`` seconds per iteration, ``c`` seconds per layer of the
+model per iteration and ``b`` seconds per sequence in the iteration.  The committed form is
+``c * layers + b * sequences`` (``a = 0``): the host cost of an iteration grows with the kernels it
+launches, so Llama-8B (32 layers) pays 2.5x less per iteration than Llama-70B (80); it beats the
+constant ``a`` on every held-out fold (docs/perf.md, "Framework profiles").  The default ``trtllm`` profile used to be fitted on TensorRT-LLM
 v0.9 *static-batching* rows (now kept as ``trtllm-v0.9``); at the 2048-sequence batches of an
 offline benchmark its 16 us/sequence alone added ~33 ms per iteration and the full engine
 under-predicted the dense perf-overview throughput tables by ~20 %.
@@ -10,13 +13,13 @@ under-predicted the dense perf-overview throughput tables by ~20 %.
 Here ``(a, b)`` are fitted on the dense rows of ONE perf-overview version (trtllm-bench,
 in-flight batching) and scored on the other versions' rows.  The offline benchmark sends every
 request at t = 0, so the engine's schedule does not depend on step durations and the makespan
-is exactly affine in ``(a, b)``::
+is exactly affine in ``(a, b, c)``::
 
-    T(a, b) = T0 + a * N_iterations + b * N_sequence_iterations
+    T(a, b, c) = T0 + (a + c * layers) * N_iterations + b * N_sequence_iterations
 
 Three engine runs per row (``(0,0)``, ``(da,0)``, ``(0,db)``) give ``T0`` and the two counts;
 every fit and every held-out score after that is closed form (checked against a direct run in
-tests/perf/test_perf.py).  Only the two framework parameters are fitted; operator efficiencies stay
+tests/perf/test_perf.py).  Only the framework parameters and the kernel-time scale are fitted; operator efficiencies stay
 as ``sovsim calibrate`` wrote them.
 """
 from __future__ import annotations
@@ -59,6 +62,7 @@ GPU_MEMORY_UTILIZATION = 0.95
 REQUESTS_CAP = 3000  # bounded request count (the doc used 1000-30000): enough to reach steady state
 DA_S, DB_S = 1e-3, 1e-5  # finite steps of the affine decomposition (exact: T is affine)
 BOUNDS = ([0.0, 0.0], [0.02, 1e-4])  # a in [0, 20 ms], b in [0, 100 us]: assumption (physical range)
+LAYER_BOUNDS = (0.0, 5e-4)  # c in [0, 500 us] per layer per iteration: assumption (physical range)
 SCALE_BOUNDS = (0.5, 1.5)  # kernel-time scale vs the fitted operator kernels: assumption
 PROFILE = "trtllm"
 OLD_PROFILE = "trtllm-v0.9"
@@ -75,17 +79,18 @@ def cases(versions=tuple(VERSIONS)) -> pd.DataFrame:
             "version": v, "model": d.model.map(MODELS), "gpu": d.gpu.map(GPUS),
             "precision": np.where(d.precision == "FP8", "fp8", "fp16"), "tp": d.tp.astype(int),
             "isl_tokens": d.isl_tokens.astype(int), "osl_tokens": d.osl_tokens.astype(int),
+            "layers": d.model.map(MODELS).map(lambda m: catalog.llm(m).layers).astype(int),
             "measured_tok_s": d.output_throughput_tok_s.astype(float)}))
     return pd.concat(frames, ignore_index=True)
 
 
 @contextmanager
-def framework_overheads(a_s: float, b_s: float, scale: float = 1.0):
-    """Temporarily set the per-iteration / per-sequence overheads and the kernel-time scale of
+def framework_overheads(a_s: float, b_s: float, scale: float = 1.0, c_s: float = 0.0):
+    """Temporarily set the per-iteration / per-sequence / per-layer (``c_s``) overheads and the kernel-time scale of
     every loaded GPU's calibration (the engine builds its step model from
     :func:`sim.perf.roofline.load_params`), and of its ``trtllm`` framework profile, which the
     ``trtllm-*`` engine profiles read instead (``validate.overhead_grid`` on ``aiconfigurator``).
-    The per-release profiles (``trtllm-v0.14`` ...) take the two CPU overheads, and their own
+    The per-release profiles (``trtllm-v0.14`` ...) take the three CPU overheads, and their own
     kernel-time scale is multiplied by ``scale`` / the default's (``validate.overhead_grid`` on
     ``online``: unchanged at the default's scale)."""
     saved = []
@@ -96,18 +101,21 @@ def framework_overheads(a_s: float, b_s: float, scale: float = 1.0):
             continue
         profs = {name: dict(prof) for name, prof in p.framework_profiles.items()
                  if name == PROFILE or (name.startswith(PROFILE + "-v") and name != OLD_PROFILE)}
-        saved.append((p, p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale, profs))
+        saved.append((p, p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale,
+                      p.per_layer_overhead_s, profs))
         ratio = scale / p.kernel_time_scale
         p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a_s, b_s, scale
+        p.per_layer_overhead_s = c_s
         for name, prof0 in profs.items():
             p.framework_profiles[name].update(
-                iteration_overhead_s=a_s, per_seq_overhead_s=b_s,
+                iteration_overhead_s=a_s, per_seq_overhead_s=b_s, per_layer_overhead_s=c_s,
                 kernel_time_scale=scale if name == PROFILE else prof0.get("kernel_time_scale", 1.0) * ratio)
     try:
         yield
     finally:
-        for p, a0, b0, s0, profs in saved:
+        for p, a0, b0, s0, c0, profs in saved:
             p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a0, b0, s0
+            p.per_layer_overhead_s = c0
             for name, prof0 in profs.items():
                 p.framework_profiles[name].clear()
                 p.framework_profiles[name].update(prof0)
@@ -151,21 +159,26 @@ def affine_terms(d: pd.DataFrame, log=print, progress=False) -> pd.DataFrame:
     return out
 
 
-def predict(terms: pd.DataFrame, a_s: float, b_s: float, scale: float = 1.0) -> np.ndarray:
-    """Output tokens/s of every row under overheads ``(a_s, b_s)`` and kernel-time scale
-    ``scale`` (closed form: the schedule does not depend on step durations)."""
-    return (terms.output_tokens / (scale * terms.t0_s + a_s * terms.iterations
+def predict(terms: pd.DataFrame, a_s: float, b_s: float, scale: float = 1.0, c_s: float = 0.0) -> np.ndarray:
+    """Output tokens/s of every row under overheads ``(a_s, b_s, c_s)`` (per iteration, per
+    sequence, per layer per iteration) and kernel-time scale ``scale`` (closed form: the schedule
+    does not depend on step durations)."""
+    per_it = a_s + c_s * terms.layers if c_s else a_s
+    return (terms.output_tokens / (scale * terms.t0_s + per_it * terms.iterations
                                    + b_s * terms.seq_iterations)).to_numpy()
 
 
 def fit(terms: pd.DataFrame, with_scale: bool = True,
-        iteration_overhead_s: float | None = None,
-        per_seq_overhead_s: float | None = None) -> tuple[float, float, float]:
-    """(a_s, b_s, kernel_time_scale): bounded robust least squares on log(predicted / measured);
-    each (GPU, precision) group weighted equally so the largest table does not decide alone.
-    ``with_scale=False``: overheads only (scale 1).  ``iteration_overhead_s``: ``a`` held at that
-    value, only ``b`` (and the scale) fitted (:func:`form_comparison`); ``per_seq_overhead_s``
-    likewise for ``b`` (both held: the kernel-time scale alone, :func:`release_fit`)."""
+        iteration_overhead_s: float | None = 0.0,
+        per_seq_overhead_s: float | None = None,
+        per_layer_overhead_s: float | None = None) -> tuple[float, float, float, float]:
+    """(a_s, b_s, kernel_time_scale, c_s): bounded robust least squares on log(predicted /
+    measured); each (GPU, precision) group weighted equally so the largest table does not decide
+    alone.  ``with_scale=False``: overheads only (scale 1).  Each overhead is fitted when its
+    argument is None and held at the value given otherwise: by default the committed form, ``a``
+    held at 0 with ``b`` and ``c`` fitted; ``per_layer_overhead_s=0.0,
+    iteration_overhead_s=None`` is the per-iteration constant of earlier profiles
+    (:func:`form_comparison`); all three held: the kernel-time scale alone (:func:`release_fit`)."""
     from scipy.optimize import least_squares
     d = terms[np.isfinite(terms.t0_s)]
     if d.empty:
@@ -174,23 +187,23 @@ def fit(terms: pd.DataFrame, with_scale: bool = True,
     y = np.log(d.measured_tok_s.to_numpy())
 
     def res(x):
-        return w * (np.log(predict(d, x[0] * 1e-3, x[1] * 1e-6, x[2] if with_scale else 1.0)) - y)
-    # scaled variables: ms, us, scale
-    lo = [BOUNDS[0][0] * 1e3, BOUNDS[0][1] * 1e6, SCALE_BOUNDS[0]]
-    hi = [BOUNDS[1][0] * 1e3, BOUNDS[1][1] * 1e6, SCALE_BOUNDS[1]]
-    x0 = [1.0, 5.0, 1.0]
+        return w * (np.log(predict(d, x[0] * 1e-3, x[1] * 1e-6, x[2] if with_scale else 1.0, x[3] * 1e-6)) - y)
+    # scaled variables: ms, us, scale, us
+    lo = [BOUNDS[0][0] * 1e3, BOUNDS[0][1] * 1e6, SCALE_BOUNDS[0], LAYER_BOUNDS[0] * 1e6]
+    hi = [BOUNDS[1][0] * 1e3, BOUNDS[1][1] * 1e6, SCALE_BOUNDS[1], LAYER_BOUNDS[1] * 1e6]
+    x0 = [1.0, 5.0, 1.0, 20.0]
     if not with_scale:
         lo[2], hi[2] = 1.0 - 1e-12, 1.0 + 1e-12
-    if iteration_overhead_s is not None:
-        x0[0] = iteration_overhead_s * 1e3
-        lo[0], hi[0] = x0[0] - 1e-9, x0[0] + 1e-9
-    if per_seq_overhead_s is not None:
-        x0[1] = per_seq_overhead_s * 1e6
-        lo[1], hi[1] = x0[1] - 1e-9, x0[1] + 1e-9
+    held = {0: (iteration_overhead_s, 1e3), 1: (per_seq_overhead_s, 1e6), 3: (per_layer_overhead_s, 1e6)}
+    for k, (v, unit) in held.items():
+        if v is not None:
+            x0[k] = v * unit
+            lo[k], hi[k] = x0[k] - 1e-9, x0[k] + 1e-9
     r = least_squares(res, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05)
     a = float(r.x[0] * 1e-3) if iteration_overhead_s is None else float(iteration_overhead_s)
     b = float(r.x[1] * 1e-6) if per_seq_overhead_s is None else float(per_seq_overhead_s)
-    return a, b, float(r.x[2]) if with_scale else 1.0
+    c = float(r.x[3] * 1e-6) if per_layer_overhead_s is None else float(per_layer_overhead_s)
+    return a, b, float(r.x[2]) if with_scale else 1.0, c
 
 
 # ------------------------------------------------------------------ per-release profiles
@@ -199,41 +212,44 @@ def release_profile(version: str) -> str:
     return f"{PROFILE}-{version}"
 
 
-def release_fit(terms: pd.DataFrame, fit_version: str = FIT_VERSION) -> dict[str, tuple[float, float, float]]:
-    """``{version: (a_s, b_s, kernel_time_scale)}``: the CPU overheads ``(a, b)`` and the scale
+def release_fit(terms: pd.DataFrame, fit_version: str = FIT_VERSION,
+                form: tuple = (0.0, None)) -> dict[str, tuple[float, float, float, float]]:
+    """``{version: (a_s, b_s, kernel_time_scale, c_s)}``: the CPU overheads ``(a, b, c)`` and the scale
     fitted on ``fit_version``'s rows (the committed ``trtllm`` profile); every other release
     keeps those CPU overheads and gets its own kernel-time scale, fitted on its own rows.
 
     One number per release, because that is what the tables support: fitted freely on v0.14
     alone, ``a`` goes to 11.6 ms per iteration (``a`` and the scale trade off at offline batch
     sizes) and the v0.14 online-serving ITL (a family no fit sees) comes out +47 % slow, against
-    +18 % with the shared overheads (docs/perf.md, "Framework profiles")."""
+    +18 % with the shared overheads (docs/perf.md, "Framework profiles").  ``form``: ``(a, c)`` as
+    in :data:`FORMS` (default: the committed per-layer form)."""
     t = terms[np.isfinite(terms.t0_s)]
-    a, b, sc = fit(t[t.version == fit_version])
-    out = {fit_version: (a, b, sc)}
+    a, b, sc, c = fit(t[t.version == fit_version], iteration_overhead_s=form[0], per_layer_overhead_s=form[1])
+    out = {fit_version: (a, b, sc, c)}
     for v in VERSIONS:
         g = t[t.version == v]
         if v != fit_version and len(g):
-            out[v] = (a, b, fit(g, iteration_overhead_s=a, per_seq_overhead_s=b)[2])
+            out[v] = (a, b, fit(g, iteration_overhead_s=a, per_seq_overhead_s=b, per_layer_overhead_s=c)[2], c)
     return out
 
 
 FOLD_KEYS = ("gpu", "model")  # leave-one-GPU-out and leave-one-model-out folds of release_fit
 
 
-def release_folds(terms: pd.DataFrame, key: str) -> dict[str, dict[str, tuple[float, float, float]]]:
+def release_folds(terms: pd.DataFrame, key: str,
+                  form: tuple = (0.0, None)) -> dict[str, dict[str, tuple[float, float, float, float]]]:
     """``{k: release_fit(rows whose key != k)}`` for every value ``k`` of ``key``: every row of
     ``k`` scored by a fit that never saw ``k`` (any release)."""
     t = terms[np.isfinite(terms.t0_s)]
-    return {k: release_fit(t[t[key] != k]) for k in sorted(t[key].unique())}
+    return {k: release_fit(t[t[key] != k], form=form) for k in sorted(t[key].unique())}
 
 
 def predict_release(terms: pd.DataFrame, fits: dict) -> np.ndarray:
-    """Each row under its own release's ``(a, b, scale)`` from ``fits``."""
+    """Each row under its own release's ``(a, b, scale, c)`` from ``fits``."""
     out = np.full(len(terms), np.nan)
-    for v, (a, b, sc) in fits.items():
+    for v, x in fits.items():
         sel = (terms.version == v).to_numpy()
-        out[sel] = predict(terms[sel], a, b, sc)
+        out[sel] = predict(terms[sel], *x)
     return out
 
 
@@ -246,29 +262,47 @@ def predict_folds(terms: pd.DataFrame, folds: dict, key: str) -> np.ndarray:
     return out
 
 
-# Candidate forms of the framework term for :func:`form_comparison`: None = ``a`` fitted
-# (the committed form), a number = ``a`` held there (0.0: per running sequence only).
-FORMS = {"per-iteration + per-sequence (committed)": None, "per-sequence only (a = 0)": 0.0}
+# Candidate forms of the framework term for :func:`form_comparison`: (a, c) with None = fitted,
+# a number = held there (b, per sequence, is fitted in every form)
+FORMS = {"per-layer + per-sequence (committed)": (0.0, None),
+         "per-iteration + per-sequence": (None, 0.0),
+         "per-iteration + per-layer + per-sequence": (None, None),
+         "per-sequence only": (0.0, 0.0)}
 
 
 def form_comparison(terms: pd.DataFrame, forms: dict = FORMS) -> pd.DataFrame:
     """Leave-one-version-out score of each candidate form of the framework term on the
     perf-overview rows alone (closed form on :func:`affine_terms`; the committed
     ``results/calibration/throughput_trtllm_dense.csv`` carries them): per form and fit version,
-    the fitted ``(a, b, scale)`` and each other version's median APE and signed median error.
-    docs/perf.md ("Validation", tried): the per-sequence-only form wins these folds but loses
-    held-out serving families."""
+    the fitted ``(a, b, scale, c)`` and each other version's median APE and signed median error.
+    docs/perf.md ("Framework profiles"): the forms compared before the per-layer one was kept."""
     t = terms[np.isfinite(terms.t0_s)]
     out = []
-    for form, a_fixed in forms.items():
+    for form, (a_fixed, c_fixed) in forms.items():
         for v in VERSIONS:
-            a, b, sc = fit(t[t.version == v], iteration_overhead_s=a_fixed)
+            a, b, sc, c = fit(t[t.version == v], iteration_overhead_s=a_fixed, per_layer_overhead_s=c_fixed)
             for u in VERSIONS:
                 g = t[t.version == u]
-                e = predict(g, a, b, sc) / g.measured_tok_s - 1.0
+                e = predict(g, a, b, sc, c) / g.measured_tok_s - 1.0
                 out.append({"form": form, "fit_version": v, "iteration_overhead_s": a, "per_seq_overhead_s": b,
-                            "kernel_time_scale": sc, "scored_version": u, "held_out": u != v, "rows": len(g),
+                            "per_layer_overhead_s": c, "kernel_time_scale": sc, "scored_version": u,
+                            "held_out": u != v, "rows": len(g),
                             "mdape": float(e.abs().median()), "bias": float(e.median())})
+    return pd.DataFrame(out)
+
+
+def form_folds(terms: pd.DataFrame, forms: dict = FORMS) -> pd.DataFrame:
+    """Each candidate form scored the way the committed profiles are: per-release profiles
+    (:func:`release_fit`), every row by the fold that left its GPU (its model) out; median APE
+    and signed median error overall and per model."""
+    t = terms[np.isfinite(terms.t0_s)].reset_index(drop=True)
+    out = []
+    for form, spec in forms.items():
+        for key in FOLD_KEYS:
+            e = pd.Series(predict_folds(t, release_folds(t, key, spec), key) / t.measured_tok_s - 1.0)
+            for model, g in [("(all)", e), *e.groupby(t.model)]:
+                out.append({"form": form, "left_out": key, "model": model, "rows": len(g),
+                            "mdape": float(g.abs().median()), "bias": float(g.median())})
     return pd.DataFrame(out)
 
 
@@ -296,18 +330,18 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
     # the previous default (v0.9 static batching) for the "before" column
     old = load_params("h100-sxm").framework_profiles.get(OLD_PROFILE) \
         or load_params("h100-sxm").framework_profiles.get(PROFILE)
-    terms["pred_old_tok_s"] = predict(terms, old["iteration_overhead_s"], old["per_seq_overhead_s"])
+    terms["pred_old_tok_s"] = predict(terms, old["iteration_overhead_s"], old["per_seq_overhead_s"], 1.0,
+                                      old.get("per_layer_overhead_s", 0.0))
     terms["err_old"] = terms.pred_old_tok_s / terms.measured_tok_s - 1.0
     fits, fits2 = {}, {}
     for v in VERSIONS:
-        a, b, sc = fit(terms[terms.version == v])
-        fits[v] = (a, b, sc)
-        terms[f"pred_fit_{v}_tok_s"] = predict(terms, a, b, sc)
+        fits[v] = fit(terms[terms.version == v])
+        terms[f"pred_fit_{v}_tok_s"] = predict(terms, *fits[v])
         fits2[v] = fit(terms[terms.version == v], with_scale=False)
         terms[f"pred_fit2_{v}_tok_s"] = predict(terms, *fits2[v])
-        log(f"fit on {v}: {a * 1e3:.3f} ms/iteration + {b * 1e6:.2f} us/seq, kernel-time scale {sc:.3f} "
-            f"(overheads only: {fits2[v][0] * 1e3:.3f} ms + {fits2[v][1] * 1e6:.2f} us)")
-    a, b, sc = fits[fit_version]
+        log(f"fit on {v}: {_overheads_text(*fits[v])} "
+            f"(overheads only: {_overheads_text(*fits2[v])})")
+    a, b, sc, c = fits[fit_version]
     terms["pred_tok_s"] = terms[f"pred_fit_{fit_version}_tok_s"]
     terms["err"] = terms.pred_tok_s / terms.measured_tok_s - 1.0
     terms["held_out"] = terms.version != fit_version
@@ -327,12 +361,12 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
     for key in FOLD_KEYS:
         terms[f"pred_cv_{key}_tok_s"] = predict_folds(terms, folds[key], key)
         terms[f"err_cv_{key}"] = terms[f"pred_cv_{key}_tok_s"] / terms.measured_tok_s - 1.0
-    for v, (av, bv, sv) in releases.items():
-        log(f"release {release_profile(v)}: kernel-time scale {sv:.3f} ({av * 1e3:.3f} ms/iteration + "
-            f"{bv * 1e6:.2f} us/seq shared)")
+    for v, (av, bv, sv, cv) in releases.items():
+        log(f"release {release_profile(v)}: kernel-time scale {sv:.3f} (CPU overheads shared: "
+            f"{_overheads_text(av, bv, 1.0, cv).split(', kernel')[0]})")
 
     held = terms[terms.held_out]
-    prov = {"iteration_overhead_s": a, "per_seq_overhead_s": b, "kernel_time_scale": sc,
+    prov = {**_params(a, b, sc, c),
             "custom_allreduce": CUSTOM_ALLREDUCE[PROFILE],
             "fitted_on": f"TensorRT-LLM perf-overview {fit_version} dense throughput rows "
                          f"({int(np.isfinite(terms[~terms.held_out].t0_s).sum())} rows: "
@@ -350,22 +384,30 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
                 profs[OLD_PROFILE] = profs.pop(PROFILE)
             profs[PROFILE] = prov
             profs.update(release_profiles(terms, releases, folds))
-            data["iteration_overhead_s"], data["per_seq_overhead_s"], data["kernel_time_scale"] = a, b, sc
+            data.update(_params(a, b, sc, c))
             data["custom_allreduce"] = CUSTOM_ALLREDUCE[PROFILE]
             data.setdefault("meta", {})["framework_default"] = (
                 f"{PROFILE} (in-flight batching, {prov['fitted_on']})")
             write_atomic(path, lambda t, data=data: t.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n"))
         load_params.cache_clear()
         log(f"wrote profile {PROFILE!r} to {dest}/*.json")
+    forms = form_folds(terms)
     out = {"terms": terms, "fits": fits, "fits2": fits2, "fit_version": fit_version, "profile": prov, "old": old,
+           "forms": forms,
            "releases": releases, "folds": folds, "seconds": time.perf_counter() - t0}
     if results_dir is not None:
         write_report(out, Path(results_dir), log=log)
     return out
 
 
-def _params(a_s: float, b_s: float, scale: float) -> dict:
-    return {"iteration_overhead_s": a_s, "per_seq_overhead_s": b_s, "kernel_time_scale": scale}
+def _params(a_s: float, b_s: float, scale: float, c_s: float) -> dict:
+    return {"iteration_overhead_s": a_s, "per_seq_overhead_s": b_s, "kernel_time_scale": scale,
+            "per_layer_overhead_s": c_s}
+
+
+def _overheads_text(a_s: float, b_s: float, scale: float, c_s: float) -> str:
+    return (f"{a_s * 1e3:.3f} ms/iteration + {c_s * 1e6:.1f} us/layer + {b_s * 1e6:.2f} us/seq, "
+            f"kernel-time scale {scale:.3f}")
 
 
 def release_profiles(terms: pd.DataFrame, releases: dict, folds: dict) -> dict[str, dict]:
@@ -374,13 +416,13 @@ def release_profiles(terms: pd.DataFrame, releases: dict, folds: dict) -> dict[s
     scores each offline row with (``folds[key][left-out value]``)."""
     ok = terms[np.isfinite(terms.t0_s)]
     out = {}
-    for v, (a, b, sc) in releases.items():
+    for v, x in releases.items():
         n = int((ok.version == v).sum())
         how = ("CPU overheads and kernel-time scale fitted on these rows (the default `trtllm` profile)"
                if v == FIT_VERSION else f"kernel-time scale fitted on these rows; CPU overheads of {FIT_VERSION}")
         e = ok[ok.version == v].err_cv_gpu
         out[release_profile(v)] = {
-            **_params(a, b, sc), "custom_allreduce": CUSTOM_ALLREDUCE[PROFILE],
+            **_params(*x), "custom_allreduce": CUSTOM_ALLREDUCE[PROFILE],
             "fitted_on": (f"TensorRT-LLM perf-overview {v} dense throughput rows ({n} rows), full engine, "
                           f"trtllm-bench settings: {how}; leave-one-GPU-out median APE "
                           f"{100 * e.abs().median():.1f}%, signed {100 * e.median():+.1f}%; written by "
@@ -399,9 +441,10 @@ def _release_section(t: pd.DataFrame, releases: dict, fv: str) -> list[str]:
           "Scored on rows no fit saw: every row by the fold that left its GPU out of every release "
           "(leave-one-GPU-out), and by the fold that left its model out (leave-one-model-out). "
           "`sovsim validate` scores the `offline` family the first way.\n",
-          "| profile | ms/iteration | us/seq | kernel-time scale | rows |", "|---|---|---|---|---|"]
-    for v, (a, b, sc) in releases.items():
-        md.append(f"| `{release_profile(v)}` | {a * 1e3:.3f} | {b * 1e6:.2f} | {sc:.3f} | {int((ok.version == v).sum())} |")
+          "| profile | ms/iteration | us/layer | us/seq | kernel-time scale | rows |", "|---|---|---|---|---|---|"]
+    for v, (a, b, sc, c) in releases.items():
+        md.append(f"| `{release_profile(v)}` | {a * 1e3:.3f} | {c * 1e6:.1f} | {b * 1e6:.2f} | {sc:.3f} | "
+                  f"{int((ok.version == v).sum())} |")
     for key, label in (("gpu", "Leave-one-GPU-out"), ("model", "Leave-one-model-out")):
         md += ["", f"{label}, each row under its own release's profile:", "```",
                *summary_lines(ok, f"err_cv_{key}")]
@@ -413,16 +456,32 @@ def _release_section(t: pd.DataFrame, releases: dict, fv: str) -> list[str]:
     return md + [""]
 
 
+def _forms_section(forms: pd.DataFrame) -> list[str]:
+    md = ["## Form of the framework term\n",
+          "Each candidate form fitted and scored like the committed one (per-release profiles, the row's GPU or "
+          "model left out of every release). The per-iteration constant charges a 32-layer model as much as an "
+          "80-layer one, so 7-8B rows come out slow and 70B rows fast. The per-sequence-only form scores about "
+          "as well offline but makes low-batch latencies too fast in the serving families no fit sees "
+          "(docs/perf.md, \"Framework profiles\"); the per-layer form is kept.\n",
+          "| form | left out | all rows | llama-3.1-8b | mistral-7b | llama-3.1-70b | llama-3-70b |",
+          "|---|---|---|---|---|---|---|"]
+    for (form, key), g in forms.groupby(["form", "left_out"], sort=False):
+        cell = {r.model: f"{100 * r.mdape:.1f}% / {100 * r.bias:+.1f}%" for r in g.itertuples()}
+        md.append(f"| {form} | {key} | " + " | ".join(
+            cell.get(m, "") for m in ("(all)", "llama-3.1-8b", "mistral-7b", "llama-3.1-70b", "llama-3-70b")) + " |")
+    return md + ["", "(median APE / signed median error)", ""]
+
+
 def _lovo_rows(t: pd.DataFrame, fits: dict, tag: str) -> tuple[list[str], list[float]]:
     lines, apes = [], []
-    for v, (av, bv, sv) in fits.items():
+    for v, (av, bv, sv, cv) in fits.items():
         for u in VERSIONS:
             if u == v:
                 continue
             g = t[(t.version == u) & np.isfinite(t.t0_s)]
             e = g[f"pred_{tag}_{v}_tok_s"] / g.measured_tok_s - 1.0
             apes.append(float(e.abs().median()))
-            lines.append(f"| {v} | {av * 1e3:.3f} | {bv * 1e6:.2f} | {sv:.3f} | {u} | {len(g)} | "
+            lines.append(f"| {v} | {av * 1e3:.3f} | {cv * 1e6:.1f} | {bv * 1e6:.2f} | {sv:.3f} | {u} | {len(g)} | "
                          f"{100 * e.abs().median():.1f}% | {100 * e.median():+.1f}% |")
     return lines, apes
 
@@ -432,14 +491,15 @@ def write_report(out: dict, results_dir: Path, log=print) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     csv = results_dir / "throughput_trtllm_dense.csv"
     cols = ["version", "held_out", "model", "gpu", "precision", "tp", "isl_tokens", "osl_tokens", "measured_tok_s",
-            "pred_tok_s", "err", "pred_old_tok_s", "err_old", "err_lovo", "t0_s", "iterations", "seq_iterations",
+            "pred_tok_s", "err", "pred_old_tok_s", "err_old", "err_lovo", "t0_s", "layers", "iterations", "seq_iterations",
             "output_tokens"] + [f"pred_fit_{v}_tok_s" for v in VERSIONS] + [
             "pred_release_tok_s"] + [c for k in FOLD_KEYS for c in (f"pred_cv_{k}_tok_s", f"err_cv_{k}")] + ["note"]
     t[cols].to_csv(csv, index=False, float_format="%.6g")
     held = t[t.held_out]
-    a, b, sc = fits[fv]
-    head = "| fit on | ms/iteration | us/seq | kernel-time scale | held-out version | rows | median APE | signed |"
-    rule = "|---|---|---|---|---|---|---|---|"
+    a, b, sc, c = fits[fv]
+    head = ("| fit on | ms/iteration | us/layer | us/seq | kernel-time scale | held-out version | rows | median APE "
+            "| signed |")
+    rule = "|---|---|---|---|---|---|---|---|---|"
     l3, apes3 = _lovo_rows(t, fits, "fit")
     l2, apes2 = _lovo_rows(t, out["fits2"], "fit2")
     md = ["# `sovsim throughput` vs TensorRT-LLM dense throughput tables (perf overview)\n",
@@ -447,11 +507,11 @@ def write_report(out: dict, results_dir: Path, log=print) -> None:
           f"engine on the calibrated step model, one replica of TP GPUs, {REQUESTS_CAP} fixed-length requests at "
           f"t = 0, max_num_seqs {MAX_NUM_SEQS}, max_batched_tokens {MAX_BATCHED_TOKENS}, gpu_memory_utilization "
           f"{GPU_MEMORY_UTILIZATION} (assumptions for trtllm-bench). err = predicted / measured - 1 (negative: "
-          "the model is slower). Only the framework profile is fitted (per-iteration and per-sequence CPU "
-          "overhead, kernel-time scale vs the fitted operator kernels); the makespan is exactly affine in "
+          "the model is slower). Only the framework profile is fitted (CPU overhead per layer per iteration and "
+          "per sequence, kernel-time scale vs the fitted operator kernels); the makespan is exactly affine in "
           "them (3 engine runs per row), so every fit below is closed form. Operator efficiencies are untouched.\n",
-          f"Committed profile `{PROFILE}`: fitted on the **{fv} rows only**: {a * 1e3:.3f} ms per iteration + "
-          f"{b * 1e6:.2f} us per sequence, kernel-time scale {sc:.3f} (before: `{OLD_PROFILE}`, static batching, "
+          f"Committed profile `{PROFILE}`: fitted on the **{fv} rows only**: {c * 1e6:.1f} us per layer per "
+          f"iteration + {b * 1e6:.2f} us per sequence, kernel-time scale {sc:.3f} (before: `{OLD_PROFILE}`, static batching, "
           f"{old['iteration_overhead_s'] * 1e3:.3f} ms + {old['per_seq_overhead_s'] * 1e6:.2f} us, scale 1).\n",
           f"## Held-out rows ({', '.join(v for v in VERSIONS if v != fv)}; never seen by the fit)\n",
           "Before (old v0.9 static-batching profile):", "```", *summary_lines(held, "err_old"), "```",
@@ -467,7 +527,7 @@ def write_report(out: dict, results_dir: Path, log=print) -> None:
            head, rule, *l2, "",
            "Every row predicted by the committed-form fits on the other versions (geometric mean of the two):",
            "```", *summary_lines(t, "err_lovo"), "```", "",
-           *_release_section(t, out["releases"], fv),
+           *_release_section(t, out["releases"], fv), *_forms_section(out["forms"]),
            f"## Fitting rows ({fv}; in-sample, for reference)\n", "```",
            *summary_lines(t[~t.held_out], "err"), "```", "",
            "## By version and ISL/OSL (committed profile)\n", "| version | ISL/OSL | rows | median APE | signed |",

@@ -130,7 +130,7 @@ def offline_rows(quick: bool) -> list[dict]:
         fold = profiles[name]["folds"]["gpu"][r.gpu]
         try:
             with throughput_fit.framework_overheads(fold["iteration_overhead_s"], fold["per_seq_overhead_s"],
-                                                    fold["kernel_time_scale"]):
+                                                    fold["kernel_time_scale"], fold.get("per_layer_overhead_s", 0.0)):
                 span_tok = throughput_fit.makespan(r)
         except UserError:
             continue  # weights do not fit the GPU at this TP: not a prediction
@@ -317,11 +317,11 @@ def overhead_grid(family: str, iteration_overheads_s=(None,), extra_per_seq_s=(0
     if family not in RUNNERS:
         raise UserError(f"family: {family!r} unknown; allowed: {', '.join(FAMILIES)}")
     p = load_params("h100-sxm")
-    a0, b0, k = p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale
+    a0, b0, k, c0 = p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale, p.per_layer_overhead_s
     out = []
     for a in iteration_overheads_s:
         for x in extra_per_seq_s:
-            with throughput_fit.framework_overheads(a0 if a is None else a, b0 + x, k):
+            with throughput_fit.framework_overheads(a0 if a is None else a, b0 + x, k, c0):
                 rows = pd.DataFrame(RUNNERS[family](quick))
             for metric, g in rows.groupby("metric"):
                 out.append({"family": family, "iteration_overhead_s": a0 if a is None else a, "extra_per_seq_s": x,

@@ -150,11 +150,12 @@ def compare(params_by_gpu: dict | None = None) -> pd.DataFrame:
         p = dataclasses.replace(p, custom_allreduce=(prof or {}).get("custom_allreduce", CUSTOM_ALLREDUCE[prof_name]))
         if prof:
             p = dataclasses.replace(p, iteration_overhead_s=prof["iteration_overhead_s"],
+                                    per_layer_overhead_s=prof.get("per_layer_overhead_s", 0.0),
                                     per_seq_overhead_s=prof["per_seq_overhead_s"],
                                     kernel_time_scale=prof.get("kernel_time_scale", 1.0))
         else:
             p = dataclasses.replace(p, kernel_time_scale=1.0)
-        p0 = dataclasses.replace(p, iteration_overhead_s=0.0, per_seq_overhead_s=0.0)
+        p0 = dataclasses.replace(p, iteration_overhead_s=0.0, per_layer_overhead_s=0.0, per_seq_overhead_s=0.0)
         n_it, n_seq = static_batch_counts(c["batch"], c["input"], c["output"])
         try:
             m = build_model(c["model"], c["gpu"], c["tp"], c["precision"], params=p0, gpu_memory_utilization=1.0)

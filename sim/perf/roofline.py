@@ -11,7 +11,9 @@ are neither purely bandwidth- nor compute-bound).  Attention adds a decode term 
 tensor parallelism adds two all-reduces per layer; a MoE layer reads the weights of the
 expected number of distinct experts its tokens touch, ``sum_i 1-(1-pi_i)^n`` with
 ``pi_i`` the chance a token picks expert ``i`` (uniform: ``E(1-(1-k/E)^n)``).  A framework
-overhead per iteration and per sequence closes the sum; a framework profile may also carry ``kernel_time_scale``, its kernels' GPU time
+overhead per iteration, per layer of the iteration and per sequence closes the sum (the per-layer
+part is the host's kernel launches and per-layer bookkeeping, so a 32-layer model pays less than
+an 80-layer one); a framework profile may also carry ``kernel_time_scale``, its kernels' GPU time
 relative to the fitted operator kernels (docs/perf.md, "Framework profiles").
 
 Parameters come per GPU from ``models/calibration/<gpu>.json`` (written by
@@ -73,6 +75,9 @@ class Params:
     # the framework profile (``custom_allreduce``)
     custom_allreduce: str | None = None
     iteration_overhead_s: float = 0.0
+    # framework CPU time per transformer layer per iteration (kernel launches, per-layer host
+    # work): fitted with per_seq_overhead_s by `sovsim calibrate --throughput` (docs/perf.md)
+    per_layer_overhead_s: float = 0.0
     per_seq_overhead_s: float = 0.0
     # GPU time of the serving software's kernels relative to the fitted operator kernels (vidur:
     # 2024 PyTorch/vLLM lineage): part of a framework profile, 1.0 = the operator fit as is
@@ -171,6 +176,7 @@ class PerfModel(StepTimeModel):
                 raise UserError(f"framework: {framework!r} has no fitted profile; allowed: "
                                 f"{', '.join(params.framework_profiles) or 'none (datasheet roofline)'}")
             params = dataclasses.replace(params, iteration_overhead_s=prof["iteration_overhead_s"],
+                                         per_layer_overhead_s=prof.get("per_layer_overhead_s", 0.0),
                                          per_seq_overhead_s=prof["per_seq_overhead_s"],
                                          custom_allreduce=prof.get("custom_allreduce", params.custom_allreduce),
                                          kernel_time_scale=prof.get("kernel_time_scale", 1.0),
@@ -355,7 +361,8 @@ class PerfModel(StepTimeModel):
             comm = self._allreduce_s(n_seq * m.vocab * LOGIT_BYTES)
         ks = self._ks  # GPU kernels scale; the framework's CPU overheads do not
         return {"weights": ks * b, "compute": ks * f, "communication": ks * comm,
-                "overhead": ks * o + P.iteration_overhead_s + P.per_seq_overhead_s * n_seq}
+                "overhead": ks * o + P.iteration_overhead_s + P.per_layer_overhead_s * self._L
+                + P.per_seq_overhead_s * n_seq}
 
     def _seq_s(self, n_seq: int) -> float:
         t = self._seq_cache.get(n_seq)

@@ -98,6 +98,7 @@ def test_calibration_files_are_complete():
         assert data["iteration_overhead_s"] == prof["iteration_overhead_s"]
         assert data["per_seq_overhead_s"] == prof["per_seq_overhead_s"]
         assert data["kernel_time_scale"] == prof["kernel_time_scale"]
+        assert data["per_layer_overhead_s"] == prof["per_layer_overhead_s"]
 
 
 @pytest.mark.slow
@@ -108,6 +109,7 @@ def test_recalibration_reproduces_committed_parameters():
         assert p.gemm_eta_bw == pytest.approx(committed.gemm_eta_bw, rel=1e-6)
         assert p.moe_eta_bw == pytest.approx(committed.moe_eta_bw, rel=1e-6)
         assert p.iteration_overhead_s == pytest.approx(committed.iteration_overhead_s, rel=1e-6)
+        assert p.per_layer_overhead_s == pytest.approx(committed.per_layer_overhead_s, rel=1e-6)
         # the operator refit keeps every throughput-fitted profile (trtllm and its releases)
         assert set(p.framework_profiles) == set(committed.framework_profiles)
         assert p.framework_profiles["trtllm-v0.14"] == committed.framework_profiles["trtllm-v0.14"]

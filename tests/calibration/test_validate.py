@@ -39,7 +39,8 @@ def test_errors_come_from_the_engine(quick):
     fams = ("offline_unversioned", "online", "nim_concurrency")
     base = quick["rows"][quick["rows"].family.isin(fams)].reset_index(drop=True)
     p = load_params("h100-sxm")
-    with throughput_fit.framework_overheads(p.iteration_overhead_s, p.per_seq_overhead_s, 1.5 * p.kernel_time_scale):
+    with throughput_fit.framework_overheads(p.iteration_overhead_s, p.per_seq_overhead_s, 1.5 * p.kernel_time_scale,
+                                            p.per_layer_overhead_s):
         slow = v.validate(quick=True, families=fams, log=lambda *a: None)["rows"]
     keys = ["family", "model", "gpu", "config", "metric", "measured"]
     assert len(base) > 10 and base[keys].equals(slow[keys])  # same rows, same order
@@ -83,30 +84,35 @@ def test_overhead_grid_restores_the_fit_and_responds_to_overheads():
         v.overhead_grid("nope")
 
 
-def _synthetic_terms(a_s, b_s, scale, n=40, seed=3):
-    """Rows shaped like ``throughput_fit.affine_terms``: running batches from 30 to 1,500, so
-    the per-iteration and per-sequence terms are separable; measured = the exact prediction."""
+def _synthetic_terms(a_s, b_s, scale, n=40, seed=3, c_s=0.0):
+    """Rows shaped like ``throughput_fit.affine_terms``: running batches from 30 to 1,500 and
+    models of 32 and 80 layers, so the per-iteration, per-layer and per-sequence terms are
+    separable; measured = the exact prediction."""
     rng = np.random.default_rng(seed)
     it = rng.uniform(500, 5000, n)
     mb = np.exp(rng.uniform(np.log(30), np.log(1500), n))
     t = pd.DataFrame({"version": ["v0.17"] * n, "gpu": rng.choice(["h100-sxm", "h200"], n), "precision": "fp8",
                       "t0_s": it * rng.uniform(0.02, 0.3, n), "iterations": it, "seq_iterations": it * mb,
-                      "output_tokens": it * mb})
-    t["measured_tok_s"] = throughput_fit.predict(t, a_s, b_s, scale)
+                      "output_tokens": it * mb, "layers": rng.choice([32, 80], n)})
+    t["measured_tok_s"] = throughput_fit.predict(t, a_s, b_s, scale, c_s)
     return t
 
 
-def test_throughput_fit_recovers_either_form_of_the_framework_term():
-    """The free fit recovers a per-iteration constant; held at a = 0 (the per-sequence-only form of
-    docs/perf.md, tried) it recovers the per-sequence cost and the kernel-time scale."""
-    a, b, sc = throughput_fit.fit(_synthetic_terms(2e-3, 3e-6, 0.85))
-    assert a == pytest.approx(2e-3, rel=1e-3) and b == pytest.approx(3e-6, rel=1e-3) and sc == pytest.approx(0.85, rel=1e-4)
-    a, b, sc = throughput_fit.fit(_synthetic_terms(0.0, 5e-6, 0.9), iteration_overhead_s=0.0)
-    assert a == 0.0 and b == pytest.approx(5e-6, rel=1e-3) and sc == pytest.approx(0.9, rel=1e-4)
-    # held at the wrong constant, the fit cannot reproduce the rows exactly
-    t = _synthetic_terms(0.0, 5e-6, 0.9)
-    a, b, sc = throughput_fit.fit(t, iteration_overhead_s=4e-3)
-    assert a == 4e-3 and np.abs(throughput_fit.predict(t, a, b, sc) / t.measured_tok_s - 1).max() > 0.01
+def test_throughput_fit_recovers_every_form_of_the_framework_term():
+    """The default (committed) fit recovers a per-layer cost with a = 0; the per-iteration form
+    (c held at 0) recovers a constant; with all three free it separates them."""
+    a, b, sc, c = throughput_fit.fit(_synthetic_terms(0.0, 3e-6, 0.85, c_s=60e-6))
+    assert a == 0.0 and c == pytest.approx(60e-6, rel=1e-3) and b == pytest.approx(3e-6, rel=1e-3)
+    assert sc == pytest.approx(0.85, rel=1e-4)
+    a, b, sc, c = throughput_fit.fit(_synthetic_terms(2e-3, 3e-6, 0.85), iteration_overhead_s=None,
+                                     per_layer_overhead_s=0.0)
+    assert c == 0.0 and a == pytest.approx(2e-3, rel=1e-3) and b == pytest.approx(3e-6, rel=1e-3)
+    a, b, sc, c = throughput_fit.fit(_synthetic_terms(1e-3, 2e-6, 0.9, c_s=40e-6), iteration_overhead_s=None)
+    assert a == pytest.approx(1e-3, rel=1e-2) and c == pytest.approx(40e-6, rel=1e-2)
+    # a constant cannot stand in for a per-layer cost: 32- and 80-layer rows disagree on it
+    t = _synthetic_terms(0.0, 5e-6, 0.9, c_s=80e-6)
+    a, b, sc, c = throughput_fit.fit(t, iteration_overhead_s=None, per_layer_overhead_s=0.0)
+    assert np.abs(throughput_fit.predict(t, a, b, sc, c) / t.measured_tok_s - 1).max() > 0.01
 
 
 def test_form_comparison_scores_every_form_on_the_other_versions():
@@ -114,10 +120,23 @@ def test_form_comparison_scores_every_form_on_the_other_versions():
     for v, a in (("v0.14", 1e-3), ("v0.17", 1e-3), ("v1.0", 1e-3)):
         rows.append(_synthetic_terms(a, 2e-6, 0.9, seed=len(rows)).assign(version=v))
     d = throughput_fit.form_comparison(pd.concat(rows, ignore_index=True))
-    assert set(d.form) == set(throughput_fit.FORMS) and len(d) == 2 * 3 * 3
-    free = d[d.form.str.contains("committed") & d.held_out]
-    fixed = d[d.form.str.contains("a = 0") & d.held_out]
-    assert (fixed.iteration_overhead_s == 0).all() and free.mdape.max() < 1e-3 < fixed.mdape.min()
+    assert set(d.form) == set(throughput_fit.FORMS) and len(d) == len(throughput_fit.FORMS) * 3 * 3
+    free = d[(d.form == "per-iteration + per-sequence") & d.held_out]  # the form the rows were made with
+    fixed = d[(d.form == "per-sequence only") & d.held_out]
+    assert (fixed.iteration_overhead_s == 0).all() and (fixed.per_layer_overhead_s == 0).all()
+    assert free.mdape.max() < 1e-3 < fixed.mdape.min()
+
+
+def test_form_folds_prefer_the_form_the_rows_were_made_with():
+    """Scored like the committed profiles (release folds, GPU or model left out), rows made with a
+    per-layer cost are reproduced by the per-layer form and missed by the constant."""
+    rows = [_synthetic_terms(0.0, 2e-6, sc, seed=i, c_s=90e-6).assign(version=v)
+            for i, (v, sc) in enumerate((("v0.14", 0.95), ("v0.17", 0.82), ("v1.0", 0.80)))]
+    t = pd.concat(rows, ignore_index=True)
+    t["model"] = np.where(t.layers == 32, "llama-3.1-8b", "llama-3.1-70b")
+    f = throughput_fit.form_folds(t).set_index(["form", "left_out", "model"])
+    assert f.loc[("per-layer + per-sequence (committed)", "model", "(all)"), "mdape"] < 1e-3
+    assert f.loc[("per-iteration + per-sequence", "model", "(all)"), "mdape"] > 0.01
 
 
 def test_framework_overheads_reach_the_trtllm_engine_profiles():
@@ -130,9 +149,10 @@ def test_framework_overheads_reach_the_trtllm_engine_profiles():
         return PerfModel(catalog.llm("llama-3.1-8b"), catalog.gpu("h100-sxm"), 1, "fp8", load_params("h100-sxm"),
                          framework="trtllm")
     before = dict(load_params("h100-sxm").framework_profiles["trtllm"])
-    with throughput_fit.framework_overheads(1.25e-3, 7e-6, 0.95):
+    with throughput_fit.framework_overheads(1.25e-3, 7e-6, 0.95, 30e-6):
         m = model()
-        assert (m.p.iteration_overhead_s, m.p.per_seq_overhead_s, m.p.kernel_time_scale) == (1.25e-3, 7e-6, 0.95)
+        assert (m.p.iteration_overhead_s, m.p.per_seq_overhead_s, m.p.kernel_time_scale,
+                m.p.per_layer_overhead_s) == (1.25e-3, 7e-6, 0.95, 30e-6)
     assert load_params("h100-sxm").framework_profiles["trtllm"] == before
     assert model().p.per_seq_overhead_s == before["per_seq_overhead_s"]
 
@@ -163,14 +183,14 @@ def test_offline_rows_use_their_release_profile_fitted_without_their_gpu(quick):
 def test_release_fit_recovers_one_kernel_scale_per_release_and_folds_leave_rows_out():
     """Shared CPU overheads (fitted on the default release), one kernel-time scale per release;
     the fold that leaves a GPU out is untouched by that GPU's rows, the others are not."""
-    rows = [_synthetic_terms(2e-3, 3e-6, sc, seed=i).assign(version=v)
+    rows = [_synthetic_terms(0.0, 3e-6, sc, seed=i, c_s=50e-6).assign(version=v)
             for i, (v, sc) in enumerate((("v0.14", 0.95), ("v0.17", 0.82), ("v1.0", 0.80)))]
     t = pd.concat(rows, ignore_index=True)
     t["model"] = "llama-3.1-8b"
     fits = throughput_fit.release_fit(t)
     for v, sc in (("v0.14", 0.95), ("v0.17", 0.82), ("v1.0", 0.80)):
-        a, b, s = fits[v]
-        assert a == pytest.approx(2e-3, rel=1e-3) and b == pytest.approx(3e-6, rel=1e-3)
+        a, b, s, c = fits[v]
+        assert a == 0.0 and c == pytest.approx(50e-6, rel=1e-3) and b == pytest.approx(3e-6, rel=1e-3)
         assert s == pytest.approx(sc, rel=1e-4)
     bad = t.copy()
     bad.loc[bad.gpu == "h200", "measured_tok_s"] *= 1.5  # one GPU's rows off by a level

@@ -61,6 +61,7 @@ def test_profile_selects_its_fitted_framework_overheads(name):
     m = build_step_model(_sc(_dep(profile=name)).deployments[0])
     assert m.p.iteration_overhead_s == prof["iteration_overhead_s"]
     assert m.p.per_seq_overhead_s == prof["per_seq_overhead_s"]
+    assert m.p.per_layer_overhead_s == prof.get("per_layer_overhead_s", 0.0)
     assert m.p.kernel_time_scale == prof.get("kernel_time_scale", 1.0)
     assert engine_profile(name).source  # every default names where it comes from
 
