@@ -54,6 +54,7 @@ class World:
         self._sites = sites
         self._step_models: dict[int, object] = {}
         self.dep_of_replica: list[int] = []
+        self._replicas_made: dict[int, int] = {}  # per deployment: index of its last replica (O(1) naming)
         for di, dep in enumerate(scenario.deployments):
             for _ in range(dep.replicas):
                 self._new_replica(di)
@@ -98,7 +99,7 @@ class World:
         model = self._step_models.get(di)
         if model is None:
             model = self._step_models[di] = make_step_model(dep)
-        k = sum(1 for d in self.dep_of_replica if d == di)
+        k = self._replicas_made[di] = self._replicas_made.get(di, -1) + 1  # this deployment's k-th replica
         rep = replica_from_spec(self.env, dep, model, len(self.replicas), f"{dep.name}/{k}",
                                 per_iteration=self._per_iteration, on_complete=self.replica_on_complete,
                                 on_busy=self.metrics.on_busy, site=dep.site, deployment=di)
