@@ -5,12 +5,13 @@ The step-time model's framework term is ``a`` seconds per iteration, ``c`` secon
 model per iteration and ``b`` seconds per sequence in the iteration.  The committed form is
 ``c * layers + b * sequences`` (``a = 0``): the host cost of an iteration grows with the kernels it
 launches, so Llama-8B (32 layers) pays 2.5x less per iteration than Llama-70B (80); it beats the
-constant ``a`` on every held-out fold (docs/perf.md, "Framework profiles").  The default ``trtllm`` profile used to be fitted on TensorRT-LLM
+constant ``a`` on every held-out fold (docs/perf.md, "Framework profiles").  The default
+``trtllm`` profile used to be fitted on TensorRT-LLM
 v0.9 *static-batching* rows (now kept as ``trtllm-v0.9``); at the 2048-sequence batches of an
 offline benchmark its 16 us/sequence alone added ~33 ms per iteration and the full engine
 under-predicted the dense perf-overview throughput tables by ~20 %.
 
-Here ``(a, b)`` are fitted on the dense rows of ONE perf-overview version (trtllm-bench,
+Here ``(b, c)`` and a kernel-time scale are fitted on the dense rows of ONE perf-overview version (trtllm-bench,
 in-flight batching) and scored on the other versions' rows.  The offline benchmark sends every
 request at t = 0, so the engine's schedule does not depend on step durations and the makespan
 is exactly affine in ``(a, b, c)``::
@@ -163,8 +164,7 @@ def predict(terms: pd.DataFrame, a_s: float, b_s: float, scale: float = 1.0, c_s
     """Output tokens/s of every row under overheads ``(a_s, b_s, c_s)`` (per iteration, per
     sequence, per layer per iteration) and kernel-time scale ``scale`` (closed form: the schedule
     does not depend on step durations)."""
-    per_it = a_s + c_s * terms.layers if c_s else a_s
-    return (terms.output_tokens / (scale * terms.t0_s + per_it * terms.iterations
+    return (terms.output_tokens / (scale * terms.t0_s + (a_s + c_s * terms.layers) * terms.iterations
                                    + b_s * terms.seq_iterations)).to_numpy()
 
 
@@ -200,9 +200,7 @@ def fit(terms: pd.DataFrame, with_scale: bool = True,
             x0[k] = v * unit
             lo[k], hi[k] = x0[k] - 1e-9, x0[k] + 1e-9
     r = least_squares(res, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05)
-    a = float(r.x[0] * 1e-3) if iteration_overhead_s is None else float(iteration_overhead_s)
-    b = float(r.x[1] * 1e-6) if per_seq_overhead_s is None else float(per_seq_overhead_s)
-    c = float(r.x[3] * 1e-6) if per_layer_overhead_s is None else float(per_layer_overhead_s)
+    a, b, c = (float(r.x[k] * (1.0 / unit)) if v is None else float(v) for k, (v, unit) in held.items())
     return a, b, float(r.x[2]) if with_scale else 1.0, c
 
 
@@ -363,7 +361,7 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
         terms[f"err_cv_{key}"] = terms[f"pred_cv_{key}_tok_s"] / terms.measured_tok_s - 1.0
     for v, (av, bv, sv, cv) in releases.items():
         log(f"release {release_profile(v)}: kernel-time scale {sv:.3f} (CPU overheads shared: "
-            f"{_overheads_text(av, bv, 1.0, cv).split(', kernel')[0]})")
+            f"{_overheads_text(av, bv, None, cv)})")
 
     held = terms[terms.held_out]
     prov = {**_params(a, b, sc, c),
@@ -405,9 +403,9 @@ def _params(a_s: float, b_s: float, scale: float, c_s: float) -> dict:
             "per_layer_overhead_s": c_s}
 
 
-def _overheads_text(a_s: float, b_s: float, scale: float, c_s: float) -> str:
-    return (f"{a_s * 1e3:.3f} ms/iteration + {c_s * 1e6:.1f} us/layer + {b_s * 1e6:.2f} us/seq, "
-            f"kernel-time scale {scale:.3f}")
+def _overheads_text(a_s: float, b_s: float, scale: float | None, c_s: float) -> str:
+    text = f"{a_s * 1e3:.3f} ms/iteration + {c_s * 1e6:.1f} us/layer + {b_s * 1e6:.2f} us/seq"
+    return text if scale is None else f"{text}, kernel-time scale {scale:.3f}"
 
 
 def release_profiles(terms: pd.DataFrame, releases: dict, folds: dict) -> dict[str, dict]:

@@ -149,10 +149,7 @@ def compare(params_by_gpu: dict | None = None) -> pd.DataFrame:
         prof = p.framework_profiles.get(prof_name)
         p = dataclasses.replace(p, custom_allreduce=(prof or {}).get("custom_allreduce", CUSTOM_ALLREDUCE[prof_name]))
         if prof:
-            p = dataclasses.replace(p, iteration_overhead_s=prof["iteration_overhead_s"],
-                                    per_layer_overhead_s=prof.get("per_layer_overhead_s", 0.0),
-                                    per_seq_overhead_s=prof["per_seq_overhead_s"],
-                                    kernel_time_scale=prof.get("kernel_time_scale", 1.0))
+            p = p.with_framework(prof)
         else:
             p = dataclasses.replace(p, kernel_time_scale=1.0)
         p0 = dataclasses.replace(p, iteration_overhead_s=0.0, per_layer_overhead_s=0.0, per_seq_overhead_s=0.0)

@@ -97,6 +97,17 @@ class Params:
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    def with_framework(self, prof: dict) -> "Params":
+        """These parameters under one framework profile (``framework_profiles[name]``): its CPU
+        overheads, kernel-time scales and all-reduce kernel; what the profile leaves out keeps
+        this object's value (overheads it does not name are 0, its kernel-time scale 1)."""
+        return dataclasses.replace(self, iteration_overhead_s=prof["iteration_overhead_s"],
+                                   per_layer_overhead_s=prof.get("per_layer_overhead_s", 0.0),
+                                   per_seq_overhead_s=prof["per_seq_overhead_s"],
+                                   custom_allreduce=prof.get("custom_allreduce", self.custom_allreduce),
+                                   kernel_time_scale=prof.get("kernel_time_scale", 1.0),
+                                   moe_kernel_time_scale=prof.get("moe_kernel_time_scale", self.moe_kernel_time_scale))
+
 
 @lru_cache(maxsize=None)
 def load_params(gpu_id: str) -> Params:
@@ -175,13 +186,7 @@ class PerfModel(StepTimeModel):
             if prof is None:
                 raise UserError(f"framework: {framework!r} has no fitted profile; allowed: "
                                 f"{', '.join(params.framework_profiles) or 'none (datasheet roofline)'}")
-            params = dataclasses.replace(params, iteration_overhead_s=prof["iteration_overhead_s"],
-                                         per_layer_overhead_s=prof.get("per_layer_overhead_s", 0.0),
-                                         per_seq_overhead_s=prof["per_seq_overhead_s"],
-                                         custom_allreduce=prof.get("custom_allreduce", params.custom_allreduce),
-                                         kernel_time_scale=prof.get("kernel_time_scale", 1.0),
-                                         moe_kernel_time_scale=prof.get("moe_kernel_time_scale",
-                                                                        params.moe_kernel_time_scale))
+            params = params.with_framework(prof)
         if tp < 1:
             raise UserError(f"{name}: tp must be >= 1 (got {tp})")
         self.llm, self.gpu, self.tp, self.precision, self.p = llm, gpu, tp, precision, params

@@ -9,6 +9,7 @@ change its fleet only through its public operations (:meth:`World.add_replica`,
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import simpy
 
@@ -54,7 +55,7 @@ class World:
         self._sites = sites
         self._step_models: dict[int, object] = {}
         self.dep_of_replica: list[int] = []
-        self._replicas_made: dict[int, int] = {}  # per deployment: index of its last replica (O(1) naming)
+        self._replicas_made: Counter[int] = Counter()  # replicas made per deployment (O(1) naming)
         for di, dep in enumerate(scenario.deployments):
             for _ in range(dep.replicas):
                 self._new_replica(di)
@@ -99,7 +100,8 @@ class World:
         model = self._step_models.get(di)
         if model is None:
             model = self._step_models[di] = make_step_model(dep)
-        k = self._replicas_made[di] = self._replicas_made.get(di, -1) + 1  # this deployment's k-th replica
+        k = self._replicas_made[di]  # this deployment's k-th replica
+        self._replicas_made[di] += 1
         rep = replica_from_spec(self.env, dep, model, len(self.replicas), f"{dep.name}/{k}",
                                 per_iteration=self._per_iteration, on_complete=self.replica_on_complete,
                                 on_busy=self.metrics.on_busy, site=dep.site, deployment=di)
