@@ -29,9 +29,11 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from heapq import heappop, heappush
-from typing import Callable
+from typing import Any, Callable, Final
 
 from sim.perf.step import StepTimeModel, prefill_attn_pairs
+
+_NO_CHUNKS: Final[list] = []  # shared empty batch of prefill chunks (never appended to)
 
 # request states (Request.state); a rejected request is never on a replica again
 WAITING, PREFILL, DECODE, DONE, REJECTED = 0, 1, 2, 3, 4
@@ -85,13 +87,13 @@ class Wake:
 
     __slots__ = ("callbacks", "_ok", "_value")
 
-    def __init__(self, callback):
-        self.callbacks = [callback]
+    def __init__(self, callback: Callable[[Any], None]):
+        self.callbacks: list | None = [callback]   # SimPy sets it to None once processed
         self._ok = True
-        self._value = None
+        self._value: Any = None
 
 
-def wake_after(env, delay: float, callback, priority: int = 1) -> Wake:
+def wake_after(env: Any, delay: float, callback: Callable[[Any], None], priority: int = 1) -> Wake:
     """Call ``callback(event)`` after ``delay`` (>= 0) simulated seconds: exactly
     ``env.timeout(delay).callbacks.append(callback)`` (priority 1 is SimPy's NORMAL), cheaper."""
     ev = Wake(callback)
@@ -102,14 +104,14 @@ def wake_after(env, delay: float, callback, priority: int = 1) -> Wake:
 class Replica:
     """One model replica with its own continuous-batching scheduler."""
 
-    def __init__(self, env, index: int, name: str, step_model: StepTimeModel, *,
+    def __init__(self, env: Any, index: int, name: str, step_model: StepTimeModel, *,
                  max_num_seqs: int, max_batched_tokens: int, block_size_tokens: int,
                  chunked_prefill: bool, per_iteration: bool,
                  on_complete: Callable[[Request, float], None],
                  on_busy: Callable[["Replica", float, float, int, float], None] | None = None,
                  gpus: int = 1, site: str | None = None, deployment: int = 0,
                  on_slots_free: Callable[["Replica"], None] | None = None,
-                 max_waiting: int | None = None, reserve_full_output: bool = False):
+                 max_waiting: int | None = None, reserve_full_output: bool = False) -> None:
         self.env = env
         self.index = index
         self.name = name
@@ -126,8 +128,8 @@ class Replica:
         # (TensorRT-LLM GUARANTEED_NO_EVICT); False: greedy, preempt by recompute (vLLM)
         self.reserve = reserve_full_output
         self.per_iteration = per_iteration
-        self.total_blocks = step_model.kv_capacity_tokens // block_size_tokens
-        self.window = step_model.window_tokens
+        self.total_blocks: int = step_model.kv_capacity_tokens // block_size_tokens
+        self.window: int | None = step_model.window_tokens
         self.on_complete = on_complete
         self.on_busy = on_busy
         self.on_slots_free = on_slots_free   # central-queue router: pull waiting requests
@@ -138,7 +140,7 @@ class Replica:
         self.retired_s: float | None = None  # when its capacity left (None: still in the fleet)
         self.outstanding_tokens = 0     # router load: sum of prompt+output of assigned, unfinished
         self.n_assigned = 0
-        self.busy_s = 0.0
+        self.busy_s: float = 0.0
         self.output_tokens = 0
         self.completed = 0
         self.prefill_tokens = 0
@@ -148,7 +150,7 @@ class Replica:
         self._cb_kick = self._on_kick
         self._reset_state()
 
-    def _reset_state(self):
+    def _reset_state(self) -> None:
         self.waiting: deque[Request] = deque()
         self.running: dict[int, Request] = {}    # admission order: newest last
         self.prefilling: list[Request] = []
@@ -163,9 +165,9 @@ class Replica:
         self.reserved_blocks = 0   # reserve_full_output: blocks reserved by the running requests
         self.fin_heap: list = []
         self.cross_heap: list = []
-        self.pending = None
+        self.pending: Wake | None = None
         self.busy = False
-        self.run_t0 = 0.0
+        self.run_t0: float = 0.0
         self.run_k = 0
         self.run_kv0 = 0
         self.run_growth = 0
@@ -195,7 +197,7 @@ class Replica:
         return self.used_dec(self.x) + self.prefill_blocks
 
     # ------------------------------------------------------------------ decode set
-    def _add_decoder(self, r: Request):
+    def _add_decoder(self, r: Request) -> None:
         x = self.x
         r.state = DECODE
         r.g0 = r.generated
@@ -222,7 +224,7 @@ class Replica:
                 r.cross_x = w - u
                 heappush(self.cross_heap, (r.cross_x, r.rid, r))
 
-    def _remove_decoder(self, r: Request):
+    def _remove_decoder(self, r: Request) -> None:
         bs = self.bs
         u = r.u
         q = u // bs
@@ -241,11 +243,12 @@ class Replica:
     def _kv_tokens(self) -> int:
         """Attended tokens of the decodes at the current counter."""
         kv = self.s_below + self.n_below * self.x
-        if self.n_capped:
-            kv += self.window * self.n_capped
+        w = self.window
+        if self.n_capped and w is not None:
+            kv += w * self.n_capped
         return kv
 
-    def _process_crossings(self):
+    def _process_crossings(self) -> None:
         heap = self.cross_heap
         x = self.x
         while heap and heap[0][0] <= x:
@@ -276,7 +279,7 @@ class Replica:
         return -1
 
     # ------------------------------------------------------------------ arrivals
-    def enqueue(self, r: Request):
+    def enqueue(self, r: Request) -> None:
         """A routed request joins this replica's waiting queue."""
         r.replica = self.index
         r.state = WAITING
@@ -312,7 +315,7 @@ class Replica:
         self.run_k = j
         self._arm(t_end - self.env.now)
 
-    def _kick(self):
+    def _kick(self) -> None:
         """Start scheduling at the current instant, after same-time arrivals are queued."""
         self.busy = True
         self.run_t0 = self.env.now
@@ -321,19 +324,19 @@ class Replica:
         self.run_chunks = []
         self.pending = wake_after(self.env, 0.0, self._cb_kick)
 
-    def _on_kick(self, ev):
+    def _on_kick(self, ev: Any) -> None:
         if ev is not self.pending:
             return
         self.pending = None
         self.busy = False
         self._schedule()
 
-    def _arm(self, delay: float):
+    def _arm(self, delay: float) -> None:
         self.pending = wake_after(self.env, delay if delay > 0.0 else 0.0, self._cb_boundary)
         self.events += 1
 
     # ------------------------------------------------------------------ the scheduler
-    def _preempt_newest(self):
+    def _preempt_newest(self) -> None:
         rid, v = self.running.popitem()
         if v.state == DECODE:
             self._remove_decoder(v)
@@ -349,7 +352,7 @@ class Replica:
         v.preemptions += 1
         self.waiting.appendleft(v)
 
-    def _schedule(self):
+    def _schedule(self) -> None:
         """Plan the iteration starting now (the scheduler of every boundary)."""
         window = self.window
         if window is not None and self.cross_heap:
@@ -458,7 +461,7 @@ class Replica:
         self.run_kv0 = kv0
         self.run_growth = growth
         self.run_decode_only = True
-        self.run_chunks = ()
+        self.run_chunks = _NO_CHUNKS
         self.busy = True
         self._arm(model.decode_run_s(n_dec, kv0, growth, k))
 
@@ -485,7 +488,7 @@ class Replica:
         return lo
 
     # ------------------------------------------------------------------ iteration end
-    def _on_boundary(self, ev):
+    def _on_boundary(self, ev: Any) -> None:
         if ev is not self.pending:
             return
         self.pending = None
@@ -515,7 +518,7 @@ class Replica:
                         self._finish(r, now)
                     else:
                         self._add_decoder(r)
-            self.run_chunks = ()
+            self.run_chunks = _NO_CHUNKS
         self.output_tokens += tokens
         on_busy = self.on_busy
         if on_busy is not None:
@@ -534,7 +537,7 @@ class Replica:
             self.on_slots_free(self)
         self._schedule()
 
-    def _finish(self, r: Request, now: float):
+    def _finish(self, r: Request, now: float) -> None:
         del self.running[r.rid]
         if self.reserve:
             self.reserved_blocks -= -(-(r.prompt_tokens + r.output_tokens) // self.bs)
@@ -603,7 +606,7 @@ class Replica:
         self._reset_state()
         return out
 
-    def repair(self, now: float):
+    def repair(self, now: float) -> None:
         self.up = True
 
     def free_slots(self) -> int:
