@@ -20,10 +20,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _path import ROOT, engine_build, use_sim  # noqa: E402
+
+use_sim()
 
 
 def pool_scenario(n_requests: int, step_model: str = "constant"):
@@ -95,7 +95,7 @@ def bench_simpy(n_requests: int, c: int = 16) -> dict:
 
 
 def peak_rss_child(n_requests: int, step_model: str) -> float:
-    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r});"
+    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT / 'benchmarks')!r});"
             f"from engine import bench_engine; r = bench_engine({n_requests}, {step_model!r});"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, r['requests'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -110,6 +110,8 @@ def main(argv=None):
     ap.add_argument("--step-model", default="constant", choices=["constant", "calibrated", "roofline"])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    build = engine_build()
+    print(f"sim    : {build} engine")
     eng = bench_engine(a.requests, a.step_model)
     print(f"engine : {eng['requests']:>9} requests in {eng['wall_s']:.2f} s = {eng['requests_per_s']:,.0f} req/s "
           f"(GPU utilisation {eng['gpu_utilisation']:.2f}, {eng['events']} events, {eng['iterations']} iterations)")
@@ -126,7 +128,7 @@ def main(argv=None):
                           "peak_rss_mb": big, "peak_rss_mb_quarter": small,
                           "mem_requests": a.mem_requests, "requests": eng["requests"],
                           "engine_events": eng["events"], "gpu_utilisation": eng["gpu_utilisation"],
-                          "step_model": a.step_model}))
+                          "step_model": a.step_model, "engine_build": build}))
 
 
 if __name__ == "__main__":

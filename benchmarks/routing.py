@@ -21,10 +21,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _path import engine_build, use_sim  # noqa: E402
+
+use_sim()
 
 STEP_S = 0.01
 MAX_SEQS = 2
@@ -84,6 +84,8 @@ def main(argv=None):
                     choices=["least_outstanding", "power_of_two", "round_robin", "central_queue"])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    build = engine_build()
+    print(f"sim: {build} engine")
     rows = []
     for n in (int(x) for x in a.sizes.split(",")):
         r = bench(n, a.requests, a.policy)
@@ -95,7 +97,8 @@ def main(argv=None):
     if ratio is not None:
         print(f"1024 / 16 replicas: {ratio:.2f}")
     if a.json:
-        print(json.dumps({"policy": a.policy, "sizes": rows, "ratio_1024_to_16": ratio}))
+        print(json.dumps({"policy": a.policy, "sizes": rows, "ratio_1024_to_16": ratio,
+                          "engine_build": build}))
 
 
 if __name__ == "__main__":

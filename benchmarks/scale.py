@@ -24,10 +24,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _path import ROOT, engine_build, use_sim  # noqa: E402
+
+use_sim()
 
 
 def fleet_scenario(gpus: int, horizon_s: float, load: float):
@@ -123,6 +123,8 @@ def main() -> None:
     if args.one_gpus:
         one(args)
         return
+    build = engine_build()
+    print(f"sim: {build} engine")
     common = ["--horizon-s", str(args.horizon_s), "--load", str(args.load),
               "--cell-replicas", str(args.cell_replicas), "--sample", str(args.sample)]
     rows = []
@@ -152,6 +154,7 @@ def main() -> None:
             if a and b:
                 b[0]["speedup_vs_1_worker"] = a[0]["wall_s"] / b[0]["wall_s"]
     for r in rows:
+        r["engine_build"] = build
         print(f"{r['gpus']:>6} GPUs {r['mode']:>7} {r['executor']:>6} x{r['workers']}  cells {r['cells_simulated']:>4}/{r['cells']:<4}"
               f" wall {r['wall_s']:8.1f} s  cpu {r['cpu_s']:8.1f} s  {r['requests_per_cpu_s'] or 0:9.0f} req/cpu-s"
               f"  rss {max(r['peak_rss_mb'], r['peak_rss_children_mb']):6.0f} MB"

@@ -107,7 +107,7 @@ class LeastLoaded:
                 heapq.heappop(heap)          # stale
                 continue
             rep = members[k]
-            if not (rep.up and rep.accepting) or (need_slot and rep.free_slots() <= 0):
+            if rep is None or not (rep.up and rep.accepting) or (need_slot and rep.free_slots() <= 0):
                 heapq.heappop(heap)          # comes back through refresh() or lowered()
                 live[k] = -1
                 continue
@@ -172,7 +172,7 @@ class Router:
     def _regroup(self):
         """Group workloads by eligible list and build one heap per group."""
         groups: dict[tuple[int, ...], LeastLoaded] = {}
-        self.group: list[LeastLoaded | None] = []
+        self.group: list[LeastLoaded] = []
         for lst in self.eligible:
             key = tuple(rep.index for rep in lst)
             g = groups.get(key)
@@ -218,10 +218,10 @@ class Router:
             return
         self._dispatch(r, cands)
 
-    def _dispatch(self, r: Request, cands: list[Replica]):
+    def _dispatch(self, r: Request, cands: list[Replica]) -> None:
+        rep: Replica | None = None
         if self.central:
             q = self.queues[r.workload]
-            rep = None
             if not q:
                 g = self.group[r.workload]
                 if g.heaped:
@@ -264,6 +264,7 @@ class Router:
                 k = self._rr[r.workload]
                 rep = cands[k % n]
                 self._rr[r.workload] = k + 1
+        assert rep is not None   # cands holds an up replica, so every policy finds one
         if self._check_replica and r.restarts == 0:
             reason = self._refusal(r, rep)
             if reason is not None:
