@@ -21,25 +21,11 @@ event-skipping engine modes agree to float rounding.
 """
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-
-def prefill_attn_pairs(start_tokens: int, chunk_tokens: int, window_tokens: int | None) -> float:
-    """Causal (query, key) pairs of a prefill chunk of ``chunk_tokens`` starting at position
-    ``start_tokens`` (tokens already cached), with an optional sliding window."""
-    p, n = start_tokens, chunk_tokens
-    if n <= 0:
-        return 0.0
-    # query j (0-based) sees p + j + 1 keys, capped at the window.
-    if window_tokens is None or p + n <= window_tokens:
-        return n * p + n * (n + 1) / 2.0
-    w = window_tokens
-    # queries whose key count p+j+1 <= w: j <= w - p - 1
-    n_below = max(0, min(n, w - p))
-    below = n_below * p + n_below * (n_below + 1) / 2.0
-    return below + (n - n_below) * w
+from sim.perf import series
+from sim.perf.series import prefill_attn_pairs  # noqa: F401  (part of this interface)
 
 
 class StepTimeModel(ABC):
@@ -83,37 +69,21 @@ class StepTimeModel(ABC):
 
     def decode_run_s(self, batch: int, kv0_tokens: int, growth: int, steps: int) -> float:
         """Total time of ``steps`` decode-only iterations; step ``j`` attends
-        ``kv0_tokens + growth * j`` tokens in total."""
+        ``kv0_tokens + growth * j`` tokens in total (:func:`sim.perf.series.decode_run_s`)."""
         if steps <= 0:
             return 0.0
         base, slope = self.decode_coeffs(batch)
-        return steps * base + slope * (steps * kv0_tokens + growth * steps * (steps - 1) / 2.0)
+        return series.decode_run_s(base, slope, kv0_tokens, growth, steps)
 
     def decode_steps_before(self, batch: int, kv0_tokens: int, growth: int,
                             elapsed_s: float, max_steps: int) -> int:
         """The smallest ``j`` (``0 <= j <= max_steps``) whose cumulative run time is
         ``>= elapsed_s``: the index of the first iteration boundary at or after
-        ``elapsed_s`` into the run."""
+        ``elapsed_s`` into the run (:func:`sim.perf.series.decode_steps_before`)."""
         if elapsed_s <= 0.0:
             return 0
         base, slope = self.decode_coeffs(batch)
-        # cumulative T(j) = j*base + slope*(j*kv0 + growth*j*(j-1)/2), increasing in j.
-        a = slope * growth / 2.0
-        b = base + slope * kv0_tokens - slope * growth / 2.0
-        if a > 0.0:
-            disc = b * b + 4.0 * a * elapsed_s
-            j = int(math.ceil((-b + math.sqrt(disc)) / (2.0 * a)))
-        elif b > 0.0:
-            j = int(math.ceil(elapsed_s / b))
-        else:  # zero-time steps: any boundary qualifies
-            return 0
-        j = max(0, min(j, max_steps))
-        # fix rounding of the closed form by exact evaluation
-        while j > 0 and self.decode_run_s(batch, kv0_tokens, growth, j - 1) >= elapsed_s:
-            j -= 1
-        while j < max_steps and self.decode_run_s(batch, kv0_tokens, growth, j) < elapsed_s:
-            j += 1
-        return j
+        return series.decode_steps_before(base, slope, kv0_tokens, growth, elapsed_s, max_steps)
 
 
 @dataclass
