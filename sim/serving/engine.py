@@ -31,7 +31,8 @@ from collections import deque
 from heapq import heappop, heappush
 from typing import Any, Callable, Final
 
-from sim.perf.step import StepTimeModel, prefill_attn_pairs
+from sim.perf.series import decode_run_s, decode_steps_before, prefill_attn_pairs
+from sim.perf.step import StepTimeModel
 
 _NO_CHUNKS: Final[list] = []  # shared empty batch of prefill chunks (never appended to)
 
@@ -93,12 +94,98 @@ class Wake:
         self._value: Any = None
 
 
-def wake_after(env: Any, delay: float, callback: Callable[[Any], None], priority: int = 1) -> Wake:
+def wake_after(env: Any, delay: float | int, callback: Callable[[Any], None], priority: int = 1) -> Wake:
     """Call ``callback(event)`` after ``delay`` (>= 0) simulated seconds: exactly
-    ``env.timeout(delay).callbacks.append(callback)`` (priority 1 is SimPy's NORMAL), cheaper."""
+    ``env.timeout(delay).callbacks.append(callback)`` (priority 1 is SimPy's NORMAL), cheaper.
+    (``delay`` keeps its type: an int 0 leaves SimPy's int start time an int.)"""
     ev = Wake(callback)
     heappush(env._queue, (env._now + delay, priority, next(env._eid), ev))
     return ev
+
+
+class RequestIds:
+    """Request ids in arrival order, shared by every arrival source of one world."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self) -> int:
+        i = self.next
+        self.next = i + 1
+        return i
+
+
+class ArrivalFeed:
+    """The open-loop arrivals of one workload, from blocks of ``(times_s, prompt_tokens,
+    output_tokens)`` lists (absolute, sorted times) that ``blocks`` yields lazily.
+
+    Its event schedule is exactly that of a SimPy process yielding ``env.timeout(t - now)``
+    before each arrival ``t`` later than now: a start event at priority URGENT now, then one
+    NORMAL event per later arrival instant; arrivals at the current instant are handled in
+    the same event.  Each arrival becomes a :class:`Request` (its time is ``t`` itself),
+    is counted by ``on_arrival(request, t)``, and is rejected through ``reject(request,
+    reason, t)`` when its prompt and output exceed ``max_tokens[workload]`` (a list the
+    world keeps current as capacity arrives), else handed to ``submit(request)``."""
+
+    def __init__(self, env: Any, workload: int, blocks: Any, ids: RequestIds,
+                 on_arrival: Callable[[Request, float], None], submit: Callable[[Request], None],
+                 reject: Callable[[Request, str, float], None], max_tokens: list[int]) -> None:
+        self.env = env
+        self.workload = workload
+        self.blocks = blocks
+        self.ids = ids
+        self.on_arrival = on_arrival
+        self.submit = submit
+        self.reject = reject
+        self.max_tokens = max_tokens
+        self.times: list[float] = []
+        self.prompts: list[int] = []
+        self.outputs: list[int] = []
+        self.i = 0
+        self.waited = False   # the event for arrival ``i`` has fired
+        self._cb = self._resume
+        wake_after(env, 0, self._cb, priority=0)
+
+    def _resume(self, ev: Any) -> None:
+        env = self.env
+        wi = self.workload
+        ids = self.ids
+        max_tokens = self.max_tokens
+        times = self.times
+        prompts = self.prompts
+        outputs = self.outputs
+        i = self.i
+        n = len(times)
+        while True:
+            if i >= n:
+                block = next(self.blocks, None)
+                if block is None:
+                    self.i = i
+                    return
+                times, prompts, outputs = block
+                self.times, self.prompts, self.outputs = times, prompts, outputs
+                i = 0
+                n = len(times)
+                continue
+            t = times[i]
+            if not self.waited:
+                dt = t - env._now
+                if dt > 0.0:
+                    self.waited = True
+                    self.i = i
+                    wake_after(env, dt, self._cb)
+                    return
+            self.waited = False
+            p = prompts[i]
+            o = outputs[i]
+            i += 1
+            r = Request(ids.take(), wi, t, p, o)
+            self.on_arrival(r, t)
+            cap = max_tokens[wi]
+            if p + o > cap:
+                self.reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
+                continue
+            self.submit(r)
 
 
 class Replica:
@@ -171,6 +258,8 @@ class Replica:
         self.run_k = 0
         self.run_kv0 = 0
         self.run_growth = 0
+        self.run_base: float = 0.0    # decode-only run: step time base + slope * attended tokens
+        self.run_slope: float = 0.0
         self.run_decode_only = False
         self.run_chunks: list[Request] = []
 
@@ -296,9 +385,9 @@ class Replica:
         # a decode run is in progress: cut it at the first boundary where r is admitted
         if len(self.running) >= self.max_num_seqs or self.n_dec >= self.max_batched_tokens:
             return
-        model = self.model
-        elapsed = self.env.now - self.run_t0
-        j = model.decode_steps_before(self.n_dec, self.run_kv0, self.run_growth, elapsed, self.run_k)
+        elapsed = self.env._now - self.run_t0
+        j = decode_steps_before(self.run_base, self.run_slope, self.run_kv0, self.run_growth,
+                                elapsed, self.run_k)
         if j < 1:
             j = 1
         if j >= self.run_k:
@@ -311,14 +400,14 @@ class Replica:
             free = self.total_blocks - self.prefill_blocks - self.used_dec(self.x + j + 1)
             if need > free:
                 return
-        t_end = self.run_t0 + model.decode_run_s(self.n_dec, self.run_kv0, self.run_growth, j)
+        t_end = self.run_t0 + decode_run_s(self.run_base, self.run_slope, self.run_kv0, self.run_growth, j)
         self.run_k = j
-        self._arm(t_end - self.env.now)
+        self._arm(t_end - self.env._now)
 
     def _kick(self) -> None:
         """Start scheduling at the current instant, after same-time arrivals are queued."""
         self.busy = True
-        self.run_t0 = self.env.now
+        self.run_t0 = self.env._now
         self.run_k = 0
         self.run_decode_only = False
         self.run_chunks = []
@@ -400,7 +489,7 @@ class Replica:
             reserve = self.reserve
             chunked = self.chunked_prefill
             prefilling = self.prefilling
-            now = self.env.now
+            now = self.env._now
             while waiting and len(running) < max_seqs and budget > 0:
                 r = waiting[0]
                 need = -(-r.target // bs)
@@ -432,7 +521,7 @@ class Replica:
                 pairs += prefill_attn_pairs(0, c, window)
                 chunks.append(r)
         model = self.model
-        self.run_t0 = self.env.now
+        self.run_t0 = self.env._now
         if chunks:
             kv = self._kv_tokens() if n_dec else 0
             dt = model.mixed_step_s(n_dec, kv, prefill_tokens, pairs)
@@ -463,7 +552,10 @@ class Replica:
         self.run_decode_only = True
         self.run_chunks = _NO_CHUNKS
         self.busy = True
-        self._arm(model.decode_run_s(n_dec, kv0, growth, k))
+        base, slope = model.decode_coeffs(n_dec)   # fixed for the run: n_dec does not change
+        self.run_base = base
+        self.run_slope = slope
+        self._arm(decode_run_s(base, slope, kv0, growth, k))
 
     def _steps_before_shortage(self, k: int, used1: int | None = None) -> int:
         """Largest ``j <= k`` such that steps ``x .. x+j-1`` all find their KV blocks
@@ -564,11 +656,9 @@ class Replica:
 
     def _boundaries_done(self, now: float) -> int:
         """Complete iterations of the current decode run at time ``now``."""
-        model = self.model
-        j = model.decode_steps_before(self.n_dec, self.run_kv0, self.run_growth,
-                                      now - self.run_t0, self.run_k)
-        while j > 0 and self.run_t0 + model.decode_run_s(self.n_dec, self.run_kv0,
-                                                         self.run_growth, j) > now:
+        base, slope, kv0, growth = self.run_base, self.run_slope, self.run_kv0, self.run_growth
+        j = decode_steps_before(base, slope, kv0, growth, now - self.run_t0, self.run_k)
+        while j > 0 and self.run_t0 + decode_run_s(base, slope, kv0, growth, j) > now:
             j -= 1
         return j
 

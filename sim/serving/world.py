@@ -18,7 +18,7 @@ from sim.core.rng import RandomStreams
 from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
 from sim.scenario import Scenario
-from sim.serving.engine import REJECTED, Replica, Request, wake_after
+from sim.serving.engine import REJECTED, ArrivalFeed, Replica, Request, RequestIds
 from sim.serving.fluid import replica_request_capacity_per_s, saturation_tokens_per_s
 from sim.serving.metrics import Metrics, Stream
 from sim.serving.replica import replica_from_spec
@@ -69,10 +69,10 @@ class World:
                              self.streams.generator("router"), scenario.router.max_wait_s,
                              self._reject, self.rtt_s, max_queue=scenario.router.max_queue,
                              ttft_shed_s=scenario.router.ttft_shed_s)
-        self.next_rid = 0
+        self.ids = RequestIds()
         self.arrival_procs: list = [None] * len(scenario.workloads)
         for wi, w in enumerate(scenario.workloads):
-            self._drive(self._arrivals(wi, w))
+            self._arrivals(wi, w)
 
     # ------------------------------------------------------------------ observers
     def observe(self, on_complete=None, on_reject=None) -> None:
@@ -164,22 +164,9 @@ class World:
         for fn in self._reject_observers:
             fn(r, reason, now)
 
-    def _drive(self, gen):
-        """Run generator ``gen``, which yields delays in seconds, as callbacks on the event
-        queue: the schedule ``env.process`` of a generator yielding ``env.timeout(delay)``
-        would give (its start is an URGENT event now, each delay a NORMAL one), without a
-        Process resume and a Timeout per step (the arrival loop is on the hot path)."""
-        env = self.env
-
-        def resume(_ev):
-            for delay in gen:
-                wake_after(env, delay, resume)
-                return
-        wake_after(env, 0, resume, priority=0)  # 0, not 0.0: env.now stays the int SimPy starts at
-
     def _arrivals(self, wi: int, w):
-        """The open-loop arrivals of workload ``wi``: a generator of delays (:meth:`_drive`)."""
-        env = self.env
+        """Start the arrivals of workload ``wi``: an :class:`ArrivalFeed` over the process's
+        chunks (open loop) or the closed-loop users."""
         horizon = self.scenario.simulation.horizon_s
         proc = w.arrivals.build()
         rng_t = self.streams.generator(f"workload/{w.name}/arrivals")
@@ -188,31 +175,20 @@ class World:
         prompt_d = w.prompt_tokens.build() if w.prompt_tokens is not None else None
         output_d = w.output_tokens.build() if w.output_tokens is not None else None
         self.arrival_procs[wi] = proc
-        metrics = self.metrics
-        router = self.router
-        max_tokens = self.max_tokens   # grows when capacity arrives
         if isinstance(proc, ClosedLoopProcess):
             self._closed_loop(wi, proc, prompt_d, output_d, rng_t, rng_len)
             return
-        for times, prompts, outputs in proc.chunks(rng_t, horizon):
-            n = len(times)
-            if prompts is None:
-                prompts = prompt_d.sample(rng_len, n)
-            if outputs is None:
-                outputs = output_d.sample(rng_len, n)
-            on_arrival, submit = metrics.on_arrival, router.submit
-            for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
-                dt = t - env._now
-                if dt > 0.0:
-                    yield dt
-                r = Request(self.next_rid, wi, t, p, o)
-                self.next_rid += 1
-                on_arrival(r, t)
-                cap = max_tokens[wi]
-                if p + o > cap:
-                    self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
-                    continue
-                submit(r)
+
+        def blocks():
+            for times, prompts, outputs in proc.chunks(rng_t, horizon):
+                n = len(times)
+                if prompts is None:
+                    prompts = prompt_d.sample(rng_len, n)
+                if outputs is None:
+                    outputs = output_d.sample(rng_len, n)
+                yield times.tolist(), prompts.tolist(), outputs.tolist()
+        ArrivalFeed(self.env, wi, blocks(), self.ids, self.metrics.on_arrival, self.router.submit,
+                    self._reject, self.max_tokens)
 
     def _closed_loop(self, wi: int, proc: ClosedLoopProcess, prompt_d, output_d, rng_t, rng_len):
         """``proc.users`` user processes; each waits for its request's completion or rejection
@@ -229,9 +205,8 @@ class World:
         def user():
             while True:
                 now = env.now
-                r = Request(self.next_rid, wi, now, int(prompt_d.sample(rng_len, 1)[0]),
+                r = Request(self.ids.take(), wi, now, int(prompt_d.sample(rng_len, 1)[0]),
                             int(output_d.sample(rng_len, 1)[0]))
-                self.next_rid += 1
                 metrics.on_arrival(r, now)
                 ev = pending[r.rid] = env.event()
                 cap = max_tokens[wi]
