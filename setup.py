@@ -24,8 +24,10 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# the per-replica scheduler and iteration loop: most of the engine's CPU time
-COMPILED = ["sim/serving/engine.py"]
+# the serving hot path: the per-replica scheduler and iteration loop with the arrival feed,
+# the step-time series it evaluates, the router and the streaming metrics
+COMPILED = ["sim/serving/engine.py", "sim/perf/series.py", "sim/serving/router.py",
+            "sim/serving/metrics.py"]
 
 _BUILD_COMMANDS = {"bdist_wheel", "build", "build_ext", "install"}
 
@@ -59,7 +61,7 @@ def ext_modules() -> list:
         _warn("mypyc is not installed")
         return []
     try:
-        return mypycify(["--ignore-missing-imports", *COMPILED], opt_level="3")
+        return mypycify(["--ignore-missing-imports", "--check-untyped-defs", *COMPILED], opt_level="3")
     except BaseException as e:  # mypy reports a type error by exiting
         _warn(f"mypyc could not translate {COMPILED} ({type(e).__name__}: {e})")
         return []

@@ -11,6 +11,7 @@ Every metric is defined once in ``docs/metrics.md``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class Stream:
     def summary(self, attainment_target: float | None = None) -> dict:
         n = self.measured
         rej = sum(self.rejected.values())
-        d = {
+        d: dict[str, Any] = {
             "arrivals": self.arrivals,
             "measured_arrivals": self.measured_arrivals,
             "arrived_prompt_tokens": self.arrived_prompt_tokens,
@@ -240,8 +241,8 @@ class Metrics:
         extra = max(b + 1 - self.nbins, self.nbins)
         for lst in (*self.busy, *self.tokens, *self.kv_block_s):
             lst.extend([0.0] * extra)
-        for lst in (self.arrival_bins, self.completion_bins, self.reject_bins):
-            lst.extend([0] * extra)
+        for counts in (self.arrival_bins, self.completion_bins, self.reject_bins):
+            counts.extend([0] * extra)
         self.nbins += extra
 
     # ------------------------------------------------------------------ hooks
