@@ -84,21 +84,56 @@ class Wake:
     """The lightest event SimPy's ``Environment.step`` can process: a callback list and an
     ``ok`` flag.  The engine pushes it straight onto the event queue with the same
     ``(time, NORMAL, eid)`` key ``env.timeout`` would give it, so the order of events is
-    unchanged; it skips ``Timeout``'s construction and ``Environment.schedule``'s call."""
+    unchanged; it skips ``Timeout``'s construction and ``Environment.schedule``'s call.
 
-    __slots__ = ("callbacks", "_ok", "_value")
+    SimPy calls :func:`_fire`, which runs ``callback(event)`` and then every Wake that is next
+    on the queue itself (:func:`_run_wakes`), so that a run of engine events costs no trip
+    through ``Environment.step``."""
 
-    def __init__(self, callback: Callable[[Any], None]):
-        self.callbacks: list | None = [callback]   # SimPy sets it to None once processed
+    __slots__ = ("callbacks", "_ok", "_value", "cb", "env")
+
+    def __init__(self, env: Any, callback: Callable[[Any], None]):
+        self.callbacks: list | None = [_fire]   # SimPy sets it to None once processed
         self._ok = True
         self._value: Any = None
+        self.cb = callback
+        self.env = env
+
+
+def _fire(ev: Wake) -> None:
+    ev.cb(ev)
+    _run_wakes(ev.env)
+
+
+def _run_wakes(env: Any) -> None:
+    """Process the events at the head of ``env``'s queue for as long as they are Wakes, in
+    queue order, exactly as ``Environment.step`` would (clock to the event's time, callbacks
+    cleared, then called).  It stops at the first other event (a SimPy timeout or process
+    event, or the ``until`` event of ``env.run``) and leaves it to SimPy.  A Wake's callback
+    that ends in another :func:`_fire` (nested) returns at once: the outer loop goes on."""
+    if getattr(env, "_sovsim_waking", False):
+        return
+    env._sovsim_waking = True
+    try:
+        queue = env._queue
+        while queue:
+            item = queue[0]
+            ev = item[3]
+            if type(ev) is not Wake:
+                break
+            heappop(queue)
+            env._now = item[0]
+            ev.callbacks = None
+            ev.cb(ev)
+    finally:
+        env._sovsim_waking = False
 
 
 def wake_after(env: Any, delay: float | int, callback: Callable[[Any], None], priority: int = 1) -> Wake:
     """Call ``callback(event)`` after ``delay`` (>= 0) simulated seconds: exactly
     ``env.timeout(delay).callbacks.append(callback)`` (priority 1 is SimPy's NORMAL), cheaper.
     (``delay`` keeps its type: an int 0 leaves SimPy's int start time an int.)"""
-    ev = Wake(callback)
+    ev = Wake(env, callback)
     heappush(env._queue, (env._now + delay, priority, next(env._eid), ev))
     return ev
 
