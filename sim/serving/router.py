@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from sim.perf.step import prefill_attn_pairs
+from sim.perf.series import prefill_attn_pairs
 from sim.serving.engine import Replica, Request
 
 _RANK_BITS = 32
