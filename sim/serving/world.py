@@ -13,6 +13,7 @@ from collections import Counter
 
 import simpy
 
+from sim.core import collector
 from sim.core import progress as progress_mod
 from sim.core.rng import RandomStreams
 from sim.demand.arrivals import ClosedLoopProcess
@@ -261,10 +262,11 @@ class World:
         None for the process default, False) is told the simulated seconds done."""
         horizon = self.scenario.simulation.horizon_s
         if progress_mod.resolve(progress).resolved_mode() == "off":
-            self.env.run(until=horizon)
+            with collector.relaxed():
+                self.env.run(until=horizon)
             return
         slices = 200
-        with progress_mod.start(progress, horizon, "sim-s", "run") as task:
+        with progress_mod.start(progress, horizon, "sim-s", "run") as task, collector.relaxed():
             done = 0.0
             seen = 0
             for i in range(1, slices + 1):
