@@ -5,17 +5,22 @@ The test process imports the checkout (pure Python).  A child process in isolate
 (``python -I``: no checkout on ``sys.path``) imports the *installed* package.  Both run the
 same scenarios (event skipping and per-iteration, sliding window with preemption, full-output
 reservation, replica failures with requeue) and compare a digest of every per-request record
-and of the summary.  The test skips, saying why, when the installed package is not compiled
-(an editable install, ``SOVSIM_PURE_PYTHON=1``, a machine without a C compiler) or is not
-built from this checkout's sources of those modules.  CI installs with ``pip install ".[test]"``, so
+and of the summary.  The test skips, saying why, when there is no installed package outside the checkout
+(an editable install), when it is not built from this checkout's sources of those modules,
+or when it is pure Python by choice (``SOVSIM_PURE_PYTHON=1``) or for want of a C compiler.
+It fails when a compiler is here and the installed package is still pure Python: the build
+fell back (a type error mypy reports, say), which would otherwise go unnoticed.  CI installs with ``pip install ".[test]"``, so
 there it runs.
 """
 from __future__ import annotations
 
 import ast
 import json
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -89,6 +94,12 @@ def _compiled_modules() -> list[str]:
     raise AssertionError("setup.py defines no COMPILED list")
 
 
+def _c_compiler() -> bool:
+    """Whether the C compiler Python's extensions are built with is on this machine."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(os.environ.get("CC", cc).split()[0]) is not None
+
+
 def _installed_engine() -> Path | None:
     """The installed package's engine directory when it is not this checkout."""
     code = "import sim.serving.engine as e, sys; print(e.__file__)"
@@ -105,13 +116,18 @@ def test_compiled_engine_matches_pure_python():
     installed = _installed_engine()
     if installed is None:
         pytest.skip("no installed sovsim outside the checkout (editable install)")
-    if installed.suffix != ".so":
-        pytest.skip(f"the installed engine is pure Python ({installed.name}): nothing compiled to check")
-    site = installed.parents[2]   # .../site-packages/sim/serving/engine*.so
+    site = installed.parents[2]   # .../site-packages/sim/serving/engine*
     for rel in _compiled_modules():
         shipped = site / rel
         if not shipped.exists() or shipped.read_bytes() != (ROOT / rel).read_bytes():
             pytest.skip(f"the installed sovsim was not built from this checkout's {rel}")
+    if installed.suffix != ".so":
+        if os.environ.get("SOVSIM_PURE_PYTHON", "") not in ("", "0") or not _c_compiler():
+            pytest.skip(f"the installed engine is pure Python ({installed.name}) by choice or for want "
+                        "of a C compiler: nothing compiled to check")
+        pytest.fail("the installed sovsim is pure Python although a C compiler is here: the mypyc build "
+                    "of setup.py's COMPILED modules failed (`pip install -v .` shows why; "
+                    "`mypy --check-untyped-defs` on them must pass)")
     child = subprocess.run([sys.executable, "-I", "-c", _PROGRAM + "\nmain()\n"],
                            input=json.dumps(CASES), capture_output=True, text=True)
     assert child.returncode == 0, child.stderr[-3000:]
