@@ -150,6 +150,20 @@ class RequestIds:
         return i
 
 
+def admit_arrival(r: Request, now: float, on_arrival: Callable[[Request, float], None],
+                  submit: Callable[[Request], None], reject: Callable[[Request, str, float], None],
+                  max_tokens: list[int]) -> None:
+    """An arrival, open- or closed-loop: counted by ``on_arrival``, then rejected when its
+    prompt and output exceed ``max_tokens[workload]`` (the largest KV capacity an eligible
+    replica has; 0: no eligible capacity at all), else handed to ``submit``."""
+    on_arrival(r, now)
+    cap = max_tokens[r.workload]
+    if r.prompt_tokens + r.output_tokens > cap:
+        reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", now)
+    else:
+        submit(r)
+
+
 class ArrivalFeed:
     """The open-loop arrivals of one workload, from blocks of ``(times_s, prompt_tokens,
     output_tokens)`` lists (absolute, sorted times) that ``blocks`` yields lazily.
@@ -157,10 +171,9 @@ class ArrivalFeed:
     Its event schedule is exactly that of a SimPy process yielding ``env.timeout(t - now)``
     before each arrival ``t`` later than now: a start event at priority URGENT now, then one
     NORMAL event per later arrival instant; arrivals at the current instant are handled in
-    the same event.  Each arrival becomes a :class:`Request` (its time is ``t`` itself),
-    is counted by ``on_arrival(request, t)``, and is rejected through ``reject(request,
-    reason, t)`` when its prompt and output exceed ``max_tokens[workload]`` (a list the
-    world keeps current as capacity arrives), else handed to ``submit(request)``."""
+    the same event.  Each arrival becomes a :class:`Request` (its time is ``t`` itself) and
+    goes through :func:`admit_arrival` (``max_tokens``: a list the world keeps current as
+    capacity arrives)."""
 
     def __init__(self, env: Any, workload: int, blocks: Any, ids: RequestIds,
                  on_arrival: Callable[[Request, float], None], submit: Callable[[Request], None],
@@ -214,13 +227,8 @@ class ArrivalFeed:
             p = prompts[i]
             o = outputs[i]
             i += 1
-            r = Request(ids.take(), wi, t, p, o)
-            self.on_arrival(r, t)
-            cap = max_tokens[wi]
-            if p + o > cap:
-                self.reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", t)
-                continue
-            self.submit(r)
+            admit_arrival(Request(ids.take(), wi, t, p, o), t, self.on_arrival, self.submit,
+                          self.reject, max_tokens)
 
 
 class Replica:

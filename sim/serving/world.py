@@ -19,7 +19,7 @@ from sim.core.rng import RandomStreams
 from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
 from sim.scenario import Scenario
-from sim.serving.engine import REJECTED, ArrivalFeed, Replica, Request, RequestIds
+from sim.serving.engine import REJECTED, ArrivalFeed, Replica, Request, RequestIds, admit_arrival
 from sim.serving.fluid import replica_request_capacity_per_s, saturation_tokens_per_s
 from sim.serving.metrics import Metrics, Stream
 from sim.serving.replica import replica_from_spec
@@ -208,13 +208,8 @@ class World:
                 now = env.now
                 r = Request(self.ids.take(), wi, now, int(prompt_d.sample(rng_len, 1)[0]),
                             int(output_d.sample(rng_len, 1)[0]))
-                metrics.on_arrival(r, now)
-                ev = pending[r.rid] = env.event()
-                cap = max_tokens[wi]
-                if r.prompt_tokens + r.output_tokens > cap:
-                    self._reject(r, "exceeds_kv_capacity" if cap else "no_eligible_capacity", now)
-                else:
-                    router.submit(r)
+                ev = pending[r.rid] = env.event()   # before a rejection ends it
+                admit_arrival(r, now, metrics.on_arrival, router.submit, self._reject, max_tokens)
                 served = yield ev
                 z = proc.think(rng_t)
                 if not served:  # a rejected user backs off, so a user that is always refused cannot spin at one instant
