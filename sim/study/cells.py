@@ -349,6 +349,51 @@ def estimate(cells: list[Cell], per_cell: dict[int, dict], sample: int | None, w
     return _combine(groups, chosen, per_cell, windowed)
 
 
+COVERAGE_KEYS = (("sla_attainment",), ("request_utilisation",), ("arrivals",),
+                 ("ttft_s", "p99"), ("tpot_s", "p99"), ("e2e_s", "p50"))
+
+
+def interval_coverage(cells: list[Cell], per_cell: dict[int, dict], sample: int, draws: int = 200,
+                      seed: int = 0, keys=COVERAGE_KEYS) -> dict:
+    """How often a sampled run's 95 % interval covers the exact fleet value, measured on one
+    exact run (every cell simulated) by drawing ``draws`` random samples of ``sample`` cells
+    per group from it (without replacement, as :func:`run_cells` samples): per key, the
+    share of draws whose interval holds the exact value, the median interval width relative
+    to the value, and the median signed error.  The cells of a group are exchangeable, so a
+    random subset of an exact run is what a sampled run with other cells would have seen.
+    ``draws`` and ``seed`` fix the draws (the result is reproducible)."""
+    groups, _ = sample_plan(cells, None)
+    exact = _combine(groups, groups, per_cell)
+    rng = np.random.default_rng(seed)
+    hit = {k: 0 for k in keys}
+    width: dict = {k: [] for k in keys}
+    err: dict = {k: [] for k in keys}
+    for _ in range(draws):
+        chosen = {key: sorted(int(i) for i in rng.choice(idx, size=min(sample, len(idx)), replace=False))
+                  for key, idx in groups.items()}
+        est = _combine(groups, chosen, per_cell)
+        for k in keys:
+            e, s = _get(exact, k), _get(est, k)
+            ev = e["value"]
+            if ev is None or s["value"] is None:
+                continue
+            hit[k] += s["ci_low"] <= ev <= s["ci_high"]
+            if ev:
+                width[k].append((s["ci_high"] - s["ci_low"]) / abs(ev))
+                err[k].append(s["value"] / ev - 1.0)
+    name = {k: "_".join(k) for k in keys}
+    return {name[k]: {"coverage": hit[k] / draws, "draws": draws, "exact": _get(exact, k)["value"],
+                      "median_rel_width": float(np.median(width[k])) if width[k] else None,
+                      "median_rel_error": float(np.median(err[k])) if err[k] else None}
+            for k in keys}
+
+
+def _get(d: dict, key: tuple) -> dict:
+    for part in key:
+        d = d[part]
+    return d
+
+
 def _combine(groups: dict, chosen: dict, per_cell: dict, windowed: bool = False) -> dict:
     """Totals, ratios and percentiles of the fleet with t / bootstrap intervals from the
     cell-to-cell spread within each group (stratified sampling without replacement)."""
