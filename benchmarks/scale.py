@@ -6,7 +6,9 @@ one simulated ``--horizon-s`` (default one hour), cells of ``--cell-replicas`` r
 
 * exact (every cell) where ``--exact-max-gpus`` allows, and sampled (``--sample`` cells);
   the sampled-vs-exact error of attainment, utilisation and TTFT/TPOT p99, and whether the
-  exact value lies in the sampled interval;
+  exact value lies in the sampled interval; and, from the exact run alone, how often the
+  interval of a sampled run would cover the exact value (``sampled_interval_coverage``: 200
+  random samples of ``--sample`` cells drawn from the exact run's cells);
 * wall and CPU seconds, peak RSS of each run (each in a fresh process), simulated requests
   per CPU-second vs fleet size;
 * the speed-up of 2 workers over 1 on the sampled runs, with a process pool and with a local
@@ -56,7 +58,7 @@ def fleet_scenario(gpus: int, horizon_s: float, load: float):
 
 def one(args) -> dict:
     """Run one configuration in this process and print its row as JSON."""
-    from sim.study.cells import run_cells
+    from sim.study.cells import interval_coverage, run_cells
     from sim.study.sweep import make_executor
     sc = fleet_scenario(args.one_gpus, args.horizon_s, args.load)
     ex, close = (None, lambda: None)
@@ -94,6 +96,10 @@ def one(args) -> dict:
         row[k] = s[k]
     for k in ("ttft_s", "tpot_s"):
         row[f"{k}_p99"] = s[k]["p99"]
+    if args.one_mode == "exact" and s["cells"] > args.sample:
+        # how often a sampled run's interval would cover these exact values: random samples
+        # of --sample cells drawn from this run's cells (no further simulation)
+        row["sampled_interval_coverage"] = interval_coverage(res.cells, res.per_cell, args.sample, draws=200)
     print(json.dumps(row))
     return row
 
@@ -160,6 +166,10 @@ def main() -> None:
               f"  rss {max(r['peak_rss_mb'], r['peak_rss_children_mb']):6.0f} MB"
               f"  SLA {r['sla_attainment']['value']:.4f}  TTFT p99 {r['ttft_s_p99']['value']:.3f} s"
               + (f"  speed-up {r['speedup_vs_1_worker']:.2f}x" if "speedup_vs_1_worker" in r else ""))
+        for k, c in r.get("sampled_interval_coverage", {}).items():
+            print(f"{'':>12}coverage of the {args.sample}-cell sampled 95 % interval, {k}: {c['coverage']:.1%} "
+                  f"of {c['draws']} draws (median width {c['median_rel_width'] or 0:.2%}, "
+                  f"median error {c['median_rel_error'] or 0:+.2%} of the exact value)")
     if args.json:
         print(json.dumps(rows))
 
