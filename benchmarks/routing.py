@@ -10,15 +10,17 @@ replica's work is the same at every size: only the router's (and the event queue
 can grow with N.  Small fleets repeat the run over consecutive seeds until ``--requests``
 arrivals are simulated.
 
-    python benchmarks/routing.py [--sizes 16,256,1024,4096] [--requests N] [--policy P] [--json]
+    python benchmarks/routing.py [--sizes 16,256,1024,4096] [--requests N] [--policy P] [--repeat R] [--json]
 
 With --json the last line is one JSON object: per size the requests, CPU seconds and
-requests per CPU-second, and ``ratio_1024_to_16`` (target: >= 0.8).
+requests per CPU-second (with ``--repeat``, the median over the interleaved rounds and each
+round's rate), ``ratio_1024_to_16`` (target: >= 0.8) and the ratio of each round.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -79,26 +81,45 @@ def bench(n_replicas: int, min_requests: int, policy: str) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="16,256,1024,4096", help="comma-separated replica counts")
-    ap.add_argument("--requests", type=int, default=50_000, help="at least this many arrivals per size")
+    ap.add_argument("--requests", type=int, default=200_000,
+                    help="at least this many arrivals per size (fewer: a 16-replica round lasts well under a CPU-second and is noisy)")
     ap.add_argument("--policy", default="least_outstanding",
                     choices=["least_outstanding", "power_of_two", "round_robin", "central_queue"])
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds over all sizes, interleaved (16, 256, ..., 16, 256, ...) so drift of a shared "
+                         "machine hits every size alike; the rate per size is the median over rounds")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.repeat < 1:
+        ap.error(f"--repeat must be >= 1; got {a.repeat}")
     build = engine_build()
     print(f"sim: {build} engine")
+    sizes = [int(x) for x in a.sizes.split(",")]
+    rounds: dict[int, list[dict]] = {n: [] for n in sizes}
+    for k in range(a.repeat):
+        for n in sizes:
+            r = bench(n, a.requests, a.policy)
+            rounds[n].append(r)
+            print(f"round {k + 1}: {n:>6} replicas: {r['runs']:>3} runs, {r['requests']:>8} requests in "
+                  f"{r['cpu_s']:.2f} CPU-s = {r['requests_per_cpu_s']:,.0f} req/CPU-s "
+                  f"(GPU utilisation {r['gpu_utilisation']:.2f})")
     rows = []
-    for n in (int(x) for x in a.sizes.split(",")):
-        r = bench(n, a.requests, a.policy)
-        rows.append(r)
-        print(f"{n:>6} replicas: {r['runs']:>3} runs, {r['requests']:>8} requests in {r['cpu_s']:.2f} CPU-s = "
-              f"{r['requests_per_cpu_s']:,.0f} req/CPU-s (GPU utilisation {r['gpu_utilisation']:.2f})")
+    for n in sizes:
+        rates = [r["requests_per_cpu_s"] for r in rounds[n]]
+        row = dict(rounds[n][0])
+        row.update({"cpu_s": statistics.median(r["cpu_s"] for r in rounds[n]),
+                    "requests_per_cpu_s": statistics.median(rates), "rounds": rates})
+        rows.append(row)
     by = {r["replicas"]: r for r in rows}
     ratio = (by[1024]["requests_per_cpu_s"] / by[16]["requests_per_cpu_s"]) if 16 in by and 1024 in by else None
+    per_round = ([r1["requests_per_cpu_s"] / r0["requests_per_cpu_s"] for r0, r1 in zip(rounds[16], rounds[1024])]
+                 if ratio is not None else [])
     if ratio is not None:
-        print(f"1024 / 16 replicas: {ratio:.2f}")
+        print(f"1024 / 16 replicas: {ratio:.2f} (median rates)"
+              + (f"; per round {', '.join(f'{x:.2f}' for x in per_round)}" if a.repeat > 1 else ""))
     if a.json:
         print(json.dumps({"policy": a.policy, "sizes": rows, "ratio_1024_to_16": ratio,
-                          "engine_build": build}))
+                          "ratio_1024_to_16_per_round": per_round, "engine_build": build}))
 
 
 if __name__ == "__main__":
