@@ -18,6 +18,7 @@ PUBLISHED = [
     ("codestral-22b", 22.2, 22.2, 0.01),
     ("mistral-small-24b", 24.0, 24.0, 0.02),
     ("codellama-34b", 33.7, 33.7, 0.005),
+    ("deepseek-v3", 671.0, 37.0, 0.02),
 ]
 
 
