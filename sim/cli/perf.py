@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="LLM catalog id (see `sovsim catalog`).")
     p.add_argument("--gpu", required=True, help="GPU catalog id.")
     p.add_argument("--tp", type=int, default=1, help="Tensor-parallel GPUs per replica.")
+    p.add_argument("--ep", type=int, default=1, help="Expert-parallel groups of a MoE replica (must divide --tp; default 1).")
+    p.add_argument("--attention-dp", action="store_true", help="Attention data parallelism (needs --ep = --tp): each GPU attends over its own sequences, MoE layers exchange tokens by all-to-all.")
     p.add_argument("--batch", type=int, default=1, help="Decoding sequences in the iteration.")
     p.add_argument("--context", type=int, default=1024, help="Tokens already cached per decoding sequence.")
     p.add_argument("--prefill", type=int, default=0, help="Prefill tokens in the iteration (one new prompt chunk).")
@@ -35,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--gpu", required=True, help="GPU catalog id.")
     p.add_argument("--gpus", type=int, required=True, help="GPUs in the fleet (replicas = gpus / tp).")
     p.add_argument("--tp", type=int, default=1, help="Tensor-parallel GPUs per replica.")
+    p.add_argument("--ep", type=int, default=1, help="Expert-parallel groups of a MoE replica (must divide --tp; default 1).")
+    p.add_argument("--attention-dp", action="store_true", help="Attention data parallelism (needs --ep = --tp).")
     p.add_argument("--input", type=int, required=True, help="Prompt tokens of every request.")
     p.add_argument("--output", type=int, required=True, help="Output tokens of every request.")
     p.add_argument("--precision", default="fp8", help="bf16, fp16 or fp8.")
@@ -68,19 +72,21 @@ def register(sub) -> None:
 
 # ------------------------------------------------------------------ step
 def step_report(model: str, gpu: str, tp: int = 1, batch: int = 1, context: int = 1024, prefill: int = 0,
-                precision: str = "fp8", kind: str = "calibrated") -> dict:
+                precision: str = "fp8", kind: str = "calibrated", ep: int = 1, attention_dp: bool = False) -> dict:
     for name, v, lo in (("--tp", tp, 1), ("--batch", batch, 0), ("--context", context, 0), ("--prefill", prefill, 0)):
         if v < lo:
             raise UserError(f"{name}: must be >= {lo} (got {v})")
     if batch == 0 and prefill == 0:
         raise UserError("--batch and --prefill: an iteration needs at least one decode or prefill token")
-    m = build_model(model, gpu, tp, precision, kind, gpu_memory_utilization=1.0)
+    m = build_model(model, gpu, tp, precision, kind, gpu_memory_utilization=1.0, ep=ep, attention_dp=attention_dp,
+                    name="--model/--tp/--ep")
     w = m.window_tokens
     kv = batch * (min(context + 1, w) if w else context + 1)
     pairs = prefill_attn_pairs(0, prefill, w)
     t = m.step_time_s(batch, kv, prefill, pairs)
     br = m.breakdown(batch, kv, prefill, pairs)
-    return {"model": model, "gpu": gpu, "tp": tp, "precision": precision, "kind": kind, "batch": batch,
+    return {"model": model, "gpu": gpu, "tp": tp, "ep": ep, "attention_dp": attention_dp, "precision": precision,
+            "kind": kind, "batch": batch,
             "context_tokens": context, "prefill_tokens": prefill, "step_time_s": t,
             "tokens_per_s": (batch / t if batch else 0.0), "tokens_per_s_per_gpu": (batch / t / tp if batch else 0.0),
             "breakdown_s": br, "expected_experts_per_layer": m.expected_experts(batch + prefill),
@@ -89,11 +95,13 @@ def step_report(model: str, gpu: str, tp: int = 1, batch: int = 1, context: int 
 
 
 def cmd_step(args) -> int:
-    r = step_report(args.model, args.gpu, args.tp, args.batch, args.context, args.prefill, args.precision, args.kind)
+    r = step_report(args.model, args.gpu, args.tp, args.batch, args.context, args.prefill, args.precision, args.kind,
+                    args.ep, args.attention_dp)
     if args.json:
         print(json.dumps(r))
         return 0
-    print(f"{r['model']} on {r['tp']} x {r['gpu']} ({r['precision']}, {r['kind']}): batch {r['batch']}, "
+    par = (f", ep {r['ep']}" if r["ep"] > 1 else "") + (", attention DP" if r["attention_dp"] else "")
+    print(f"{r['model']} on {r['tp']} x {r['gpu']}{par} ({r['precision']}, {r['kind']}): batch {r['batch']}, "
           f"context {r['context_tokens']}, prefill {r['prefill_tokens']}")
     print(f"  step time        {r['step_time_s'] * 1e3:9.3f} ms   ({r['tokens_per_s_per_gpu']:.0f} decode tokens/s per GPU)")
     for k, v in r["breakdown_s"].items():
@@ -116,7 +124,7 @@ def cmd_throughput(args) -> int:
     r = throughput(args.model, args.gpu, args.gpus, args.tp, args.input, args.output, args.precision,
                    args.requests, args.seed, max_num_seqs=args.max_num_seqs,
                    max_batched_tokens=args.max_batched_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
-                   profile=args.profile, framework=args.framework)
+                   profile=args.profile, framework=args.framework, ep=args.ep, attention_dp=args.attention_dp)
     if args.json:
         print(json.dumps(r))
         return 0

@@ -22,9 +22,11 @@ overheads).
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -172,6 +174,81 @@ def is_extrapolated(gpu_id: str, model_id: str) -> bool:
     return bool(extrapolation_reasons(gpu_id, model_id))
 
 
+# ------------------------------------------------------------------ parallelism
+def check_parallelism(llm: LLM, tp: int, ep: int, attention_dp: bool, name: str = "deployment") -> None:
+    """Refuse an expert / attention parallelism the model cannot take, in one line."""
+    if ep < 1 or tp % ep:
+        ok = [d for d in range(1, tp + 1) if tp % d == 0]
+        raise UserError(f"{name}: ep must divide tp = {tp} (got {ep}); allowed: {', '.join(map(str, ok))}")
+    if ep > 1 and not llm.is_moe:
+        raise UserError(f"{name}: ep = {ep} needs a mixture-of-experts model; {llm.id} is dense; allowed: 1")
+    if ep > llm.experts:
+        raise UserError(f"{name}: ep = {ep} is more than the {llm.experts} experts of {llm.id}; allowed: <= {llm.experts}")
+    if attention_dp and (ep != tp or tp < 2):
+        raise UserError(f"{name}: attention_dp needs ep = tp >= 2 (each GPU its own attention and whole experts); "
+                        f"got tp = {tp}, ep = {ep}")
+
+
+def _parallel_reasons(m: LLM, ep: int, attention_dp: bool) -> list[str]:
+    out = []
+    if m.is_mla:
+        out.append("multi-head latent attention: no MLA kernel was measured; its FLOPs and latent reads use the "
+                   "dense attention efficiencies")
+    if m.shared_experts or m.dense_layers or (m.is_moe and m.experts > 8):
+        out.append(f"fine-grained MoE ({m.experts} experts, top-{m.top_k}): the fused-MoE efficiency was fitted on "
+                   "Mixtral shapes (8 experts)")
+    if ep > 1:
+        out.append(f"expert parallelism (ep {ep}): whole experts per GPU, binomial load imbalance without a load "
+                   "balancer (assumption); no measured EP serving point was fitted")
+    if attention_dp:
+        out.append("attention data parallelism: MoE dispatch/combine by NVLink all-to-all (NCCL timings, "
+                   "models/calibration/alltoall_fit.csv; datasheet NVLink ratio on other GPUs)")
+    return out
+
+
+def _expected_max_normal(k: int) -> float:
+    """E[max of k iid standard normals] (Blom's approximation, within 1 % for k <= 64)."""
+    if k <= 1:
+        return 0.0
+    return NormalDist().inv_cdf((k - 0.375) / (k + 0.25))
+
+
+def alltoall_coeffs(gpu: GPU, ranks: int) -> tuple[float, float]:
+    """(latency_s, bytes per second of one rank's send buffer) of an NVLink all-to-all over
+    ``ranks`` GPUs of one node: the NCCL fit of ``models/calibration/alltoall_fit.csv`` for this
+    GPU (nearest measured rank count, rescaled like a ring), else the fit of the GPU it is
+    calibrated from scaled by the NVLink ratio, else the datasheet (each rank sends
+    ``(ranks-1)/ranks`` of its buffer at half the bidirectional NVLink bandwidth, no latency)."""
+    if ranks <= 1:
+        return 0.0, math.inf
+    fits = _alltoall_fits()
+    src = gpu.id if gpu.id in fits else (gpu.calibration_from if gpu.calibration_from in fits else None)
+    if src is None:
+        return 0.0, gpu.nvlink_bandwidth_gb_s * 1e9 / 2 * ranks / (ranks - 1)
+    table = fits[src]
+    k = ranks if ranks in table else min(table, key=lambda x: (abs(x - ranks), -x))
+    lat, bw = table[k]
+    if k != ranks:
+        bw *= (ranks / (ranks - 1)) / (k / (k - 1))
+    if src != gpu.id:
+        bw *= gpu.nvlink_bandwidth_gb_s / catalog.gpu(src).nvlink_bandwidth_gb_s
+    return lat, bw
+
+
+@lru_cache(maxsize=None)
+def _alltoall_fits() -> dict[str, dict[int, tuple[float, float]]]:
+    out: dict[str, dict[int, tuple[float, float]]] = {}
+    try:
+        path = model_file("calibration", "alltoall_fit.csv")
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                out.setdefault(row["gpu"], {})[int(row["gpus"])] = (float(row["latency_s"]),
+                                                                     float(row["algbw_gb_s"]) * 1e9)
+    except FileNotFoundError:
+        pass
+    return out
+
+
 # ------------------------------------------------------------------ the model
 class PerfModel(StepTimeModel):
     """Roofline step-time model of one replica (``tp`` GPUs) of ``llm`` on ``gpu``."""
@@ -179,7 +256,8 @@ class PerfModel(StepTimeModel):
     def __init__(self, llm: LLM, gpu: GPU, tp: int, precision: str, params: Params,
                  max_num_seqs: int = 256, max_batched_tokens: int = 8192,
                  gpu_memory_utilization: float = 0.9, kv_cache_tokens: int | None = None,
-                 name: str = "deployment", framework: str | None = None):
+                 name: str = "deployment", framework: str | None = None, ep: int = 1,
+                 attention_dp: bool = False):
         catalog.check_precision(precision)
         if framework is not None:  # serving-software profile: its fitted CPU overheads
             prof = params.framework_profiles.get(framework)
@@ -189,10 +267,17 @@ class PerfModel(StepTimeModel):
             params = params.with_framework(prof)
         if tp < 1:
             raise UserError(f"{name}: tp must be >= 1 (got {tp})")
+        check_parallelism(llm, tp, ep, attention_dp, name)
         self.llm, self.gpu, self.tp, self.precision, self.p = llm, gpu, tp, precision, params
+        # expert parallelism: the routed experts are dealt whole over ``ep`` groups of tp/ep GPUs;
+        # attention data parallelism: every GPU runs attention for its own 1/tp of the sequences
+        # (weights replicated) and the MoE layers exchange tokens by all-to-all
+        self.ep, self.dp = ep, (tp if attention_dp else 1)
+        tpa = tp // self.dp   # tensor-parallel ranks of the attention (and dense MLP) part
+        self.tp_attn = tpa
         self.name = name
         self.window_tokens = llm.sliding_window
-        self.extrapolation = _reasons(gpu, llm)
+        self.extrapolation = _reasons(gpu, llm) + _parallel_reasons(llm, ep, attention_dp)
         if tp > 8:
             self.extrapolation.append(f"tp {tp} > 8: all-reduce beyond one 8-GPU node extrapolated")
         self._decode_cache: dict[int, tuple[float, float]] = {}
@@ -207,43 +292,66 @@ class PerfModel(StepTimeModel):
         self._bpp = BYTES_PER_PARAM[precision]
         L = m.layers
         self._L = L
-        # per-GPU GEMM shapes (K, N) of one layer
-        self._attn_gemms = [(m.hidden, (m.q_dim + 2 * m.kv_dim) / tp), (m.q_dim / tp, m.hidden)]
-        up = (2 if m.gated_mlp else 1) * m.ffn / tp
-        self._mlp_gemms = [(m.hidden, up), (m.ffn / tp, m.hidden)]
+        # per-GPU GEMM shapes (K, N) of one layer (a replicated projection is not split)
+        if m.is_mla:
+            self._attn_gemms = [(K, N / tpa if split else N) for K, N, split in m.attn_gemm_shapes]
+        else:
+            self._attn_gemms = [(m.hidden, (m.q_dim + 2 * m.kv_dim) / tpa), (m.q_dim / tpa, m.hidden)]
+        up = (2 if m.gated_mlp else 1) * m.ffn / tpa
+        self._mlp_gemms = [(m.hidden, up), (m.ffn / tpa, m.hidden)]
+        # a MoE model's leading dense layers and its shared experts (0 for Mixtral)
+        self._L_dense = m.dense_layers if m.is_moe else 0
+        sh = m.shared_experts * m.moe_ffn / tpa
+        self._shared_gemms = [(m.hidden, (2 if m.gated_mlp else 1) * sh), (sh, m.hidden)] if m.shared_experts else []
         # elementwise bytes per token (16-bit activations), one layer, per GPU
         a = ACTIVATION_BYTES
+        rope_elems = (m.heads * m.qk_rope_dim / tpa + m.qk_rope_dim) if m.is_mla else (m.q_dim + m.kv_dim) / tpa
         self._ew = [
             ("norm", 2 * 2 * m.hidden * a),                       # two RMSNorms, read + write
-            ("rope", 2 * (m.q_dim + m.kv_dim) / tp * a),          # rotate q and k in place
+            ("rope", 2 * rope_elems * a),                         # rotate q and k in place
             # SiLU-and-mul of a dense MLP (a MoE layer's is inside the fused-experts kernel)
-            ("act", 0.0 if m.is_moe else (3 if m.gated_mlp else 2) * (m.ffn / tp) * a),
+            ("act", 0.0 if m.is_moe else (3 if m.gated_mlp else 2) * (m.ffn / tpa) * a),
             ("add", 2 * 3 * m.hidden * a),                        # two residual adds
         ]
         self._ew_kernels = {"norm": 2, "rope": 1, "act": 0 if m.is_moe else 1, "add": 2}
+        # SiLU-and-mul of the dense layers and shared experts of a MoE model, summed over layers
+        self._moe_model_act = [(self._L_dense, (3 if m.gated_mlp else 2) * (m.ffn / tpa) * a),
+                               (m.moe_layers, (3 if m.gated_mlp else 2) * sh * a)] if m.is_moe else []
         # attention: per attended token per layer (per GPU)
-        kv_heads_gpu = max(m.kv_heads, tp) / tp
-        self._kv_bytes_tok_layer = 2.0 * kv_heads_gpu * m.head_dim * self._bpp
-        self._attn_flops_pair_layer = 4.0 * (m.heads / tp) * m.head_dim
+        if m.is_mla:   # the latent (+ rope key) of every cached token, on every attention rank
+            self._kv_bytes_tok_layer = m.kv_elems_per_token_layer * self._bpp
+        else:
+            kv_heads_gpu = max(m.kv_heads, tpa) / tpa
+            self._kv_bytes_tok_layer = 2.0 * kv_heads_gpu * m.head_dim * self._bpp
+        self._attn_flops_pair_layer = m.attn_decode_flops_per_pair_layer / tpa
+        self._attn_prefill_flops_pair_layer = m.attn_prefill_flops_per_pair_layer / tpa
         slope_b = self._kv_bytes_tok_layer / (bw * P.attn_decode_eta_bw)
         slope_f = self._attn_flops_pair_layer / (self._F16 * P.attn_decode_eta_bw)
         self._ks = P.kernel_time_scale
         self._ks_moe = P.kernel_time_scale if P.moe_kernel_time_scale is None else P.moe_kernel_time_scale
-        self._decode_slope = self._ks * L * max(slope_b, slope_f)
+        # with attention data parallelism each GPU attends over its own sequences' tokens
+        self._decode_slope = self._ks * L * max(slope_b, slope_f) / self.dp
         # MoE
         self._moe_probs = expert_probs(m.experts, m.top_k, P.moe_skew) if m.is_moe else None
         self._expert_bytes = m.expert_params / tp * self._bpp
         self._expert_flops_tok = 2.0 * m.expert_params / tp
-        # all-reduce: two per layer on hidden-size activations
+        # all-reduce: two per layer on hidden-size activations (over the attention's ranks)
         self._ar_lat, self._ar_bw = self._allreduce_coeffs()
         self._ar_custom = self._custom_allreduce_coeffs()
+        # all-to-all: dispatch and combine of every MoE layer under attention data parallelism
+        self._a2a_lat, self._a2a_bw = alltoall_coeffs(gpu, tp) if self.dp > 1 else (0.0, math.inf)
+        self._z_ep = _expected_max_normal(ep) if ep > 1 else 0.0
 
         # memory
         mem = gpu.memory_bytes
-        self.weight_bytes_per_gpu = m.weight_bytes(precision) / tp
-        moe_act = (m.top_k if m.is_moe else 1) * 2 * m.ffn / tp
-        act_peak = max_batched_tokens * (4 * m.hidden + (m.q_dim + 2 * m.kv_dim) / tp + moe_act) * a
-        self.reserve_bytes_per_gpu = NON_TORCH_RESERVE_BYTES + act_peak + max_num_seqs * m.vocab / tp * LOGIT_BYTES
+        if ep == 1 and self.dp == 1:
+            self.weight_bytes_per_gpu = m.weight_bytes(precision) / tp
+        else:   # routed experts spread over all tp GPUs; the rest split over the attention ranks
+            routed = m.routed_expert_params * self._bpp
+            self.weight_bytes_per_gpu = routed / tp + (m.weight_bytes(precision) - routed) / tpa
+        moe_act = (m.top_k if m.is_moe else 1) * 2 * m.moe_ffn / tp
+        act_peak = max_batched_tokens * (4 * m.hidden + (m.q_dim + 2 * m.kv_dim) / tpa + moe_act) * a
+        self.reserve_bytes_per_gpu = NON_TORCH_RESERVE_BYTES + act_peak + max_num_seqs * m.vocab / tpa * LOGIT_BYTES
         budget = mem * gpu_memory_utilization
         if self.weight_bytes_per_gpu + self.reserve_bytes_per_gpu > budget:
             raise UserError(
@@ -252,37 +360,39 @@ class PerfModel(StepTimeModel):
                 f"(weights {self.weight_bytes_per_gpu / 2**30:.1f} GB + reserve "
                 f"{self.reserve_bytes_per_gpu / 2**30:.1f} GB) but {gpu.id} has {gpu.memory_gb:g} GB "
                 f"x gpu_memory_utilization {gpu_memory_utilization:g} = {budget / 2**30:.1f} GB; raise tp or use fp8")
-        self.kv_bytes_per_token = m.kv_bytes_per_token(precision, tp)
+        self.kv_bytes_per_token = m.kv_bytes_per_token(precision, tpa)
         free = tp * (budget - self.weight_bytes_per_gpu - self.reserve_bytes_per_gpu)
         self.kv_capacity_tokens = int(kv_cache_tokens) if kv_cache_tokens else int(free // self.kv_bytes_per_token)
 
     # -------------------------------------------------------------- pieces
     def _allreduce_coeffs(self) -> tuple[float, float]:
-        if self.tp <= 1:
+        tp = self.tp_attn
+        if tp <= 1:
             return 0.0, math.inf
         table = self.p.allreduce
         if not table:  # datasheet: ring all-reduce on half the bidirectional NVLink bandwidth
             bus = self.gpu.nvlink_bandwidth_gb_s * 1e9 / 2
-            return 0.0, bus * self.tp / (2.0 * (self.tp - 1))
+            return 0.0, bus * tp / (2.0 * (tp - 1))
         keys = sorted(int(k) for k in table)
-        k = str(self.tp) if str(self.tp) in table else str(min(keys, key=lambda x: (abs(x - self.tp), -x)))
+        k = str(tp) if str(tp) in table else str(min(keys, key=lambda x: (abs(x - tp), -x)))
         lat, algbw = table[k]["latency_s"], table[k]["bw_gb_s"] * 1e9
         # another GPU on the same fit: scale bandwidth by its NVLink ratio
         src = catalog.gpu(self.p.gpu) if self.p.gpu in catalog.gpus() else None
         if src is not None and src.id != self.gpu.id:
             algbw *= self.gpu.nvlink_bandwidth_gb_s / src.nvlink_bandwidth_gb_s
-        if int(k) != self.tp:  # ring algbw ~ bus * tp / (2 (tp-1))
-            algbw *= (self.tp / (self.tp - 1)) / (int(k) / (int(k) - 1))
+        if int(k) != tp:  # ring algbw ~ bus * tp / (2 (tp-1))
+            algbw *= (tp / (tp - 1)) / (int(k) / (int(k) - 1))
         return lat, algbw
 
     def _custom_allreduce_coeffs(self) -> tuple[float, float, float] | None:
         """(latency_s, algbw bytes/s, max message bytes) of the software's own all-reduce kernel
         at this TP, or None (NCCL only)."""
         table = self.p.allreduce_custom.get(self.p.custom_allreduce or "", {})
-        if self.tp <= 1 or not table:
+        tp = self.tp_attn
+        if tp <= 1 or not table:
             return None
         keys = sorted(int(k) for k in table)
-        k = str(self.tp) if str(self.tp) in table else str(min(keys, key=lambda x: (abs(x - self.tp), -x)))
+        k = str(tp) if str(tp) in table else str(min(keys, key=lambda x: (abs(x - tp), -x)))
         row = table[k]
         algbw = row["bw_gb_s"] * 1e9
         src = catalog.gpu(self.p.gpu) if self.p.gpu in catalog.gpus() else None
@@ -318,37 +428,56 @@ class PerfModel(StepTimeModel):
     def _moe_s(self, n: float) -> tuple[float, float, float]:
         P, m = self.p, self.llm
         d = sum(1.0 - (1.0 - q) ** n for q in self._moe_probs)
-        tb = (d * self._expert_bytes + n * m.top_k * 2 * m.hidden * ACTIVATION_BYTES) / (self._bw * P.moe_eta_bw)
+        # per GPU: its share of the distinct experts' weights; under expert parallelism it sees
+        # only the 1/ep of the token-expert pairs routed to its experts (whole width)
+        tb = (d * self._expert_bytes + n * m.top_k * 2 * m.hidden * ACTIVATION_BYTES / self.ep) / (self._bw * P.moe_eta_bw)
         tf = n * m.top_k * self._expert_flops_tok / (self._F * P.moe_eta_flops)
         t = self._blend(tb, tf, P.gemm_p)
+        if self.ep > 1:   # the layer waits for the busiest expert group
+            t *= self.ep_imbalance(n)
         # router GEMM (hidden x experts) and top-k: one small kernel
         return P.moe_overhead_s + P.gemm_overhead_s, (t if tb >= tf else 0.0), (t if tb < tf else 0.0)
 
     def _tokens_parts(self, n: int) -> dict[str, float]:
         """Everything in an iteration that depends on the token count only (all layers)."""
-        P, L = self.p, self._L
+        P, L, m = self.p, self._L, self.llm
+        na = n if self.dp == 1 else n / self.dp   # tokens per GPU outside the routed experts
         ovh = wts = cmp = 0.0
-        gemms = self._attn_gemms + ([] if self.llm.is_moe else self._mlp_gemms)
+        gemms = self._attn_gemms + ([] if m.is_moe else self._mlp_gemms)
         for K, N in gemms:
-            o, b, f = self._gemm_s(n, K, N)
+            o, b, f = self._gemm_s(na, K, N)
             ovh += o; wts += b; cmp += f
+        Lm = m.moe_layers if m.is_moe else L   # layers with a MoE kernel (all of Mixtral's)
+        x_ovh = x_wts = x_cmp = 0.0           # a MoE model's dense layers and shared experts, all layers
+        for count, gl in ((self._L_dense, self._mlp_gemms), (Lm if m.is_moe else 0, self._shared_gemms)):
+            for K, N in (gl if count else []):
+                o, b, f = self._gemm_s(na, K, N)
+                x_ovh += count * o; x_wts += count * b; x_cmp += count * f
         m_ovh = m_wts = m_cmp = 0.0
-        if self.llm.is_moe:  # the MoE kernel has its own scale (docs/perf.md, "MoE kernel scale")
+        if m.is_moe:  # the MoE kernel has its own scale (docs/perf.md, "MoE kernel scale")
             m_ovh, m_wts, m_cmp = self._moe_s(n)
         ew = 0.0
         for kind, bytes_tok in self._ew:  # per kernel: blend of a latency floor and bandwidth
             k = self._ew_kernels[kind]
             if k:
-                ew += k * self._blend(P.ew_overhead_s[kind], n * bytes_tok / k / (self._bw * P.ew_eta_bw[kind]), P.ew_p[kind])
+                ew += k * self._blend(P.ew_overhead_s[kind], na * bytes_tok / k / (self._bw * P.ew_eta_bw[kind]), P.ew_p[kind])
+        for count, bytes_tok in self._moe_model_act:
+            if count and bytes_tok:
+                x_cmp += count * self._blend(P.ew_overhead_s["act"], na * bytes_tok / (self._bw * P.ew_eta_bw["act"]),
+                                             P.ew_p["act"])
         comm = 0.0
-        if self.tp > 1:
-            comm = 2.0 * self._allreduce_s(n * self.llm.hidden * ACTIVATION_BYTES)
+        if self.tp_attn > 1:
+            comm = 2.0 * self._allreduce_s(na * m.hidden * ACTIVATION_BYTES)
+        a2a = 0.0
+        if self.dp > 1 and m.is_moe:   # dispatch and combine of every MoE layer
+            a2a = Lm * 2.0 * (self._a2a_lat + na * m.top_k * m.hidden * ACTIVATION_BYTES / self._a2a_bw)
         # embedding lookup (once per iteration)
-        emb = self._blend(P.ew_overhead_s["emb"], n * 2 * self.llm.hidden * ACTIVATION_BYTES
+        emb = self._blend(P.ew_overhead_s["emb"], na * 2 * m.hidden * ACTIVATION_BYTES
                           / (self._bw * P.ew_eta_bw["emb"]), P.ew_p["emb"])
         ks, km = self._ks, self._ks_moe
-        return {"weights": ks * L * wts + km * L * m_wts, "compute": ks * (L * (cmp + ew) + emb) + km * L * m_cmp,
-                "communication": ks * L * comm, "overhead": ks * L * ovh + km * L * m_ovh}
+        return {"weights": ks * L * wts + km * Lm * m_wts + ks * x_wts,
+                "compute": ks * (L * (cmp + ew) + emb) + km * Lm * m_cmp + ks * x_cmp,
+                "communication": ks * L * comm + ks * a2a, "overhead": ks * L * ovh + km * Lm * m_ovh + ks * x_ovh}
 
     def _tokens_s(self, n: int) -> float:
         t = self._tokens_cache.get(n)
@@ -360,10 +489,11 @@ class PerfModel(StepTimeModel):
     def _seq_parts(self, n_seq: int) -> dict[str, float]:
         """LM head on the sampled rows, decode-attention per-sequence cost, framework overhead."""
         P, m = self.p, self.llm
-        o, b, f = self._gemm_s(n_seq, m.hidden, m.vocab / self.tp)
+        rows = n_seq if self.dp == 1 else n_seq / self.dp
+        o, b, f = self._gemm_s(rows, m.hidden, m.vocab / self.tp_attn)
         comm = 0.0
-        if self.tp > 1:  # gather of the vocab-parallel logits
-            comm = self._allreduce_s(n_seq * m.vocab * LOGIT_BYTES)
+        if self.tp_attn > 1:  # gather of the vocab-parallel logits
+            comm = self._allreduce_s(rows * m.vocab * LOGIT_BYTES)
         ks = self._ks  # GPU kernels scale; the framework's CPU overheads do not
         return {"weights": ks * b, "compute": ks * f, "communication": ks * comm,
                 "overhead": ks * o + P.iteration_overhead_s + P.per_layer_overhead_s * self._L
@@ -378,12 +508,13 @@ class PerfModel(StepTimeModel):
 
     def _decode_attn_base(self, batch: int) -> float:
         P = self.p
-        return self._ks * self._L * (P.attn_decode_overhead_s + P.attn_decode_per_seq_s * batch) if batch > 0 else 0.0
+        per_gpu = batch if self.dp == 1 else batch / self.dp
+        return self._ks * self._L * (P.attn_decode_overhead_s + P.attn_decode_per_seq_s * per_gpu) if batch > 0 else 0.0
 
     def _prefill_attn_s(self, tokens: int, pairs: float) -> float:
         P = self.p
-        return self._ks * self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens)
-                                     * self._attn_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
+        return self._ks * self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens) / self.dp
+                                     * self._attn_prefill_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
 
     # -------------------------------------------------------------- interface
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
@@ -421,6 +552,17 @@ class PerfModel(StepTimeModel):
             out["compute"] += pf - self._ks * self._L * self.p.attn_prefill_overhead_s
         return out
 
+    def ep_imbalance(self, n_tokens: float) -> float:
+        """How much longer the busiest of ``ep`` expert groups works than the mean: the
+        token-expert pairs of an iteration (``n * top_k``) fall on the groups binomially (uniform
+        routing; assumption: no load balancer such as EPLB), and the expected maximum of ``ep``
+        groups is ``mean + z_ep * sd`` (``z_ep``: expected maximum of ``ep`` standard normals),
+        at most ``ep`` (every pair on one group)."""
+        if self.ep <= 1 or n_tokens <= 0:
+            return 1.0
+        pairs = n_tokens * self.llm.top_k
+        return min(float(self.ep), 1.0 + self._z_ep * math.sqrt((self.ep - 1) / pairs))
+
     def expected_experts(self, n_tokens: int) -> float:
         if not self.llm.is_moe:
             return 1.0
@@ -457,7 +599,7 @@ def build_step_model(dep) -> PerfModel:
                        max_num_seqs=b.max_num_seqs, max_batched_tokens=b.max_batched_tokens,
                        gpu_memory_utilization=b.gpu_memory_utilization,
                        kv_cache_tokens=dep.step_time.kv_cache_tokens, name=f"deployment {dep.name!r}",
-                       framework=framework)
+                       framework=framework, ep=getattr(dep, "ep", 1), attention_dp=getattr(dep, "attention_dp", False))
 
 
 def make_step_model(dep) -> StepTimeModel:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sim.demand import distributions as dist
 from sim.perf import catalog
 from sim.perf.profiles import FRAMEWORK_NAMES, PROFILE_NAMES as ENGINE_PROFILE_NAMES, PROFILES as ENGINE_PROFILES
-from sim.perf.roofline import build_step_model
+from sim.perf.roofline import build_step_model, check_parallelism
 from sim.core.errors import UserError
 from sim.scenario.certification import PlannedCertificationSpec
 from sim.scenario.market import MarketSpec
@@ -385,6 +385,8 @@ class DeploymentSpec(Spec):
     gpu: str = Field(default="h100-sxm", description="GPU catalog id, e.g. h100-sxm. assumption: H100 SXM, the most offered GPU at EU providers (see models/README.md).")
     precision: Literal["bf16", "fp16", "fp8"] = Field(default="fp8", description="Weight and KV-cache precision. assumption: fp8, as in most published H100/H200 serving results.")
     tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica. assumption: 1 unless the model needs more memory.")
+    ep: int = Field(default=1, ge=1, le=64, description="Expert-parallel groups of a MoE replica: the routed experts are dealt whole over ep groups of tp/ep GPUs (must divide tp; 1 = every expert split over the tp GPUs). GPUs per replica stay tp. assumption: 1.")
+    attention_dp: bool = Field(default=False, description="Attention data parallelism (needs ep = tp): every GPU of the replica runs attention for its own share of the sequences with replicated attention weights, and each MoE layer exchanges tokens by all-to-all (dispatch and combine), as SGLang/TensorRT-LLM serve DeepSeek-class models. assumption: false.")
     replicas: int = Field(default=1, ge=0, le=1 << 20, description="Number of replicas (GPUs used = replicas x tp). Run setting.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Continuous-batching settings.")
     step_time: StepTimeSpec = Field(default_factory=StepTimeSpec, description="Which iteration-time model to use.")
@@ -423,6 +425,10 @@ class DeploymentSpec(Spec):
             ok = [t for t in range(1, min(m.heads, 64) + 1) if m.heads % t == 0]
             fail("tp", f"{self.tp} does not divide the {m.heads} attention heads of {self.model}",
                  ", ".join(str(t) for t in ok))
+        try:
+            check_parallelism(m, self.tp, self.ep, self.attention_dp)
+        except UserError as err:
+            raise ValueError(str(err).removeprefix("deployment: ")) from None
         self._check_memory()
         return self
 

@@ -28,11 +28,13 @@ OFFLINE_HORIZON_S = 1e9
 def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, output_tokens: int,
                         precision: str = "fp8", requests: int | None = None, max_num_seqs: int | None = None,
                         max_batched_tokens: int | None = None, gpu_memory_utilization: float | None = None,
-                        horizon_s: float | None = None, profile: str | None = None, framework: str | None = None):
+                        horizon_s: float | None = None, profile: str | None = None, framework: str | None = None,
+                        ep: int = 1, attention_dp: bool = False):
     """The offline-throughput scenario: ``gpus / tp`` replicas, ``requests`` fixed-length
     requests all arriving at t = 0.  With an engine ``profile`` its batching defaults replace
     the trtllm-bench ones (limits given here still win); a ``framework`` profile
-    (``trtllm-v0.14``, ...) replaces the step model's CPU overheads and kernel-time scale."""
+    (``trtllm-v0.14``, ...) replaces the step model's CPU overheads and kernel-time scale.
+    ``ep`` / ``attention_dp``: expert and attention data parallelism inside each replica."""
     catalog.llm(model, "--model"), catalog.gpu(gpu, "--gpu"), catalog.check_precision(precision)
     if tp < 1 or gpus < tp or gpus % tp:
         raise UserError(f"--gpus: must be a positive multiple of --tp ({tp}); got {gpus}")
@@ -64,7 +66,7 @@ def throughput_scenario(model: str, gpu: str, gpus: int, tp: int, input_tokens: 
         "name": "throughput",
         "simulation": {"horizon_s": OFFLINE_HORIZON_S if horizon_s is None else horizon_s, "request_sample_size": 0},
         "deployments": [{"name": "bench", "model": model, "gpu": gpu, "precision": precision, "tp": tp,
-                         "replicas": replicas, "batching": batching,
+                         "ep": ep, "attention_dp": attention_dp, "replicas": replicas, "batching": batching,
                          **({"profile": profile} if profile is not None else {}),
                          **({"step_time": {"framework": framework}} if framework is not None else {})}],
         "workloads": [{"name": "offline", "model": model, "arrivals": {"kind": "offline", "count": requests},
@@ -96,7 +98,9 @@ def throughput(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, outp
     span = s["last_completion_s"]
     out_tok = s["output_tokens_total"]
     tps = out_tok / span if span and span > 0 else math.nan
-    return {"model": model, "gpu": gpu, "gpus": gpus, "tp": tp, "replicas": gpus // tp, "precision": precision,
+    dep = sc.deployments[0]
+    return {"model": model, "gpu": gpu, "gpus": gpus, "tp": tp, "ep": dep.ep, "attention_dp": dep.attention_dp,
+            "replicas": gpus // tp, "precision": precision,
             "input_tokens": input_tokens, "output_tokens": output_tokens,
             "requests": sc.workloads[0].arrivals.count, "completed": s["completed"],
             "output_tokens_total": out_tok, "last_completion_s": span,
@@ -104,5 +108,5 @@ def throughput(model: str, gpu: str, gpus: int, tp: int, input_tokens: int, outp
             "kv_capacity_tokens_per_replica": step.kv_capacity_tokens,
             "max_num_seqs": sc.deployments[0].batching.max_num_seqs,
             "profile": sc.deployments[0].profile, "framework": sc.deployments[0].step_time.framework,
-            "extrapolated": bool(extrapolation_reasons(gpu, model)),
-            "extrapolation_reasons": extrapolation_reasons(gpu, model), "wall_s": res.wall_s}
+            "extrapolated": bool(step.extrapolation),
+            "extrapolation_reasons": list(step.extrapolation), "wall_s": res.wall_s}
