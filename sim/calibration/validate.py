@@ -27,6 +27,10 @@ measured experiment.  Families:
   plateau, per 1 s bin) and drain time after the last arrival (:mod:`sim.calibration.serving_points`).
 * ``moe_kernel`` -- the fused-MoE layer of the step model against AIConfigurator vLLM kernel
   tables (step-model level: no end-to-end Mixtral measurement is in the data).
+* ``large_moe_ep`` -- DeepSeek-R1 (the DeepSeek-V3 architecture) on one 8-GPU node with expert and
+  attention data parallelism, TensorRT-LLM ``trtllm-bench`` max-throughput rows
+  (``models/measurements/large_moe_ep.csv``): output tokens/s per GPU.  Nothing was fitted on a
+  large fine-grained MoE, so it scores the extrapolation.
 
 Leave-one-family-out: :data:`FITS` states, per family, which fitted parameters its predictions
 use and what they were fitted on.  The only end-to-end fits are the TensorRT-LLM framework
@@ -53,7 +57,7 @@ from sim.study.run import run
 from sim.study.throughput import throughput
 
 FAMILIES = ("offline", "offline_unversioned", "online", "mlperf_server", "mlperf_interactive", "nim_concurrency", "aiconfigurator",
-            "vllm_trace", "moe_kernel")
+            "vllm_trace", "moe_kernel", "large_moe_ep")
 FITS = {
     "offline": "operator efficiencies (vidur kernels, vLLM PR #24700 MoE); each row under its release's profile "
                "(trtllm-v0.14 / -v0.17 / -v1.0: ms/iteration and us/seq fitted on v0.17, one kernel_time_scale per "
@@ -75,6 +79,9 @@ FITS = {
                   "LLMServingSim runs and traces were never fitted: held out",
     "moe_kernel": "moe_kernel_time_scale fitted on AIConfigurator H100 rows: H100 rows in_sample, "
                   "H200 / A100 rows held out",
+    "large_moe_ep": "nothing fitted on a large fine-grained MoE: the default trtllm profile and the Mixtral MoE scale on "
+                    "the DeepSeek-V3 card with expert and attention data parallelism (extrapolated; NCCL all-to-all "
+                    "timings for the dispatch); the TensorRT-LLM DeepSeek-R1 rows were never fitted: held out",
 }
 SEED = 1
 # engine settings of the online / NIM runs: the trtllm-bench settings of the offline fit
@@ -377,10 +384,46 @@ def mlperf_interactive_rows(quick: bool) -> list[dict]:
     return mlperf_rows(quick, "Interactive")
 
 
+# ------------------------------------------------------------------ large MoE, expert parallel
+def _caveat_int(text: str, key: str) -> int | None:
+    import re
+    m = re.search(rf"{re.escape(key)}=(\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def large_moe_rows(quick: bool) -> list[dict]:
+    """TensorRT-LLM ``trtllm-bench`` DeepSeek-R1 max-throughput rows (one 8-GPU node, no MTP,
+    measured), run as ``sovsim throughput`` with the row's EP / attention-DP layout, per-rank
+    batch and token limits (``max_num_seqs = batch x ranks``) and request count.  Rows in a
+    precision the catalog lacks (fp4 weights) are not scored."""
+    d = measurements.read("large_moe_ep.csv")
+    d = d[(d.single_node_no_mtp_measured == "yes") & (d.metric == "output_tok_s_per_gpu")]
+    out = []
+    for r in d.itertuples(index=False):
+        if r.weight_precision not in ("bf16", "fp16", "fp8") or r.gpu not in ("h100-sxm", "h200", "b200"):
+            continue
+        tp, ep = int(r.tp), int(r.ep)
+        dp = r.attention_dp == "yes"
+        per_rank = _caveat_int(r.caveat, "max_batch_size/rank")
+        tokens = _caveat_int(r.caveat, "max_num_tokens")
+        n = _caveat_int(r.caveat, "num_requests")
+        ranks = tp if dp else 1
+        res = throughput(r.model, r.gpu, int(r.gpus_per_replica), tp, int(r.isl_tokens), int(r.osl_tokens),
+                         r.weight_precision, requests=(min(n, 2048) if quick else n) if n else None, seed=SEED,
+                         max_num_seqs=per_rank * ranks if per_rank else None,
+                         max_batched_tokens=tokens * ranks if tokens else None,
+                         gpu_memory_utilization=GPU_MEMORY_UTILIZATION, ep=ep, attention_dp=dp)
+        conf = (f"{r.checkpoint} {r.weight_precision} tp{tp} ep{ep}{' attention-dp' if dp else ''} "
+                f"{int(r.isl_tokens)}/{int(r.osl_tokens)} concurrency {r.concurrency_or_batch}")
+        out.append(_row("large_moe_ep", r.model, r.gpu, conf, "output_tok_s_per_gpu", float(r.value),
+                        res["output_tokens_per_s_per_gpu"], moe=True))
+    return out
+
+
 RUNNERS = {"offline": offline_rows, "offline_unversioned": offline_unversioned_rows, "online": online_rows, "mlperf_server": mlperf_rows,
            "mlperf_interactive": mlperf_interactive_rows,
            "nim_concurrency": nim_rows, "aiconfigurator": serving_points.aiconfigurator_rows,
-           "vllm_trace": serving_points.vllm_trace_rows, "moe_kernel": moe_rows}
+           "vllm_trace": serving_points.vllm_trace_rows, "moe_kernel": moe_rows, "large_moe_ep": large_moe_rows}
 
 
 # ------------------------------------------------------------------ summaries and outputs
