@@ -59,17 +59,29 @@ def _aiconfigurator_serving(d: pd.DataFrame) -> pd.DataFrame:
     return d.dropna(axis=1, how="all")
 
 
+def _aiconfigurator_deepseek(d: pd.DataFrame) -> pd.DataFrame:
+    """Measured aggregated-serving points of DeepSeek-V3 / R1 (one architecture: the catalog's
+    ``deepseek-v3``) on one node of the catalog's GPUs (tensor x attention-data-parallel ranks <= 8),
+    fp8 (fp4 is not a catalog precision), no pipeline parallelism; empty columns dropped."""
+    d = d[d.model_path.isin(["deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1"]) & d.system.isin(AICONFIGURATOR_SYSTEMS)
+          & (d["mode"] == "agg") & (d.precision.fillna("") == "fp8") & (d.pp_size == 1)
+          & (d.tp_size * d.attention_dp_size <= 8)]
+    return d.dropna(axis=1, how="all")
+
+
 def _dense_mlperf(d: pd.DataFrame) -> pd.DataFrame:
     return d[d.model.str.startswith(("llama2-70b", "llama3.1-8b", "llama3.1-405b"))]
 
 
-# file here -> (file under the shared public/ folder, row filter); no MoE end-to-end rows are copied
+# file here -> (file under the shared public/ folder, row filter); the only MoE end-to-end rows copied are
+# DeepSeek-V3/R1's (no Mixtral end-to-end row is in the data)
 FILTERED_PUBLIC = {
     "aiconfigurator_moe_kernel_vllm_mixtral.csv": ("more/aiconfigurator_moe_kernel_vllm_mixtral_shapes.csv",
                                                    _aiconfigurator_moe),
     "mlperf_inference_v4.1_llm_results.csv": ("mlperf_inference_v4.1_llm_results.csv", _dense_mlperf),
     "mlperf_inference_v5.1_llm_results.csv": ("mlperf_inference_v5.1_llm_results.csv", _dense_mlperf),
     "aiconfigurator_silicon_serving_llama.csv": ("more/aiconfigurator_silicon_sample.csv", _aiconfigurator_serving),
+    "aiconfigurator_silicon_serving_deepseek.csv": ("more/aiconfigurator_silicon_sample.csv", _aiconfigurator_deepseek),
     "mlperf_inference_harness_configs.csv": ("mlperf_inference_harness_configs.csv",
                                              lambda d: d[d.model == "llama2-70b"]),
 }

@@ -33,6 +33,7 @@ from sim.study.run import run
 
 SEED = 1
 AIC_FILE = "public/aiconfigurator_silicon_serving_llama.csv"
+AIC_DEEPSEEK_FILE = "public/aiconfigurator_silicon_serving_deepseek.csv"
 AIC_MODELS = {"meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b", "nvidia/Llama-3.1-8B-Instruct-FP8": "llama-3.1-8b",
               "meta-llama/Llama-3.1-70B": "llama-3.1-70b"}
 AIC_GPUS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200"}
@@ -70,9 +71,12 @@ def _moe(model: str) -> bool:
     return catalog.llm(model).experts > 1
 
 
-def _deployment(model, gpu, tp, replicas, precision, profile):
-    return {"name": "d", "model": model, "gpu": gpu, "precision": precision, "tp": int(tp), "replicas": int(replicas),
-            "profile": profile}
+def _deployment(model, gpu, tp, replicas, precision, profile, ep=1, attention_dp=False):
+    d = {"name": "d", "model": model, "gpu": gpu, "precision": precision, "tp": int(tp), "replicas": int(replicas),
+         "profile": profile}
+    if ep > 1 or attention_dp:
+        d.update(ep=int(ep), attention_dp=bool(attention_dp))
+    return d
 
 
 # ------------------------------------------------------------------ aiconfigurator
@@ -93,7 +97,7 @@ def aiconfigurator_points(quick: bool = False) -> pd.DataFrame:
     return d.reset_index(drop=True)
 
 
-def closed_loop_point(model, gpu, tp, precision, profile, users, isl, osl, seed=SEED) -> dict:
+def closed_loop_point(model, gpu, tp, precision, profile, users, isl, osl, seed=SEED, ep=1, attention_dp=False) -> dict:
     """TTFT / TPOT means of ``users`` closed-loop clients (no think time) on one replica, after
     one warm-up cycle; the window doubles until every user completed a measured request."""
     cycle = isl * users / AIC_GUESS_PREFILL_TOK_S + osl * AIC_GUESS_TPOT_S
@@ -101,7 +105,7 @@ def closed_loop_point(model, gpu, tp, precision, profile, users, isl, osl, seed=
         sc = scenario_from_dict({
             "name": "validate-aiconfigurator",
             "simulation": {"horizon_s": 3.0 * cycle, "warmup_s": cycle, "request_sample_size": 0},
-            "deployments": [_deployment(model, gpu, tp, 1, precision, profile)],
+            "deployments": [_deployment(model, gpu, tp, 1, precision, profile, ep, attention_dp)],
             "workloads": [{"name": "w", "model": model, "arrivals": {"kind": "closed_loop", "users": int(users)},
                            "prompt_tokens": {"dist": "constant", "value": int(isl)},
                            "output_tokens": {"dist": "constant", "value": int(osl)}}]}, "validate")
@@ -125,6 +129,39 @@ def aiconfigurator_rows(quick: bool) -> list[dict]:
                                    ("tpot_mean_s", r.silicon_tpot_ms / 1e3, p["tpot_s"])):
             out.append(_row("aiconfigurator", r.model, r.gpu, conf, metric, meas,
                             pred if pred is not None else math.nan, moe=_moe(r.model)))
+    return out
+
+
+def aiconfigurator_deepseek_rows(quick: bool, family: str = "large_moe_ep") -> list[dict]:
+    """AIConfigurator's measured DeepSeek-V3 / R1 serving points on one node (closed loop at the
+    client concurrency), run on the ``deepseek-v3`` card with the point's layout: GPUs per replica
+    = attention TP x attention DP ranks, ``ep`` = the MoE expert-parallel size, attention DP when
+    it has more than one rank.  Quick: per (GPU, backend, layout) the point nearest 1K/1K at
+    concurrency 32."""
+    d = measurements.read(AIC_DEEPSEEK_FILE)
+    d = d.assign(gpu=d.system.map(AIC_GPUS), concurrency=d.batch_size.astype(int),
+                 gpus=(d.tp_size * d.attention_dp_size).astype(int))
+    d = d.sort_values(["gpu", "backend", "gpus", "moe_ep_size", "attention_dp_size", "isl", "osl", "concurrency"],
+                      kind="stable")
+    if quick:
+        d = d.assign(_k=(np.log(d.isl / 1024)).abs() + (np.log(d.osl / 1024)).abs()
+                     + (np.log(d.concurrency) - math.log(AIC_QUICK_CONCURRENCY)).abs())
+        d = d.sort_values("_k", kind="stable").groupby(["gpu", "backend", "gpus", "moe_ep_size", "attention_dp_size"]).head(1)
+    out = []
+    for r in d.itertuples(index=False):
+        profile = BACKEND_PROFILES[r.backend]
+        dp = int(r.attention_dp_size) > 1
+        ep = int(r.moe_ep_size)
+        p = closed_loop_point("deepseek-v3", r.gpu, int(r.gpus), "fp8", profile, r.concurrency, int(r.isl), int(r.osl),
+                              ep=ep, attention_dp=dp)
+        ver = r.backend_version if isinstance(r.backend_version, str) else "?"
+        conf = (f"{r.model_path.split('/')[-1]} {r.backend} {ver} ({profile}) fp8 {int(r.gpus)} GPUs "
+                f"tp{int(r.tp_size)} dp{int(r.attention_dp_size)} ep{ep} {int(r.isl)}/{int(r.osl)} "
+                f"concurrency {r.concurrency} (closed loop)")
+        for metric, meas, pred in (("ttft_mean_s", r.silicon_ttft_ms / 1e3, p["ttft_s"]),
+                                   ("tpot_mean_s", r.silicon_tpot_ms / 1e3, p["tpot_s"])):
+            out.append(_row(family, "deepseek-v3", r.gpu, conf, metric, meas,
+                            pred if pred is not None else math.nan, moe=True))
     return out
 
 

@@ -27,10 +27,11 @@ measured experiment.  Families:
   plateau, per 1 s bin) and drain time after the last arrival (:mod:`sim.calibration.serving_points`).
 * ``moe_kernel`` -- the fused-MoE layer of the step model against AIConfigurator vLLM kernel
   tables (step-model level: no end-to-end Mixtral measurement is in the data).
-* ``large_moe_ep`` -- DeepSeek-R1 (the DeepSeek-V3 architecture) on one 8-GPU node with expert and
-  attention data parallelism, TensorRT-LLM ``trtllm-bench`` max-throughput rows
-  (``models/measurements/large_moe_ep.csv``): output tokens/s per GPU.  Nothing was fitted on a
-  large fine-grained MoE, so it scores the extrapolation.
+* ``large_moe_ep`` -- DeepSeek-V3 / R1 on one node with tensor, expert and attention data
+  parallelism: TensorRT-LLM ``trtllm-bench`` max-throughput rows
+  (``models/measurements/large_moe_ep.csv``, output tokens/s per GPU) and AIConfigurator's
+  measured serving points (TTFT / TPOT means in a closed loop, TensorRT-LLM and SGLang, H200 and
+  B200).  Nothing was fitted on a large fine-grained MoE, so it scores the extrapolation.
 
 Leave-one-family-out: :data:`FITS` states, per family, which fitted parameters its predictions
 use and what they were fitted on.  The only end-to-end fits are the TensorRT-LLM framework
@@ -81,7 +82,8 @@ FITS = {
                   "H200 / A100 rows held out",
     "large_moe_ep": "nothing fitted on a large fine-grained MoE: the default trtllm profile and the Mixtral MoE scale on "
                     "the DeepSeek-V3 card with expert and attention data parallelism (extrapolated; NCCL all-to-all "
-                    "timings for the dispatch); the TensorRT-LLM DeepSeek-R1 rows were never fitted: held out",
+                    "timings for the dispatch); the TensorRT-LLM DeepSeek-R1 rows and the AIConfigurator DeepSeek "
+                    "serving points were never fitted: held out",
 }
 SEED = 1
 # engine settings of the online / NIM runs: the trtllm-bench settings of the offline fit
@@ -394,8 +396,10 @@ def _caveat_int(text: str, key: str) -> int | None:
 def large_moe_rows(quick: bool) -> list[dict]:
     """TensorRT-LLM ``trtllm-bench`` DeepSeek-R1 max-throughput rows (one 8-GPU node, no MTP,
     measured), run as ``sovsim throughput`` with the row's EP / attention-DP layout, per-rank
-    batch and token limits (``max_num_seqs = batch x ranks``) and request count.  Rows in a
-    precision the catalog lacks (fp4 weights) are not scored."""
+    batch and token limits (``max_num_seqs = batch x ranks``) and request count; rows in a
+    precision the catalog lacks (fp4 weights) are not scored.  Then AIConfigurator's measured
+    DeepSeek-V3 / R1 serving points on one node (TTFT / TPOT at a client concurrency,
+    :func:`sim.calibration.serving_points.aiconfigurator_deepseek_rows`)."""
     d = measurements.read("large_moe_ep.csv")
     d = d[(d.single_node_no_mtp_measured == "yes") & (d.metric == "output_tok_s_per_gpu")]
     out = []
@@ -417,7 +421,7 @@ def large_moe_rows(quick: bool) -> list[dict]:
                 f"{int(r.isl_tokens)}/{int(r.osl_tokens)} concurrency {r.concurrency_or_batch}")
         out.append(_row("large_moe_ep", r.model, r.gpu, conf, "output_tok_s_per_gpu", float(r.value),
                         res["output_tokens_per_s_per_gpu"], moe=True))
-    return out
+    return out + serving_points.aiconfigurator_deepseek_rows(quick)
 
 
 RUNNERS = {"offline": offline_rows, "offline_unversioned": offline_unversioned_rows, "online": online_rows, "mlperf_server": mlperf_rows,
