@@ -341,6 +341,7 @@ class PerfModel(StepTimeModel):
         # all-to-all: dispatch and combine of every MoE layer under attention data parallelism
         self._a2a_lat, self._a2a_bw = alltoall_coeffs(gpu, tp) if self.dp > 1 else (0.0, math.inf)
         self._z_ep = _expected_max_normal(ep) if ep > 1 else 0.0
+        self._rank_budget = max_batched_tokens / self.dp
 
         # memory
         mem = gpu.memory_bytes
@@ -438,10 +439,13 @@ class PerfModel(StepTimeModel):
         # router GEMM (hidden x experts) and top-k: one small kernel
         return P.moe_overhead_s + P.gemm_overhead_s, (t if tb >= tf else 0.0), (t if tb < tf else 0.0)
 
-    def _tokens_parts(self, n: int) -> dict[str, float]:
-        """Everything in an iteration that depends on the token count only (all layers)."""
+    def _tokens_parts(self, n: int, na: float | None = None) -> dict[str, float]:
+        """Everything in an iteration that depends on the token count only (all layers).  ``na``:
+        the tokens of the busiest GPU outside the routed experts (default: ``n`` over the
+        attention's data-parallel ranks)."""
         P, L, m = self.p, self._L, self.llm
-        na = n if self.dp == 1 else n / self.dp   # tokens per GPU outside the routed experts
+        if na is None:
+            na = n if self.dp == 1 else n / self.dp   # tokens per GPU outside the routed experts
         ovh = wts = cmp = 0.0
         gemms = self._attn_gemms + ([] if m.is_moe else self._mlp_gemms)
         for K, N in gemms:
@@ -479,12 +483,24 @@ class PerfModel(StepTimeModel):
                 "compute": ks * (L * (cmp + ew) + emb) + km * Lm * m_cmp + ks * x_cmp,
                 "communication": ks * L * comm + ks * a2a, "overhead": ks * L * ovh + km * Lm * m_ovh + ks * x_ovh}
 
-    def _tokens_s(self, n: int) -> float:
-        t = self._tokens_cache.get(n)
+    def _tokens_s(self, n: int, na: float | None = None) -> float:
+        key = n if na is None else (n, na)
+        t = self._tokens_cache.get(key)
         if t is None:
-            t = sum(self._tokens_parts(n).values())
-            self._tokens_cache[n] = t
+            t = sum(self._tokens_parts(n, na).values())
+            self._tokens_cache[key] = t
         return t
+
+    def _dp_split(self, n_decode: int, prefill_tokens: int, pairs: float) -> tuple[float | None, int, float]:
+        """Under attention data parallelism, the busiest rank: its share of the decodes plus the
+        prompt chunk it holds (a chunk is not split over ranks: assumption; at most the rank's
+        token budget, ``max_batched_tokens / tp``).  Every rank waits for it at each MoE layer.
+        Returns (its tokens outside the routed experts, its prefill tokens, its attention pairs);
+        without data parallelism (None, the prefill, the pairs)."""
+        if self.dp == 1 or prefill_tokens <= 0:
+            return None, prefill_tokens, pairs
+        busiest = min(prefill_tokens, max(1, int(self._rank_budget)))
+        return n_decode / self.dp + busiest, busiest, pairs * busiest / prefill_tokens
 
     def _seq_parts(self, n_seq: int) -> dict[str, float]:
         """LM head on the sampled rows, decode-attention per-sequence cost, framework overhead."""
@@ -513,7 +529,7 @@ class PerfModel(StepTimeModel):
 
     def _prefill_attn_s(self, tokens: int, pairs: float) -> float:
         P = self.p
-        return self._ks * self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens) / self.dp
+        return self._ks * self._L * (P.attn_prefill_overhead_s + (pairs + P.attn_prefill_extra_keys * tokens)
                                      * self._attn_prefill_flops_pair_layer / (self._F16 * P.attn_prefill_eta_flops))
 
     # -------------------------------------------------------------- interface
@@ -528,7 +544,8 @@ class PerfModel(StepTimeModel):
     def mixed_step_s(self, n_decode: int, decode_kv_tokens: int, prefill_tokens: int,
                      prefill_attn_pairs: float) -> float:
         n = n_decode + prefill_tokens
-        t = self._tokens_s(n) + self._seq_s(n_decode + 1) + self._prefill_attn_s(prefill_tokens, prefill_attn_pairs)
+        na, pf, pairs = self._dp_split(n_decode, prefill_tokens, prefill_attn_pairs)
+        t = self._tokens_s(n, na) + self._seq_s(n_decode + 1) + self._prefill_attn_s(pf, pairs)
         if n_decode > 0:
             t += self._decode_attn_base(n_decode) + self._decode_slope * decode_kv_tokens
         return t
@@ -540,14 +557,15 @@ class PerfModel(StepTimeModel):
         out = {"weights": 0.0, "kv": 0.0, "compute": 0.0, "communication": 0.0, "overhead": 0.0}
         if n <= 0:
             return out
-        for parts in (self._tokens_parts(n), self._seq_parts(n_seq)):
+        na, pf_tokens, pairs = self._dp_split(n_decode, prefill_tokens, prefill_attn_pairs)
+        for parts in (self._tokens_parts(n, na), self._seq_parts(n_seq)):
             for k, v in parts.items():
                 out[k] += v
         if n_decode > 0:
             out["overhead"] += self._decode_attn_base(n_decode)
             out["kv"] += self._decode_slope * decode_kv_tokens
         if prefill_tokens > 0:
-            pf = self._prefill_attn_s(prefill_tokens, prefill_attn_pairs)
+            pf = self._prefill_attn_s(pf_tokens, pairs)
             out["overhead"] += self._ks * self._L * self.p.attn_prefill_overhead_s
             out["compute"] += pf - self._ks * self._L * self.p.attn_prefill_overhead_s
         return out
