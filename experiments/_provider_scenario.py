@@ -120,7 +120,7 @@ TOKEN_PRICE = {
 }
 
 
-def main() -> None:
+def main(out_dir: Path | None = None) -> None:
     sites = {n: {"name": n, "jurisdiction": j, "certifications": c} for n, j, c in SITES}
     site_objs = {}
     deployments = []
@@ -177,7 +177,7 @@ def main() -> None:
     for model, (pin, pout) in TOKEN_PRICE.items():
         lines += ["[[pricing]]", f'model = "{model}"', f"input_eur_per_mtok = {round(pin * USD_EUR, 4)}",
                   f"output_eur_per_mtok = {round(pout * USD_EUR, 4)}   # Mistral La Plateforme USD {pin}/{pout} x 0.86", ""]
-    out = ROOT / "sim" / "scenarios" / "provider-day.toml"
+    out = (out_dir or ROOT / "sim" / "scenarios") / "provider-day.toml"
     out.write_text("\n".join(lines))
     print(f"wrote {out}: {sum(r * tp for *_, tp, r in FLEET)} GPUs, {len(workloads)} workloads, "
           f"{tokens_per_s * 86400 / 1e9:.0f} billion tokens per day offered (peak cell load {PEAK_LOAD})")
@@ -282,8 +282,8 @@ def _inline(d) -> str:
     return "{ " + ", ".join(f"{k} = {val(v)}" for k, v in d.items() if v is not None) + " }"
 
 
-def provider() -> None:
-    """Write sim/scenarios/provider.toml (see the module docstring)."""
+def provider(out_dir: Path | None = None) -> None:
+    """Write sim/scenarios/provider.toml (see the module docstring); ``out_dir``: elsewhere."""
     import math
 
     from sim.core.rng import RandomStreams
@@ -355,7 +355,7 @@ def provider() -> None:
     lines += ["[forecast]", "months = 36",
               "windows_per_month = 4   # run setting: 4 stratified windows of 30 s (10 s warm-up) per month",
               "window_s = 30.0", "warmup_s = 10.0", ""]
-    out = ROOT / "sim" / "scenarios" / "provider.toml"
+    out = (out_dir or ROOT / "sim" / "scenarios") / "provider.toml"
     out.write_text("\n".join(lines))
     print(f"wrote {out}: {gpus0} GPUs at month 0, contract sizes x {factor:.1f} "
           f"(month-0 contracts {rate0 * factor:,.0f} req/s; fleet capacity at their lengths {capacity:,.0f} req/s)")

@@ -339,6 +339,21 @@ def test_the_provider_scenario_is_a_growing_multi_site_portfolio():
     assert (m["revenue_eur"] - m["cost_eur"] - m["sla_credits_eur"] - m["gross_margin_eur"]).abs().max() < 1e-6
 
 
+def test_the_packaged_provider_scenarios_are_what_their_generator_writes(tmp_path):
+    """provider.toml and provider-day.toml are generated (experiments/_provider_scenario.py); a
+    file edited by hand, or sized on an older step model, differs from a fresh run of the script."""
+    import importlib.util
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("_provider_scenario", root / "experiments" / "_provider_scenario.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    gen.main(tmp_path)
+    gen.provider(tmp_path)
+    for name in ("provider.toml", "provider-day.toml"):
+        assert (tmp_path / name).read_text() == (root / "sim" / "scenarios" / name).read_text(), name
+
+
 def test_small_is_the_former_default_and_sovsim_run_runs_provider(monkeypatch, tmp_path):
     small, default = load_scenario("small").model_dump(), load_scenario().model_dump()
     assert small.pop("name") == "small" and default.pop("name") == "default"
