@@ -335,7 +335,7 @@ def provider(out_dir: Path | None = None) -> None:
              "# Demand: the RFP market of models/market/parameters.csv (every source there), each vertical's",
              f"# contract size (rate_per_s_median) x {factor:,.1f}: the factor that makes the month-0 contracts offer",
              f"# in their busiest hour of the week {START_LOAD:.0%} (assumption) of the fluid request capacity of the busiest (site, model) of the month-0",
-             f"# fleet (the French sites, which alone may serve the HDS and SecNumCloud tenants); the default",
+             "# fleet (the French sites, which alone may serve the HDS and SecNumCloud tenants); the default",
              f"# market's month-0 contracts sum to {rate0:.2f} req/s, {rate0 * factor:,.0f} req/s after scaling. Each",
              "# tenant is spread over the models its residency allows in proportion to each model's request",
              "# capacity in force (docs/forecast.md); tenants pay the sovereign price list (per vertical and model, sim/market/pricing.py).",

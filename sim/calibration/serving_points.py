@@ -90,11 +90,25 @@ def aiconfigurator_points(quick: bool = False) -> pd.DataFrame:
     d["concurrency"] = d.batch_size.astype(int)
     d = d.sort_values(["model", "gpu", "backend", "sim_precision", "tp_size", "isl", "osl", "concurrency"], kind="stable")
     if quick:
-        d = d.assign(_len=(np.log(d.isl / 1024)).abs() + (np.log(d.osl / 1024)).abs(),
-                     _c=(np.log(d.concurrency) - math.log(AIC_QUICK_CONCURRENCY)).abs())
-        d = d.sort_values(["_len", "_c", "tp_size"], kind="stable").groupby(["model", "gpu", "backend"]).head(1)
-        d = d.drop(columns=["_len", "_c"]).sort_values(["model", "gpu", "backend"], kind="stable")
+        d = _nearest_quick_point(d, ["model", "gpu", "backend"], tie="tp_size")
+        d = d.sort_values(["model", "gpu", "backend"], kind="stable")
     return d.reset_index(drop=True)
+
+
+def _nearest_quick_point(d: pd.DataFrame, keys: list[str], tie: str | None = None) -> pd.DataFrame:
+    """Quick mode: per ``keys`` group the point nearest 1K/1K tokens, then nearest
+    ``AIC_QUICK_CONCURRENCY`` users (then the smallest ``tie``)."""
+    d = d.assign(_len=(np.log(d.isl / 1024)).abs() + (np.log(d.osl / 1024)).abs(),
+                 _c=(np.log(d.concurrency) - math.log(AIC_QUICK_CONCURRENCY)).abs())
+    d = d.sort_values(["_len", "_c"] + ([tie] if tie else []), kind="stable").groupby(keys).head(1)
+    return d.drop(columns=["_len", "_c"])
+
+
+def _ttft_tpot_rows(family: str, model: str, r, conf: str, p: dict) -> list[dict]:
+    """The two rows of one measured serving point: TTFT and TPOT means, measured vs simulated."""
+    return [_row(family, model, r.gpu, conf, metric, meas, pred if pred is not None else math.nan, moe=_moe(model))
+            for metric, meas, pred in (("ttft_mean_s", r.silicon_ttft_ms / 1e3, p["ttft_s"]),
+                                       ("tpot_mean_s", r.silicon_tpot_ms / 1e3, p["tpot_s"]))]
 
 
 def closed_loop_point(model, gpu, tp, precision, profile, users, isl, osl, seed=SEED, ep=1, attention_dp=False) -> dict:
@@ -125,10 +139,7 @@ def aiconfigurator_rows(quick: bool) -> list[dict]:
         ver = r.backend_version if isinstance(r.backend_version, str) else "?"
         conf = (f"{r.backend} {ver} ({profile}) {r.sim_precision} tp{int(r.tp_size)} {int(r.isl)}/{int(r.osl)} "
                 f"concurrency {r.concurrency} (closed loop)")
-        for metric, meas, pred in (("ttft_mean_s", r.silicon_ttft_ms / 1e3, p["ttft_s"]),
-                                   ("tpot_mean_s", r.silicon_tpot_ms / 1e3, p["tpot_s"])):
-            out.append(_row("aiconfigurator", r.model, r.gpu, conf, metric, meas,
-                            pred if pred is not None else math.nan, moe=_moe(r.model)))
+        out += _ttft_tpot_rows("aiconfigurator", r.model, r, conf, p)
     return out
 
 
@@ -136,17 +147,15 @@ def aiconfigurator_deepseek_rows(quick: bool, family: str = "large_moe_ep") -> l
     """AIConfigurator's measured DeepSeek-V3 / R1 serving points on one node (closed loop at the
     client concurrency), run on the ``deepseek-v3`` card with the point's layout: GPUs per replica
     = attention TP x attention DP ranks, ``ep`` = the MoE expert-parallel size, attention DP when
-    it has more than one rank.  Quick: per (GPU, backend, layout) the point nearest 1K/1K at
-    concurrency 32."""
+    it has more than one rank.  Quick: per (GPU, backend, layout) the point nearest 1K/1K, then
+    nearest 32 users."""
     d = measurements.read(AIC_DEEPSEEK_FILE)
     d = d.assign(gpu=d.system.map(AIC_GPUS), concurrency=d.batch_size.astype(int),
                  gpus=(d.tp_size * d.attention_dp_size).astype(int))
     d = d.sort_values(["gpu", "backend", "gpus", "moe_ep_size", "attention_dp_size", "isl", "osl", "concurrency"],
                       kind="stable")
     if quick:
-        d = d.assign(_k=(np.log(d.isl / 1024)).abs() + (np.log(d.osl / 1024)).abs()
-                     + (np.log(d.concurrency) - math.log(AIC_QUICK_CONCURRENCY)).abs())
-        d = d.sort_values("_k", kind="stable").groupby(["gpu", "backend", "gpus", "moe_ep_size", "attention_dp_size"]).head(1)
+        d = _nearest_quick_point(d, ["gpu", "backend", "gpus", "moe_ep_size", "attention_dp_size"])
     out = []
     for r in d.itertuples(index=False):
         profile = BACKEND_PROFILES[r.backend]
@@ -158,10 +167,7 @@ def aiconfigurator_deepseek_rows(quick: bool, family: str = "large_moe_ep") -> l
         conf = (f"{r.model_path.split('/')[-1]} {r.backend} {ver} ({profile}) fp8 {int(r.gpus)} GPUs "
                 f"tp{int(r.tp_size)} dp{int(r.attention_dp_size)} ep{ep} {int(r.isl)}/{int(r.osl)} "
                 f"concurrency {r.concurrency} (closed loop)")
-        for metric, meas, pred in (("ttft_mean_s", r.silicon_ttft_ms / 1e3, p["ttft_s"]),
-                                   ("tpot_mean_s", r.silicon_tpot_ms / 1e3, p["tpot_s"])):
-            out.append(_row(family, "deepseek-v3", r.gpu, conf, metric, meas,
-                            pred if pred is not None else math.nan, moe=True))
+        out += _ttft_tpot_rows(family, "deepseek-v3", r, conf, p)
     return out
 
 

@@ -42,6 +42,7 @@ held-out rows only.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -388,7 +389,6 @@ def mlperf_interactive_rows(quick: bool) -> list[dict]:
 
 # ------------------------------------------------------------------ large MoE, expert parallel
 def _caveat_int(text: str, key: str) -> int | None:
-    import re
     m = re.search(rf"{re.escape(key)}=(\d+)", text)
     return int(m.group(1)) if m else None
 

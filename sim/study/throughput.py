@@ -10,9 +10,9 @@ import math
 from sim.core.errors import UserError
 from sim.perf import catalog
 from sim.perf.profiles import engine_profile
-from sim.perf.roofline import build_step_model, extrapolation_reasons
+from sim.perf.roofline import build_step_model
 from sim.perf.step import prefill_attn_pairs
-from sim.scenario import BatchingSpec, scenario_from_dict
+from sim.scenario import scenario_from_dict
 from sim.study.run import run
 
 OFFLINE_MAX_NUM_SEQS = 2048
