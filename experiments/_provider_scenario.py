@@ -88,13 +88,13 @@ SITES = [  # name, jurisdiction, certifications (assumption: the provider's cert
 FLEET = [
     ("par-1", "mixtral-8x7b", "h100-sxm", 2, 1024),
     ("par-1", "mistral-large-2", "b200", 2, 384),
-    ("par-1", "deepseek-v3", "b200", 8, 32),
+    ("par-1", "deepseek-v3", "b200", 8, 32),   # assumption: a quarter of the flagship's par-1 GPUs
     ("par-1", "mistral-7b", "h100-sxm", 1, 512),
     ("gra-1", "mixtral-8x22b", "h200", 4, 256),
     ("gra-1", "mixtral-8x7b", "h200", 1, 1024),
     ("fra-1", "mixtral-8x7b", "h100-sxm", 2, 768),
     ("fra-1", "mistral-large-2", "h200", 4, 192),
-    ("fra-1", "deepseek-v3", "h200", 8, 32),
+    ("fra-1", "deepseek-v3", "h200", 8, 32),   # assumption: a quarter of the flagship's fra-1 GPUs
     ("fra-1", "mistral-7b", "h100-sxm", 1, 512),
     ("ams-1", "mixtral-8x22b", "b200", 4, 256),
     ("ams-1", "mixtral-8x7b", "h100-sxm", 2, 256),

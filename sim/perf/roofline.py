@@ -453,7 +453,7 @@ class PerfModel(StepTimeModel):
             ovh += o; wts += b; cmp += f
         Lm = m.moe_layers if m.is_moe else L   # layers with a MoE kernel (all of Mixtral's)
         x_ovh = x_wts = x_cmp = 0.0           # a MoE model's dense layers and shared experts, all layers
-        for count, gl in ((self._L_dense, self._mlp_gemms), (Lm if m.is_moe else 0, self._shared_gemms)):
+        for count, gl in ((self._L_dense, self._mlp_gemms), (m.moe_layers, self._shared_gemms)):
             for K, N in (gl if count else []):
                 o, b, f = self._gemm_s(na, K, N)
                 x_ovh += count * o; x_wts += count * b; x_cmp += count * f
