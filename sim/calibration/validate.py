@@ -14,7 +14,8 @@ measured experiment.  Families:
   offered QPS; ``INF`` = all at once): mean TTFT and mean ITL.
 * ``mlperf_server`` -- MLPerf Inference v4.1 / v5.1 Server rows for Llama-2-70B on 8x H100-SXM /
   8x H200 (TensorRT-LLM submissions), configured from NVIDIA's v4.1 harness config for that
-  node (TP, batch size, FP8), Poisson arrivals at the measured rate: TTFT / TPOT mean and p99.
+  node (TP, batch size, FP8), each under the release profile of its TensorRT version
+  (:func:`mlperf_release`), Poisson arrivals at the measured rate: TTFT / TPOT mean and p99.
 * ``mlperf_interactive`` -- the v5.1 Interactive rows (8x H200; the Server scenario with tighter
   latency limits, so smaller running batches), configured like ``mlperf_server``.
 * ``nim_concurrency`` -- NVIDIA NIM (AIPerf) Llama-3.3-70B, 2x H100 TP2, fixed concurrency N:
@@ -69,9 +70,10 @@ FITS = {
                            "and v1.0 held out",
     "online": "the trtllm-v0.14 profile (the release that served them; fitted on v0.14 / v0.17 offline rows); the "
               "v0.14 online rows were never fitted: held out",
-    "mlperf_server": "same trtllm profile (v0.17 offline rows); the prompt length (one number, not in the data) is "
-                     "inferred from NVIDIA's v4.1 OFFLINE rows of the same nodes, which are not scored; the Server "
-                     "rows were never fitted: held out",
+    "mlperf_server": "each row under the release profile of its software (TensorRT version -> trtllm-v0.14 / -v0.17 / "
+                     "-v1.0, fitted on perf-overview offline rows); the prompt length (one number, not in the data) is "
+                     "inferred from NVIDIA's v4.1 OFFLINE rows of the same nodes (Offline harness config, steady state), "
+                     "which are not scored; the Server rows were never fitted: held out",
     "mlperf_interactive": "as mlperf_server (same prompt inference from the v4.1 OFFLINE rows); the v5.1 Interactive rows "
                           "were never fitted: held out",
     "nim_concurrency": "same trtllm profile (v0.17 offline rows); NIM rows never fitted: held out",
@@ -103,6 +105,12 @@ MLPERF_SYSTEMS = {  # accelerator substring, per-node count -> (catalog gpu, NVI
     "h100-sxm": ("H100-SXM-80GB", "H100_SXM_80GB_TP2x4"),
     "h200": ("H200-SXM-141GB", "H200_SXM_141GBx8"),
 }
+# TensorRT version of an MLPerf submission -> the perf-overview release whose profile runs it:
+# TensorRT-LLM v0.14 ships TensorRT 10.6, v0.17 TensorRT 10.8, v1.0 TensorRT 10.11 (release notes).
+# Older software (v4.1: TensorRT 10.2 / 9.3, TensorRT-LLM ~v0.12) gets the oldest in-flight-batching
+# profile, v0.14 (assumption: no perf-overview table of those releases is in the data)
+MLPERF_RELEASES = (((10, 6), "v0.14"), ((10, 9), "v0.17"), ((99, 99), "v1.0"))
+MLPERF_OFFLINE_REQUESTS = 24576  # the Offline query: the dataset's 24,576 samples (performance_sample_count)
 MLPERF_SIM_S, MLPERF_WARMUP_S = 300.0, 60.0  # simulated seconds per row (quick: 90 / 30)
 NIM_MODEL = "llama-3.1-70b"  # Llama 3.3 70B has Llama 3.1 70B's architecture (assumption, as throughput_fit)
 
@@ -217,9 +225,11 @@ def online_rows(quick: bool) -> list[dict]:
 
 
 # ------------------------------------------------------------------ MLPerf Server
-def _harness(cls: str) -> dict:
+def _harness(cls: str, scenario: str = "Server") -> dict:
+    """NVIDIA's v4.1 llama2-70b harness config of one node class in one scenario (``Server`` or
+    ``Offline``: the two differ, e.g. 8x H100 runs batch 1024 in Server and 896 in Offline)."""
     h = measurements.read("public/mlperf_inference_harness_configs.csv")
-    h = h[(h.model == "llama2-70b") & (h.scenario == "Server")].set_index("class_name")
+    h = h[(h.model == "llama2-70b") & (h.scenario == scenario)].set_index("class_name")
     out, c = {}, cls
     while c in h.index:  # resolve inheritance: a blank cell is inherited from the parent class
         r = h.loc[c]
@@ -232,29 +242,45 @@ def _harness(cls: str) -> dict:
     return out
 
 
+def mlperf_release(framework: str) -> str:
+    """The TensorRT-LLM release profile (``trtllm-v0.14`` ...) of an MLPerf submission, from the
+    TensorRT version in its ``framework`` column (:data:`MLPERF_RELEASES`)."""
+    m = re.search(r"TensorRT\s+(\d+)\.(\d+)", str(framework))
+    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    for upto, release in MLPERF_RELEASES:
+        if version <= upto:
+            return throughput_fit.release_profile(release)
+    return throughput_fit.release_profile(MLPERF_RELEASES[-1][1])
+
+
 def mlperf_offline_prompt_tokens(log=None) -> tuple[int, list[dict]]:
     """The prompt length (tokens) at which the engine's offline throughput matches NVIDIA's v4.1
     Offline llama2-70b rows on the 8x H100 / 8x H200 nodes (mean log error zero; bisection:
-    throughput falls monotonically with the prompt length)."""
+    throughput falls monotonically with the prompt length).  Each node as its Offline harness
+    config runs it (TP, Offline batch size), :data:`MLPERF_OFFLINE_REQUESTS` requests so the
+    batch is in steady state, under the release profile of the rows' software."""
     d = measurements.read("public/mlperf_inference_v4.1_llm_results.csv")
     d = d[(d.scenario == "Offline") & (d.submitter == "NVIDIA") & (d.model == "llama2-70b-99")]
     cases = []
     for gpu, (acc, cls) in MLPERF_SYSTEMS.items():
         r = d[d.system_id.str.endswith(acc + "x8_TRT")]
         if len(r):
-            cfg = _harness(cls)
+            cfg = _harness(cls, "Offline")
             cases.append((gpu, int(cfg.get("tensor_parallelism", 1)), cfg.get("batch") or 1024,
-                          float(r.tokens_per_s.iloc[0]), int(round(r.tokens_per_sample_derived.iloc[0]))))
+                          float(r.tokens_per_s.iloc[0]), int(round(r.tokens_per_sample_derived.iloc[0])),
+                          mlperf_release(r.framework.iloc[0])))
 
     def mean_log_err(p):
-        return float(np.mean([math.log(throughput("llama-2-70b", g, 8, tp, p, o, "fp8", requests=throughput_fit.REQUESTS_CAP,
-                                                  max_num_seqs=b)["output_tokens_per_s"] / m) for g, tp, b, m, o in cases]))
+        return float(np.mean([math.log(throughput("llama-2-70b", g, 8, tp, p, o, "fp8", requests=MLPERF_OFFLINE_REQUESTS,
+                                                  max_num_seqs=b, framework=fw)["output_tokens_per_s"] / m)
+                              for g, tp, b, m, o, fw in cases]))
     lo, hi = MLPERF_PROMPT_BOUNDS
     while hi - lo > 4:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if mean_log_err(mid) > 0 else (lo, mid)
     p = (lo + hi) // 2
-    return p, [{"gpu": g, "tp": tp, "batch": b, "offline_measured_tok_s": m, "output_tokens": o} for g, tp, b, m, o in cases]
+    return p, [{"gpu": g, "tp": tp, "batch": b, "offline_measured_tok_s": m, "output_tokens": o, "profile": fw}
+               for g, tp, b, m, o, fw in cases]
 
 
 def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
@@ -281,11 +307,12 @@ def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
         for i, r in enumerate(g.itertuples(index=False)):
             rate = float(r.samples_per_s)
             out_tok = int(round(r.tokens_per_sample_derived))
+            fw = mlperf_release(r.framework)
             sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": rate},
-                           sim_s, batch, warmup_s=warm_s, prompt=prompt, output=out_tok)
+                           sim_s, batch, warmup_s=warm_s, prompt=prompt, output=out_tok, framework=fw)
             w = _wsum(run(sc, seed=SEED + i, figures=False).summary)
             conf = (f"{r.mlperf_version} {r.submitter} {r.system_id} tp{tp} x{8 // tp} batch {batch} {rate:g}/s "
-                    f"prompt {prompt} (from Offline)")
+                    f"prompt {prompt} (from Offline) {fw}")
             for metric, col, key, q in (("ttft_mean_s", "ttft_mean_ns", "ttft_s", "mean"),
                                         ("ttft_p99_s", "ttft_p99_ns", "ttft_s", "p99"),
                                         ("tpot_mean_s", "tpot_mean_ns", "tpot_s", "mean"),
@@ -297,11 +324,13 @@ def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
 
 
 def mlperf_load_sweep(gpu: str = "h100-sxm", rates=(74.42, 80.0, 84.0, 88.0, 92.0), prompt: int | None = None,
-                      output_tokens: int = 290, sim_s: float = MLPERF_SIM_S, warmup_s: float = MLPERF_WARMUP_S) -> pd.DataFrame:
+                      output_tokens: int = 290, sim_s: float = MLPERF_SIM_S, warmup_s: float = MLPERF_WARMUP_S,
+                      framework: str = "TensorRT 10.2") -> pd.DataFrame:
     """Diagnosis of the MLPerf Server gap (results/validation/latency_under_load.md): the 8-GPU
     node of :data:`MLPERF_SYSTEMS` configured as in :func:`mlperf_rows`, Poisson at each rate;
     per rate the simulated TTFT/TPOT, output tokens/s and the running batch per replica by
-    Little's law (tokens/s per replica x mean TPOT)."""
+    Little's law (tokens/s per replica x mean TPOT).  ``framework``: the submission's software
+    (NVIDIA's v4.1 rows: TensorRT 10.2), which picks the release profile (:func:`mlperf_release`)."""
     if prompt is None:
         prompt, _ = mlperf_offline_prompt_tokens()
     cfg = _harness(MLPERF_SYSTEMS[gpu][1])
@@ -309,7 +338,8 @@ def mlperf_load_sweep(gpu: str = "h100-sxm", rates=(74.42, 80.0, 84.0, 88.0, 92.
     out = []
     for rate in rates:
         sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": float(rate)},
-                       sim_s, batch, warmup_s=warmup_s, prompt=prompt, output=output_tokens)
+                       sim_s, batch, warmup_s=warmup_s, prompt=prompt, output=output_tokens,
+                       framework=mlperf_release(framework))
         w = _wsum(run(sc, seed=SEED, figures=False).summary)
         tok_rep = float(rate) * output_tokens / (8 // tp)
         out.append({"gpu": gpu, "tp": tp, "batch": batch, "prompt_tokens": prompt, "rate_per_s": float(rate),
@@ -512,9 +542,12 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
            "- online: 500 requests, Poisson arrivals at the offered QPS (seeded), same engine settings (assumption: "
            "the Triton engine's limits are not published); ITL compared with the simulated mean TPOT.",
            f"- mlperf_server: NVIDIA v4.1 harness config per node ({', '.join(f'{g}: {c}' for g, (_, c) in MLPERF_SYSTEMS.items())}; "
-           "TP and batch size from the config, FP8), used for every submitter's 8-GPU TensorRT node and for v5.1 rows "
-           "(assumption); prompt length (not in the data) one number inferred from NVIDIA's v4.1 Offline rows of the same "
-           "nodes (engine offline throughput = measured; Offline rows are not scored), "
+           "TP and batch size from the Server config, FP8), used for every submitter's 8-GPU TensorRT node and for v5.1 rows "
+           "(assumption); each row under the release profile of its TensorRT version "
+           f"({', '.join(f'<= TensorRT {a}.{b}: {r}' for (a, b), r in MLPERF_RELEASES[:-1])}, newer: {MLPERF_RELEASES[-1][1]}); "
+           "prompt length (not in the data) one number inferred from NVIDIA's v4.1 Offline rows of the same "
+           f"nodes (their Offline config's batch size, {MLPERF_OFFLINE_REQUESTS} requests, engine offline throughput = "
+           "measured; Offline rows are not scored), "
            f"output = measured tokens per sample; Poisson at the measured rate, {MLPERF_SIM_S:g} s simulated, requests "
            f"arriving in the first {MLPERF_WARMUP_S:g} s not measured ({'quick: 90 s / 30 s' if out['quick'] else 'full mode'}).",
            "- mlperf_interactive: v5.1 Interactive rows (8x H200), configured exactly as mlperf_server (the Interactive "
