@@ -113,6 +113,7 @@ MLPERF_SYSTEMS = {  # accelerator substring, per-node count -> (catalog gpu, NVI
 MLPERF_RELEASES = (((10, 6), "v0.14"), ((10, 9), "v0.17"), ((99, 99), "v1.0"))
 MLPERF_OFFLINE_REQUESTS = 24576  # the Offline query: the dataset's 24,576 samples (performance_sample_count)
 MLPERF_SIM_S, MLPERF_WARMUP_S = 300.0, 60.0  # simulated seconds per row (quick: 90 / 30)
+MLPERF_RATE_STEPS = 5  # rate_at_latency: halvings of the log-rate bracket (x1.5): 1.3 % resolution
 NIM_MODEL = "llama-3.1-70b"  # Llama 3.3 70B has Llama 3.1 70B's architecture (assumption, as throughput_fit)
 
 
@@ -340,7 +341,42 @@ def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
                 if pd.notna(getattr(r, col)):
                     out.append(_row(family, "llama-2-70b", gpu, conf, metric, getattr(r, col) * 1e-9,
                                     w[key][q] if w[key][q] is not None else math.nan))
+            if pd.notna(r.tpot_mean_ns):
+                ttft_limit = r.constraint_ttft_ns * 1e-9 if pd.notna(r.constraint_ttft_ns) else math.inf
+
+                def served(x, gpu=gpu, tp=tp, batch=batch, out_tok=out_tok, fw=fw, i=i):
+                    sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": x},
+                                   sim_s, batch, warmup_s=warm_s, prompt=prompt, output=out_tok, framework=fw)
+                    return _wsum(run(sc, seed=SEED + i, figures=False).summary)
+                out.append(_row(family, "llama-2-70b", gpu, conf, "rate_at_measured_tpot_per_s", rate,
+                                rate_at_latency(served, rate, r.tpot_mean_ns * 1e-9, ttft_limit, at_rate=w,
+                                                steps=3 if quick else MLPERF_RATE_STEPS)))
     return out
+
+
+def rate_at_latency(served, rate: float, tpot_s: float, ttft_p99_limit_s: float = math.inf,
+                    at_rate: dict | None = None, reach: float = 1.5, steps: int = MLPERF_RATE_STEPS) -> float:
+    """The highest Poisson rate (req/s) at which the engine's mean TPOT stays at or below
+    ``tpot_s`` and its TTFT p99 within the scenario's limit (a queue that grows breaks it): the
+    load at which the simulated node has the measured latency.  ``served(rate)`` returns the
+    workload summary, ``at_rate`` is it at ``rate`` when already run.  Bisection on the log rate
+    between ``rate`` and ``reach`` x ``rate`` (or ``rate / reach`` and ``rate`` when the measured
+    rate already breaks the condition), ``steps`` halvings.  At the measured operating point TPOT
+    rises steeply with load (results/validation/latency_under_load.md), so this compares
+    capacity, where the latency metrics at a fixed rate amplify a few percent of step time into
+    tens of percent.  Returns the bracket's end when the condition holds (or fails) throughout."""
+    def ok(w):
+        tpot, ttft = w["tpot_s"]["mean"], w["ttft_s"]["p99"]
+        return tpot is not None and tpot <= tpot_s and (ttft is None or ttft <= ttft_p99_limit_s)
+    up = ok(at_rate if at_rate is not None else served(rate))
+    far = math.log(rate * (reach if up else 1.0 / reach))
+    if ok(served(math.exp(far))) == up:
+        return math.exp(far)
+    lo, hi = (math.log(rate), far) if up else (far, math.log(rate))
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ok(served(math.exp(mid))) else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
 
 
 def mlperf_load_sweep(gpu: str = "h100-sxm", rates=(74.42, 80.0, 84.0, 88.0, 92.0), prompt: int | None = None,
@@ -569,7 +605,11 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
            f"nodes (their Offline config's batch size, {MLPERF_OFFLINE_REQUESTS} requests, engine offline throughput = "
            "measured; Offline rows are not scored), "
            f"output = measured tokens per sample; Poisson at the measured rate, {MLPERF_SIM_S:g} s simulated, requests "
-           f"arriving in the first {MLPERF_WARMUP_S:g} s not measured ({'quick: 90 s / 30 s' if out['quick'] else 'full mode'}).",
+           f"arriving in the first {MLPERF_WARMUP_S:g} s not measured ({'quick: 90 s / 30 s' if out['quick'] else 'full mode'}). "
+           "`rate_at_measured_tpot_per_s`: the highest rate at which the engine's mean TPOT is at most the measured one "
+           "and its TTFT p99 within the row's limit (`validate.rate_at_latency`, bisection from the measured rate, "
+           f"{MLPERF_RATE_STEPS} halvings of a x1.5 bracket), against the measured rate: a capacity error, which the "
+           "latency metrics at a fixed rate amplify several-fold near saturation.",
            "- mlperf_interactive: v5.1 Interactive rows (8x H200), configured exactly as mlperf_server (the Interactive "
            "harness config is not in the data: the node's v4.1 Server config, assumption).",
            f"- nim_concurrency: `closed_loop` arrivals (N users, zero think time, as AIPerf's concurrency mode), "

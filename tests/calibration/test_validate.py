@@ -222,3 +222,22 @@ def test_the_offline_prompt_inference_reads_the_offline_harness_config():
     assert v._harness("H100_SXM_80GB_TP2x4", "Offline")["batch"] == 896
     assert v._harness("H100_SXM_80GB_TP2x4")["batch"] == 1024
     assert v._harness("H200_SXM_141GBx8", "Offline")["batch"] == 806
+
+
+def test_rate_at_latency_finds_the_load_where_the_latency_is_reached():
+    """On a node whose TPOT is a / (1 - rate / capacity) (the compute-bound fixed point), the rate
+    at a target TPOT has a closed form; the bisection finds it within its resolution, from either
+    side of the measured rate, and a TTFT limit that breaks first lowers it."""
+    a, cap = 0.02, 100.0
+
+    def served(x):
+        tpot = a / (1 - x / cap) if x < cap else math.inf
+        return {"tpot_s": {"mean": tpot}, "ttft_s": {"p99": 2.0 * tpot}}
+    target = 0.15
+    exact = cap * (1 - a / target)  # 86.67 req/s
+    for measured in (70.0, 95.0):
+        got = v.rate_at_latency(served, measured, target, steps=8)
+        assert got == pytest.approx(exact, rel=0.01)
+    assert v.rate_at_latency(served, 70.0, target, ttft_p99_limit_s=0.2, steps=8) == pytest.approx(
+        cap * (1 - a / 0.1), rel=0.01)
+    assert v.rate_at_latency(served, 20.0, target) == pytest.approx(30.0)  # never reached: the bracket's end
