@@ -329,9 +329,13 @@ def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
             rate = float(r.samples_per_s)
             out_tok = int(round(r.tokens_per_sample_derived))
             fw = mlperf_release(r.framework)
-            sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": rate},
-                           sim_s, batch, warmup_s=warm_s, prompt=prompt, output=out_tok, framework=fw)
-            w = _wsum(run(sc, seed=SEED + i, figures=False).summary)
+
+            def served(x, gpu=gpu, tp=tp, batch=batch, out_tok=out_tok, fw=fw, i=i):
+                """The node at ``x`` requests/s: its workload summary."""
+                sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": x},
+                               sim_s, batch, warmup_s=warm_s, prompt=prompt, output=out_tok, framework=fw)
+                return _wsum(run(sc, seed=SEED + i, figures=False).summary)
+            w = served(rate)
             conf = (f"{r.mlperf_version} {r.submitter} {r.system_id} tp{tp} x{8 // tp} batch {batch} {rate:g}/s "
                     f"prompt {prompt} (from Offline) {fw}")
             for metric, col, key, q in (("ttft_mean_s", "ttft_mean_ns", "ttft_s", "mean"),
@@ -343,11 +347,6 @@ def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
                                     w[key][q] if w[key][q] is not None else math.nan))
             if pd.notna(r.tpot_mean_ns):
                 ttft_limit = r.constraint_ttft_ns * 1e-9 if pd.notna(r.constraint_ttft_ns) else math.inf
-
-                def served(x, gpu=gpu, tp=tp, batch=batch, out_tok=out_tok, fw=fw, i=i):
-                    sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": x},
-                                   sim_s, batch, warmup_s=warm_s, prompt=prompt, output=out_tok, framework=fw)
-                    return _wsum(run(sc, seed=SEED + i, figures=False).summary)
                 out.append(_row(family, "llama-2-70b", gpu, conf, "rate_at_measured_tpot_per_s", rate,
                                 rate_at_latency(served, rate, r.tpot_mean_ns * 1e-9, ttft_limit, at_rate=w,
                                                 steps=3 if quick else MLPERF_RATE_STEPS)))
