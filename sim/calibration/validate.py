@@ -110,7 +110,7 @@ MLPERF_SYSTEMS = {  # accelerator substring, per-node count -> (catalog gpu, NVI
 # TensorRT-LLM v0.14 ships TensorRT 10.6, v0.17 TensorRT 10.8, v1.0 TensorRT 10.11 (release notes).
 # Older software (v4.1: TensorRT 10.2 / 9.3, TensorRT-LLM ~v0.12) gets the oldest in-flight-batching
 # profile, v0.14 (assumption: no perf-overview table of those releases is in the data)
-MLPERF_RELEASES = (((10, 6), "v0.14"), ((10, 9), "v0.17"), ((99, 99), "v1.0"))
+MLPERF_RELEASES = (((10, 6), "v0.14"), ((10, 9), "v0.17"), (None, "v1.0"))  # (newest TensorRT, release); None: newer
 MLPERF_OFFLINE_REQUESTS = 24576  # the Offline query: the dataset's 24,576 samples (performance_sample_count)
 MLPERF_SIM_S, MLPERF_WARMUP_S = 300.0, 60.0  # simulated seconds per row (quick: 90 / 30)
 MLPERF_RATE_STEPS = 5  # rate_at_latency: halvings of the log-rate bracket (x1.5): 1.3 % resolution
@@ -249,10 +249,8 @@ def mlperf_release(framework: str) -> str:
     TensorRT version in its ``framework`` column (:data:`MLPERF_RELEASES`)."""
     m = re.search(r"TensorRT\s+(\d+)\.(\d+)", str(framework))
     version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    for upto, release in MLPERF_RELEASES:
-        if version <= upto:
-            return throughput_fit.release_profile(release)
-    return throughput_fit.release_profile(MLPERF_RELEASES[-1][1])
+    return throughput_fit.release_profile(next(release for upto, release in MLPERF_RELEASES
+                                               if upto is None or version <= upto))
 
 
 _PROMPT_MEMO: dict[str, tuple[int, list[dict]]] = {}
