@@ -1,6 +1,9 @@
-"""Two held-out validation families of ``sovsim validate`` built on measured serving points
-(docs/perf.md, "Validation"; data: ``models/measurements/PROVENANCE.md``).  Nothing is fitted on
-either: every number they read is scored only.
+"""Two validation families of ``sovsim validate`` built on measured serving points
+(docs/perf.md, "Validation"; data: ``models/measurements/PROVENANCE.md``).  One thing is fitted on
+them: the TensorRT-LLM ``aiconfigurator`` points pick the per-layer term of the ``trtllm`` framework
+profile (``sovsim calibrate --throughput``, :func:`sim.calibration.throughput_fit.intercept_scan`), so
+each GPU's points are scored under the profile chosen without them (:func:`intercept_fold`).
+Everything else they read is scored only.
 
 * ``aiconfigurator`` -- NVIDIA AIConfigurator's measured aggregated-serving points
   (``public/aiconfigurator_silicon_serving_llama.csv``): Llama 3.1 8B / 70B on H100 / H200 / B200,
@@ -19,6 +22,7 @@ either: every number they read is scored only.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 from pathlib import Path
@@ -28,6 +32,7 @@ import pandas as pd
 
 from sim.calibration import measurements
 from sim.perf import catalog
+from sim.perf.roofline import load_params
 from sim.scenario import scenario_from_dict
 from sim.study.run import run
 
@@ -41,6 +46,7 @@ AIC_GPUS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200"}
 # SGLang has no profile of its own: vLLM's (chunked prefill, greedy admission) is the nearest
 # (assumption)
 BACKEND_PROFILES = {"trtllm": "trtllm-guaranteed-no-evict", "vllm": "vllm", "sglang": "vllm"}
+BACKEND_FRAMEWORK = "trtllm"  # the framework profile of BACKEND_PROFILES["trtllm"] (sim/perf/profiles.py)
 # blank precision (TensorRT-LLM 1.0.0rc3 Llama-3.1-8B rows: no quant mode given) = 16-bit (assumption)
 AIC_DEFAULT_PRECISION = "bf16"
 # closed-loop window: one warm-up cycle then two measured cycles of a guessed request time
@@ -130,12 +136,31 @@ def closed_loop_point(model, gpu, tp, precision, profile, users, isl, osl, seed=
     return {"ttft_s": w["ttft_s"]["mean"], "tpot_s": w["tpot_s"]["mean"], "window_s": 2.0 * cycle}
 
 
+def intercept_fold(backend: str, gpu: str) -> dict | None:
+    """The framework overheads a TensorRT-LLM point of ``gpu`` is scored with: the ``trtllm`` profile
+    whose per-layer term was chosen without that GPU's points (``intercept_folds`` in
+    models/calibration/*.json, written by ``sovsim calibrate --throughput``); None for other backends
+    or a calibration without folds."""
+    if backend != "trtllm":
+        return None
+    prof = load_params(gpu).framework_profiles.get(BACKEND_FRAMEWORK, {})
+    return prof.get("intercept_folds", {}).get("gpu", {}).get(gpu)
+
+
 def aiconfigurator_rows(quick: bool) -> list[dict]:
+    """The TensorRT-LLM points pinned the per-layer term of the ``trtllm`` profile: each GPU's are
+    run under the fold fitted without them (:func:`intercept_fold`), so none is scored by a fit that
+    saw it."""
+    from sim.calibration.throughput_fit import framework_overheads
     out = []
     for r in aiconfigurator_points(quick).itertuples(index=False):
         profile = BACKEND_PROFILES[r.backend]
-        p = closed_loop_point(r.model, r.gpu, int(r.tp_size), r.sim_precision, profile, r.concurrency, int(r.isl),
-                              int(r.osl))
+        fold = intercept_fold(r.backend, r.gpu)
+        ctx = (framework_overheads(fold["iteration_overhead_s"], fold["per_seq_overhead_s"], fold["kernel_time_scale"],
+                                   fold["per_layer_overhead_s"]) if fold else contextlib.nullcontext())
+        with ctx:
+            p = closed_loop_point(r.model, r.gpu, int(r.tp_size), r.sim_precision, profile, r.concurrency,
+                                  int(r.isl), int(r.osl))
         ver = r.backend_version if isinstance(r.backend_version, str) else "?"
         conf = (f"{r.backend} {ver} ({profile}) {r.sim_precision} tp{int(r.tp_size)} {int(r.isl)}/{int(r.osl)} "
                 f"concurrency {r.concurrency} (closed loop)")

@@ -78,8 +78,10 @@ FITS = {
     "mlperf_interactive": "as mlperf_server (same prompt inference from the v4.1 OFFLINE rows); the v5.1 Interactive rows "
                           "were never fitted: held out",
     "nim_concurrency": "same trtllm profile (v0.17 offline rows); NIM rows never fitted: held out",
-    "aiconfigurator": "the trtllm profile (v0.17 offline rows) for TensorRT-LLM points, the vllm profile (Argonne / "
-                      "vLLM CI rows) for vLLM and SGLang points; the AIConfigurator points were never fitted: held out",
+    "aiconfigurator": "the trtllm profile for TensorRT-LLM points: its per-layer term is chosen on these points, so "
+                      "each GPU's points run under the profile chosen without them (leave-one-GPU-out; per-sequence "
+                      "term and scale from the v0.17 offline rows): held out; the vllm profile (Argonne / vLLM CI "
+                      "rows) for vLLM and SGLang points, never fitted: held out",
     "vllm_trace": "the vllm profile (Argonne / vLLM CI rows) and the MoE scale (AIConfigurator kernel rows); the "
                   "LLMServingSim runs and traces were never fitted: held out",
     "moe_kernel": "moe_kernel_time_scale fitted on AIConfigurator H100 rows: H100 rows in_sample, "

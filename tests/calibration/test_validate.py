@@ -1,5 +1,6 @@
 """``sovsim validate --quick``: structure, finite errors computed from engine predictions."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,7 +138,7 @@ def test_form_folds_prefer_the_form_the_rows_were_made_with():
     t = pd.concat(rows, ignore_index=True)
     t["model"] = np.where(t.layers == 32, "llama-3.1-8b", "llama-3.1-70b")
     f = throughput_fit.form_folds(t).set_index(["form", "left_out", "model"])
-    assert f.loc[("per-layer + per-sequence (committed)", "model", "(all)"), "mdape"] < 1e-3
+    assert f.loc[("per-layer + per-sequence, both fitted on the offline rows (before)", "model", "(all)"), "mdape"] < 1e-3
     assert f.loc[("per-iteration + per-sequence", "model", "(all)"), "mdape"] > 0.01
 
 
@@ -241,3 +242,69 @@ def test_rate_at_latency_finds_the_load_where_the_latency_is_reached():
     assert v.rate_at_latency(served, 70.0, target, ttft_p99_limit_s=0.2, steps=8) == pytest.approx(
         cap * (1 - a / 0.1), rel=0.01)
     assert v.rate_at_latency(served, 20.0, target) == pytest.approx(30.0)  # never reached: the bracket's end
+
+
+def _scan(true_c_us, grid_us=(0, 10, 20, 40), gpus=("h100-sxm", "h200", "b200"), seed=0):
+    """A synthetic intercept scan: each point's log TPOT error is linear in the candidate per-layer
+    term and zero at ``true_c_us`` (per GPU), plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in gpus:
+        for i in range(20):
+            slope = rng.uniform(0.002, 0.01)  # log error per us of per-layer term (points differ in batch)
+            noise = rng.normal(0, 0.01)
+            for c in grid_us:
+                rows.append({"per_layer_overhead_s": c * 1e-6, "per_seq_overhead_s": 2e-6, "kernel_time_scale": 0.85,
+                             "iteration_overhead_s": 0.0, "point": i, "model": "m", "gpu": g, "tp": 1 + i % 2,
+                             "concurrency": 4, "log_err": slope * (c - true_c_us[g]) + noise})
+    return pd.DataFrame(rows)
+
+
+def test_intercept_choice_picks_the_candidate_the_points_were_made_with_and_folds_leave_a_gpu_out():
+    s = _scan({"h100-sxm": 20, "h200": 20, "b200": 40})
+    assert throughput_fit.intercept_choice(s) == pytest.approx(20e-6)
+    # without H100 and H200 agreeing on 20 us, the B200 points alone ask for 40 us
+    assert throughput_fit.intercept_choice(s[s.gpu == "b200"]) == pytest.approx(40e-6)
+    # leave H100 out: H200 (20 us) and B200 (40 us) split, and the fold takes one of the two
+    assert round(throughput_fit.intercept_choice(s, exclude_gpu="h100-sxm") * 1e6) in (20, 40)
+    obj = throughput_fit.intercept_objective(s).to_numpy()  # candidates in grid order: 0, 10, 20, 40 us
+    assert obj.argmin() == 2 and obj[0] > obj[2] < obj[3]
+    tab = throughput_fit.intercept_table(s)
+    assert list(tab.per_layer_overhead_s) == sorted(tab.per_layer_overhead_s) and {"bias_tp1", "bias_tp2"} <= set(tab)
+    assert abs(tab.bias.iloc[2]) < abs(tab.bias.iloc[0]) and len(tab) == 4
+
+
+def test_intercept_scan_runs_the_serving_points_and_tpot_rises_with_the_per_layer_term():
+    t = pd.read_csv(Path(__file__).resolve().parents[2] / "results" / "calibration" / "throughput_trtllm_dense.csv") \
+        if (Path(__file__).resolve().parents[2] / "results").exists() else None
+    if t is None:
+        pytest.skip("results/ not shipped with an installed package")
+    pts = throughput_fit.intercept_points(quick=True)
+    s = throughput_fit.intercept_scan(t, grid_us=(0, 60), points=pts, log=lambda *a: None)
+    assert len(s) == 2 * len(pts) and np.isfinite(s.log_err).all()
+    w = s.pivot(index="point", columns="per_layer_overhead_s", values="pred_tpot_s")
+    assert (w[60 / 1e6] > w[0.0]).all()
+    # each candidate comes with its own offline refit of b and the scale
+    assert s.groupby("per_layer_overhead_s").kernel_time_scale.first().nunique() == 2
+
+
+def test_aiconfigurator_trtllm_points_run_under_the_fold_without_their_gpu(monkeypatch):
+    from sim.calibration import serving_points as sp
+    seen = []
+
+    def fake(model, gpu, tp, precision, profile, users, isl, osl, **kw):
+        prof = load_params(gpu).framework_profiles["trtllm"]
+        seen.append((gpu, profile, prof["per_layer_overhead_s"], prof["kernel_time_scale"]))
+        return {"ttft_s": 0.1, "tpot_s": 0.01, "window_s": 1.0}
+    monkeypatch.setattr(sp, "closed_loop_point", fake)
+    rows = sp.aiconfigurator_rows(quick=True)
+    assert rows and len(seen) == len(rows) // 2
+    committed = load_params("h100-sxm").framework_profiles["trtllm"]
+    for gpu, profile, c, sc in seen:
+        fold = sp.intercept_fold("trtllm", gpu) if profile.startswith("trtllm") else None
+        if fold is None:
+            assert (c, sc) == (committed["per_layer_overhead_s"], committed["kernel_time_scale"])
+        else:
+            assert (c, sc) == (fold["per_layer_overhead_s"], fold["kernel_time_scale"])
+    assert any(p.startswith("trtllm") for _, p, _, _ in seen)
+    assert load_params("h100-sxm").framework_profiles["trtllm"] == committed  # restored
