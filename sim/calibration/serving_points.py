@@ -2,7 +2,8 @@
 (docs/perf.md, "Validation"; data: ``models/measurements/PROVENANCE.md``).  One thing is fitted on
 them: the TensorRT-LLM ``aiconfigurator`` points pick the per-layer term of the ``trtllm`` framework
 profile (``sovsim calibrate --throughput``, :func:`sim.calibration.throughput_fit.intercept_scan`), so
-each GPU's points are scored under the profile chosen without them (:func:`intercept_fold`).
+each GPU's points are scored under the profile chosen without them
+(:func:`sim.calibration.overheads.intercept_fold`).
 Everything else they read is scored only.
 
 * ``aiconfigurator`` -- NVIDIA AIConfigurator's measured aggregated-serving points
@@ -32,7 +33,7 @@ import pandas as pd
 
 from sim.calibration import measurements
 from sim.perf import catalog
-from sim.perf.roofline import load_params
+from sim.calibration.overheads import framework_overheads, intercept_fold
 from sim.scenario import scenario_from_dict
 from sim.study.run import run
 
@@ -46,7 +47,6 @@ AIC_GPUS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200"}
 # SGLang has no profile of its own: vLLM's (chunked prefill, greedy admission) is the nearest
 # (assumption)
 BACKEND_PROFILES = {"trtllm": "trtllm-guaranteed-no-evict", "vllm": "vllm", "sglang": "vllm"}
-BACKEND_FRAMEWORK = "trtllm"  # the framework profile of BACKEND_PROFILES["trtllm"] (sim/perf/profiles.py)
 # blank precision (TensorRT-LLM 1.0.0rc3 Llama-3.1-8B rows: no quant mode given) = 16-bit (assumption)
 AIC_DEFAULT_PRECISION = "bf16"
 # closed-loop window: one warm-up cycle then two measured cycles of a guessed request time
@@ -136,28 +136,15 @@ def closed_loop_point(model, gpu, tp, precision, profile, users, isl, osl, seed=
     return {"ttft_s": w["ttft_s"]["mean"], "tpot_s": w["tpot_s"]["mean"], "window_s": 2.0 * cycle}
 
 
-def intercept_fold(backend: str, gpu: str) -> dict | None:
-    """The framework overheads a TensorRT-LLM point of ``gpu`` is scored with: the ``trtllm`` profile
-    whose per-layer term was chosen without that GPU's points (``intercept_folds`` in
-    models/calibration/*.json, written by ``sovsim calibrate --throughput``); None for other backends
-    or a calibration without folds."""
-    if backend != "trtllm":
-        return None
-    prof = load_params(gpu).framework_profiles.get(BACKEND_FRAMEWORK, {})
-    return prof.get("intercept_folds", {}).get("gpu", {}).get(gpu)
-
-
 def aiconfigurator_rows(quick: bool) -> list[dict]:
-    """The TensorRT-LLM points pinned the per-layer term of the ``trtllm`` profile: each GPU's are
-    run under the fold fitted without them (:func:`intercept_fold`), so none is scored by a fit that
-    saw it."""
-    from sim.calibration.throughput_fit import framework_overheads
+    """The TensorRT-LLM points pin the per-layer term of the ``trtllm`` profile, so each GPU's are run
+    under the fold chosen without them (:func:`sim.calibration.overheads.intercept_fold`): none is
+    scored by a fit that saw it."""
     out = []
     for r in aiconfigurator_points(quick).itertuples(index=False):
         profile = BACKEND_PROFILES[r.backend]
-        fold = intercept_fold(r.backend, r.gpu)
-        ctx = (framework_overheads(fold["iteration_overhead_s"], fold["per_seq_overhead_s"], fold["kernel_time_scale"],
-                                   fold["per_layer_overhead_s"]) if fold else contextlib.nullcontext())
+        fold = intercept_fold(r.gpu) if r.backend == "trtllm" else None
+        ctx = framework_overheads(*fold) if fold else contextlib.nullcontext()
         with ctx:
             p = closed_loop_point(r.model, r.gpu, int(r.tp_size), r.sim_precision, profile, r.concurrency,
                                   int(r.isl), int(r.osl))

@@ -31,14 +31,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sim.perf import catalog
-from sim.calibration import measurements
+from sim.calibration import measurements, serving_points
+from sim.calibration.overheads import OLD_PROFILE, PROFILE, framework_overheads  # noqa: F401 (re-exported)
 from sim.calibration.wholebatch import CUSTOM_ALLREDUCE
 from sim.calibration.outputs import refit_models_dir
 from sim.core import progress as progress_mod
@@ -69,8 +69,6 @@ DA_S, DB_S = 1e-3, 1e-5  # finite steps of the affine decomposition (exact: T is
 BOUNDS = ([0.0, 0.0], [0.02, 1e-4])  # a in [0, 20 ms], b in [0, 100 us]: assumption (physical range)
 LAYER_BOUNDS = (0.0, 5e-4)  # c in [0, 500 us] per layer per iteration: assumption (physical range)
 SCALE_BOUNDS = (0.5, 1.5)  # kernel-time scale vs the fitted operator kernels: assumption
-PROFILE = "trtllm"
-OLD_PROFILE = "trtllm-v0.9"
 # The per-layer term is an intercept: at the batches of an offline table it trades off against the
 # kernel-time scale (every c in 0-94 us fits the v0.17 rows within a point of median APE), so it is
 # identified where it dominates, on measured low- and mid-batch serving points of the same software:
@@ -96,43 +94,6 @@ def cases(versions=tuple(VERSIONS)) -> pd.DataFrame:
             "layers": d.model.map(MODELS).map(lambda m: catalog.llm(m).layers).astype(int),
             "measured_tok_s": d.output_throughput_tok_s.astype(float)}))
     return pd.concat(frames, ignore_index=True)
-
-
-@contextmanager
-def framework_overheads(a_s: float, b_s: float, scale: float = 1.0, c_s: float = 0.0):
-    """Temporarily set the per-iteration / per-sequence / per-layer (``c_s``) overheads and the kernel-time scale of
-    every loaded GPU's calibration (the engine builds its step model from
-    :func:`sim.perf.roofline.load_params`), and of its ``trtllm`` framework profile, which the
-    ``trtllm-*`` engine profiles read instead (``validate.overhead_grid`` on ``aiconfigurator``).
-    The per-release profiles (``trtllm-v0.14`` ...) take the three CPU overheads, and their own
-    kernel-time scale is multiplied by ``scale`` / the default's (``validate.overhead_grid`` on
-    ``online``: unchanged at the default's scale)."""
-    saved = []
-    for gid in catalog.gpus():
-        try:
-            p = load_params(gid)
-        except UserError:
-            continue
-        profs = {name: dict(prof) for name, prof in p.framework_profiles.items()
-                 if name == PROFILE or (name.startswith(PROFILE + "-v") and name != OLD_PROFILE)}
-        saved.append((p, p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale,
-                      p.per_layer_overhead_s, profs))
-        ratio = scale / p.kernel_time_scale
-        p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a_s, b_s, scale
-        p.per_layer_overhead_s = c_s
-        for name, prof0 in profs.items():
-            p.framework_profiles[name].update(
-                iteration_overhead_s=a_s, per_seq_overhead_s=b_s, per_layer_overhead_s=c_s,
-                kernel_time_scale=scale if name == PROFILE else prof0.get("kernel_time_scale", 1.0) * ratio)
-    try:
-        yield
-    finally:
-        for p, a0, b0, s0, c0, profs in saved:
-            p.iteration_overhead_s, p.per_seq_overhead_s, p.kernel_time_scale = a0, b0, s0
-            p.per_layer_overhead_s = c0
-            for name, prof0 in profs.items():
-                p.framework_profiles[name].clear()
-                p.framework_profiles[name].update(prof0)
 
 
 def makespan(r) -> tuple[float, float]:
@@ -221,7 +182,6 @@ def fit(terms: pd.DataFrame, with_scale: bool = True,
 # ------------------------------------------------------------------ the intercept (per-layer term)
 def intercept_points(quick: bool = False) -> pd.DataFrame:
     """The measured TensorRT-LLM serving points the per-layer term is identified on."""
-    from sim.calibration import serving_points
     d = serving_points.aiconfigurator_points(quick)
     return d[d.backend == INTERCEPT_BACKEND].reset_index(drop=True)
 
@@ -233,7 +193,6 @@ def intercept_scan(terms: pd.DataFrame, fit_version: str = FIT_VERSION, grid_us=
     under ``(0, b, scale, c)`` (closed loop at the measured concurrency, as ``sovsim validate`` runs the
     ``aiconfigurator`` family).  One row per (candidate, point): ``log_err`` = log(simulated TPOT /
     measured TPOT)."""
-    from sim.calibration import serving_points
     t = terms[np.isfinite(terms.t0_s)]
     pts = intercept_points() if points is None else points
     rows = []
@@ -484,7 +443,7 @@ def run_fit(fit_version: str = FIT_VERSION, write: bool = True, results_dir: Pat
                          f"{100 * held.err.abs().median():.1f}%); written by sovsim calibrate --throughput",
             # the profile with each GPU's serving points left out of the intercept: `sovsim validate`
             # scores those points (family aiconfigurator) with it
-            "intercept_folds": {"gpu": intercept_folds(terms, scan, fit_version)}}
+            "intercept_folds": {"gpu": intercept_folds(terms, scan, fit_version), "committed": _params(a, b, sc, c)}}
     if write:
         for gid in ("a100-sxm-80gb", "h100-sxm"):
             path = dest / f"{gid}.json"

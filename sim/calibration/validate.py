@@ -64,20 +64,22 @@ FAMILIES = ("offline", "offline_unversioned", "online", "mlperf_server", "mlperf
             "vllm_trace", "moe_kernel", "large_moe_ep")
 FITS = {
     "offline": "operator efficiencies (vidur kernels, vLLM PR #24700 MoE); each row under its release's profile "
-               "(trtllm-v0.14 / -v0.17 / -v1.0: ms/iteration and us/seq fitted on v0.17, one kernel_time_scale per "
-               "release) as fitted with the row's GPU left out of every release (leave-one-GPU-out): held out",
-    "offline_unversioned": "the default trtllm profile (ms/iteration, us/seq, kernel_time_scale fitted on "
-                           "perf-overview v0.17 dense offline rows) on every release: v0.17 rows in_sample, v0.14 "
-                           "and v1.0 held out",
-    "online": "the trtllm-v0.14 profile (the release that served them; fitted on v0.14 / v0.17 offline rows); the "
-              "v0.14 online rows were never fitted: held out",
+               "(trtllm-v0.14 / -v0.17 / -v1.0: us/seq fitted on v0.17, us/layer chosen on the AIConfigurator TensorRT-LLM "
+               "serving points, one kernel_time_scale per release) as fitted with the row's GPU left out of every "
+               "release (leave-one-GPU-out): held out",
+    "offline_unversioned": "the default trtllm profile (us/seq and kernel_time_scale fitted on perf-overview "
+                           "v0.17 dense offline rows, us/layer on the AIConfigurator TensorRT-LLM points) on every "
+                           "release: v0.17 rows in_sample, v0.14 and v1.0 held out",
+    "online": "the trtllm-v0.14 profile (the release that served them; fitted on v0.14 / v0.17 offline rows and, for "
+              "us/layer, the AIConfigurator TensorRT-LLM points); the v0.14 online rows were never fitted: held out",
     "mlperf_server": "each row under the release profile of its software (TensorRT version -> trtllm-v0.14 / -v0.17 / "
-                     "-v1.0, fitted on perf-overview offline rows); the prompt length (one number, not in the data) is "
+                     "-v1.0, fitted on perf-overview offline rows and the AIConfigurator TensorRT-LLM points); the prompt length (one number, not in the data) is "
                      "inferred from NVIDIA's v4.1 OFFLINE rows of the same nodes (Offline harness config, steady state), "
                      "which are not scored; the Server rows were never fitted: held out",
     "mlperf_interactive": "as mlperf_server (same prompt inference from the v4.1 OFFLINE rows); the v5.1 Interactive rows "
                           "were never fitted: held out",
-    "nim_concurrency": "same trtllm profile (v0.17 offline rows); NIM rows never fitted: held out",
+    "nim_concurrency": "same trtllm profile (v0.17 offline rows; us/layer from the AIConfigurator TensorRT-LLM "
+                       "points); NIM rows never fitted: held out",
     "aiconfigurator": "the trtllm profile for TensorRT-LLM points: its per-layer term is chosen on these points, so "
                       "each GPU's points run under the profile chosen without them (leave-one-GPU-out; per-sequence "
                       "term and scale from the v0.17 offline rows): held out; the vllm profile (Argonne / vLLM CI "

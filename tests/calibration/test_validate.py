@@ -290,6 +290,7 @@ def test_intercept_scan_runs_the_serving_points_and_tpot_rises_with_the_per_laye
 
 def test_aiconfigurator_trtllm_points_run_under_the_fold_without_their_gpu(monkeypatch):
     from sim.calibration import serving_points as sp
+    from sim.calibration.overheads import intercept_fold
     seen = []
 
     def fake(model, gpu, tp, precision, profile, users, isl, osl, **kw):
@@ -299,12 +300,26 @@ def test_aiconfigurator_trtllm_points_run_under_the_fold_without_their_gpu(monke
     monkeypatch.setattr(sp, "closed_loop_point", fake)
     rows = sp.aiconfigurator_rows(quick=True)
     assert rows and len(seen) == len(rows) // 2
-    committed = load_params("h100-sxm").framework_profiles["trtllm"]
-    for gpu, profile, c, sc in seen:
-        fold = sp.intercept_fold("trtllm", gpu) if profile.startswith("trtllm") else None
-        if fold is None:
-            assert (c, sc) == (committed["per_layer_overhead_s"], committed["kernel_time_scale"])
-        else:
-            assert (c, sc) == (fold["per_layer_overhead_s"], fold["kernel_time_scale"])
-    assert any(p.startswith("trtllm") for _, p, _, _ in seen)
+    committed = dict(load_params("h100-sxm").framework_profiles["trtllm"])
+    trt = [(g, c, sc) for g, p, c, sc in seen if p.startswith("trtllm")]
+    assert trt and len(trt) < len(seen)  # vLLM / SGLang points too, on their own profile
+    for gpu, c, sc in trt:
+        a_f, b_f, sc_f, c_f = intercept_fold(gpu)
+        assert (c, sc) == (c_f, sc_f)
+    folds = committed["intercept_folds"]["gpu"]
+    assert {g for g, _, _ in trt} <= set(folds) and len(folds) == 3
     assert load_params("h100-sxm").framework_profiles["trtllm"] == committed  # restored
+
+
+def test_intercept_fold_is_the_stored_fold_and_carries_a_change_of_the_profile_in_force(monkeypatch):
+    from sim.calibration.overheads import intercept_fold
+    prof = load_params("h200").framework_profiles["trtllm"]
+    fold, base = prof["intercept_folds"]["gpu"]["h200"], prof["intercept_folds"]["committed"]
+    keys = ("iteration_overhead_s", "per_seq_overhead_s", "kernel_time_scale", "per_layer_overhead_s")
+    assert all(prof[k] == base[k] for k in keys)  # the committed profile is the one in the file
+    assert intercept_fold("h200") == tuple(fold[k] for k in keys)
+    monkeypatch.setitem(prof, "kernel_time_scale", 2.0 * prof["kernel_time_scale"])
+    monkeypatch.setitem(prof, "per_layer_overhead_s", prof["per_layer_overhead_s"] + 7e-6)
+    a, b, sc, c = intercept_fold("h200")
+    assert sc == pytest.approx(2.0 * fold["kernel_time_scale"]) and c == pytest.approx(fold["per_layer_overhead_s"] + 7e-6)
+    assert b == pytest.approx(fold["per_seq_overhead_s"]) and a == pytest.approx(fold["iteration_overhead_s"])
