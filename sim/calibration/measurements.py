@@ -69,8 +69,13 @@ def _aiconfigurator_deepseek(d: pd.DataFrame) -> pd.DataFrame:
     return d.dropna(axis=1, how="all")
 
 
-def _dense_mlperf(d: pd.DataFrame) -> pd.DataFrame:
-    return d[d.model.str.startswith(("llama2-70b", "llama3.1-8b", "llama3.1-405b"))]
+# MLPerf models kept: the dense ones, and Mixtral-8x7B, whose end-to-end rows are not in the shared
+# data (kept aside to score the engine) but whose NVIDIA harness configs are
+MLPERF_MODELS_KEPT = ("llama2-70b", "llama3.1-8b", "llama3.1-405b", "mixtral-8x7b")
+
+
+def _mlperf_kept(d: pd.DataFrame) -> pd.DataFrame:
+    return d[d.model.str.startswith(MLPERF_MODELS_KEPT)]
 
 
 # file here -> (file under the shared public/ folder, row filter); the only MoE end-to-end rows copied are
@@ -78,12 +83,12 @@ def _dense_mlperf(d: pd.DataFrame) -> pd.DataFrame:
 FILTERED_PUBLIC = {
     "aiconfigurator_moe_kernel_vllm_mixtral.csv": ("more/aiconfigurator_moe_kernel_vllm_mixtral_shapes.csv",
                                                    _aiconfigurator_moe),
-    "mlperf_inference_v4.1_llm_results.csv": ("mlperf_inference_v4.1_llm_results.csv", _dense_mlperf),
-    "mlperf_inference_v5.1_llm_results.csv": ("mlperf_inference_v5.1_llm_results.csv", _dense_mlperf),
+    "mlperf_inference_v4.1_llm_results.csv": ("mlperf_inference_v4.1_llm_results.csv", _mlperf_kept),
+    "mlperf_inference_v5.1_llm_results.csv": ("mlperf_inference_v5.1_llm_results.csv", _mlperf_kept),
     "aiconfigurator_silicon_serving_llama.csv": ("more/aiconfigurator_silicon_sample.csv", _aiconfigurator_serving),
     "aiconfigurator_silicon_serving_deepseek.csv": ("more/aiconfigurator_silicon_sample.csv", _aiconfigurator_deepseek),
     "mlperf_inference_harness_configs.csv": ("mlperf_inference_harness_configs.csv",
-                                             lambda d: d[d.model == "llama2-70b"]),
+                                             lambda d: d[d.model.isin(["llama2-70b", "mixtral-8x7b"])]),
 }
 
 # byte-for-byte copies from the shared public/more/ folder (LLMServingSim artifact: the real vLLM

@@ -55,6 +55,7 @@ import pandas as pd
 from sim.calibration import measurements, moe_fit, serving_points, throughput_fit
 from sim.core import progress as progress_mod
 from sim.core.errors import UserError
+from sim.perf import catalog
 from sim.perf.roofline import load_params
 from sim.scenario import scenario_from_dict
 from sim.study.run import run
@@ -75,7 +76,9 @@ FITS = {
     "mlperf_server": "each row under the release profile of its software (TensorRT version -> trtllm-v0.14 / -v0.17 / "
                      "-v1.0, fitted on perf-overview offline rows and the AIConfigurator TensorRT-LLM points); the prompt length (one number, not in the data) is "
                      "inferred from NVIDIA's v4.1 OFFLINE rows of the same nodes (Offline harness config, steady state), "
-                     "which are not scored; the Server rows were never fitted: held out",
+                     "which are not scored; the Server rows were never fitted: held out. Every model of MLPERF_MODELS in "
+                     "the results files is scored (Llama-2-70B; Mixtral-8x7B when its rows are added: NVIDIA's "
+                     "Mixtral harness config, its own prompt from its own Offline rows)",
     "mlperf_interactive": "as mlperf_server (same prompt inference from the v4.1 OFFLINE rows); the v5.1 Interactive rows "
                           "were never fitted: held out",
     "nim_concurrency": "same trtllm profile (v0.17 offline rows; us/layer from the AIConfigurator TensorRT-LLM "
@@ -106,9 +109,16 @@ ONLINE_MODELS = {"LLaMA 3.1 8B": "llama-3.1-8b", "LLaMA 3.1 70B": "llama-3.1-70b
 # inferred from the NVIDIA v4.1 OFFLINE rows of the same nodes (a family that is not scored) so
 # the engine's offline throughput matches them; outputs: the measured mean tokens per sample
 MLPERF_PROMPT_BOUNDS = (50, 1024)  # the reference caps prompts at 1024 tokens
-MLPERF_SYSTEMS = {  # accelerator substring, per-node count -> (catalog gpu, NVIDIA v4.1 harness class)
+MLPERF_SYSTEMS = {  # catalog gpu -> (accelerator substring, NVIDIA v4.1 llama2-70b harness class of the 8-GPU node)
     "h100-sxm": ("H100-SXM-80GB", "H100_SXM_80GB_TP2x4"),
     "h200": ("H200-SXM-141GB", "H200_SXM_141GBx8"),
+}
+# MLPerf model -> (catalog card, harness-config model, {catalog gpu: NVIDIA v4.1 harness class of the
+# 8-GPU node}).  Mixtral-8x7B: its end-to-end rows are not in the data (kept aside to score the engine);
+# with them in the results files, its Server / Interactive rows are scored like Llama-2-70B's
+MLPERF_MODELS = {
+    "llama2-70b-99": ("llama-2-70b", "llama2-70b", {g: cls for g, (_, cls) in MLPERF_SYSTEMS.items()}),
+    "mixtral-8x7b": ("mixtral-8x7b", "mixtral-8x7b", {"h100-sxm": "H100_SXM_80GBx8", "h200": "H200_SXM_141GBx8"}),
 }
 # TensorRT version of an MLPerf submission -> the perf-overview release whose profile runs it:
 # TensorRT-LLM v0.14 ships TensorRT 10.6, v0.17 TensorRT 10.8, v1.0 TensorRT 10.11 (release notes).
@@ -231,11 +241,12 @@ def online_rows(quick: bool) -> list[dict]:
 
 
 # ------------------------------------------------------------------ MLPerf Server
-def _harness(cls: str, scenario: str = "Server") -> dict:
-    """NVIDIA's v4.1 llama2-70b harness config of one node class in one scenario (``Server`` or
-    ``Offline``: the two differ, e.g. 8x H100 runs batch 1024 in Server and 896 in Offline)."""
+def _harness(cls: str, scenario: str = "Server", model: str = "llama2-70b") -> dict:
+    """NVIDIA's v4.1 harness config of one node class in one scenario (``Server`` or ``Offline``: the
+    two differ, e.g. 8x H100 runs llama2-70b at batch 1024 in Server and 896 in Offline) for one
+    harness-config ``model`` (``llama2-70b``, ``mixtral-8x7b``)."""
     h = measurements.read("public/mlperf_inference_harness_configs.csv")
-    h = h[(h.model == "llama2-70b") & (h.scenario == scenario)].set_index("class_name")
+    h = h[(h.model == model) & (h.scenario == scenario)].set_index("class_name")
     out, c = {}, cls
     while c in h.index:  # resolve inheritance: a blank cell is inherited from the parent class
         r = h.loc[c]
@@ -266,35 +277,40 @@ def _params_key() -> str:
     return json.dumps([load_params(g).to_json() for g in MLPERF_SYSTEMS], sort_keys=True, default=str)
 
 
-def mlperf_offline_prompt_tokens(log=None) -> tuple[int, list[dict]]:
-    """:func:`infer_mlperf_prompt_tokens`, memoised on the calibration in force (the Server and the
-    Interactive rows share it)."""
-    key = _params_key()
+def mlperf_offline_prompt_tokens(log=None, model: str = "llama2-70b-99") -> tuple[int, list[dict]]:
+    """:func:`infer_mlperf_prompt_tokens`, memoised on the calibration in force and the model (the
+    Server and the Interactive rows share it)."""
+    key = model + _params_key()
     if key not in _PROMPT_MEMO:
-        _PROMPT_MEMO[key] = infer_mlperf_prompt_tokens()
+        _PROMPT_MEMO[key] = infer_mlperf_prompt_tokens(model)
     p, cases = _PROMPT_MEMO[key]
     return p, [dict(c) for c in cases]
 
 
-def infer_mlperf_prompt_tokens() -> tuple[int, list[dict]]:
-    """The prompt length (tokens) at which the engine's offline throughput matches NVIDIA's v4.1
-    Offline llama2-70b rows on the 8x H100 / 8x H200 nodes (mean log error zero; bisection:
-    throughput falls monotonically with the prompt length).  Each node as its Offline harness
-    config runs it (TP, Offline batch size), :data:`MLPERF_OFFLINE_REQUESTS` requests so the
-    batch is in steady state, under the release profile of the rows' software."""
+def infer_mlperf_prompt_tokens(model: str = "llama2-70b-99") -> tuple[int, list[dict]]:
+    """The prompt length (tokens) of one MLPerf model's dataset (:data:`MLPERF_MODELS`) at which the
+    engine's offline throughput matches NVIDIA's v4.1 Offline rows of that model on the 8x H100 /
+    8x H200 nodes (mean log error zero; bisection: throughput falls monotonically with the prompt
+    length).  Each node as its Offline harness config runs it (TP, Offline batch size),
+    :data:`MLPERF_OFFLINE_REQUESTS` requests so the batch is in steady state, under the release
+    profile of the rows' software.  A model without such rows: a one-line error naming it."""
+    card, hmodel, classes = MLPERF_MODELS[model]
     d = measurements.read("public/mlperf_inference_v4.1_llm_results.csv")
-    d = d[(d.scenario == "Offline") & (d.submitter == "NVIDIA") & (d.model == "llama2-70b-99")]
+    d = d[(d.scenario == "Offline") & (d.submitter == "NVIDIA") & (d.model == model)]
     cases = []
-    for gpu, (acc, cls) in MLPERF_SYSTEMS.items():
+    for gpu, (acc, _) in MLPERF_SYSTEMS.items():
         r = d[d.system_id.str.endswith(acc + "x8_TRT")]
-        if len(r):
-            cfg = _harness(cls, "Offline")
+        if len(r) and gpu in classes:
+            cfg = _harness(classes[gpu], "Offline", hmodel)
             cases.append((gpu, int(cfg.get("tensor_parallelism", 1)), cfg.get("batch") or 1024,
                           float(r.tokens_per_s.iloc[0]), int(round(r.tokens_per_sample_derived.iloc[0])),
                           mlperf_release(r.framework.iloc[0])))
+    if not cases:
+        raise UserError(f"MLPerf {model}: no NVIDIA v4.1 Offline row on an 8x H100 / H200 node to infer the "
+                        f"prompt length from; needed: one in public/mlperf_inference_v4.1_llm_results.csv")
 
     def mean_log_err(p):
-        return float(np.mean([math.log(throughput("llama-2-70b", g, 8, tp, p, o, "fp8", requests=MLPERF_OFFLINE_REQUESTS,
+        return float(np.mean([math.log(throughput(card, g, 8, tp, p, o, "fp8", requests=MLPERF_OFFLINE_REQUESTS,
                                                   max_num_seqs=b, framework=fw)["output_tokens_per_s"] / m)
                               for g, tp, b, m, o, fw in cases]))
     lo, hi = MLPERF_PROMPT_BOUNDS
@@ -309,23 +325,35 @@ def infer_mlperf_prompt_tokens() -> tuple[int, list[dict]]:
 def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
     """MLPerf ``scenario`` rows (Server, or Interactive: the v5.1 Server variant with tighter
     latency limits, whose harness config is not in the data: the node's v4.1 Server config is
-    used, assumption)."""
-    prompt, _ = mlperf_offline_prompt_tokens()
+    used, assumption) of every model in :data:`MLPERF_MODELS` the results files hold."""
     family = "mlperf_server" if scenario == "Server" else "mlperf_interactive"
     frames = [measurements.read(f"public/mlperf_inference_{v}_llm_results.csv") for v in ("v4.1", "v5.1")]
     d = pd.concat(frames, ignore_index=True)
-    d = d[(d.scenario == scenario) & (d.model == "llama2-70b-99") & (d.number_of_nodes == 1)
+    d = d[(d.scenario == scenario) & d.model.isin(list(MLPERF_MODELS)) & (d.number_of_nodes == 1)
           & (d.accelerators_per_node == 8) & d.framework.str.contains("TensorRT", na=False)
           & d.ttft_mean_ns.notna()]
+    out = []
+    for model in MLPERF_MODELS:
+        if (d.model == model).any():
+            out += _mlperf_model_rows(d[d.model == model], model, family, quick)
+    return out
+
+
+def _mlperf_model_rows(d: pd.DataFrame, model: str, family: str, quick: bool) -> list[dict]:
+    card, hmodel, classes = MLPERF_MODELS[model]
+    moe = catalog.llm(card).experts > 1
+    prompt, _ = mlperf_offline_prompt_tokens(model=model)
     sim_s, warm_s = (90.0, 30.0) if quick else (MLPERF_SIM_S, MLPERF_WARMUP_S)
     out = []
-    for gpu, (acc, cls) in MLPERF_SYSTEMS.items():
+    for gpu, (acc, _) in MLPERF_SYSTEMS.items():
+        if gpu not in classes:
+            continue
         g = d[d.accelerator.str.replace(" ", "-").str.contains(acc, case=False, na=False)
               | d.system_id.str.contains(acc.replace("-", "_"), case=False, na=False)]
         g = g[~g.system_id.str.contains("NVL|CTS|MaxQ", case=False)]
         if quick:
             g = (g[g.submitter == "NVIDIA"] if (g.submitter == "NVIDIA").any() else g).head(1)
-        cfg = _harness(cls)
+        cfg = _harness(classes[gpu], "Server", hmodel)
         tp, batch = int(cfg.get("tensor_parallelism", 1)), cfg.get("batch") or 1024
         for i, r in enumerate(g.itertuples(index=False)):
             rate = float(r.samples_per_s)
@@ -334,7 +362,7 @@ def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
 
             def served(x, gpu=gpu, tp=tp, batch=batch, out_tok=out_tok, fw=fw, i=i):
                 """The node at ``x`` requests/s: its workload summary."""
-                sc = _scenario("llama-2-70b", gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": x},
+                sc = _scenario(card, gpu, tp, 8 // tp, "fp8", {"kind": "poisson", "rate_per_s": x},
                                sim_s, batch, warmup_s=warm_s, prompt=prompt, output=out_tok, framework=fw)
                 return _wsum(run(sc, seed=SEED + i, figures=False).summary)
             w = served(rate)
@@ -345,13 +373,13 @@ def mlperf_rows(quick: bool, scenario: str = "Server") -> list[dict]:
                                         ("tpot_mean_s", "tpot_mean_ns", "tpot_s", "mean"),
                                         ("tpot_p99_s", "tpot_p99_ns", "tpot_s", "p99")):
                 if pd.notna(getattr(r, col)):
-                    out.append(_row(family, "llama-2-70b", gpu, conf, metric, getattr(r, col) * 1e-9,
-                                    w[key][q] if w[key][q] is not None else math.nan))
+                    out.append(_row(family, card, gpu, conf, metric, getattr(r, col) * 1e-9,
+                                    w[key][q] if w[key][q] is not None else math.nan, moe=moe))
             if pd.notna(r.tpot_mean_ns):
                 ttft_limit = r.constraint_ttft_ns * 1e-9 if pd.notna(r.constraint_ttft_ns) else math.inf
-                out.append(_row(family, "llama-2-70b", gpu, conf, "rate_at_measured_tpot_per_s", rate,
+                out.append(_row(family, card, gpu, conf, "rate_at_measured_tpot_per_s", rate,
                                 rate_at_latency(served, rate, r.tpot_mean_ns * 1e-9, ttft_limit, at_rate=w,
-                                                steps=3 if quick else MLPERF_RATE_STEPS)))
+                                                steps=3 if quick else MLPERF_RATE_STEPS), moe=moe))
     return out
 
 
