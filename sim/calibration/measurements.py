@@ -87,8 +87,7 @@ FILTERED_PUBLIC = {
     "mlperf_inference_v5.1_llm_results.csv": ("mlperf_inference_v5.1_llm_results.csv", _mlperf_kept),
     "aiconfigurator_silicon_serving_llama.csv": ("more/aiconfigurator_silicon_sample.csv", _aiconfigurator_serving),
     "aiconfigurator_silicon_serving_deepseek.csv": ("more/aiconfigurator_silicon_sample.csv", _aiconfigurator_deepseek),
-    "mlperf_inference_harness_configs.csv": ("mlperf_inference_harness_configs.csv",
-                                             lambda d: d[d.model.isin(["llama2-70b", "mixtral-8x7b"])]),
+    "mlperf_inference_harness_configs.csv": ("mlperf_inference_harness_configs.csv", _mlperf_kept),
 }
 
 # byte-for-byte copies from the shared public/more/ folder (LLMServingSim artifact: the real vLLM

@@ -109,15 +109,12 @@ ONLINE_MODELS = {"LLaMA 3.1 8B": "llama-3.1-8b", "LLaMA 3.1 70B": "llama-3.1-70b
 # inferred from the NVIDIA v4.1 OFFLINE rows of the same nodes (a family that is not scored) so
 # the engine's offline throughput matches them; outputs: the measured mean tokens per sample
 MLPERF_PROMPT_BOUNDS = (50, 1024)  # the reference caps prompts at 1024 tokens
-MLPERF_SYSTEMS = {  # catalog gpu -> (accelerator substring, NVIDIA v4.1 llama2-70b harness class of the 8-GPU node)
-    "h100-sxm": ("H100-SXM-80GB", "H100_SXM_80GB_TP2x4"),
-    "h200": ("H200-SXM-141GB", "H200_SXM_141GBx8"),
-}
+MLPERF_SYSTEMS = {"h100-sxm": "H100-SXM-80GB", "h200": "H200-SXM-141GB"}  # catalog gpu -> accelerator substring
 # MLPerf model -> (catalog card, harness-config model, {catalog gpu: NVIDIA v4.1 harness class of the
 # 8-GPU node}).  Mixtral-8x7B: its end-to-end rows are not in the data (kept aside to score the engine);
 # with them in the results files, its Server / Interactive rows are scored like Llama-2-70B's
 MLPERF_MODELS = {
-    "llama2-70b-99": ("llama-2-70b", "llama2-70b", {g: cls for g, (_, cls) in MLPERF_SYSTEMS.items()}),
+    "llama2-70b-99": ("llama-2-70b", "llama2-70b", {"h100-sxm": "H100_SXM_80GB_TP2x4", "h200": "H200_SXM_141GBx8"}),
     "mixtral-8x7b": ("mixtral-8x7b", "mixtral-8x7b", {"h100-sxm": "H100_SXM_80GBx8", "h200": "H200_SXM_141GBx8"}),
 }
 # TensorRT version of an MLPerf submission -> the perf-overview release whose profile runs it:
@@ -298,7 +295,7 @@ def infer_mlperf_prompt_tokens(model: str = "llama2-70b-99") -> tuple[int, list[
     d = measurements.read("public/mlperf_inference_v4.1_llm_results.csv")
     d = d[(d.scenario == "Offline") & (d.submitter == "NVIDIA") & (d.model == model)]
     cases = []
-    for gpu, (acc, _) in MLPERF_SYSTEMS.items():
+    for gpu, acc in MLPERF_SYSTEMS.items():
         r = d[d.system_id.str.endswith(acc + "x8_TRT")]
         if len(r) and gpu in classes:
             cfg = _harness(classes[gpu], "Offline", hmodel)
@@ -345,7 +342,7 @@ def _mlperf_model_rows(d: pd.DataFrame, model: str, family: str, quick: bool) ->
     prompt, _ = mlperf_offline_prompt_tokens(model=model)
     sim_s, warm_s = (90.0, 30.0) if quick else (MLPERF_SIM_S, MLPERF_WARMUP_S)
     out = []
-    for gpu, (acc, _) in MLPERF_SYSTEMS.items():
+    for gpu, acc in MLPERF_SYSTEMS.items():
         if gpu not in classes:
             continue
         g = d[d.accelerator.str.replace(" ", "-").str.contains(acc, case=False, na=False)
@@ -412,13 +409,13 @@ def mlperf_load_sweep(gpu: str = "h100-sxm", rates=(74.42, 80.0, 84.0, 88.0, 92.
                       output_tokens: int = 290, sim_s: float = MLPERF_SIM_S, warmup_s: float = MLPERF_WARMUP_S,
                       framework: str = "TensorRT 10.2") -> pd.DataFrame:
     """Diagnosis of the MLPerf Server gap (results/validation/latency_under_load.md): the 8-GPU
-    node of :data:`MLPERF_SYSTEMS` configured as in :func:`mlperf_rows`, Poisson at each rate;
+    Llama-2-70B node of :data:`MLPERF_MODELS` configured as in :func:`mlperf_rows`, Poisson at each rate;
     per rate the simulated TTFT/TPOT, output tokens/s and the running batch per replica by
     Little's law (tokens/s per replica x mean TPOT).  ``framework``: the submission's software
     (NVIDIA's v4.1 rows: TensorRT 10.2), which picks the release profile (:func:`mlperf_release`)."""
     if prompt is None:
         prompt, _ = mlperf_offline_prompt_tokens()
-    cfg = _harness(MLPERF_SYSTEMS[gpu][1])
+    cfg = _harness(MLPERF_MODELS["llama2-70b-99"][2][gpu])
     tp, batch = int(cfg.get("tensor_parallelism", 1)), cfg.get("batch") or 1024
     out = []
     for rate in rates:
@@ -621,12 +618,13 @@ def write_outputs(out: dict, results_dir: Path, log=print) -> None:
            "|---|---|---|---|---|---|"]
     md += [f"| {r.scope} | {r.family} | {r['class']} | {r.n} | {100 * r.mdape:.1f}% | {100 * r.bias:+.1f}% |"
            for _, r in cls.iterrows()]
+    llama_classes = MLPERF_MODELS["llama2-70b-99"][2]
     md += ["\n## Configuration and assumptions\n",
            f"- offline: trtllm-bench settings (max_num_seqs {MAX_NUM_SEQS}, max_batched_tokens {MAX_BATCHED_TOKENS}, "
            f"gpu_memory_utilization {GPU_MEMORY_UTILIZATION}; assumption), {throughput_fit.REQUESTS_CAP} requests per row.",
            "- online: 500 requests, Poisson arrivals at the offered QPS (seeded), same engine settings (assumption: "
            "the Triton engine's limits are not published); ITL compared with the simulated mean TPOT.",
-           f"- mlperf_server: NVIDIA v4.1 harness config per node ({', '.join(f'{g}: {c}' for g, (_, c) in MLPERF_SYSTEMS.items())}; "
+           f"- mlperf_server: NVIDIA v4.1 harness config per node ({', '.join(f'{g}: {c}' for g, c in llama_classes.items())}; "
            "TP and batch size from the Server config, FP8), used for every submitter's 8-GPU TensorRT node and for v5.1 rows "
            "(assumption); each row under the release profile of its TensorRT version "
            f"({', '.join(f'<= TensorRT {a}.{b}: {r}' for (a, b), r in MLPERF_RELEASES[:-1])}, newer: {MLPERF_RELEASES[-1][1]}); "
