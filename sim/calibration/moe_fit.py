@@ -13,11 +13,15 @@ kernel, so the MoE layer gets its own scale, fitted on MoE kernel measurements:
 * held out: the same tables on **H200** and **A100** (never fitted) and leave-one-dtype-out /
   leave-one-shape-out on H100.
 
-The scale multiplies the MoE operator model fitted by ``sovsim calibrate`` on vLLM PR #24700
-(H100, Mixtral 8x7B, TP2, bf16): the same formula as :meth:`sim.perf.roofline.PerfModel` uses
-for a MoE layer (coverage-weighted expert weights, 16-bit activations, router overheads).
+The scale acts on the MoE operator model fitted by ``sovsim calibrate`` on vLLM PR #24700
+(H100, Mixtral 8x7B, TP2, bf16) above its streaming floor (``floor + scale * (t - floor)``; the
+expert weights at the GPU's streaming efficiency are not shortened,
+:func:`sim.perf.roofline.scaled_kernel_s`): the same formula as :meth:`sim.perf.roofline.PerfModel`
+uses for a MoE layer (coverage-weighted expert weights, 16-bit activations, router overheads).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -49,8 +53,10 @@ def rows() -> pd.DataFrame:
                         ).reset_index(drop=True)
 
 
-def moe_layer_s(p: Params, model: str, gpu: str, tp: int, precision: str, n: float) -> float:
-    """One MoE layer's time from the operator fit, unscaled (as ``PerfModel._moe_s``)."""
+def moe_layer_parts(p: Params, model: str, gpu: str, tp: int, precision: str, n: float) -> tuple[float, float]:
+    """One MoE layer's time from the operator fit, unscaled (as ``PerfModel._moe_raw``), and its
+    streaming floor (the coverage-weighted expert weights and the activations at the GPU's
+    streaming efficiency, ``gemm_eta_bw``), which a kernel-time scale does not shorten (:func:`sim.perf.roofline.scaled_kernel_s`)."""
     m, g = catalog.llm(model), catalog.gpu(gpu)
     bw, F = g.hbm_bandwidth_bytes_s, g.dense_flops(precision)
     probs = expert_probs(m.experts, m.top_k, p.moe_skew)
@@ -60,35 +66,74 @@ def moe_layer_s(p: Params, model: str, gpu: str, tp: int, precision: str, n: flo
     tf = n * m.top_k * 2.0 * m.expert_params / tp / (F * p.moe_eta_flops)
     big = max(tb, tf)
     t = big * ((tb / big) ** p.gemm_p + (tf / big) ** p.gemm_p) ** (1.0 / p.gemm_p)
-    return p.moe_overhead_s + p.gemm_overhead_s + t
+    return p.moe_overhead_s + p.gemm_overhead_s + t, min(tb * p.moe_eta_bw / p.gemm_eta_bw, t)
+
+
+def moe_layer_s(p: Params, model: str, gpu: str, tp: int, precision: str, n: float) -> float:
+    """One MoE layer's time from the operator fit, unscaled."""
+    return moe_layer_parts(p, model, gpu, tp, precision, n)[0]
+
+
+def predict_parts(d: pd.DataFrame, params_by_gpu: dict | None = None) -> np.ndarray:
+    """``(rows, 2)``: every row's unscaled prediction and its streaming floor."""
+    def par(gid):
+        return params_by_gpu[catalog.gpu(gid).calibration_from] if params_by_gpu else load_params(gid)
+    return np.array([moe_layer_parts(par(r.gpu), r.model, r.gpu, int(r.tp), r.precision, r.n)
+                     for r in d.itertuples(index=False)]).reshape(-1, 2)
 
 
 def predict_unscaled(d: pd.DataFrame, params_by_gpu: dict | None = None) -> np.ndarray:
-    def par(gid):
-        return params_by_gpu[catalog.gpu(gid).calibration_from] if params_by_gpu else load_params(gid)
-    return np.array([moe_layer_s(par(r.gpu), r.model, r.gpu, int(r.tp), r.precision, r.n)
-                     for r in d.itertuples(index=False)])
+    return predict_parts(d, params_by_gpu)[:, 0]
 
 
-def fit_scale(d: pd.DataFrame, pred: np.ndarray) -> float:
-    """exp of the weighted median of log(measured / predicted); every dtype weighs the same."""
-    lr = np.log(d.measured_s.to_numpy() / pred)
-    w = 1.0 / d.groupby("precision").precision.transform("count").to_numpy()
-    o = np.argsort(lr)
+def predict_floor(d: pd.DataFrame, params_by_gpu: dict | None = None) -> np.ndarray:
+    """The streaming floor of every row's prediction (what the scale leaves alone)."""
+    return predict_parts(d, params_by_gpu)[:, 1]
+
+
+def scaled(pred: np.ndarray, floor: np.ndarray | None, scale: float) -> np.ndarray:
+    """Predictions under a kernel-time scale, above their streaming floor (0: the plain product)."""
+    f = 0.0 if floor is None else floor
+    return f + scale * (pred - f)
+
+
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    o = np.argsort(x)
     cw = np.cumsum(w[o]) / w.sum()
-    return float(np.exp(lr[o][np.searchsorted(cw, 0.5)]))
+    return float(x[o][np.searchsorted(cw, 0.5)])
+
+
+def fit_scale(d: pd.DataFrame, pred: np.ndarray, floor: np.ndarray | None = None) -> float:
+    """The scale at which the weighted median of log(measured / scaled prediction) is 0; every
+    dtype weighs the same.  Without a floor that is exp of the weighted median of
+    log(measured / predicted); with one the median falls monotonically in the scale and is
+    bisected."""
+    meas = d.measured_s.to_numpy()
+    w = 1.0 / d.groupby("precision").precision.transform("count").to_numpy()
+    if floor is None:
+        return float(np.exp(_weighted_median(np.log(meas / pred), w)))
+    lo, hi = 0.05, 20.0
+    for _ in range(80):
+        mid = math.sqrt(lo * hi)
+        if _weighted_median(np.log(meas / scaled(pred, floor, mid)), w) > 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return float(math.sqrt(lo * hi))
 
 
 def run_fit(dense_scale: float, params_by_gpu: dict | None = None, log=print) -> dict:
     """Fit the MoE scale on H100 rows; score held-out rows with the dense scale (before) and
     the MoE scale (after). Returns the scale and a per-group report."""
     d = rows()
-    pred = predict_unscaled(d, params_by_gpu)
+    parts = predict_parts(d, params_by_gpu)
+    pred, floor = parts[:, 0], parts[:, 1]
     fit_sel = (d.gpu == FIT_GPU).to_numpy()
-    scale = fit_scale(d[fit_sel], pred[fit_sel])
+    scale = fit_scale(d[fit_sel], pred[fit_sel], floor[fit_sel])
     d["pred_unscaled_s"] = pred
-    d["err_before"] = dense_scale * pred / d.measured_s - 1.0
-    d["err_after"] = scale * pred / d.measured_s - 1.0
+    d["floor_s"] = floor
+    d["err_before"] = scaled(pred, floor, dense_scale) / d.measured_s - 1.0
+    d["err_after"] = scaled(pred, floor, scale) / d.measured_s - 1.0
     # leave-one-out on the fitted GPU: each dtype / shape predicted by the scale of the others
     cv = np.full(len(d), np.nan)
     for col in ("precision", "model"):
@@ -96,7 +141,8 @@ def run_fit(dense_scale: float, params_by_gpu: dict | None = None, log=print) ->
             tr = fit_sel & (d[col] != v).to_numpy()
             te = fit_sel & (d[col] == v).to_numpy()
             if tr.any() and te.any():
-                cv[te] = np.where(np.isnan(cv[te]), 0.0, cv[te]) + np.log(fit_scale(d[tr], pred[tr]) * pred[te]
+                k = fit_scale(d[tr], pred[tr], floor[tr])
+                cv[te] = np.where(np.isnan(cv[te]), 0.0, cv[te]) + np.log(scaled(pred[te], floor[te], k)
                                                                           / d.measured_s.to_numpy()[te])
     d["err_cv"] = np.where(fit_sel, np.exp(cv / 2.0) - 1.0, np.nan)  # mean of the two log-errors
     report = []

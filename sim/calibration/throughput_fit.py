@@ -17,11 +17,13 @@ cannot pin (it trades off against the scale at their batch sizes), so it is chos
 TensorRT-LLM serving points at 4-128 running sequences (:func:`intercept_scan`; docs/perf.md, "The
 per-layer term from measured serving points") and held in every fit.  The offline benchmark sends every
 request at t = 0, so the engine's schedule does not depend on step durations and the makespan
-is exactly affine in ``(a, b, c)``::
+is exactly affine in ``(a, b, c)`` and in the kernel-time scale ``k``, which acts on every GPU
+term above its streaming floor (:func:`sim.perf.roofline.scaled_kernel_s`)::
 
-    T(a, b, c) = T0 + (a + c * layers) * N_iterations + b * N_sequence_iterations
+    T(a, b, c, k) = T_floor + k * (T0 - T_floor) + (a + c * layers) * N_iterations + b * N_sequence_iterations
 
-Three engine runs per row (``(0,0)``, ``(da,0)``, ``(0,db)``) give ``T0`` and the two counts;
+Four engine runs per row (``(0,0)``, ``(da,0)``, ``(0,db)`` at ``k = 1`` and ``(0,0)`` at ``k = 0``)
+give ``T0``, the two counts and ``T_floor`` (the makespan of the weight and KV streams alone);
 every fit and every held-out score after that is closed form (checked against a direct run in
 tests/perf/test_perf.py).  Only the framework parameters and the kernel-time scale are fitted; operator efficiencies stay
 as ``sovsim calibrate`` wrote them.
@@ -104,11 +106,12 @@ def makespan(r) -> tuple[float, float]:
 
 
 def affine_terms(d: pd.DataFrame, log=print, progress=False) -> pd.DataFrame:
-    """Per row: ``t0_s`` (makespan without framework overhead), ``iterations``,
-    ``seq_iterations`` and ``output_tokens``; rows whose weights do not fit get NaN + a note.
+    """Per row: ``t0_s`` (makespan without framework overhead), ``floor_s`` (the same at kernel-time
+    scale 0: the weight and KV streams at the GPU's streaming efficiency), ``iterations``, ``seq_iterations``
+    and ``output_tokens``; rows whose weights do not fit get NaN + a note.
     ``progress`` (:mod:`sim.core.progress`) counts rows."""
     out = d.copy()
-    cols = {k: np.full(len(d), np.nan) for k in ("t0_s", "iterations", "seq_iterations", "output_tokens")}
+    cols = {k: np.full(len(d), np.nan) for k in ("t0_s", "floor_s", "iterations", "seq_iterations", "output_tokens")}
     notes = [""] * len(d)
     t_start = time.perf_counter()
     bar = progress_mod.start(progress, len(d), "row", "calibrate --throughput")
@@ -121,10 +124,12 @@ def affine_terms(d: pd.DataFrame, log=print, progress=False) -> pd.DataFrame:
                 ta, _ = makespan(r)
             with framework_overheads(0.0, DB_S):
                 tb, _ = makespan(r)
+            with framework_overheads(0.0, 0.0, 0.0):
+                tf, _ = makespan(r)
         except UserError as e:
             notes[i] = str(e)
             continue
-        cols["t0_s"][i], cols["output_tokens"][i] = t0, tok
+        cols["t0_s"][i], cols["floor_s"][i], cols["output_tokens"][i] = t0, tf, tok
         cols["iterations"][i], cols["seq_iterations"][i] = (ta - t0) / DA_S, (tb - t0) / DB_S
     bar.close()
     for k, v in cols.items():
@@ -137,8 +142,9 @@ def affine_terms(d: pd.DataFrame, log=print, progress=False) -> pd.DataFrame:
 def predict(terms: pd.DataFrame, a_s: float, b_s: float, scale: float = 1.0, c_s: float = 0.0) -> np.ndarray:
     """Output tokens/s of every row under overheads ``(a_s, b_s, c_s)`` (per iteration, per
     sequence, per layer per iteration) and kernel-time scale ``scale`` (closed form: the schedule
-    does not depend on step durations)."""
-    return (terms.output_tokens / (scale * terms.t0_s + (a_s + c_s * terms.layers) * terms.iterations
+    does not depend on step durations; the scale acts above the streaming floor ``floor_s``)."""
+    floor = terms.floor_s if "floor_s" in terms else 0.0
+    return (terms.output_tokens / (floor + scale * (terms.t0_s - floor) + (a_s + c_s * terms.layers) * terms.iterations
                                    + b_s * terms.seq_iterations)).to_numpy()
 
 
@@ -587,7 +593,7 @@ def write_report(out: dict, results_dir: Path, log=print) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     csv = results_dir / "throughput_trtllm_dense.csv"
     cols = ["version", "held_out", "model", "gpu", "precision", "tp", "isl_tokens", "osl_tokens", "measured_tok_s",
-            "pred_tok_s", "err", "pred_old_tok_s", "err_old", "err_lovo", "t0_s", "layers", "iterations", "seq_iterations",
+            "pred_tok_s", "err", "pred_old_tok_s", "err_old", "err_lovo", "t0_s", "floor_s", "layers", "iterations", "seq_iterations",
             "output_tokens"] + [f"pred_fit_{v}_tok_s" for v in VERSIONS] + [
             "pred_release_tok_s"] + [c for k in FOLD_KEYS for c in (f"pred_cv_{k}_tok_s", f"err_cv_{k}")] + ["note"]
     t[cols].to_csv(csv, index=False, float_format="%.6g")

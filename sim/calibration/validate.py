@@ -488,11 +488,12 @@ def moe_rows(quick: bool) -> list[dict]:
     d = moe_fit.rows()
     if quick:
         d = d.groupby(["gpu", "precision", "model", "tp"]).head(3)
-    pred = moe_fit.predict_unscaled(d)
+    parts = moe_fit.predict_parts(d)
     scale = np.array([load_params(g).moe_kernel_time_scale or load_params(g).kernel_time_scale for g in d.gpu])
+    pred = moe_fit.scaled(parts[:, 0], parts[:, 1], scale)
     return [_row("moe_kernel", r.model, r.gpu, f"vllm {r.version} {r.precision} moe_tp{r.tp} {int(r.n)} tokens "
-                 f"{r.distribution}", "moe_layer_s", r.measured_s, s * p, in_sample=(r.gpu == moe_fit.FIT_GPU), moe=True)
-            for r, p, s in zip(d.itertuples(index=False), pred, scale)]
+                 f"{r.distribution}", "moe_layer_s", r.measured_s, p, in_sample=(r.gpu == moe_fit.FIT_GPU), moe=True)
+            for r, p in zip(d.itertuples(index=False), pred)]
 
 
 def mlperf_interactive_rows(quick: bool) -> list[dict]:

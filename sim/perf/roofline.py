@@ -14,7 +14,9 @@ expected number of distinct experts its tokens touch, ``sum_i 1-(1-pi_i)^n`` wit
 overhead per iteration, per layer of the iteration and per sequence closes the sum (the per-layer
 part is the host's kernel launches and per-layer bookkeeping, so a 32-layer model pays less than
 an 80-layer one); a framework profile may also carry ``kernel_time_scale``, its kernels' GPU time
-relative to the fitted operator kernels (docs/perf.md, "Framework profiles").
+relative to the fitted operator kernels, acting above each kernel's streaming floor (its weight,
+expert or KV bytes at the GPU's measured streaming efficiency; :func:`scaled_kernel_s`; docs/perf.md, "Framework
+profiles").
 
 Parameters come per GPU from ``models/calibration/<gpu>.json`` (written by
 ``sovsim calibrate``); ``kind = "roofline"`` uses datasheet ceilings only (efficiency 1, no
@@ -142,6 +144,21 @@ def expected_distinct_experts(experts: int, top_k: int, n_tokens: float, skew: f
     if experts <= 1:
         return 1.0
     return sum(1.0 - (1.0 - p) ** n_tokens for p in expert_probs(experts, top_k, skew))
+
+
+# ------------------------------------------------------------------ kernel-time scale
+def scaled_kernel_s(t_s: float, floor_s: float, scale: float) -> float:
+    """A kernel's time under a framework's kernel-time scale: ``floor + scale * (t - floor)``.
+
+    ``floor_s`` is the time its bytes (weights, experts, KV) take at the GPU's streaming efficiency,
+    the bandwidth share its dense GEMMs reach in the operator fit (``gemm_eta_bw``: 0.97 on H100;
+    the attention and MoE fits' own efficiencies are kernels', not the memory's, limits); the
+    serving software's faster (or slower) kernels change what lies
+    above it (compute, the roofline corner, launch latency), never the memory stream itself, so a
+    scale below 1 cannot move a bandwidth-bound kernel past what HBM delivers (docs/perf.md,
+    "Kernel-time scale above the streaming floor").  Affine in ``scale``, so the offline makespan
+    stays closed form (:mod:`sim.calibration.throughput_fit`)."""
+    return floor_s + scale * (t_s - floor_s)
 
 
 # ------------------------------------------------------------------ extrapolation
@@ -329,8 +346,10 @@ class PerfModel(StepTimeModel):
         slope_f = self._attn_flops_pair_layer / (self._F16 * P.attn_decode_eta_bw)
         self._ks = P.kernel_time_scale
         self._ks_moe = P.kernel_time_scale if P.moe_kernel_time_scale is None else P.moe_kernel_time_scale
-        # with attention data parallelism each GPU attends over its own sequences' tokens
-        self._decode_slope = self._ks * L * max(slope_b, slope_f) / self.dp
+        # with attention data parallelism each GPU attends over its own sequences' tokens; the
+        # KV stream at the GPU's streaming efficiency is a floor the kernel-time scale does not shorten
+        kv_floor = min(self._kv_bytes_tok_layer / (bw * P.gemm_eta_bw), max(slope_b, slope_f))
+        self._decode_slope = L * scaled_kernel_s(max(slope_b, slope_f), kv_floor, self._ks) / self.dp
         # MoE
         self._moe_probs = expert_probs(m.experts, m.top_k, P.moe_skew) if m.is_moe else None
         self._expert_bytes = m.expert_params / tp * self._bpp
@@ -418,15 +437,27 @@ class PerfModel(StepTimeModel):
         big = tb if tb > tf else tf
         return big * ((tb / big) ** p + (tf / big) ** p) ** (1.0 / p)
 
-    def _gemm_s(self, n: float, K: float, N: float) -> tuple[float, float, float]:
-        """(overhead, bandwidth-side, compute-side) seconds of one GEMM of n tokens."""
+    def _gemm_raw(self, n: float, K: float, N: float) -> tuple[float, float, float, bool]:
+        """(overhead, streaming floor, kernel time, bandwidth-bound?) of one GEMM of n tokens:
+        the floor is its bytes at the fitted bandwidth efficiency, the time the roofline blend."""
         P = self.p
         tb = (K * N * self._bpp + n * (K + N) * ACTIVATION_BYTES) / (self._bw * P.gemm_eta_bw)
         tf = 2.0 * n * K * N / (self._F * P.gemm_eta_flops)
-        t = self._blend(tb, tf, P.gemm_p)
-        return P.gemm_overhead_s, (t if tb >= tf else 0.0), (t if tb < tf else 0.0)
+        return P.gemm_overhead_s, tb, self._blend(tb, tf, P.gemm_p), tb >= tf
 
-    def _moe_s(self, n: float) -> tuple[float, float, float]:
+    def _gemm_s(self, n: float, K: float, N: float) -> tuple[float, float, float]:
+        """(overhead, bandwidth-side, compute-side) seconds of one GEMM of n tokens (operator fit)."""
+        o, _, t, bw_bound = self._gemm_raw(n, K, N)
+        return o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
+
+    def _gemm_scaled(self, n: float, K: float, N: float, k: float) -> tuple[float, float, float]:
+        """:meth:`_gemm_s` under kernel-time scale ``k``: the scale acts on the overhead and on the
+        time above the streaming floor, never on the floor (:func:`scaled_kernel_s`)."""
+        o, tb, t, bw_bound = self._gemm_raw(n, K, N)
+        t = scaled_kernel_s(t, tb, k)
+        return k * o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
+
+    def _moe_raw(self, n: float) -> tuple[float, float, float, bool]:
         P, m = self.p, self.llm
         d = sum(1.0 - (1.0 - q) ** n for q in self._moe_probs)
         # per GPU: its share of the distinct experts' weights; under expert parallelism it sees
@@ -434,10 +465,23 @@ class PerfModel(StepTimeModel):
         tb = (d * self._expert_bytes + n * m.top_k * 2 * m.hidden * ACTIVATION_BYTES / self.ep) / (self._bw * P.moe_eta_bw)
         tf = n * m.top_k * self._expert_flops_tok / (self._F * P.moe_eta_flops)
         t = self._blend(tb, tf, P.gemm_p)
+        # floor: the same bytes at the GPU's streaming efficiency (its dense GEMMs' eta_bw)
+        floor = min(tb * P.moe_eta_bw / P.gemm_eta_bw, t)
         if self.ep > 1:   # the layer waits for the busiest expert group
-            t *= self.ep_imbalance(n)
+            imb = self.ep_imbalance(n)
+            t, floor = t * imb, tb * imb
         # router GEMM (hidden x experts) and top-k: one small kernel
-        return P.moe_overhead_s + P.gemm_overhead_s, (t if tb >= tf else 0.0), (t if tb < tf else 0.0)
+        return P.moe_overhead_s + P.gemm_overhead_s, floor, t, tb >= tf
+
+    def _moe_s(self, n: float) -> tuple[float, float, float]:
+        """(overhead, bandwidth-side, compute-side) seconds of one MoE layer (operator fit)."""
+        o, _, t, bw_bound = self._moe_raw(n)
+        return o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
+
+    def _moe_scaled(self, n: float, k: float) -> tuple[float, float, float]:
+        o, floor, t, bw_bound = self._moe_raw(n)
+        t = scaled_kernel_s(t, floor, k)
+        return k * o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
 
     def _tokens_parts(self, n: int, na: float | None = None) -> dict[str, float]:
         """Everything in an iteration that depends on the token count only (all layers).  ``na``:
@@ -446,28 +490,29 @@ class PerfModel(StepTimeModel):
         P, L, m = self.p, self._L, self.llm
         if na is None:
             na = n if self.dp == 1 else n / self.dp   # tokens per GPU outside the routed experts
-        ovh = wts = cmp = 0.0
+        ks, km = self._ks, self._ks_moe
+        ovh = wts = cmp = 0.0       # GEMMs, already under the kernel-time scale (floor kept)
         gemms = self._attn_gemms + ([] if m.is_moe else self._mlp_gemms)
         for K, N in gemms:
-            o, b, f = self._gemm_s(na, K, N)
+            o, b, f = self._gemm_scaled(na, K, N, ks)
             ovh += o; wts += b; cmp += f
         Lm = m.moe_layers if m.is_moe else L   # layers with a MoE kernel (all of Mixtral's)
         x_ovh = x_wts = x_cmp = 0.0           # a MoE model's dense layers and shared experts, all layers
         for count, gl in ((self._L_dense, self._mlp_gemms), (m.moe_layers, self._shared_gemms)):
             for K, N in (gl if count else []):
-                o, b, f = self._gemm_s(na, K, N)
+                o, b, f = self._gemm_scaled(na, K, N, ks)
                 x_ovh += count * o; x_wts += count * b; x_cmp += count * f
         m_ovh = m_wts = m_cmp = 0.0
         if m.is_moe:  # the MoE kernel has its own scale (docs/perf.md, "MoE kernel scale")
-            m_ovh, m_wts, m_cmp = self._moe_s(n)
-        ew = 0.0
+            m_ovh, m_wts, m_cmp = self._moe_scaled(n, km)
+        ew = x_act = 0.0   # elementwise kernels: no streaming floor (the serving software fuses them)
         for kind, bytes_tok in self._ew:  # per kernel: blend of a latency floor and bandwidth
             k = self._ew_kernels[kind]
             if k:
                 ew += k * self._blend(P.ew_overhead_s[kind], na * bytes_tok / k / (self._bw * P.ew_eta_bw[kind]), P.ew_p[kind])
         for count, bytes_tok in self._moe_model_act:
             if count and bytes_tok:
-                x_cmp += count * self._blend(P.ew_overhead_s["act"], na * bytes_tok / (self._bw * P.ew_eta_bw["act"]),
+                x_act += count * self._blend(P.ew_overhead_s["act"], na * bytes_tok / (self._bw * P.ew_eta_bw["act"]),
                                              P.ew_p["act"])
         comm = 0.0
         if self.tp_attn > 1:
@@ -478,10 +523,9 @@ class PerfModel(StepTimeModel):
         # embedding lookup (once per iteration)
         emb = self._blend(P.ew_overhead_s["emb"], na * 2 * m.hidden * ACTIVATION_BYTES
                           / (self._bw * P.ew_eta_bw["emb"]), P.ew_p["emb"])
-        ks, km = self._ks, self._ks_moe
-        return {"weights": ks * L * wts + km * Lm * m_wts + ks * x_wts,
-                "compute": ks * (L * (cmp + ew) + emb) + km * Lm * m_cmp + ks * x_cmp,
-                "communication": ks * L * comm + ks * a2a, "overhead": ks * L * ovh + km * Lm * m_ovh + ks * x_ovh}
+        return {"weights": L * wts + Lm * m_wts + x_wts,
+                "compute": L * cmp + ks * (L * ew + emb + x_act) + Lm * m_cmp + x_cmp,
+                "communication": ks * L * comm + ks * a2a, "overhead": L * ovh + Lm * m_ovh + x_ovh}
 
     def _tokens_s(self, n: int, na: float | None = None) -> float:
         key = n if na is None else (n, na)
@@ -506,13 +550,13 @@ class PerfModel(StepTimeModel):
         """LM head on the sampled rows, decode-attention per-sequence cost, framework overhead."""
         P, m = self.p, self.llm
         rows = n_seq if self.dp == 1 else n_seq / self.dp
-        o, b, f = self._gemm_s(rows, m.hidden, m.vocab / self.tp_attn)
+        ks = self._ks  # GPU kernels scale (above their streaming floor); the framework's CPU overheads do not
+        o, b, f = self._gemm_scaled(rows, m.hidden, m.vocab / self.tp_attn, ks)
         comm = 0.0
         if self.tp_attn > 1:  # gather of the vocab-parallel logits
             comm = self._allreduce_s(rows * m.vocab * LOGIT_BYTES)
-        ks = self._ks  # GPU kernels scale; the framework's CPU overheads do not
-        return {"weights": ks * b, "compute": ks * f, "communication": ks * comm,
-                "overhead": ks * o + P.iteration_overhead_s + P.per_layer_overhead_s * self._L
+        return {"weights": b, "compute": f, "communication": ks * comm,
+                "overhead": o + P.iteration_overhead_s + P.per_layer_overhead_s * self._L
                 + P.per_seq_overhead_s * n_seq}
 
     def _seq_s(self, n_seq: int) -> float:

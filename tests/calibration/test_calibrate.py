@@ -113,3 +113,20 @@ def test_recalibration_reproduces_committed_parameters():
         # the operator refit keeps every throughput-fitted profile (trtllm and its releases)
         assert set(p.framework_profiles) == set(committed.framework_profiles)
         assert p.framework_profiles["trtllm-v0.14"] == committed.framework_profiles["trtllm-v0.14"]
+
+
+def test_moe_scale_fit_recovers_a_scale_above_the_streaming_floor():
+    """moe_fit.fit_scale: rows generated as floor + k (t - floor) give back k (bisection on the
+    weighted median); the floor is never scaled, so at k -> 0 a prediction keeps its floor."""
+    from sim.calibration import moe_fit
+    d = moe_fit.rows()
+    d = d[d.gpu == moe_fit.FIT_GPU].groupby(["precision", "model", "tp"]).head(40).reset_index(drop=True)
+    parts = moe_fit.predict_parts(d)
+    pred, floor = parts[:, 0], parts[:, 1]
+    assert (floor > 0).all() and (floor < pred).all()
+    for k in (0.7, 1.2):
+        d2 = d.assign(measured_s=moe_fit.scaled(pred, floor, k))
+        assert moe_fit.fit_scale(d2, pred, floor) == pytest.approx(k, rel=1e-6)
+        # the plain product is a different model: it does not recover k on the same rows
+        assert abs(moe_fit.fit_scale(d2, pred) - k) > 0.01
+    assert moe_fit.scaled(pred, floor, 0.0) == pytest.approx(floor)

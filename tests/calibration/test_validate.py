@@ -97,6 +97,7 @@ def _synthetic_terms(a_s, b_s, scale, n=40, seed=3, c_s=0.0):
     t = pd.DataFrame({"version": ["v0.17"] * n, "gpu": rng.choice(["h100-sxm", "h200"], n), "precision": "fp8",
                       "t0_s": it * rng.uniform(0.02, 0.3, n), "iterations": it, "seq_iterations": it * mb,
                       "output_tokens": it * mb, "layers": rng.choice([32, 80], n)})
+    t["floor_s"] = t.t0_s * rng.uniform(0.2, 0.7, n)   # the weight/KV streams the scale leaves alone
     t["measured_tok_s"] = throughput_fit.predict(t, a_s, b_s, scale, c_s)
     return t
 
