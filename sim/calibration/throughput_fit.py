@@ -611,8 +611,9 @@ def write_report(out: dict, results_dir: Path, log=print) -> None:
           f"t = 0, max_num_seqs {MAX_NUM_SEQS}, max_batched_tokens {MAX_BATCHED_TOKENS}, gpu_memory_utilization "
           f"{GPU_MEMORY_UTILIZATION} (assumptions for trtllm-bench). err = predicted / measured - 1 (negative: "
           "the model is slower). Only the framework profile is fitted (CPU overhead per layer per iteration and "
-          "per sequence, kernel-time scale vs the fitted operator kernels); the makespan is exactly affine in "
-          "them (3 engine runs per row), so every fit below is closed form. Operator efficiencies are untouched.\n",
+          "per sequence, kernel-time scale vs the fitted operator kernels, acting above the weight and KV streams); "
+          "the makespan is exactly affine in them (4 engine runs per row), so every fit below is closed form. "
+          "Operator efficiencies are untouched.\n",
           f"Committed profile `{PROFILE}`: {c * 1e6:.1f} us per layer per iteration (from measured serving points, "
           f"below) + {b * 1e6:.2f} us per sequence and kernel-time scale {sc:.3f} fitted on the **{fv} rows only** "
           f"(before: `{OLD_PROFILE}`, static batching, "

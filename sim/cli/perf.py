@@ -57,7 +57,7 @@ def register(sub) -> None:
     p.add_argument("--no-figure", action="store_true", help="Skip the predicted-vs-measured figure.")
     p.add_argument("--dry-run", action="store_true", help="Fit and report, but do not overwrite models/calibration.")
     p.add_argument("--import-from", default=None, help="First rebuild models/measurements from this shared calibration folder.")
-    p.add_argument("--throughput", action="store_true", help="Instead: refit only the in-flight-batching `trtllm` framework profile: its per-layer term on the measured TensorRT-LLM serving points (AIConfigurator, concurrency 4-128), its per-sequence term and kernel-time scales on the dense TensorRT-LLM perf-overview throughput rows of one version (full engine; ~3.5 min) and write throughput_trtllm_dense.md/.csv and throughput_trtllm_intercept.csv.")
+    p.add_argument("--throughput", action="store_true", help="Instead: refit only the in-flight-batching `trtllm` framework profile: its per-layer term on the measured TensorRT-LLM serving points (AIConfigurator, concurrency 4-128), its per-sequence term and kernel-time scales on the dense TensorRT-LLM perf-overview throughput rows of one version (full engine; ~4.2 min) and write throughput_trtllm_dense.md/.csv and throughput_trtllm_intercept.csv.")
     p.add_argument("--fit-version", default=None, help="With --throughput: the perf-overview version fitted on (v0.14, v0.17, v1.0; default v0.17); the others are held out.")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="Write the refitted models into DIR (as models/ is laid out: DIR/calibration/*.json, "
