@@ -13,11 +13,15 @@ from sim.study.frontier import COLUMNS, frontier, pareto_mask
 
 
 def test_throughput_monotone_in_concurrency_up_to_saturation():
-    """Mixtral 8x7B TP2 on H100, 1,000 / 1,000 tokens: up to max_num_seqs (256, the scenario
-    default) users, more users never lower the fleet's output tokens/s, and each user's speed
-    (1 / TPOT) falls; beyond it extra users only queue (throughput flat within 2 %)."""
+    """Mixtral 8x7B TP2 on H100, 1,000 input tokens, lognormal outputs (mean ~920): up to
+    max_num_seqs (256, the scenario default) users, more users never lower the fleet's output
+    tokens/s, and each user's speed (1 / TPOT) falls; beyond it extra users only queue
+    (throughput flat within 2 %).  Random lengths, because constant ones keep a closed loop's
+    users in lockstep: at exactly 256 users the cohort re-prefills together every cycle and a
+    200 s window reads 10 % below saturation (results/frontier/README.md)."""
     conc = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-    df = frontier("mixtral-8x7b", "h100-sxm", 2, concurrency=conc, horizon_s=300.0, warmup_s=100.0)
+    df = frontier("mixtral-8x7b", "h100-sxm", 2, concurrency=conc, horizon_s=300.0, warmup_s=100.0,
+                  output_tokens={"dist": "lognormal", "mu": 6.7, "sigma": 0.5})
     assert list(df.columns) == COLUMNS and len(df) == len(conc)
     tok = df.output_tok_s_per_gpu.to_numpy()
     user = df.tok_s_per_user.to_numpy()
@@ -28,8 +32,9 @@ def test_throughput_monotone_in_concurrency_up_to_saturation():
     # past saturation the extra users wait for a slot: TTFT jumps, TPOT does not
     assert df.ttft_p50_s.iloc[-1] > 10 * df.ttft_p50_s.iloc[sat]
     assert df.tpot_p50_s.iloc[-1] == pytest.approx(df.tpot_p50_s.iloc[sat], rel=0.05)
-    # every point up to saturation is Pareto-optimal (more throughput costs interactivity)
-    assert df.pareto.iloc[: sat + 1].all() and not df.pareto.iloc[-1]
+    # every point up to saturation is Pareto-optimal (more throughput costs interactivity); past it
+    # a point ties the saturated one on both axes (1 / TPOT leaves out the queueing), up to noise
+    assert df.pareto.iloc[: sat + 1].all()
 
 
 @pytest.mark.parametrize("users", [8, 96, 400])
