@@ -13,7 +13,7 @@ on a committed base of 4 H100s (committed rental, EUR 2.34/GPU-h) plus on-demand
   per replica, release when it is under 0.25 and nothing waits (drained for 10 min first);
 * ``forecast``: order a lead time ahead of the tenant's expected demand (its NHPP profile),
   keeping 20 % headroom (the default) over the GPUs that demand needs at a replica's fluid
-  request capacity (``sim.serving.fluid.replica_request_capacity_per_s``).
+  request capacity (``sim.serving.fluid.replica_request_capacity``).
 
 Replicas join when ordered GPUs arrive and are drained before released GPUs leave
 (:class:`sim.economics.capacity.FleetCapacity`).  Same seeds for every variant (common random

@@ -28,7 +28,7 @@ from typing import Callable
 from sim.economics.contracts import Terms, Tranche
 from sim.core.errors import UserError
 from sim.economics.contracts import rental_terms, terms_from_spec
-from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
+from sim.serving.fluid import LengthMoments, probe_replica, replica_request_capacity
 from sim.serving.residency import serving_sites
 
 
@@ -284,12 +284,12 @@ class FleetCapacity:
 
     Signals: ``threshold`` reads the site's *request utilisation* since its last look
     (requests completed / what its replicas could complete at full batch for the site's
-    length mix, :func:`replica_request_capacity_per_s`; busy share saturates near 1 under
+    length mix, :func:`replica_request_capacity`; busy share saturates near 1 under
     continuous batching and output-token saturation ignores prefill) and the requests
     waiting per accepting replica; ``forecast`` reads the workloads'
     expected arrival rate over the next check interval (the NHPP profile, burst-free; the
     mean for other processes), split evenly over the sites that may serve them, in GPUs at
-    the fluid request capacity of :func:`replica_request_capacity_per_s`.
+    the fluid request capacity of :func:`replica_request_capacity`.
     """
 
     def __init__(self, world, ledger, spec, site_tranches: dict[str, list[Tranche]],
@@ -347,24 +347,17 @@ class FleetCapacity:
     def _site_reps(self, site: str):
         return [r for r in self.world.replicas if (r.site or "-") == site]
 
-    def _site_mix(self, site: str) -> tuple[float, float] | None:
-        """Mean prompt and output tokens of the requests that arrived so far for the
-        workloads this site may serve (weighted by their arrivals and the site's share)."""
-        w = self.world
-        n = p = o = 0.0
-        for wi, ws in enumerate(self.work_sites):
-            if site in ws:
-                st = w.metrics.streams[wi]
-                share = 1.0 / len(ws)
-                n += share * st.arrivals
-                p += share * st.arrived_prompt_tokens
-                o += share * st.arrived_output_tokens
-        return (p / n, o / n) if n > 0 else None
+    def _site_mix(self, site: str) -> LengthMoments | None:
+        """Length moments of the requests that arrived so far for the workloads this site may
+        serve (weighted by their arrivals and the site's share)."""
+        idx = [wi for wi, ws in enumerate(self.work_sites) if site in ws]
+        return LengthMoments.of_streams([self.world.metrics.streams[wi] for wi in idx],
+                                        [1.0 / len(self.work_sites[wi]) for wi in idx])
 
     def _load(self, site: str) -> tuple[float, float]:
         """Request utilisation of the site's replicas since the last look (requests
         completed / the requests they could complete at full batch,
-        :func:`replica_request_capacity_per_s` for the site's length mix), and requests
+        :func:`replica_request_capacity` for the site's length mix), and requests
         waiting (not yet admitted, or parked/queued at the router) per accepting replica."""
         w = self.world
         now = w.env.now
@@ -381,7 +374,7 @@ class FleetCapacity:
             span = end - max(t_last, r.added_s)
             if span > 0 and r.up and mix is not None:
                 if r.deployment not in caps:
-                    caps[r.deployment] = replica_request_capacity_per_s(r, *mix)
+                    caps[r.deployment] = replica_request_capacity(r, mix)
                 cap_req += caps[r.deployment] * span
             if r.up and r.accepting:
                 accepting += 1
@@ -396,7 +389,7 @@ class FleetCapacity:
 
     def _forecast_gpus(self, site: str, t: float) -> float:
         """GPUs of the growing deployment that the expected arrivals over the next look need
-        at full batch (:func:`replica_request_capacity_per_s`), each workload split evenly
+        at full batch (:func:`replica_request_capacity`), each workload split evenly
         over the sites that may serve it."""
         w = self.world
         dt = self.params.check_interval_s
@@ -416,14 +409,12 @@ class FleetCapacity:
                 rate = proc.mean_rate_per_s()
             st = w.metrics.streams[wi]
             if st.arrivals > 0:
-                mean_in = st.arrived_prompt_tokens / st.arrivals
-                mean_out = st.arrived_output_tokens / st.arrivals
+                lengths = LengthMoments.of_streams([st])
             elif wl.output_tokens is not None and wl.prompt_tokens is not None:
-                mean_in = float(wl.prompt_tokens.build().mean)
-                mean_out = float(wl.output_tokens.build().mean)
+                lengths = LengthMoments.of_laws(wl.prompt_tokens.build(), wl.output_tokens.build())
             else:
                 continue
-            cap = replica_request_capacity_per_s(rep, mean_in, mean_out)
+            cap = replica_request_capacity(rep, lengths)
             if cap > 0:
                 gpus += rate / len(ws) / cap * rep.gpus
         return gpus

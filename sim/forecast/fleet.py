@@ -24,7 +24,7 @@ from sim.economics.capacity import CapacityManager, PolicyParams, initial_tranch
 from sim.economics.ledger import BusyView, Ledger
 from sim.market.market import MONTH_S
 from sim.scenario import Scenario, WorkloadSpec, with_overrides
-from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
+from sim.serving.fluid import LengthMoments, probe_replica, replica_request_capacity
 from sim.serving.residency import serving_sites
 from sim.forecast.windows import tenant_workload
 
@@ -109,7 +109,7 @@ class PolicyFleet(_LedgerFleet):
     * forecast: the peak-hour request rate of the sovereign contracts already signed and in
       force at the time looked at, hosted marketplace tenants left out (contract rate x the vertical's profile peak, split evenly
       over the sites its residency allows), in GPUs at the fluid request capacity of a
-      replica for the vertical's mean lengths (:func:`sim.serving.fluid.replica_request_capacity_per_s`).
+      replica for the vertical's length laws (:func:`sim.serving.fluid.replica_request_capacity`).
     """
 
     LOOK_S = 86400.0   # run setting: a month-scale fleet needs no hourly looks
@@ -188,8 +188,8 @@ class PolicyFleet(_LedgerFleet):
             proc = w.arrivals.build()
             peak = float(np.max(proc.multipliers())) if hasattr(proc, "multipliers") else 1.0
             dep = self.scenario.deployments[di]
-            cap = replica_request_capacity_per_s(probe_replica(self.env, dep), w.prompt_tokens.build().mean,
-                                                 w.output_tokens.build().mean)
+            cap = replica_request_capacity(probe_replica(self.env, dep),
+                                           LengthMoments.of_laws(w.prompt_tokens.build(), w.output_tokens.build()))
             ok = serving_sites(self.scenario, w.model, w.residency)
             self._tenant_cache[key] = (peak, dep.tp / cap if cap > 0 else 0.0, ok)
         return self._tenant_cache[key]

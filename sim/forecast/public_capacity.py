@@ -8,7 +8,7 @@ their GPUs fit under ``capacity_gpus_max``:
 
 * GPUs: the tenant's peak-hour request rate (contract rate x its vertical's profile peak)
   over the fluid request capacity of one replica of the scenario's first deployment
-  (:func:`sim.serving.fluid.replica_request_capacity_per_s`), times its TP; the month's
+  (:func:`sim.serving.fluid.replica_request_capacity`), times its TP; the month's
   total rounded up to whole GPUs;
 * cost: a one-month tranche of those GPUs under
   :func:`sim.economics.contracts.public_capacity_terms` at site ``public-capacity`` on the
@@ -30,7 +30,7 @@ from sim.economics.contracts import Tranche, public_capacity_terms
 from sim.economics.ledger import MARKETPLACE_LINES, Ledger
 from sim.market.market import MONTH_S
 from sim.scenario import Scenario, WorkloadSpec
-from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
+from sim.serving.fluid import LengthMoments, probe_replica, replica_request_capacity
 from sim.forecast.windows import tenant_workload
 
 PUBLIC_SITE = "public-capacity"
@@ -68,7 +68,8 @@ class PublicCapacity:
             peak = float(np.max(proc.multipliers())) if hasattr(proc, "multipliers") else 1.0
             dep = self.scenario.deployments[0]
             p_mean, o_mean = w.prompt_tokens.build().mean, w.output_tokens.build().mean
-            cap = replica_request_capacity_per_s(probe_replica(self.env, dep), p_mean, o_mean)
+            cap = replica_request_capacity(probe_replica(self.env, dep),
+                                           LengthMoments.of_laws(w.prompt_tokens.build(), w.output_tokens.build()))
             self._cache[contract.vertical] = (peak, dep.tp / cap if cap > 0 else math.inf, p_mean, o_mean)
         return self._cache[contract.vertical]
 

@@ -23,7 +23,7 @@ import simpy
 from sim.core.rng import RandomStreams
 from sim.demand.verticals import vertical_workload
 from sim.scenario import Scenario, WorkloadSpec, scenario_from_dict
-from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
+from sim.serving.fluid import LengthMoments, probe_replica, replica_request_capacity
 from sim.serving.residency import site_allows
 from sim.serving.world import World
 
@@ -87,14 +87,12 @@ def window_busy_gpu_s(world: World) -> float:
 def window_load_stats(world: World, done_at_warmup: list[int]) -> tuple[dict, dict]:
     """Per site, and per deployment ``(site, name)``, after the warm-up: requests completed and
     the requests the replicas could have completed at full batch for the window's length mix
-    (:func:`sim.serving.fluid.replica_request_capacity_per_s`): request utilisation; per site
+    (:func:`sim.serving.fluid.replica_request_capacity`): request utilisation; per site
     also busy GPU-seconds.  One pass over the replicas, one fluid capacity per deployment."""
     warm = world.scenario.simulation.warmup_s
     now = world.env.now
     span = now - warm if warm > 0 else now
-    n = sum(st.arrivals for st in world.metrics.streams)
-    mix = ((sum(st.arrived_prompt_tokens for st in world.metrics.streams) / n,
-            sum(st.arrived_output_tokens for st in world.metrics.streams) / n) if n else None)
+    mix = LengthMoments.of_streams(world.metrics.streams)
     deps = world.scenario.deployments
     sites: dict[str, dict[str, float]] = {}
     by_dep: dict[tuple[str, str], dict[str, float]] = {}
@@ -110,7 +108,7 @@ def window_load_stats(world: World, done_at_warmup: list[int]) -> tuple[dict, di
         dt["completed"] += done
         if mix is not None:
             if rep.deployment not in caps:
-                caps[rep.deployment] = replica_request_capacity_per_s(rep, *mix)
+                caps[rep.deployment] = replica_request_capacity(rep, mix)
             st["capacity_requests"] += caps[rep.deployment] * span
             dt["capacity_requests"] += caps[rep.deployment] * span
     return sites, by_dep
@@ -132,8 +130,8 @@ _CAPACITY: dict[str, float] = {}   # request capacity of a replica per deploymen
 def portfolio_shares(scenario: Scenario, rule=None) -> dict[str, float]:
     """Each served model's share of the fleet's request capacity (at the sites residency
     ``rule`` allows, if given): its replicas' fluid request capacity
-    (:func:`sim.serving.fluid.replica_request_capacity_per_s`, general-vertical mean
-    lengths) over the fleet's."""
+    (:func:`sim.serving.fluid.replica_request_capacity`, general-vertical length
+    moments) over the fleet's."""
     sites = {s_.name: s_ for s_ in scenario.sites}
     deps = [d for d in scenario.deployments if d.replicas > 0 and (
         rule is None or site_allows(sites.get(d.site) if d.site else None, rule))]
@@ -141,12 +139,12 @@ def portfolio_shares(scenario: Scenario, rule=None) -> dict[str, float]:
     if len(models) <= 1:
         return dict.fromkeys(models, 1.0)
     spec = WorkloadSpec.model_validate(vertical_workload("general", "probe", 1.0))
-    p, o = spec.prompt_tokens.build().mean, spec.output_tokens.build().mean
+    lengths = LengthMoments.of_laws(spec.prompt_tokens.build(), spec.output_tokens.build())
     cap: dict[str, float] = {}
     for d in deps:
         key = d.model_dump_json()
         if key not in _CAPACITY:
-            _CAPACITY[key] = replica_request_capacity_per_s(probe_replica(simpy.Environment(), d), p, o)
+            _CAPACITY[key] = replica_request_capacity(probe_replica(simpy.Environment(), d), lengths)
         cap[d.model] = cap.get(d.model, 0.0) + _CAPACITY[key] * d.replicas
     total = sum(cap.values())
     return {m: c / total for m, c in cap.items()} if total > 0 else {}

@@ -118,6 +118,10 @@ class Stream:
         self.measured_arrivals = 0  # arrivals after warm-up
         self.arrived_prompt_tokens = 0
         self.arrived_output_tokens = 0
+        # second moments of the arrived lengths (the fluid capacity's length-biased context)
+        self.arrived_prompt_tokens_sq = 0
+        self.arrived_output_tokens_sq = 0
+        self.arrived_prompt_output_tokens = 0
         self.measured = 0           # completed requests past warm-up
         self.measured_prompt_tokens = 0
         self.measured_output_tokens = 0
@@ -141,7 +145,8 @@ class Stream:
         self.h_wait = LogHistogram()
 
     def merge(self, o: "Stream"):
-        for k in ("completed", "arrivals", "measured_arrivals", "arrived_prompt_tokens", "arrived_output_tokens", "measured",
+        for k in ("completed", "arrivals", "measured_arrivals", "arrived_prompt_tokens", "arrived_output_tokens",
+                  "arrived_prompt_tokens_sq", "arrived_output_tokens_sq", "arrived_prompt_output_tokens", "measured",
                   "measured_prompt_tokens", "measured_output_tokens", "sla_met", "ttft_met", "tpot_met",
                   "prompt_tokens", "output_tokens", "sum_ttft", "sum_tpot", "n_tpot", "sum_e2e",
                   "sum_wait", "sum_wait2", "preemptions", "rejected_measured", "inflight_missed"):
@@ -257,8 +262,12 @@ class Metrics:
         s.arrivals += 1
         if now >= self.warmup_s:
             s.measured_arrivals += 1
-        s.arrived_prompt_tokens += r.prompt_tokens
-        s.arrived_output_tokens += r.output_tokens
+        p, o = r.prompt_tokens, r.output_tokens
+        s.arrived_prompt_tokens += p
+        s.arrived_output_tokens += o
+        s.arrived_prompt_tokens_sq += p * p
+        s.arrived_output_tokens_sq += o * o
+        s.arrived_prompt_output_tokens += p * o
         if self.first_arrival_s is None:
             self.first_arrival_s = now
         self.arrival_bins[self._bin(now)] += 1

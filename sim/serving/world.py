@@ -20,7 +20,7 @@ from sim.demand.arrivals import ClosedLoopProcess
 from sim.perf.roofline import make_step_model
 from sim.scenario import Scenario
 from sim.serving.engine import REJECTED, ArrivalFeed, Replica, Request, RequestIds, admit_arrival
-from sim.serving.fluid import replica_request_capacity_per_s, saturation_tokens_per_s
+from sim.serving.fluid import LengthMoments, replica_request_capacity, saturation_tokens_per_s
 from sim.serving.metrics import Metrics, Stream
 from sim.serving.replica import replica_from_spec
 from sim.serving.residency import site_allows
@@ -423,7 +423,7 @@ class World:
     def _request_utilisation(self, summary: dict, life: list[float]) -> float | None:
         """Requests completed / the requests the fleet could complete at full batch over its
         replicas' time in the fleet, for the arrival mix of the workloads each deployment
-        serves (:func:`sim.serving.fluid.replica_request_capacity_per_s`). Also per deployment."""
+        serves (:func:`sim.serving.fluid.replica_request_capacity`). Also per deployment."""
         m = self.metrics
         cap_total = 0.0
         done_total = 0
@@ -435,9 +435,8 @@ class World:
             if not reps or n == 0:
                 d["request_utilisation"] = None
                 continue
-            p = sum(m.streams[w].arrived_prompt_tokens for w in ws) / n
-            o = sum(m.streams[w].arrived_output_tokens for w in ws) / n
-            cap = replica_request_capacity_per_s(reps[0], p, o) * sum(life[r.index] for r in reps)
+            lengths = LengthMoments.of_streams([m.streams[w] for w in sorted(ws)])
+            cap = replica_request_capacity(reps[0], lengths) * sum(life[r.index] for r in reps)
             done = sum(r.completed for r in reps)
             d["request_utilisation"] = done / cap if cap > 0 else None
             cap_total += cap

@@ -109,3 +109,20 @@ def test_same_seed_same_draws(d):
     c = d.sample(np.random.default_rng(124), 5000)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("mu,sigma,cap", [(4.9, 1.0, 1000), (6.7, 0.8, 14050), (5.0, 0.6, 1 << 20), (6.0, 1.2, 2000)])
+def test_lognormal_sampled_moments_match_its_clipped_rounded_draws(mu, sigma, cap):
+    """``sampled_moments`` of ``min(ceil X, M)`` (the fluid capacity rule's E[o], E[o^2]) against
+    400,000 draws: within 4 standard errors.  The continuous moments (``mean``, ``var``) miss the
+    clip: at mu 4.9, sigma 1, M 1,000 the second moment is 33 % too large."""
+    d = LogNormalInt(mu, sigma, cap)
+    x = d.sample(np.random.default_rng(11), 400_000).astype(float)
+    m1, m2 = d.sampled_moments()
+    n = len(x)
+    assert abs(m1 - x.mean()) < 4 * x.std() / math.sqrt(n)
+    assert abs(m2 - (x * x).mean()) < 4 * (x * x).std() / math.sqrt(n)
+    if cap == 1000:
+        assert d.var + d.mean ** 2 > 1.3 * m2
+    for other in (Constant(7), UniformInt(3, 9)):   # no clip: E[X^2] = var + mean^2
+        assert other.sampled_moments() == pytest.approx((other.mean, other.var + other.mean ** 2))

@@ -222,12 +222,12 @@ def test_fluid_request_capacity_matches_the_simulated_saturation_throughput():
     rate (within 5 %); at 0.8x its queue stays short."""
     import simpy
 
-    from sim.serving.fluid import probe_replica, replica_request_capacity_per_s
+    from sim.serving.fluid import LengthMoments, probe_replica, replica_request_capacity
     from sim.scenario import load_scenario, with_overrides
     sc = load_scenario("day")
     w = sc.workloads[0]
-    cap = replica_request_capacity_per_s(probe_replica(simpy.Environment(), sc.deployments[0]),
-                                         w.prompt_tokens.build().mean, w.output_tokens.build().mean)
+    cap = replica_request_capacity(probe_replica(simpy.Environment(), sc.deployments[0]),
+                                   LengthMoments.of_laws(w.prompt_tokens.build(), w.output_tokens.build()))
     assert 5.0 < cap < 500.0
     over = run(with_overrides(sc, {"deployments.0.replicas": 1, "simulation.horizon_s": 400.0,
                                    "simulation.warmup_s": 0.0, "workloads.0.arrivals.rate_per_s": 1.3 * cap})).summary
@@ -239,8 +239,8 @@ def test_fluid_request_capacity_matches_the_simulated_saturation_throughput():
     # the summary's request_utilisation is that ratio: ~1 saturated, ~0.8 at 0.8x.  It divides by
     # the capacity at the arrived lengths, and the fluid rule is a sizing estimate a few percent
     # above the simulated saturation here: 0.953 under the 2026-12-07 calibration, 0.949 since the
-    # per-layer term moved to 15 us, 0.947 with the streaming floor (2026-12-08); more than 6 % would
-    # be a regression of the rule
+    # per-layer term moved to 15 us, 0.966 with the streaming floor and the length moments
+    # (2026-12-08); more than 6 % would be a regression of the rule
     assert over["request_utilisation"] == pytest.approx(1.0, abs=0.06)
     assert under["request_utilisation"] == pytest.approx(0.8, abs=0.05)
 
@@ -262,3 +262,37 @@ def test_sovsim_run_reports_the_capacity_policy(tmp_path, capsys):
     ts = pd.read_parquet(tmp_path / "r" / "timeseries.parquet")
     fleet = ts[ts["replica"] == "__fleet__"]
     assert fleet["gpus_in_fleet"].iloc[0] == pytest.approx(4.0) and fleet["gpus_in_fleet"].max() > 4.0
+
+
+@pytest.mark.parametrize("profile", ["trtllm-guaranteed-no-evict", None])
+def test_fluid_capacity_counts_the_length_biased_running_set(profile):
+    """Half the requests want 16 output tokens, half 1,024, on a replica whose KV cache binds.
+    A request stays in the batch for its output length, so the running set is length-biased
+    (the inspection paradox): its mean context is p + E[o^2] / (2 E[o]) = 1,016 tokens, not the
+    772 of the mean lengths, and under guaranteed-no-evict admission each holds p + E[o^2] / E[o]
+    = 1,520.  The rule on the length moments lands within 12 % of the engine's saturated
+    completion rate where the rule on mean lengths is more than 40 % high.  (With greedy
+    admission the engine also loses work to recompute preemptions, which no fluid rule counts:
+    the tolerance there is 25 %.)"""
+    import simpy
+
+    from sim.serving.fluid import LengthMoments, probe_replica, replica_request_capacity, replica_request_capacity_per_s
+    from sim.scenario import load_scenario, with_overrides
+    over = {"workloads.0.output_tokens": {"dist": "empirical", "values": [16, 1024]},
+            "workloads.0.prompt_tokens": {"dist": "constant", "value": 512},
+            "deployments.0.step_time.kv_cache_tokens": 65536, "deployments.0.replicas": 1}
+    if profile:
+        over["deployments.0.profile"] = profile
+    sc = with_overrides(load_scenario("day"), over)
+    w = sc.workloads[0]
+    rep = probe_replica(simpy.Environment(), sc.deployments[0])
+    lengths = LengthMoments.of_laws(w.prompt_tokens.build(), w.output_tokens.build())
+    assert (lengths.prompt_output_mean + lengths.output_sq_mean / 2) / lengths.output_mean == pytest.approx(
+        512 + (16 ** 2 + 1024 ** 2) / 2 / (2 * 520), rel=1e-12)
+    new = replica_request_capacity(rep, lengths)
+    old = replica_request_capacity_per_s(rep, 512, 520)
+    s = run(with_overrides(sc, {"simulation.horizon_s": 1500.0, "simulation.warmup_s": 300.0,
+                                "workloads.0.arrivals.rate_per_s": 1.3 * new})).summary
+    done_per_s = s["workloads"][w.name]["measured"] / 1200.0
+    assert old / done_per_s - 1.0 > 0.40
+    assert new / done_per_s - 1.0 == pytest.approx(0.0, abs=0.12 if profile else 0.25)
