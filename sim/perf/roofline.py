@@ -15,8 +15,8 @@ overhead per iteration, per layer of the iteration and per sequence closes the s
 part is the host's kernel launches and per-layer bookkeeping, so a 32-layer model pays less than
 an 80-layer one); a framework profile may also carry ``kernel_time_scale``, its kernels' GPU time
 relative to the fitted operator kernels, acting above each kernel's streaming floor (its weight,
-expert or KV bytes at the GPU's measured streaming efficiency; :func:`scaled_kernel_s`; docs/perf.md, "Framework
-profiles").
+expert or KV bytes at the GPU's measured streaming efficiency; :func:`scaled_kernel_s`;
+docs/perf.md, "Framework profiles").
 
 Parameters come per GPU from ``models/calibration/<gpu>.json`` (written by
 ``sovsim calibrate``); ``kind = "roofline"`` uses datasheet ceilings only (efficiency 1, no
@@ -153,8 +153,8 @@ def scaled_kernel_s(t_s: float, floor_s: float, scale: float) -> float:
     ``floor_s`` is the time its bytes (weights, experts, KV) take at the GPU's streaming efficiency,
     the bandwidth share its dense GEMMs reach in the operator fit (``gemm_eta_bw``: 0.97 on H100;
     the attention and MoE fits' own efficiencies are kernels', not the memory's, limits); the
-    serving software's faster (or slower) kernels change what lies
-    above it (compute, the roofline corner, launch latency), never the memory stream itself, so a
+    serving software's faster (or slower) kernels change what lies above it (compute, the
+    roofline corner, launch latency), never the memory stream itself, so a
     scale below 1 cannot move a bandwidth-bound kernel past what HBM delivers (docs/perf.md,
     "Kernel-time scale above the streaming floor").  Affine in ``scale``, so the offline makespan
     stays closed form (:mod:`sim.calibration.throughput_fit`)."""
@@ -439,7 +439,7 @@ class PerfModel(StepTimeModel):
 
     def _gemm_raw(self, n: float, K: float, N: float) -> tuple[float, float, float, bool]:
         """(overhead, streaming floor, kernel time, bandwidth-bound?) of one GEMM of n tokens:
-        the floor is its bytes at the fitted bandwidth efficiency, the time the roofline blend."""
+        the floor is its bytes at the fitted GEMM bandwidth efficiency, the time the roofline blend."""
         P = self.p
         tb = (K * N * self._bpp + n * (K + N) * ACTIVATION_BYTES) / (self._bw * P.gemm_eta_bw)
         tf = 2.0 * n * K * N / (self._F * P.gemm_eta_flops)
@@ -469,7 +469,7 @@ class PerfModel(StepTimeModel):
         floor = min(tb * P.moe_eta_bw / P.gemm_eta_bw, t)
         if self.ep > 1:   # the layer waits for the busiest expert group
             imb = self.ep_imbalance(n)
-            t, floor = t * imb, tb * imb
+            t, floor = t * imb, floor * imb
         # router GEMM (hidden x experts) and top-k: one small kernel
         return P.moe_overhead_s + P.gemm_overhead_s, floor, t, tb >= tf
 

@@ -117,3 +117,20 @@ def test_scenario_fields_reach_the_step_model_and_are_validated():
     bad = {**base, "deployments": [{**base["deployments"][0], "ep": 3}]}
     with pytest.raises(UserError, match="ep must divide tp"):
         scenario_from_dict(bad)
+
+
+def test_expert_parallel_moe_floor_is_the_expert_stream_of_the_busiest_group():
+    """Under expert parallelism the MoE layer's streaming floor scales with the busiest group's
+    imbalance like its time does: floor <= time at every token count, the floor is the expert
+    bytes at the GPU's streaming efficiency (gemm_eta_bw) times the imbalance, and scale 1
+    leaves the operator fit unchanged."""
+    m = ds(ep=8)
+    P = m.p
+    for n in (1, 16, 256, 4096):
+        o, floor, t, _ = m._moe_raw(n)
+        d = m.expected_experts(n)
+        tb = (d * m._expert_bytes + n * m.llm.top_k * 2 * m.llm.hidden * 2 / m.ep) / (m._bw * P.moe_eta_bw)
+        assert floor <= t
+        assert floor == pytest.approx(min(tb * P.moe_eta_bw / P.gemm_eta_bw, t / m.ep_imbalance(n)) * m.ep_imbalance(n),
+                                      rel=1e-12)
+        assert m._moe_scaled(n, 1.0) == pytest.approx(m._moe_s(n), rel=1e-12)
