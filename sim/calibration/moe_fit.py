@@ -86,11 +86,6 @@ def predict_unscaled(d: pd.DataFrame, params_by_gpu: dict | None = None) -> np.n
     return predict_parts(d, params_by_gpu)[:, 0]
 
 
-def predict_floor(d: pd.DataFrame, params_by_gpu: dict | None = None) -> np.ndarray:
-    """The streaming floor of every row's prediction (what the scale leaves alone)."""
-    return predict_parts(d, params_by_gpu)[:, 1]
-
-
 def scaled(pred: np.ndarray, floor: np.ndarray | None, scale: float) -> np.ndarray:
     """Predictions under a kernel-time scale, above their streaming floor (0: the plain product)."""
     f = 0.0 if floor is None else floor
