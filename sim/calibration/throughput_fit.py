@@ -143,8 +143,8 @@ def predict(terms: pd.DataFrame, a_s: float, b_s: float, scale: float = 1.0, c_s
     """Output tokens/s of every row under overheads ``(a_s, b_s, c_s)`` (per iteration, per
     sequence, per layer per iteration) and kernel-time scale ``scale`` (closed form: the schedule
     does not depend on step durations; the scale acts above the streaming floor ``floor_s``)."""
-    floor = terms.floor_s if "floor_s" in terms else 0.0
-    return (terms.output_tokens / (floor + scale * (terms.t0_s - floor) + (a_s + c_s * terms.layers) * terms.iterations
+    return (terms.output_tokens / (terms.floor_s + scale * (terms.t0_s - terms.floor_s)
+                                   + (a_s + c_s * terms.layers) * terms.iterations
                                    + b_s * terms.seq_iterations)).to_numpy()
 
 

@@ -67,9 +67,9 @@ class PublicCapacity:
             proc = w.arrivals.build()
             peak = float(np.max(proc.multipliers())) if hasattr(proc, "multipliers") else 1.0
             dep = self.scenario.deployments[0]
-            p_mean, o_mean = w.prompt_tokens.build().mean, w.output_tokens.build().mean
-            cap = replica_request_capacity(probe_replica(self.env, dep),
-                                           LengthMoments.of_laws(w.prompt_tokens.build(), w.output_tokens.build()))
+            prompt, output = w.prompt_tokens.build(), w.output_tokens.build()
+            p_mean, o_mean = prompt.mean, output.mean
+            cap = replica_request_capacity(probe_replica(self.env, dep), LengthMoments.of_laws(prompt, output))
             self._cache[contract.vertical] = (peak, dep.tp / cap if cap > 0 else math.inf, p_mean, o_mean)
         return self._cache[contract.vertical]
 

@@ -161,6 +161,11 @@ def scaled_kernel_s(t_s: float, floor_s: float, scale: float) -> float:
     return floor_s + scale * (t_s - floor_s)
 
 
+def _by_bound(overhead_s: float, t_s: float, bw_bound: bool) -> tuple[float, float, float]:
+    """(overhead, bandwidth-side, compute-side): a kernel's time on the side that bounds it."""
+    return overhead_s, (t_s if bw_bound else 0.0), (0.0 if bw_bound else t_s)
+
+
 # ------------------------------------------------------------------ extrapolation
 def _measured_shape_range() -> tuple[int, int, int, int]:
     cards = [catalog.llm(m) for m in MEASURED_MODELS]
@@ -448,14 +453,13 @@ class PerfModel(StepTimeModel):
     def _gemm_s(self, n: float, K: float, N: float) -> tuple[float, float, float]:
         """(overhead, bandwidth-side, compute-side) seconds of one GEMM of n tokens (operator fit)."""
         o, _, t, bw_bound = self._gemm_raw(n, K, N)
-        return o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
+        return _by_bound(o, t, bw_bound)
 
     def _gemm_scaled(self, n: float, K: float, N: float, k: float) -> tuple[float, float, float]:
         """:meth:`_gemm_s` under kernel-time scale ``k``: the scale acts on the overhead and on the
         time above the streaming floor, never on the floor (:func:`scaled_kernel_s`)."""
         o, tb, t, bw_bound = self._gemm_raw(n, K, N)
-        t = scaled_kernel_s(t, tb, k)
-        return k * o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
+        return _by_bound(k * o, scaled_kernel_s(t, tb, k), bw_bound)
 
     def _moe_raw(self, n: float) -> tuple[float, float, float, bool]:
         P, m = self.p, self.llm
@@ -476,12 +480,11 @@ class PerfModel(StepTimeModel):
     def _moe_s(self, n: float) -> tuple[float, float, float]:
         """(overhead, bandwidth-side, compute-side) seconds of one MoE layer (operator fit)."""
         o, _, t, bw_bound = self._moe_raw(n)
-        return o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
+        return _by_bound(o, t, bw_bound)
 
     def _moe_scaled(self, n: float, k: float) -> tuple[float, float, float]:
         o, floor, t, bw_bound = self._moe_raw(n)
-        t = scaled_kernel_s(t, floor, k)
-        return k * o, (t if bw_bound else 0.0), (0.0 if bw_bound else t)
+        return _by_bound(k * o, scaled_kernel_s(t, floor, k), bw_bound)
 
     def _tokens_parts(self, n: int, na: float | None = None) -> dict[str, float]:
         """Everything in an iteration that depends on the token count only (all layers).  ``na``:

@@ -64,16 +64,6 @@ class LengthMoments:
         return cls(m("arrived_prompt_tokens"), m("arrived_output_tokens"), m("arrived_prompt_tokens_sq"),
                    m("arrived_output_tokens_sq"), m("arrived_prompt_output_tokens"))
 
-    @classmethod
-    def mix(cls, parts) -> "LengthMoments | None":
-        """The mixture of ``(weight, LengthMoments)`` parts (weights: request shares)."""
-        parts = [(float(x), lm) for x, lm in parts if x > 0 and lm is not None]
-        tot = sum(x for x, _ in parts)
-        if tot <= 0:
-            return None
-        return cls(*(sum(x * getattr(lm, f) for x, lm in parts) / tot for f in
-                     ("prompt_mean", "output_mean", "prompt_sq_mean", "output_sq_mean", "prompt_output_mean")))
-
 
 def replica_request_capacity_per_s(rep, mean_prompt_tokens: float, mean_output_tokens: float) -> float:
     """:func:`replica_request_capacity` for requests of exactly these lengths."""
